@@ -1,0 +1,23 @@
+//! # The broker
+//!
+//! A broker holds partition replicas. Each partition is an append-only segment log replicated
+//! by its own Raft group; the Raft log *is* the partition log.
+//!
+//! ## Map
+//! - [`storage`]: segments, indexes, recovery, retention, group commit. Knows nothing of Raft.
+//! - [`replication`]: everything openraft — the type config, the adapter that makes a
+//!   [`storage::SegmentLog`] openraft's log store, the partition state machine.
+//! - [`perf`]: the benchmarks shipped with the `broker perf` command.
+//!
+//! ## How a write flows (today)
+//! ```text
+//! replication::PartitionLogStore::append(entries, IOFlushed)
+//!   └─ storage::SegmentLog::append   frames → page cache, offsets assigned
+//!        └─ storage::FlushWorker      one fdatasync per dirty file per round → IOFlushed
+//! ```
+//! Reads go `SegmentLog::read_entries` (by Raft index, for replication) or
+//! `SegmentLog::read_batches` (by offset, for fetch, bounded by the high watermark).
+
+pub mod perf;
+pub mod replication;
+pub mod storage;

@@ -1,0 +1,198 @@
+//! The adapter that makes a [`SegmentLog`] openraft's `RaftLogStorage`: the Raft log *is* the
+//! partition log, so record data reaches the disk once.
+//!
+//! The log sits behind a `std` `RwLock` held only for the duration of page-cache reads and
+//! writes, never across an `.await`; fsyncs happen on the flush worker, which completes
+//! openraft's `IOFlushed` after the data is durable.
+
+use super::types::{
+    entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, PartitionRaft, RecordBatchPayload, Vote,
+};
+use crate::storage::{EntryKind, NewEntry, SegmentLog, StoredEntry};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The log store of one partition replica.
+#[derive(Clone)]
+pub struct PartitionLogStore {
+    log: Arc<RwLock<SegmentLog>>,
+}
+
+/// A reader sharing the store's log; openraft uses it for replication while appends go on.
+#[derive(Clone)]
+pub struct PartitionLogReader {
+    log: Arc<RwLock<SegmentLog>>,
+}
+
+impl PartitionLogStore {
+    /// Wraps an opened log.
+    pub fn new(log: SegmentLog) -> Self {
+        PartitionLogStore {
+            log: Arc::new(RwLock::new(log)),
+        }
+    }
+
+    /// The shared log, for the fetch path.
+    pub fn log(&self) -> Arc<RwLock<SegmentLog>> {
+        Arc::clone(&self.log)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lock_poisoned() -> io::Error {
+    io::Error::other("partition log lock poisoned by an earlier panic")
+}
+
+fn to_new_entry(entry: Entry) -> io::Result<NewEntry> {
+    let id = entry_id_of(&entry.log_id);
+    let (kind, body) = match entry.payload {
+        EntryPayload::Blank => (EntryKind::Blank, bytes::Bytes::new()),
+        EntryPayload::Normal(RecordBatchPayload(batch)) => (EntryKind::Data, batch),
+        EntryPayload::Membership(membership) => {
+            let json = serde_json::to_vec(&membership).map_err(io::Error::other)?;
+            (EntryKind::Membership, bytes::Bytes::from(json))
+        }
+    };
+    Ok(NewEntry { id, kind, body })
+}
+
+pub(crate) fn to_raft_entry(stored: StoredEntry) -> io::Result<Entry> {
+    let log_id = log_id_of(&stored.id);
+    let payload = match stored.kind {
+        EntryKind::Blank => EntryPayload::Blank,
+        EntryKind::Data => EntryPayload::Normal(RecordBatchPayload(stored.body)),
+        EntryKind::Membership => {
+            let membership = serde_json::from_slice(&stored.body).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("membership entry {} does not parse: {e}", stored.id),
+                )
+            })?;
+            EntryPayload::Membership(membership)
+        }
+    };
+    Ok(Entry { log_id, payload })
+}
+
+fn read_range<RB: RangeBounds<u64>>(log: &RwLock<SegmentLog>, range: RB) -> io::Result<Vec<Entry>> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    let stored = log
+        .read()
+        .map_err(|_| lock_poisoned())?
+        .read_entries(crate::storage::RaftIndex(start), crate::storage::RaftIndex(end))
+        .map_err(io::Error::from)?;
+    stored.into_iter().map(to_raft_entry).collect()
+}
+
+impl RaftLogReader<PartitionRaft> for PartitionLogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        read_range(&self.log, range)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self
+            .log
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .vote()
+            .as_ref()
+            .map(vote_of))
+    }
+}
+
+impl RaftLogReader<PartitionRaft> for PartitionLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        read_range(&self.log, range)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self
+            .log
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .vote()
+            .as_ref()
+            .map(vote_of))
+    }
+}
+
+impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
+    type LogReader = PartitionLogReader;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<PartitionRaft>> {
+        let log = self.log.read().map_err(|_| lock_poisoned())?;
+        Ok(LogState {
+            last_purged_log_id: log.purged().as_ref().map(log_id_of),
+            last_log_id: log.last_entry_id().as_ref().map(log_id_of),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        PartitionLogReader {
+            log: Arc::clone(&self.log),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        log.save_vote(stored_vote_of(vote)).map_err(io::Error::from)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        log.save_committed(committed.as_ref().map(entry_id_of));
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        let log = self.log.read().map_err(|_| lock_poisoned())?;
+        Ok(log.committed().as_ref().map(log_id_of))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<PartitionRaft>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries = entries.into_iter().map(to_new_entry).collect::<io::Result<Vec<_>>>()?;
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        log.append(entries, now_ms(), Box::new(move |result| callback.io_completed(result)))
+            .map_err(io::Error::from)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        log.truncate_after(last_log_id.map(|id| crate::storage::RaftIndex(id.index)))
+            .map_err(io::Error::from)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        log.purge(entry_id_of(&log_id), None).map_err(io::Error::from)
+    }
+}

@@ -1,0 +1,24 @@
+//! # Replication: everything openraft
+//!
+//! **One job:** run each partition as its own Raft group whose log is the partition's
+//! [`SegmentLog`](crate::storage::SegmentLog).
+//!
+//! **Owns:** the openraft type configuration (declared once, in [`types`]), the log-store
+//! adapter ([`log_store`]) and the partition state machine ([`state_machine`]).
+//!
+//! **Invariants:** openraft types never leave this module; entries are stored byte-for-byte
+//! as openraft hands them over, and `IOFlushed` fires only once the storage layer reports the
+//! append durable under the topic's fsync policy.
+//!
+//! **Must not depend on:** the API layer or tonic types (the network arrives with the cluster).
+
+pub mod log_store;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::{PartitionLogReader, PartitionLogStore};
+pub use state_machine::PartitionStateMachine;
+pub use types::{PartitionRaft, RecordBatchPayload};
+
+#[cfg(test)]
+mod suite_test;

@@ -1,0 +1,147 @@
+//! The partition state machine. A partition's data *is* its log, so applying an entry only
+//! advances the applied position, assigns the batch its offset (the same rule the log uses, so
+//! both agree) and tracks membership. A snapshot is therefore tiny: the applied log id, the
+//! membership and the next offset — the data it stands for stays in the segment log, whose
+//! retention decides when it goes.
+
+use super::types::{AppliedBatch, LogId, PartitionRaft, RecordBatchPayload};
+use crate::storage::Offset;
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership};
+use proto::record_batch::BatchHeader;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Cursor};
+
+type Membership = StoredMembership<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
+type Meta = SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
+type PartitionSnapshot =
+    Snapshot<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode, Cursor<Vec<u8>>>;
+
+/// Applied state of a partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: Membership,
+    next_offset: Offset,
+}
+
+/// The state machine of one partition replica.
+#[derive(Debug, Default)]
+pub struct PartitionStateMachine {
+    state: AppliedState,
+    current_snapshot: Option<(Meta, Vec<u8>)>,
+}
+
+/// Builds a snapshot of the state as it was when the builder was made.
+pub struct PartitionSnapshotBuilder {
+    state: AppliedState,
+}
+
+impl PartitionStateMachine {
+    /// A state machine that has applied nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The offset the next applied record will get: the high watermark once applied entries
+    /// are committed ones.
+    pub fn next_offset(&self) -> Offset {
+        self.state.next_offset
+    }
+}
+
+fn meta_of(state: &AppliedState) -> Meta {
+    Meta {
+        last_log_id: state.last_applied,
+        last_membership: state.membership.clone(),
+    }
+}
+
+impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> io::Result<PartitionSnapshot> {
+        let bytes = serde_json::to_vec(&self.state).map_err(io::Error::other)?;
+        Ok(Snapshot {
+            meta: meta_of(&self.state),
+            snapshot: Cursor::new(bytes),
+        })
+    }
+}
+
+impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = PartitionSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, Membership)> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<PartitionRaft>>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            self.state.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Membership(membership) => {
+                    self.state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    None
+                }
+                EntryPayload::Normal(RecordBatchPayload(batch)) => {
+                    let header = BatchHeader::parse(&batch).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("committed entry {} is not a batch: {e}", entry.log_id),
+                        )
+                    })?;
+                    let base_offset = self.state.next_offset;
+                    self.state.next_offset = Offset(base_offset.0 + header.record_count as u64);
+                    Some(AppliedBatch { base_offset })
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PartitionSnapshotBuilder {
+            state: self.state.clone(),
+        }
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
+        let builder = self.get_snapshot_builder().await;
+        let bytes = serde_json::to_vec(&builder.state).ok()?;
+        self.current_snapshot = Some((meta_of(&builder.state), bytes));
+        Some(builder)
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, mut snapshot: Cursor<Vec<u8>>) -> io::Result<()> {
+        let bytes = std::mem::take(snapshot.get_mut());
+        let state: AppliedState = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot does not parse: {e}")))?;
+        if state.last_applied != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot data disagrees with its metadata",
+            ));
+        }
+        self.state = state;
+        self.current_snapshot = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<PartitionSnapshot>> {
+        Ok(self.current_snapshot.as_ref().map(|(meta, bytes)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Cursor::new(bytes.clone()),
+        }))
+    }
+}

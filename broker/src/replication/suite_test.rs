@@ -1,0 +1,45 @@
+//! Runs openraft's storage conformance suite against the segment-log adapter.
+
+use super::{PartitionLogStore, PartitionRaft, PartitionStateMachine};
+use crate::storage::{FlushWorker, LogConfig, SegmentLog};
+use openraft::testing::log::{StoreBuilder, Suite};
+use tempfile::TempDir;
+
+struct SegmentStoreBuilder {
+    flush: FlushWorker,
+    config: LogConfig,
+}
+
+impl StoreBuilder<PartitionRaft, PartitionLogStore, PartitionStateMachine, TempDir> for SegmentStoreBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, PartitionLogStore, PartitionStateMachine), openraft::StorageError<PartitionRaft>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, _) =
+            SegmentLog::open(dir.path(), self.config.clone(), self.flush.handle(), 0).expect("a fresh log opens");
+        Ok((dir, PartitionLogStore::new(log), PartitionStateMachine::new()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_log_passes_the_openraft_storage_suite() {
+    let builder = SegmentStoreBuilder {
+        flush: FlushWorker::start("suite").unwrap(),
+        config: LogConfig::default(),
+    };
+    Suite::test_all(builder).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_log_passes_the_suite_with_tiny_segments() {
+    // Segments of 1 KiB roll every few entries, so truncation and purge cross segment files.
+    let builder = SegmentStoreBuilder {
+        flush: FlushWorker::start("suite-small").unwrap(),
+        config: LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 64,
+            ..LogConfig::default()
+        },
+    };
+    Suite::test_all(builder).await.unwrap();
+}

@@ -1,0 +1,71 @@
+//! The openraft type configuration of a partition group, and the conversions between
+//! openraft's ids and the storage layer's.
+
+use crate::storage::{EntryId, Offset, RaftIndex, StoredVote};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A data entry's payload: one Kafka v2 record batch, validated before it is proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBatchPayload(pub Bytes);
+
+impl fmt::Display for RecordBatchPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record batch of {} bytes", self.0.len())
+    }
+}
+
+/// What applying a data entry answers: the offset its first record got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedBatch {
+    /// Base offset assigned to the batch.
+    pub base_offset: Offset,
+}
+
+openraft::declare_raft_types!(
+    /// Type configuration of a partition's Raft group.
+    pub PartitionRaft:
+        D = RecordBatchPayload,
+        R = Option<AppliedBatch>,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+pub(crate) type LogId = openraft::LogId<openraft::impls::leader_id_adv::LeaderId<u64, u64>>;
+pub(crate) type Vote = openraft::impls::Vote<openraft::impls::leader_id_adv::LeaderId<u64, u64>>;
+pub(crate) type Entry = <PartitionRaft as openraft::RaftTypeConfig>::Entry;
+
+pub(crate) fn entry_id_of(log_id: &LogId) -> EntryId {
+    EntryId {
+        term: log_id.leader_id.term,
+        leader_node: log_id.leader_id.node_id,
+        index: RaftIndex(log_id.index),
+    }
+}
+
+pub(crate) fn log_id_of(id: &EntryId) -> LogId {
+    LogId::new(
+        openraft::impls::leader_id_adv::LeaderId {
+            term: id.term,
+            node_id: id.leader_node,
+        },
+        id.index.0,
+    )
+}
+
+pub(crate) fn stored_vote_of(vote: &Vote) -> StoredVote {
+    StoredVote {
+        term: vote.leader_id.term,
+        node: vote.leader_id.node_id,
+        committed: vote.committed,
+    }
+}
+
+pub(crate) fn vote_of(vote: &StoredVote) -> Vote {
+    if vote.committed {
+        Vote::new_committed(vote.term, vote.node)
+    } else {
+        Vote::new(vote.term, vote.node)
+    }
+}

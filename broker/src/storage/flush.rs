@@ -1,0 +1,289 @@
+//! Group commit: one flush worker per data directory makes appended data durable and then
+//! reports it.
+//!
+//! Appenders write frames to the page cache and hand the worker a request naming the files they
+//! touched and a callback. The worker drains every request that has arrived, fdatasyncs each
+//! distinct file once (in parallel across files), then completes all their callbacks. While it
+//! syncs, new requests queue up and form the next round, so under load one fsync covers many
+//! appends of many partitions: throughput scales with the disk's bandwidth, not its fsync rate.
+//!
+//! The worker runs on its own OS thread because fdatasync blocks. Callbacks run on that thread
+//! and must be quick (signal a channel, nothing more).
+//!
+//! After a failed fsync the state of the page cache is unknown (a retried fsync may report
+//! success without the data being on disk), so the log owning the file is marked failed and
+//! refuses further writes until it is reopened and re-validated.
+
+use super::metrics;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Called once the data it covers is durable, or with the error that prevented it.
+pub type DurableCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// Most files synced concurrently in one round.
+const SYNC_PARALLELISM: usize = 8;
+
+/// A file to make durable, and the flag to raise on its log if that fails.
+#[derive(Clone)]
+pub struct SyncTarget {
+    /// The open file.
+    pub file: Arc<File>,
+    /// Its path, for error messages.
+    pub path: Arc<PathBuf>,
+    /// Set when an fsync of this file fails.
+    pub failed: Arc<AtomicBool>,
+}
+
+impl SyncTarget {
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.file) as usize
+    }
+}
+
+enum Request {
+    /// Sync these files, then call back.
+    Sync(Vec<SyncTarget>, DurableCallback),
+    /// These files hold unsynced data already reported durable; sync them within the interval.
+    Dirty(Vec<SyncTarget>, Duration),
+}
+
+/// Counters of the worker's activity, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    /// Rounds that synced at least one file.
+    pub rounds: AtomicU64,
+    /// fdatasync calls made.
+    pub fsyncs: AtomicU64,
+    /// Sync requests (appends) completed.
+    pub requests: AtomicU64,
+}
+
+/// Owns the worker thread; dropping it finishes outstanding requests and joins the thread.
+pub struct FlushWorker {
+    handle: Option<FlushHandle>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable way to submit requests to a [`FlushWorker`].
+#[derive(Clone)]
+pub struct FlushHandle {
+    sender: Sender<Request>,
+    stats: Arc<FlushStats>,
+}
+
+impl FlushWorker {
+    /// Starts a worker thread named after `name` (usually the data directory).
+    pub fn start(name: &str) -> io::Result<FlushWorker> {
+        let (sender, receiver) = mpsc::channel();
+        let stats = Arc::new(FlushStats::default());
+        let worker_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name(format!("flush-{name}"))
+            .spawn(move || run(receiver, &worker_stats))?;
+        Ok(FlushWorker {
+            handle: Some(FlushHandle { sender, stats }),
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for submitting requests.
+    pub fn handle(&self) -> FlushHandle {
+        self.handle.clone().expect("present until drop")
+    }
+}
+
+impl Drop for FlushWorker {
+    fn drop(&mut self) {
+        // The thread exits once every handle (ours and the logs') is gone and the queue is
+        // drained; logs normally close before the worker does.
+        self.handle.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl FlushHandle {
+    /// Calls `callback` once `targets` have been fdatasynced after this call.
+    pub fn sync_then(&self, targets: Vec<SyncTarget>, callback: DurableCallback) {
+        if let Err(mpsc::SendError(Request::Sync(_, callback))) = self.sender.send(Request::Sync(targets, callback)) {
+            callback(Err(io::Error::other("flush worker has stopped")));
+        }
+    }
+
+    /// Asks for `targets` to be synced within `within`.
+    pub fn mark_dirty(&self, targets: Vec<SyncTarget>, within: Duration) {
+        let _ = self.sender.send(Request::Dirty(targets, within));
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &FlushStats {
+        &self.stats
+    }
+}
+
+fn run(receiver: Receiver<Request>, stats: &FlushStats) {
+    let mut dirty: HashMap<usize, (SyncTarget, Instant)> = HashMap::new();
+    loop {
+        let next_deadline = dirty.values().map(|(_, deadline)| *deadline).min();
+        let first = match next_deadline {
+            None => match receiver.recv() {
+                Ok(request) => Some(request),
+                Err(_) => return,
+            },
+            Some(deadline) => match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(request) => Some(request),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let targets: Vec<SyncTarget> = dirty.drain().map(|(_, (t, _))| t).collect();
+                    sync_files(&targets);
+                    return;
+                }
+            },
+        };
+        let mut callbacks = Vec::new();
+        let mut to_sync: HashMap<usize, SyncTarget> = HashMap::new();
+        for request in first.into_iter().chain(receiver.try_iter()) {
+            match request {
+                Request::Sync(targets, callback) => {
+                    let keys = targets.iter().map(SyncTarget::key).collect::<Vec<_>>();
+                    for target in targets {
+                        to_sync.insert(target.key(), target);
+                    }
+                    callbacks.push((keys, callback));
+                }
+                Request::Dirty(targets, within) => {
+                    for target in targets {
+                        let deadline = Instant::now() + within;
+                        dirty.entry(target.key()).or_insert((target, deadline));
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        dirty.retain(|key, (target, deadline)| {
+            if to_sync.contains_key(key) {
+                return false;
+            }
+            if *deadline <= now {
+                to_sync.insert(*key, target.clone());
+                return false;
+            }
+            true
+        });
+        if to_sync.is_empty() {
+            continue;
+        }
+        let targets: Vec<SyncTarget> = to_sync.into_values().collect();
+        let results = sync_files(&targets);
+        stats.rounds.fetch_add(1, Ordering::Relaxed);
+        stats.fsyncs.fetch_add(targets.len() as u64, Ordering::Relaxed);
+        stats.requests.fetch_add(callbacks.len() as u64, Ordering::Relaxed);
+        metrics::flush_round(targets.len() as u64);
+        let failures: HashMap<usize, String> = results.into_iter().flatten().collect();
+        for (keys, callback) in callbacks {
+            match keys.iter().find_map(|k| failures.get(k)) {
+                None => callback(Ok(())),
+                Some(message) => callback(Err(io::Error::other(message.clone()))),
+            }
+        }
+    }
+}
+
+/// fdatasyncs every target, several at once; returns the failures by file key.
+fn sync_files(targets: &[SyncTarget]) -> Vec<Option<(usize, String)>> {
+    let sync_one = |target: &SyncTarget| -> Option<(usize, String)> {
+        match target.file.sync_data() {
+            Ok(()) => None,
+            Err(error) => {
+                target.failed.store(true, Ordering::SeqCst);
+                metrics::fsync_failed();
+                tracing::error!(path = %target.path.display(), %error, "fsync failed; the log is now failed");
+                Some((
+                    target.key(),
+                    format!("fsync of {} failed: {error}", target.path.display()),
+                ))
+            }
+        }
+    };
+    if targets.len() == 1 {
+        return vec![sync_one(&targets[0])];
+    }
+    let group_len = targets.len().div_ceil(SYNC_PARALLELISM);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = targets
+            .chunks(group_len)
+            .map(|group| scope.spawn(move || group.iter().map(sync_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("fsync thread does not panic"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn target(dir: &std::path::Path, name: &str) -> SyncTarget {
+        let path = dir.join(name);
+        let mut file = File::create(&path).unwrap();
+        file.write_all(b"data").unwrap();
+        SyncTarget {
+            file: Arc::new(file),
+            path: Arc::new(path),
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn many_requests_on_few_files_complete_with_fewer_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = FlushWorker::start("test").unwrap();
+        let handle = worker.handle();
+        let files = [target(dir.path(), "a"), target(dir.path(), "b")];
+        let (done_tx, done_rx) = mpsc::channel();
+        for i in 0..200 {
+            let done_tx = done_tx.clone();
+            handle.sync_then(
+                vec![files[i % 2].clone()],
+                Box::new(move |result| done_tx.send(result.is_ok()).unwrap()),
+            );
+        }
+        for _ in 0..200 {
+            assert!(done_rx.recv_timeout(Duration::from_secs(30)).unwrap());
+        }
+        let fsyncs = handle.stats().fsyncs.load(Ordering::Relaxed);
+        assert_eq!(handle.stats().requests.load(Ordering::Relaxed), 200);
+        // Requests queued while a round syncs share the next round's fsync.
+        assert!(
+            fsyncs < 200,
+            "expected coalescing, got {fsyncs} fsyncs for 200 requests"
+        );
+        drop(handle);
+        drop(worker);
+    }
+
+    #[test]
+    fn dirty_files_are_synced_within_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = FlushWorker::start("test").unwrap();
+        let handle = worker.handle();
+        handle.mark_dirty(vec![target(dir.path(), "a")], Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while handle.stats().fsyncs.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "dirty file was never synced");
+            std::thread::park_timeout(Duration::from_millis(5));
+        }
+    }
+}

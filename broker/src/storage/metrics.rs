@@ -1,0 +1,33 @@
+//! Storage metrics, recorded through the `metrics` facade (exported by the broker's
+//! Prometheus endpoint). Only the IO shells call these; the pure codecs record nothing.
+
+/// A frame failed validation outside a torn tail.
+pub fn corrupt_frame() {
+    metrics::counter!("storage_corrupt_frames_total").increment(1);
+}
+
+/// Recovery cut a torn write off the end of a log.
+pub fn torn_tail_truncated() {
+    metrics::counter!("storage_torn_tail_truncations_total").increment(1);
+}
+
+/// A missing or stale index was rebuilt from its log.
+pub fn index_rebuilt() {
+    metrics::counter!("storage_index_rebuilds_total").increment(1);
+}
+
+/// Bytes of frames appended.
+pub fn appended(bytes: u64) {
+    metrics::counter!("storage_appended_bytes_total").increment(bytes);
+}
+
+/// One group-commit round of the flush worker, with the files it synced.
+pub fn flush_round(files_synced: u64) {
+    metrics::counter!("storage_flush_rounds_total").increment(1);
+    metrics::counter!("storage_fsyncs_total").increment(files_synced);
+}
+
+/// An fsync failed; the log concerned is now failed.
+pub fn fsync_failed() {
+    metrics::counter!("storage_fsync_errors_total").increment(1);
+}

@@ -1,0 +1,39 @@
+//! # Storage: the partition log on disk
+//!
+//! **One job:** keep each partition replica's log — record batches and Raft's own entries — on
+//! disk, written once, durable when it says so, and readable by Raft index, by offset and by
+//! timestamp.
+//!
+//! **Owns:** the segment files (`<first raft index>.log`, `.index`, `.timeindex`), the
+//! per-partition `raft-state.json` (vote, committed, purged prefix), and one group-commit flush
+//! worker per data directory.
+//!
+//! **Invariants:**
+//! - The log is a contiguous run of Raft entries; offsets are assigned from the log prefix, so
+//!   replicas holding the same entries agree on every offset.
+//! - No byte that failed its CRC is ever returned as data; no on-disk content makes it panic.
+//! - Under `fsync = always`, an append is reported durable only after an fdatasync that began
+//!   after its write.
+//! - A torn tail is cut on open; corruption anywhere else is an error, never silently dropped.
+//!
+//! **Must not depend on:** openraft, tonic, the controller or groups. The replication layer
+//! adapts this log to openraft's storage traits; nothing here knows Raft's types.
+
+pub mod config;
+pub mod error;
+pub mod flush;
+pub mod frame;
+pub mod index;
+pub mod log;
+mod metrics;
+pub mod retention;
+pub mod segment;
+pub mod state_file;
+pub mod types;
+
+pub use config::{FsyncPolicy, LogConfig};
+pub use error::{StorageError, StorageResult};
+pub use flush::{DurableCallback, FlushHandle, FlushWorker};
+pub use log::{NewEntry, RecoveryReport, SegmentInfo, SegmentLog, StoredEntry};
+pub use state_file::StoredVote;
+pub use types::{EntryId, EntryKind, Offset, RaftIndex};

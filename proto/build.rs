@@ -1,0 +1,12 @@
+//! Compiles the `.proto` files with `protox` (a pure-Rust protobuf compiler), so building the
+//! workspace needs no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/broker/v1/common.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure().bytes(".").compile_fds(descriptors)?;
+    Ok(())
+}
