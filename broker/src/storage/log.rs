@@ -152,6 +152,13 @@ impl SegmentLog {
             next_offset = segment.next_offset();
             segments.push(segment);
         }
+        // An empty active segment is what a crash right after a roll (or a torn first frame)
+        // leaves; drop it so the log ends with its last entry and the next append starts a
+        // segment named after its own index.
+        if segments.last().is_some_and(|s| s.last().is_none()) {
+            let empty = segments.pop().expect("checked non-empty");
+            empty.delete_files()?;
+        }
         report.segments = segments.len();
         let mut log = SegmentLog {
             dir: dir.to_path_buf(),

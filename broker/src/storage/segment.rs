@@ -189,11 +189,21 @@ impl Segment {
         } else {
             segment.recover_by_full_scan(file_len, mode)?
         };
-        if let Some(first) = segment.first_frame()? {
-            segment.base_offset = first.base_offset;
-            if first.kind == EntryKind::Data {
-                segment.created_at_ms = first.max_timestamp;
+        match segment.first_frame() {
+            Ok(Some(first)) => {
+                if first.id.index != first_index {
+                    return Err(segment.corrupt(0, "first frame does not match the segment name"));
+                }
+                segment.base_offset = first.base_offset;
+                if first.kind == EntryKind::Data {
+                    segment.created_at_ms = first.max_timestamp;
+                }
             }
+            Ok(None) => {}
+            // A sealed segment is not fully verified on open; its bad frame stays unreadable
+            // (reads report it) and the offsets chained from the previous segment stand.
+            Err(StorageError::Corrupt { .. }) if mode == OpenMode::Sealed => {}
+            Err(other) => return Err(other),
         }
         Ok((segment, recovery))
     }

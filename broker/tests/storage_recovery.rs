@@ -1,0 +1,400 @@
+//! Crash recovery, corruption, retention and bad-input behaviour of the segment log, each
+//! against real files. The documented behaviour is in docs/architecture.md ("Recovery rules").
+
+use broker::storage::frame::FRAME_HEADER_LEN;
+use broker::storage::{
+    EntryId, EntryKind, FlushWorker, FsyncPolicy, LogConfig, NewEntry, Offset, RaftIndex, SegmentLog, StorageError,
+};
+use bytes::Bytes;
+use proptest::prelude::*;
+use proto::record_batch::{encode_batch, ProducerStamp, Record};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn batch(records: usize, timestamp: i64, value_size: usize) -> Bytes {
+    let records: Vec<Record> = (0..records)
+        .map(|i| Record {
+            timestamp: timestamp + i as i64,
+            value: Some(Bytes::from(vec![b'v'; value_size])),
+            ..Record::default()
+        })
+        .collect();
+    encode_batch(&records, ProducerStamp::NONE)
+}
+
+fn data_entry(index: u64, records: usize, timestamp: i64, value_size: usize) -> NewEntry {
+    NewEntry {
+        id: EntryId {
+            term: 1,
+            leader_node: 1,
+            index: RaftIndex(index),
+        },
+        kind: EntryKind::Data,
+        body: batch(records, timestamp, value_size),
+    }
+}
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 100,
+        fsync: FsyncPolicy::Never,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &Path, flush: &FlushWorker, config: LogConfig) -> broker::storage::StorageResult<SegmentLog> {
+    SegmentLog::open(dir, config, flush.handle(), T0).map(|(log, _)| log)
+}
+
+/// Appends `count` data entries of 2 records each, one per append, timestamps 1 s apart.
+fn fill(log: &mut SegmentLog, count: u64, value_size: usize) {
+    for i in 0..count {
+        let entry = data_entry(i, 2, T0 + i as i64 * 1000, value_size);
+        log.append(vec![entry], T0, Box::new(|r| r.unwrap())).unwrap();
+    }
+}
+
+/// Byte position of each frame in a segment file that holds entries `first..` of `fill`.
+fn frame_positions(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut positions = Vec::new();
+    let mut at = 0usize;
+    while at + 4 <= bytes.len() {
+        positions.push(at as u64);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len;
+    }
+    positions
+}
+
+fn flip_bit(path: &Path, position: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[position as usize] ^= 0x04;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bit_flip_in_the_tail_frame_is_cut_as_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
+    fill(&mut log, 20, 50);
+    let path = log.segments()[0].path.clone();
+    drop(log);
+    let last = *frame_positions(&path).last().unwrap();
+    flip_bit(&path, last + FRAME_HEADER_LEN as u64 + 10);
+    let len_before = std::fs::metadata(&path).unwrap().len();
+
+    let (mut log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.truncated_bytes, len_before - last);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        last,
+        "the torn frame is cut off"
+    );
+    assert_eq!(log.last_entry_id().unwrap().index, RaftIndex(18));
+    assert_eq!(log.log_end_offset(), Offset(38));
+    // The log continues where the intact prefix ends.
+    log.append(vec![data_entry(19, 2, T0, 50)], T0, Box::new(|r| r.unwrap()))
+        .unwrap();
+    assert_eq!(log.read_entries(RaftIndex(0), RaftIndex(100)).unwrap().len(), 20);
+}
+
+#[test]
+fn bit_flip_in_the_middle_of_the_active_segment_is_reported_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
+    fill(&mut log, 20, 50);
+    let path = log.segments()[0].path.clone();
+    drop(log);
+    let fifth = frame_positions(&path)[5];
+    flip_bit(&path, fifth + FRAME_HEADER_LEN as u64 + 3);
+    let size_before = std::fs::metadata(&path).unwrap().len();
+
+    match open(dir.path(), &flush, config(1 << 20)) {
+        Err(StorageError::Corrupt { position, .. }) => assert_eq!(position, fifth),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("expected Corrupt, the log opened"),
+    }
+    // Acknowledged data after the bad frame is not thrown away.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size_before);
+}
+
+#[test]
+fn bit_flip_in_a_sealed_segment_is_an_error_on_read_and_other_data_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config(1024)).unwrap();
+    fill(&mut log, 30, 100);
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "small segments roll: {}", segments.len());
+    drop(log);
+    flip_bit(&segments[0].path, FRAME_HEADER_LEN as u64 + 20);
+
+    let log = open(dir.path(), &flush, config(1024)).unwrap();
+    let second_start = segments[1].first_index;
+    assert!(matches!(
+        log.read_entries(RaftIndex(0), RaftIndex(1)),
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        log.read_batches(Offset(0), 1 << 20, Offset(u64::MAX)),
+        Err(StorageError::Corrupt { .. })
+    ));
+    let rest = log.read_entries(second_start, RaftIndex(30)).unwrap();
+    assert_eq!(rest.len() as u64, 30 - second_start.0);
+}
+
+#[test]
+fn truncated_and_deleted_index_files_are_rebuilt_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config(4096)).unwrap();
+    fill(&mut log, 60, 100);
+    let segments = log.segments();
+    log.close().unwrap();
+    drop(log);
+    assert!(segments.len() >= 3);
+    let index_of = |i: usize, ext: &str| segments[i].path.with_extension(ext);
+    let original_index = std::fs::read(index_of(0, "index")).unwrap();
+    let original_time = std::fs::read(index_of(0, "timeindex")).unwrap();
+    let original_active = std::fs::read(index_of(segments.len() - 1, "index")).unwrap();
+    assert!(original_index.len() >= 40, "index has entries");
+
+    // Sealed segment 0: index cut mid-entry, time index deleted. Active segment: index deleted.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(index_of(0, "index"))
+        .unwrap();
+    file.set_len(original_index.len() as u64 / 2 + 3).unwrap();
+    std::fs::remove_file(index_of(0, "timeindex")).unwrap();
+    std::fs::remove_file(index_of(segments.len() - 1, "index")).unwrap();
+    // Sealed segment 1: index deleted.
+    std::fs::remove_file(index_of(1, "index")).unwrap();
+
+    let (log, report) = SegmentLog::open(dir.path(), config(4096), flush.handle(), T0).unwrap();
+    assert!(report.rebuilt_indexes >= 3, "{report:?}");
+    assert_eq!(std::fs::read(index_of(0, "index")).unwrap(), original_index);
+    assert_eq!(std::fs::read(index_of(0, "timeindex")).unwrap(), original_time);
+    assert_eq!(
+        std::fs::read(index_of(segments.len() - 1, "index")).unwrap(),
+        original_active
+    );
+    // Lookups through the rebuilt indexes find every offset.
+    for offset in [0u64, 1, 37, 64, 119] {
+        let batches = log.read_batches(Offset(offset), 1, Offset(u64::MAX)).unwrap();
+        let first = &batches[0];
+        assert!(
+            first.base_offset.0 <= offset && offset < first.base_offset.0 + 2,
+            "offset {offset}"
+        );
+    }
+}
+
+#[test]
+fn time_retention_deletes_old_segments_and_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let config = LogConfig {
+        retention_ms: Some(20_000),
+        ..config(1024)
+    };
+    let mut log = open(dir.path(), &flush, config.clone()).unwrap();
+    fill(&mut log, 40, 100); // entry i has timestamps T0 + i s
+    let before = log.segments();
+    // At T0 + 45 s, records older than T0 + 25 s are expired.
+    let now = T0 + 45_000;
+    let point = log.enforce_retention(now).unwrap().expect("something expires");
+    let after = log.segments();
+    assert!(after.len() < before.len());
+    assert_eq!(after[0].first_index.0, point.index.0 + 1, "whole segments go");
+    for gone in &before[..before.len() - after.len()] {
+        assert!(!gone.path.exists(), "{} deleted", gone.path.display());
+    }
+    // Every entry of a deleted segment was older than the cutoff; the first kept segment has
+    // a record newer than it.
+    assert!(point.index.0 < 25);
+    let start = log.log_start_offset();
+    assert_eq!(start, Offset((point.index.0 + 1) * 2));
+    assert!(matches!(
+        log.read_batches(Offset(start.0 - 1), 1, Offset(u64::MAX)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        log.read_batches(start, 1, Offset(u64::MAX)).unwrap()[0].base_offset,
+        start
+    );
+    // The purge survives a restart.
+    drop(log);
+    let log = open(dir.path(), &flush, config).unwrap();
+    assert_eq!(log.log_start_offset(), start);
+    // Far in the future everything but the active segment goes.
+    let mut log = log;
+    log.enforce_retention(T0 + 10_000_000).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    assert_eq!(log.log_end_offset(), Offset(80));
+}
+
+#[test]
+fn size_retention_keeps_the_log_at_or_above_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(3000),
+        ..config(1024)
+    };
+    let mut log = open(dir.path(), &flush, config).unwrap();
+    fill(&mut log, 40, 100);
+    let total = |log: &SegmentLog| log.segments().iter().map(|s| s.size).sum::<u64>();
+    assert!(total(&log) > 6000);
+    log.enforce_retention(T0).unwrap().expect("over the limit");
+    let remaining = total(&log);
+    let oldest = log.segments()[0].size;
+    assert!(remaining >= 3000, "kept at least the limit: {remaining}");
+    assert!(
+        remaining - oldest < 3000,
+        "deleting one more would go under: {remaining}"
+    );
+    assert_eq!(log.enforce_retention(T0).unwrap(), None, "idempotent");
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config(1024)).unwrap();
+    fill(&mut log, 30, 100); // entry i: records at T0 + i s and T0 + i s + 1 ms
+    assert_eq!(log.offset_for_timestamp(T0 - 5).unwrap(), Some(Offset(0)));
+    assert_eq!(log.offset_for_timestamp(T0 + 7000).unwrap(), Some(Offset(14)));
+    assert_eq!(log.offset_for_timestamp(T0 + 7001).unwrap(), Some(Offset(15)));
+    assert_eq!(log.offset_for_timestamp(T0 + 7002).unwrap(), Some(Offset(16)));
+    assert_eq!(log.offset_for_timestamp(T0 + 29_001).unwrap(), Some(Offset(59)));
+    assert_eq!(log.offset_for_timestamp(T0 + 29_002).unwrap(), None);
+}
+
+#[test]
+fn bad_arguments_get_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    assert!(matches!(
+        open(dir.path(), &flush, config(0)),
+        Err(StorageError::InvalidConfig(_))
+    ));
+    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
+    fill(&mut log, 3, 10);
+    let gap = data_entry(7, 1, T0, 1);
+    assert!(matches!(
+        log.append(vec![gap], T0, Box::new(|_| panic!("not called"))),
+        Err(StorageError::NonContiguousAppend { expected: 3, got: 7 })
+    ));
+    let garbage = NewEntry {
+        body: Bytes::from_static(b"not a record batch"),
+        ..data_entry(3, 1, T0, 1)
+    };
+    assert!(matches!(
+        log.append(vec![garbage], T0, Box::new(|_| panic!("not called"))),
+        Err(StorageError::InvalidBatch { .. })
+    ));
+    assert!(matches!(
+        log.read_batches(Offset(7), 100, Offset(u64::MAX)),
+        Err(StorageError::OffsetOutOfRange { log_end: Offset(6), .. })
+    ));
+    assert!(
+        log.read_batches(Offset(6), 100, Offset(u64::MAX)).unwrap().is_empty(),
+        "log end is empty, not an error"
+    );
+    log.purge(log.read_entries(RaftIndex(1), RaftIndex(2)).unwrap()[0].id, None)
+        .unwrap();
+    assert!(matches!(
+        log.truncate_after(Some(RaftIndex(0))),
+        Err(StorageError::InvalidPosition(_))
+    ));
+    // Nothing was lost by the refused calls.
+    assert_eq!(log.read_entries(RaftIndex(0), RaftIndex(10)).unwrap().len(), 1);
+    assert_eq!(log.log_end_offset(), Offset(6));
+}
+
+#[test]
+fn high_watermark_bounds_reads_by_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
+    fill(&mut log, 10, 10);
+    let visible = log.read_batches(Offset(0), usize::MAX, Offset(8)).unwrap();
+    assert_eq!(visible.len(), 4, "batches starting below offset 8");
+    assert!(log.read_batches(Offset(8), usize::MAX, Offset(8)).unwrap().is_empty());
+}
+
+#[test]
+fn fsync_always_reports_durability_after_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..config(1 << 20)
+    };
+    let mut log = open(dir.path(), &flush, config).unwrap();
+    let durable = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    for i in 0..200 {
+        let durable = Arc::clone(&durable);
+        let tx = tx.clone();
+        log.append(
+            vec![data_entry(i, 1, T0, 100)],
+            T0,
+            Box::new(move |result| {
+                result.unwrap();
+                durable.fetch_add(1, Ordering::SeqCst);
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+    }
+    for _ in 0..200 {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("every append becomes durable");
+    }
+    assert_eq!(durable.load(Ordering::SeqCst), 200);
+    let stats = flush.handle();
+    let fsyncs = stats.stats().fsyncs.load(Ordering::Relaxed);
+    assert!(fsyncs < 200, "appends share fsyncs: {fsyncs}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever bytes the active segment holds, opening the log returns a log or an error;
+    /// it never panics, and what it serves passed its CRC.
+    #[test]
+    fn arbitrary_segment_content_never_panics(
+        garbage in prop::collection::vec(any::<u8>(), 0..600),
+        keep_prefix in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let flush = FlushWorker::start("p").unwrap();
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = Vec::new();
+        if keep_prefix {
+            let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
+            fill(&mut log, 3, 20);
+            drop(log);
+            bytes = std::fs::read(&path).unwrap();
+        }
+        bytes.extend_from_slice(&garbage);
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok(log) = open(dir.path(), &flush, config(1 << 20)) {
+            let entries = log.read_entries(RaftIndex(0), RaftIndex(u64::MAX)).unwrap();
+            if keep_prefix {
+                prop_assert!(entries.len() >= 3);
+            }
+        }
+    }
+}
