@@ -7,6 +7,7 @@
 //! - [`storage`]: segments, indexes, recovery, retention, group commit. Knows nothing of Raft.
 //! - [`replication`]: everything openraft — the type config, the adapter that makes a
 //!   [`storage::SegmentLog`] openraft's log store, the partition state machine.
+//! - [`api`]: the wire ⇄ domain boundary; today the error-code mapping.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!
 //! ## How a write flows (today)
@@ -18,6 +19,7 @@
 //! Reads go `SegmentLog::read_entries` (by Raft index, for replication) or
 //! `SegmentLog::read_batches` (by offset, for fetch, bounded by the high watermark).
 
+pub mod api;
 pub mod perf;
 pub mod replication;
 pub mod storage;

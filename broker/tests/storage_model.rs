@@ -156,10 +156,9 @@ proptest! {
         for op in ops {
             match op {
                 Op::Append(specs) => {
-                    let mut next_index = model.next_index();
                     let mut next_offset = model.log_end();
                     let mut entries = Vec::new();
-                    for (kind, records, size) in specs {
+                    for (next_index, (kind, records, size)) in (model.next_index()..).zip(specs) {
                         seed += 1;
                         let (kind, body, record_count) = match kind {
                             0 => (EntryKind::Blank, Bytes::new(), 0),
@@ -169,7 +168,6 @@ proptest! {
                         let id = EntryId { term: 1 + seed / 7, leader_node: seed % 3, index: RaftIndex(next_index) };
                         entries.push(NewEntry { id, kind, body: body.clone() });
                         model.entries.push(ModelEntry { id, kind, body, base_offset: next_offset, record_count });
-                        next_index += 1;
                         next_offset = Offset(next_offset.0 + u64::from(record_count));
                     }
                     log.append(entries, 0, Box::new(|r| r.expect("durable"))).unwrap();

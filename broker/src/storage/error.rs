@@ -94,10 +94,19 @@ impl StorageError {
 
 impl From<StorageError> for std::io::Error {
     fn from(error: StorageError) -> Self {
-        match error {
-            StorageError::Io { source, .. } => source,
-            other => std::io::Error::other(other),
-        }
+        let kind = match &error {
+            StorageError::Io { source, .. } => source.kind(),
+            StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => std::io::ErrorKind::InvalidData,
+            StorageError::OffsetOutOfRange { .. }
+            | StorageError::InvalidPosition(_)
+            | StorageError::InvalidConfig(_)
+            | StorageError::NonContiguousAppend { .. }
+            | StorageError::InvalidBatch { .. }
+            | StorageError::EntryTooLarge { .. } => std::io::ErrorKind::InvalidInput,
+            StorageError::Failed { .. } => std::io::ErrorKind::Other,
+        };
+        // Keep the whole message (path, position) rather than only the OS error.
+        std::io::Error::new(kind, error)
     }
 }
 

@@ -61,6 +61,15 @@ fn fill(log: &mut SegmentLog, count: u64, value_size: usize) {
     }
 }
 
+/// A log in a fresh directory holding `count` entries written by [`fill`].
+fn filled_log(config: LogConfig, count: u64, value_size: usize) -> (tempfile::TempDir, FlushWorker, SegmentLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config).unwrap();
+    fill(&mut log, count, value_size);
+    (dir, flush, log)
+}
+
 /// Byte position of each frame in a segment file that holds entries `first..` of `fill`.
 fn frame_positions(path: &Path) -> Vec<u64> {
     let bytes = std::fs::read(path).unwrap();
@@ -82,10 +91,7 @@ fn flip_bit(path: &Path, position: u64) {
 
 #[test]
 fn bit_flip_in_the_tail_frame_is_cut_as_a_torn_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
-    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
-    fill(&mut log, 20, 50);
+    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
     let path = log.segments()[0].path.clone();
     drop(log);
     let last = *frame_positions(&path).last().unwrap();
@@ -109,10 +115,7 @@ fn bit_flip_in_the_tail_frame_is_cut_as_a_torn_write() {
 
 #[test]
 fn bit_flip_in_the_middle_of_the_active_segment_is_reported_as_corruption() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
-    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
-    fill(&mut log, 20, 50);
+    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
     let path = log.segments()[0].path.clone();
     drop(log);
     let fifth = frame_positions(&path)[5];
@@ -130,10 +133,7 @@ fn bit_flip_in_the_middle_of_the_active_segment_is_reported_as_corruption() {
 
 #[test]
 fn bit_flip_in_a_sealed_segment_is_an_error_on_read_and_other_data_stays_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
-    let mut log = open(dir.path(), &flush, config(1024)).unwrap();
-    fill(&mut log, 30, 100);
+    let (dir, flush, log) = filled_log(config(1024), 30, 100);
     let segments = log.segments();
     assert!(segments.len() >= 4, "small segments roll: {}", segments.len());
     drop(log);
@@ -155,10 +155,7 @@ fn bit_flip_in_a_sealed_segment_is_an_error_on_read_and_other_data_stays_readabl
 
 #[test]
 fn truncated_and_deleted_index_files_are_rebuilt_identically() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
-    let mut log = open(dir.path(), &flush, config(4096)).unwrap();
-    fill(&mut log, 60, 100);
+    let (dir, flush, mut log) = filled_log(config(4096), 60, 100);
     let segments = log.segments();
     log.close().unwrap();
     drop(log);
@@ -201,14 +198,12 @@ fn truncated_and_deleted_index_files_are_rebuilt_identically() {
 
 #[test]
 fn time_retention_deletes_old_segments_and_moves_the_log_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
     let config = LogConfig {
         retention_ms: Some(20_000),
         ..config(1024)
     };
-    let mut log = open(dir.path(), &flush, config.clone()).unwrap();
-    fill(&mut log, 40, 100); // entry i has timestamps T0 + i s
+    // Entry i has timestamps T0 + i s.
+    let (dir, flush, mut log) = filled_log(config.clone(), 40, 100);
     let before = log.segments();
     // At T0 + 45 s, records older than T0 + 25 s are expired.
     let now = T0 + 45_000;
@@ -245,14 +240,11 @@ fn time_retention_deletes_old_segments_and_moves_the_log_start() {
 
 #[test]
 fn size_retention_keeps_the_log_at_or_above_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
     let config = LogConfig {
         retention_bytes: Some(3000),
         ..config(1024)
     };
-    let mut log = open(dir.path(), &flush, config).unwrap();
-    fill(&mut log, 40, 100);
+    let (_dir, _flush, mut log) = filled_log(config, 40, 100);
     let total = |log: &SegmentLog| log.segments().iter().map(|s| s.size).sum::<u64>();
     assert!(total(&log) > 6000);
     log.enforce_retention(T0).unwrap().expect("over the limit");
@@ -324,10 +316,7 @@ fn bad_arguments_get_typed_errors() {
 
 #[test]
 fn high_watermark_bounds_reads_by_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let flush = FlushWorker::start("t").unwrap();
-    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
-    fill(&mut log, 10, 10);
+    let (_dir, _flush, log) = filled_log(config(1 << 20), 10, 10);
     let visible = log.read_batches(Offset(0), usize::MAX, Offset(8)).unwrap();
     assert_eq!(visible.len(), 4, "batches starting below offset 8");
     assert!(log.read_batches(Offset(8), usize::MAX, Offset(8)).unwrap().is_empty());
@@ -397,4 +386,45 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn segments_roll_by_size_and_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let aging = LogConfig {
+        segment_ms: 60_000,
+        ..config(1 << 20)
+    };
+    let mut log = open(dir.path(), &flush, aging).unwrap();
+    // Record timestamps are T0 + i s; the segment's age is measured from its first record.
+    let append_at = |log: &mut SegmentLog, index: u64, now: i64| {
+        log.append(vec![data_entry(index, 1, T0, 10)], now, Box::new(|r| r.unwrap()))
+            .unwrap();
+    };
+    append_at(&mut log, 0, T0);
+    append_at(&mut log, 1, T0 + 59_999);
+    assert_eq!(log.segments().len(), 1, "younger than segment_ms");
+    append_at(&mut log, 2, T0 + 60_000);
+    assert_eq!(log.segments().len(), 2, "rolled by age");
+    assert_eq!(log.segments()[1].first_index, RaftIndex(2));
+
+    let mut small = open(tempfile::tempdir().unwrap().keep().as_path(), &flush, config(1024)).unwrap();
+    for i in 0..10 {
+        small
+            .append(vec![data_entry(i, 1, T0, 300)], T0, Box::new(|r| r.unwrap()))
+            .unwrap();
+    }
+    let segments = small.segments();
+    assert!(segments.len() >= 3, "rolled by size: {}", segments.len());
+    assert!(
+        segments.iter().all(|s| s.size <= 1024),
+        "no segment exceeds segment_bytes"
+    );
+    // After a restart the chain is intact and the data readable.
+    let dir = small.dir().to_path_buf();
+    drop(small);
+    let small = open(&dir, &flush, config(1024)).unwrap();
+    assert_eq!(small.read_entries(RaftIndex(0), RaftIndex(10)).unwrap().len(), 10);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,0 +1,49 @@
+//! The one place internal errors become wire error codes. Each code's retriability is part of
+//! the contract documented in `docs/error-codes.md`.
+
+use crate::storage::StorageError;
+use proto::v1::ErrorCode;
+
+/// The wire code for a storage error.
+pub fn storage_error_code(error: &StorageError) -> ErrorCode {
+    match error {
+        StorageError::Io { .. } | StorageError::Failed { .. } => ErrorCode::StorageUnavailable,
+        StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => ErrorCode::CorruptData,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::EntryTooLarge { .. } => ErrorCode::RecordTooLarge,
+        StorageError::NonContiguousAppend { .. }
+        | StorageError::InvalidBatch { .. }
+        | StorageError::InvalidPosition(_)
+        | StorageError::InvalidConfig(_) => ErrorCode::InvalidRequest,
+    }
+}
+
+/// Whether a client may retry a request that failed with `code` without changing it.
+pub fn is_retriable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::StorageUnavailable | ErrorCode::CorruptData)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Offset;
+
+    #[test]
+    fn codes_and_retriability_match_the_documented_table() {
+        let full_disk = StorageError::Io {
+            path: "x".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(storage_error_code(&full_disk), ErrorCode::StorageUnavailable);
+        assert!(is_retriable(ErrorCode::StorageUnavailable));
+        let out_of_range = StorageError::OffsetOutOfRange {
+            requested: Offset(9),
+            log_start: Offset(0),
+            log_end: Offset(5),
+        };
+        assert_eq!(storage_error_code(&out_of_range), ErrorCode::OffsetOutOfRange);
+        assert!(!is_retriable(ErrorCode::OffsetOutOfRange));
+        assert!(!is_retriable(ErrorCode::InvalidRequest));
+        assert!(!is_retriable(ErrorCode::RecordTooLarge));
+    }
+}

@@ -1,0 +1,9 @@
+//! # API: the wire ⇄ domain boundary
+//!
+//! **One job:** translate between `proto::v1` messages and the broker's subsystems. Handlers
+//! decode, call a subsystem, encode; they hold no state and do no IO of their own.
+//!
+//! **Owns:** the single mapping from internal errors to wire error codes ([`error_codes`]).
+//! The gRPC services arrive with the replication issue.
+
+pub mod error_codes;
