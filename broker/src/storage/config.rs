@@ -165,4 +165,13 @@ mod tests {
         assert_eq!(config.index_interval_bytes, 4096);
         assert!(toml::from_str::<LogConfig>("segment_size = 1").is_err());
     }
+
+    #[test]
+    fn example_config_in_deploy_loads_and_equals_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/topic-defaults.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config: LogConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config, LogConfig::default());
+    }
 }
