@@ -2,7 +2,7 @@
 //! workspace needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/broker/v1/common.proto"];
+    let files = ["proto/broker/v1/common.proto", "proto/raft/v1/raft.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -53,7 +53,7 @@ fn lock_poisoned() -> io::Error {
     io::Error::other("partition log lock poisoned by an earlier panic")
 }
 
-fn to_new_entry(entry: Entry) -> io::Result<NewEntry> {
+pub(crate) fn to_new_entry(entry: Entry) -> io::Result<NewEntry> {
     let id = entry_id_of(&entry.log_id);
     let (kind, body) = match entry.payload {
         EntryPayload::Blank => (EntryKind::Blank, bytes::Bytes::new()),

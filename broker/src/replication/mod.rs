@@ -10,13 +10,20 @@
 //! as openraft hands them over, and `IOFlushed` fires only once the storage layer reports the
 //! append durable under the topic's fsync policy.
 //!
-//! **Must not depend on:** the API layer or tonic types (the network arrives with the cluster).
+//! **Must not depend on:** the API layer. (It does use tonic: the Raft transport lives here.)
 
 pub mod log_store;
+pub mod network;
+pub mod raft_service;
+pub mod replica;
 pub mod state_machine;
 pub mod types;
+mod wire;
 
 pub use log_store::{PartitionLogReader, PartitionLogStore};
+pub use network::PeerChannels;
+pub use raft_service::RaftGroups;
+pub use replica::{PartitionReplica, RaftTimers, ReplicationError};
 pub use state_machine::PartitionStateMachine;
 pub use types::{PartitionRaft, RecordBatchPayload};
 

@@ -12,6 +12,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, Snapsh
 use proto::record_batch::BatchHeader;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 type Membership = StoredMembership<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
 type Meta = SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
@@ -31,6 +33,9 @@ struct AppliedState {
 pub struct PartitionStateMachine {
     state: AppliedState,
     current_snapshot: Option<(Meta, Vec<u8>)>,
+    /// The next offset after everything applied, published for the fetch path. Applied
+    /// entries are committed ones, so this never exceeds the high watermark.
+    applied_next_offset: Arc<AtomicU64>,
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
@@ -48,6 +53,17 @@ impl PartitionStateMachine {
     /// are committed ones.
     pub fn next_offset(&self) -> Offset {
         self.state.next_offset
+    }
+
+    /// A shared view of [`next_offset`](Self::next_offset) that stays current after the state
+    /// machine is handed to openraft.
+    pub fn applied_next_offset(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.applied_next_offset)
+    }
+
+    fn publish(&self) {
+        self.applied_next_offset
+            .store(self.state.next_offset.0, Ordering::Release);
     }
 }
 
@@ -103,6 +119,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                     Some(AppliedBatch { base_offset })
                 }
             };
+            self.publish();
             if let Some(responder) = responder {
                 responder.send(response);
             }
@@ -134,6 +151,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             ));
         }
         self.state = state;
+        self.publish();
         self.current_snapshot = Some((meta.clone(), bytes));
         Ok(())
     }

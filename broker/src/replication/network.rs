@@ -1,0 +1,176 @@
+//! The client side of the Raft transport: openraft's `RaftNetworkV2` over tonic.
+//!
+//! Every Raft group on a broker shares one HTTP/2 connection per peer ([`PeerChannels`]); a
+//! group's network only adds its group id to each message.
+
+use super::types::PartitionRaft;
+use super::wire::encode_append;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, RaftNetworkV2};
+use proto::raft_v1::raft_client::RaftClient;
+use proto::raft_v1::{JsonRequest, SnapshotRequest};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+type Vote = <PartitionRaft as openraft::RaftTypeConfig>::Vote;
+type PartitionSnapshot =
+    openraft::Snapshot<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, BasicNode, Cursor<Vec<u8>>>;
+
+/// One lazily connected channel per peer address, shared by all Raft groups of a broker.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    /// The channel to `address` (`host:port`), created on first use.
+    pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("peer channel map");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates the per-peer networks of one Raft group.
+#[derive(Clone)]
+pub struct GroupNetworkFactory {
+    group: u64,
+    peers: PeerChannels,
+}
+
+impl GroupNetworkFactory {
+    /// The factory for Raft group `group`, sending over `peers`.
+    pub fn new(group: u64, peers: PeerChannels) -> Self {
+        GroupNetworkFactory { group, peers }
+    }
+}
+
+/// One group's link to one peer.
+pub struct GroupNetwork {
+    group: u64,
+    target: u64,
+    client: Option<RaftClient<Channel>>,
+    address: String,
+}
+
+impl RaftNetworkFactory<PartitionRaft> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GroupNetwork {
+        let client = self.peers.channel(&node.addr).ok().map(RaftClient::new);
+        GroupNetwork {
+            group: self.group,
+            target,
+            client,
+            address: node.addr.clone(),
+        }
+    }
+}
+
+impl GroupNetwork {
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<PartitionRaft>> {
+        self.client.clone().ok_or_else(|| {
+            Unreachable::from_string(format!(
+                "node {} has an invalid address {:?}",
+                self.target, self.address
+            ))
+        })
+    }
+}
+
+/// Maps a transport failure: a refused or failed connection means the peer is unreachable
+/// (openraft backs off), anything else is a network error.
+fn rpc_error(status: tonic::Status) -> RPCError<PartitionRaft> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            RPCError::Unreachable(Unreachable::from_string(status.to_string()))
+        }
+        _ => RPCError::Network(NetworkError::from_string(status.to_string())),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, RPCError<PartitionRaft>> {
+    serde_json::from_slice(json).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+fn with_deadline<T>(request: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(option.hard_ttl());
+    request
+}
+
+impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: openraft::raft::AppendEntriesRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let request = encode_append(self.group, rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let response = self
+            .client()?
+            .append(with_deadline(request, &option))
+            .await
+            .map_err(rpc_error)?;
+        decode(&response.into_inner().json)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let json = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = JsonRequest {
+            group: self.group,
+            json: json.into(),
+        };
+        let response = self
+            .client()?
+            .vote(with_deadline(request, &option))
+            .await
+            .map_err(rpc_error)?;
+        decode(&response.into_inner().json)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: PartitionSnapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<PartitionRaft>, StreamingError<PartitionRaft>> {
+        let network = |e: &dyn std::fmt::Display| StreamingError::Network(NetworkError::from_string(e.to_string()));
+        let request = SnapshotRequest {
+            group: self.group,
+            vote_json: serde_json::to_vec(&vote).map_err(|e| network(&e))?.into(),
+            meta_json: serde_json::to_vec(&snapshot.meta).map_err(|e| network(&e))?.into(),
+            data: snapshot.snapshot.into_inner().into(),
+        };
+        let client = self.client().map_err(StreamingError::Unreachable)?;
+        let response = client
+            .clone()
+            .install_snapshot(with_deadline(request, &option))
+            .await
+            .map_err(|status| match rpc_error(status) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => network(&other),
+            })?;
+        serde_json::from_slice(&response.into_inner().json).map_err(|e| network(&e))
+    }
+}

@@ -1,0 +1,94 @@
+//! The server side of the Raft transport: routes `raft.v1` calls to the local Raft group they
+//! name. Unknown groups get NOT_FOUND, undecodable messages INVALID_ARGUMENT, a shut-down group
+//! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
+
+use super::state_machine::PartitionStateMachine;
+use super::types::PartitionRaft;
+use super::wire::decode_append;
+use proto::raft_v1::raft_server::{Raft as RaftRpc, RaftServer};
+use proto::raft_v1::{AppendRequest, JsonRequest, JsonResponse, SnapshotRequest};
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use tonic::{Request, Response, Status};
+
+/// A running partition Raft node.
+pub type PartitionRaftNode = openraft::Raft<PartitionRaft, PartitionStateMachine>;
+
+/// The Raft groups hosted by this broker, by group id.
+#[derive(Clone, Default)]
+pub struct RaftGroups {
+    groups: Arc<RwLock<HashMap<u64, PartitionRaftNode>>>,
+}
+
+impl RaftGroups {
+    /// Makes `raft` reachable as group `group`.
+    pub fn insert(&self, group: u64, raft: PartitionRaftNode) {
+        self.groups.write().expect("raft group map").insert(group, raft);
+    }
+
+    /// Stops routing to group `group`, returning its node.
+    pub fn remove(&self, group: u64) -> Option<PartitionRaftNode> {
+        self.groups.write().expect("raft group map").remove(&group)
+    }
+
+    /// The node of group `group`, if hosted here.
+    pub fn get(&self, group: u64) -> Option<PartitionRaftNode> {
+        self.groups.read().expect("raft group map").get(&group).cloned()
+    }
+
+    /// The tonic service to mount on the broker's internal listener.
+    pub fn service(&self) -> RaftServer<RaftGroups> {
+        RaftServer::new(self.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn node(&self, group: u64) -> Result<PartitionRaftNode, Status> {
+        self.get(group)
+            .ok_or_else(|| Status::not_found(format!("raft group {group} is not hosted on this broker")))
+    }
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Result<Response<JsonResponse>, Status> {
+    let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(JsonResponse { json: json.into() }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftGroups {
+    async fn append(&self, request: Request<AppendRequest>) -> Result<Response<JsonResponse>, Status> {
+        let request = request.into_inner();
+        let raft = self.node(request.group)?;
+        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let response = raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        json_response(&response)
+    }
+
+    async fn vote(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
+        let request = request.into_inner();
+        let raft = self.node(request.group)?;
+        let rpc = serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let response = raft.vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        json_response(&response)
+    }
+
+    async fn install_snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<JsonResponse>, Status> {
+        let request = request.into_inner();
+        let raft = self.node(request.group)?;
+        let vote = serde_json::from_slice(&request.vote_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let meta = serde_json::from_slice(&request.meta_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let snapshot = openraft::Snapshot {
+            meta,
+            snapshot: Cursor::new(request.data.to_vec()),
+        };
+        let response = raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        json_response(&response)
+    }
+}
