@@ -2,7 +2,11 @@
 //! workspace needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/broker/v1/common.proto", "proto/raft/v1/raft.proto"];
+    let files = [
+        "proto/broker/v1/common.proto",
+        "proto/broker/v1/broker.proto",
+        "proto/raft/v1/raft.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

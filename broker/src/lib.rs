@@ -7,7 +7,10 @@
 //! - [`storage`]: segments, indexes, recovery, retention, group commit. Knows nothing of Raft.
 //! - [`replication`]: everything openraft — the type config, the adapter that makes a
 //!   [`storage::SegmentLog`] openraft's log store, the partition state machine.
+//! - [`controller`]: cluster metadata (brokers, topics, assignments) in Raft group 0.
+//! - [`partition`]: the partition replicas this broker hosts, kept in line with the metadata.
 //! - [`api`]: the wire ⇄ domain boundary; today the error-code mapping.
+//! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!
 //! ## How a write flows (today)
@@ -20,6 +23,9 @@
 //! `SegmentLog::read_batches` (by offset, for fetch, bounded by the high watermark).
 
 pub mod api;
+pub mod controller;
+pub mod node;
+pub mod partition;
 pub mod perf;
 pub mod replication;
 pub mod storage;

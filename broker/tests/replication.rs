@@ -1,7 +1,7 @@
 //! In-process multi-node tests of partition replication: three Raft replicas of one partition,
 //! each behind its own real gRPC server on loopback, talking the `raft.v1` transport.
 
-use broker::replication::{PartitionReplica, PeerChannels, RaftGroups, RaftTimers, ReplicationError};
+use broker::replication::{PartitionReplica, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use broker::storage::{FlushWorker, FsyncPolicy, LogConfig, Offset};
 use bytes::Bytes;
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
@@ -21,7 +21,6 @@ struct Node {
     id: u64,
     address: SocketAddr,
     dir: PathBuf,
-    groups: RaftGroups,
     replica: Option<PartitionReplica>,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -53,15 +52,20 @@ impl Node {
                 .unwrap();
         });
         let flush = FlushWorker::start(&format!("node{id}")).unwrap();
-        let config = RaftTimers::default().raft_config("test").unwrap();
-        let replica = PartitionReplica::start(id, GROUP, &dir, log_config(), flush.handle(), peers, &groups, config)
+        let host = ReplicaHost {
+            node_id: id,
+            flush: flush.handle(),
+            peers,
+            groups,
+            raft_config: RaftTimers::default().raft_config("test").unwrap(),
+        };
+        let replica = PartitionReplica::start(&host, GROUP, &dir, log_config(), None)
             .await
             .unwrap();
         Node {
             id,
             address,
             dir,
-            groups,
             replica: Some(replica),
             stop_server: Some(stop_server),
             server: Some(server),
@@ -75,7 +79,7 @@ impl Node {
 
     async fn stop(&mut self) {
         if let Some(replica) = self.replica.take() {
-            replica.shutdown(&self.groups).await.unwrap();
+            replica.shutdown().await.unwrap();
         }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());

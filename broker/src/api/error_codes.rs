@@ -1,6 +1,9 @@
 //! The one place internal errors become wire error codes. Each code's retriability is part of
 //! the contract documented in `docs/error-codes.md`.
 
+use crate::controller::metadata::MetadataError;
+use crate::controller::ControllerError;
+use crate::replication::ReplicationError;
 use crate::storage::StorageError;
 use proto::v1::ErrorCode;
 
@@ -18,9 +21,43 @@ pub fn storage_error_code(error: &StorageError) -> ErrorCode {
     }
 }
 
+/// The wire code for a replication error.
+pub fn replication_error_code(error: &ReplicationError) -> ErrorCode {
+    match error {
+        ReplicationError::NotLeader { .. } => ErrorCode::NotLeader,
+        ReplicationError::Storage(storage) => storage_error_code(storage),
+        ReplicationError::Timeout { .. } => ErrorCode::RequestTimedOut,
+        ReplicationError::Raft { .. } => ErrorCode::NotEnoughReplicas,
+    }
+}
+
+/// The wire code for a controller error.
+pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
+    match error {
+        ControllerError::NotController { .. } => ErrorCode::NotController,
+        ControllerError::Replication(replication) => replication_error_code(replication),
+        ControllerError::Invalid(invalid) => match invalid {
+            MetadataError::InvalidTopicName { .. } => ErrorCode::InvalidTopic,
+            MetadataError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+            MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+            MetadataError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+            MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        },
+    }
+}
+
 /// Whether a client may retry a request that failed with `code` without changing it.
 pub fn is_retriable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::StorageUnavailable | ErrorCode::CorruptData)
+    matches!(
+        code,
+        ErrorCode::StorageUnavailable
+            | ErrorCode::CorruptData
+            | ErrorCode::NotLeader
+            | ErrorCode::NotController
+            | ErrorCode::RequestTimedOut
+            | ErrorCode::NotEnoughReplicas
+    )
 }
 
 #[cfg(test)]

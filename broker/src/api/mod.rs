@@ -4,6 +4,8 @@
 //! decode, call a subsystem, encode; they hold no state and do no IO of their own.
 //!
 //! **Owns:** the single mapping from internal errors to wire error codes ([`error_codes`]).
-//! The gRPC services arrive with the replication issue.
+//! [`service`] is the `broker.v1` gRPC service; [`topic_config`] the wire form of topic configs.
 
 pub mod error_codes;
+pub mod service;
+pub mod topic_config;

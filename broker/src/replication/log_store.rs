@@ -8,19 +8,69 @@
 use super::types::{
     entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, PartitionRaft, RecordBatchPayload, Vote,
 };
-use crate::storage::{EntryKind, NewEntry, SegmentLog, StoredEntry};
+use crate::storage::{EntryKind, NewEntry, Offset, SegmentLog, StoredEntry};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 
 /// The log store of one partition replica.
 #[derive(Clone)]
 pub struct PartitionLogStore {
     log: Arc<RwLock<SegmentLog>>,
+    appended: AppendNotifier,
+}
+
+/// Tells `acks=1` producers that the leader's log holds their batch, with its offset.
+///
+/// openraft has no "appended on the leader" hook, so the log store provides it. A waiter is
+/// keyed by the address of its batch's bytes: the `Bytes` travels from the produce handler
+/// through openraft into `append` without being copied, and it stays alive (so its address
+/// stays unique) for as long as the waiter is registered.
+#[derive(Clone, Default)]
+pub struct AppendNotifier {
+    waiters: Arc<Mutex<HashMap<usize, oneshot::Sender<Offset>>>>,
+}
+
+impl AppendNotifier {
+    /// Registers interest in `batch`; `None` if an identical buffer is already awaited.
+    pub fn register(&self, batch: &bytes::Bytes) -> Option<oneshot::Receiver<Offset>> {
+        let (sender, receiver) = oneshot::channel();
+        let mut waiters = self.waiters.lock().expect("append waiters");
+        match waiters.entry(batch.as_ptr() as usize) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(sender);
+                Some(receiver)
+            }
+        }
+    }
+
+    /// Drops the registration for `batch` (after a timeout).
+    pub fn forget(&self, batch: &bytes::Bytes) {
+        self.waiters
+            .lock()
+            .expect("append waiters")
+            .remove(&(batch.as_ptr() as usize));
+    }
+
+    fn appended(&self, bodies: &[(usize, Offset)]) {
+        let mut waiters = self.waiters.lock().expect("append waiters");
+        if waiters.is_empty() {
+            return;
+        }
+        for (address, offset) in bodies {
+            if let Some(waiter) = waiters.remove(address) {
+                let _ = waiter.send(*offset);
+            }
+        }
+    }
 }
 
 /// A reader sharing the store's log; openraft uses it for replication while appends go on.
@@ -34,7 +84,13 @@ impl PartitionLogStore {
     pub fn new(log: SegmentLog) -> Self {
         PartitionLogStore {
             log: Arc::new(RwLock::new(log)),
+            appended: AppendNotifier::default(),
         }
+    }
+
+    /// The notifier `acks=1` producers wait on.
+    pub fn append_notifier(&self) -> AppendNotifier {
+        self.appended.clone()
     }
 
     /// The shared log, for the fetch path.
@@ -180,9 +236,15 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         I::IntoIter: OptionalSend,
     {
         let entries = entries.into_iter().map(to_new_entry).collect::<io::Result<Vec<_>>>()?;
-        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-        log.append(entries, now_ms(), Box::new(move |result| callback.io_completed(result)))
-            .map_err(io::Error::from)
+        let addresses: Vec<usize> = entries.iter().map(|e| e.body.as_ptr() as usize).collect();
+        let offsets = {
+            let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+            log.append(entries, now_ms(), Box::new(move |result| callback.io_completed(result)))
+                .map_err(io::Error::from)?
+        };
+        let appended: Vec<(usize, Offset)> = addresses.into_iter().zip(offsets).collect();
+        self.appended.appended(&appended);
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {

@@ -12,6 +12,7 @@
 //!
 //! **Must not depend on:** the API layer. (It does use tonic: the Raft transport lives here.)
 
+pub mod isr;
 pub mod log_store;
 pub mod network;
 pub mod raft_service;
@@ -20,11 +21,12 @@ pub mod state_machine;
 pub mod types;
 mod wire;
 
+pub use isr::IsrBounds;
 pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::PeerChannels;
 pub use raft_service::RaftGroups;
-pub use replica::{PartitionReplica, RaftTimers, ReplicationError};
-pub use state_machine::PartitionStateMachine;
+pub use replica::{PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus, ReplicationError};
+pub use state_machine::{BatchObserver, PartitionStateMachine};
 pub use types::{PartitionRaft, RecordBatchPayload};
 
 #[cfg(test)]

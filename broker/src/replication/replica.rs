@@ -2,10 +2,12 @@
 //! partition on this broker, with the operations the API layer needs (append with acks=all,
 //! read up to the high watermark, leadership).
 
+use super::isr::{in_sync_replicas, FollowerProgress, IsrBounds};
+use super::log_store::AppendNotifier;
 use super::log_store::PartitionLogStore;
 use super::network::{GroupNetworkFactory, PeerChannels};
 use super::raft_service::{PartitionRaftNode, RaftGroups};
-use super::state_machine::PartitionStateMachine;
+use super::state_machine::{BatchObserver, PartitionStateMachine};
 use super::types::RecordBatchPayload;
 use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry};
 use bytes::Bytes;
@@ -14,9 +16,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Errors of replicated operations.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +52,10 @@ pub enum ReplicationError {
     },
 }
 
-/// Raft timers of partition groups. Defaults aim at failover well under 1.5 s while keeping
-/// idle groups cheap.
+/// Raft timers of partition groups. A follower only votes for a new leader once the old
+/// leader's lease (openraft uses `election_timeout_max`) has expired, so failover takes roughly
+/// one to two election timeouts: the defaults aim at ≤ 1.5 s. Shorter timers cost idle CPU per
+/// group (heartbeats), which coalescing per peer is meant to pay for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftTimers {
@@ -66,9 +70,9 @@ pub struct RaftTimers {
 impl Default for RaftTimers {
     fn default() -> Self {
         RaftTimers {
-            heartbeat_ms: 250,
-            election_timeout_min_ms: 800,
-            election_timeout_max_ms: 1200,
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 750,
         }
     }
 }
@@ -92,12 +96,49 @@ impl RaftTimers {
     }
 }
 
+/// What every replica on a broker shares: its node id, the data directory's flush worker, the
+/// connections to peers, the Raft group router and the Raft timers.
+#[derive(Clone)]
+pub struct ReplicaHost {
+    /// This broker's node id.
+    pub node_id: u64,
+    /// Group-commit worker of the data directory.
+    pub flush: FlushHandle,
+    /// One connection per peer.
+    pub peers: PeerChannels,
+    /// Routes incoming Raft messages to local groups.
+    pub groups: RaftGroups,
+    /// openraft configuration (timers) for the groups.
+    pub raft_config: Arc<openraft::Config>,
+}
+
 /// One partition replica on this broker.
 pub struct PartitionReplica {
     group: u64,
     raft: PartitionRaftNode,
     log: Arc<RwLock<SegmentLog>>,
-    applied_next_offset: Arc<AtomicU64>,
+    applied_next_offset: watch::Receiver<u64>,
+    appended: AppendNotifier,
+    groups: RaftGroups,
+}
+
+/// What a replica knows of its partition, for metadata and operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The leader, if known.
+    pub leader: Option<u64>,
+    /// Whether this replica is that leader.
+    pub is_leader: bool,
+    /// Voting replicas of the group.
+    pub voters: Vec<u64>,
+    /// In-sync replicas (computed on the leader; empty elsewhere).
+    pub isr: Vec<u64>,
+    /// The high watermark as this replica knows it.
+    pub high_watermark: Offset,
+    /// First offset in the local log.
+    pub log_start_offset: Offset,
+    /// Next offset of the local log (including uncommitted entries).
+    pub log_end_offset: Offset,
 }
 
 fn now_ms() -> i64 {
@@ -107,40 +148,80 @@ fn now_ms() -> i64 {
 }
 
 impl PartitionReplica {
-    /// Opens the log in `dir` and starts the Raft node of `group`, reachable through `groups`.
-    #[allow(clippy::too_many_arguments)]
+    /// Opens the log in `dir` and starts the Raft node of `group` on `host`, reachable through
+    /// the host's group router. An `observer` sees every committed batch (the controller uses
+    /// it to build cluster metadata).
     pub async fn start(
-        node_id: u64,
+        host: &ReplicaHost,
         group: u64,
         dir: &Path,
         log_config: LogConfig,
-        flush: FlushHandle,
-        peers: PeerChannels,
-        groups: &RaftGroups,
-        raft_config: Arc<openraft::Config>,
+        observer: Option<Arc<dyn BatchObserver>>,
     ) -> Result<PartitionReplica, ReplicationError> {
-        let (log, report) = SegmentLog::open(dir, log_config, flush, now_ms())?;
+        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }
         let store = PartitionLogStore::new(log);
         let log = store.log();
-        let state_machine = PartitionStateMachine::new();
+        let appended = store.append_notifier();
+        let state_machine = match observer {
+            Some(observer) => PartitionStateMachine::with_observer(observer),
+            None => PartitionStateMachine::new(),
+        };
         let applied_next_offset = state_machine.applied_next_offset();
-        let network = GroupNetworkFactory::new(group, peers);
-        let raft = openraft::Raft::new(node_id, raft_config, network, store, state_machine)
-            .await
-            .map_err(|e| ReplicationError::Raft {
-                group,
-                message: e.to_string(),
-            })?;
-        groups.insert(group, raft.clone());
+        let network = GroupNetworkFactory::new(group, host.peers.clone());
+        let raft = openraft::Raft::new(
+            host.node_id,
+            Arc::clone(&host.raft_config),
+            network,
+            store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ReplicationError::Raft {
+            group,
+            message: e.to_string(),
+        })?;
+        host.groups.insert(group, raft.clone());
         Ok(PartitionReplica {
             group,
             raft,
             log,
             applied_next_offset,
+            appended,
+            groups: host.groups.clone(),
         })
+    }
+
+    /// Adds `node` (reachable at `address`) as a non-voting learner; only the leader can.
+    pub async fn add_learner(&self, node: u64, address: String) -> Result<(), ReplicationError> {
+        self.raft
+            .add_learner(node, BasicNode { addr: address }, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ReplicationError::NotLeader {
+                    group: self.group,
+                    leader: forward.leader_id,
+                },
+                other => ReplicationError::Raft {
+                    group: self.group,
+                    message: other.to_string(),
+                },
+            })
+    }
+
+    /// The voters and learners of the group, by node id.
+    pub fn members(&self) -> Vec<u64> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Forms the group with `members` (node id → Raft address) if it has never been formed;
@@ -182,9 +263,125 @@ impl PartitionReplica {
         }
     }
 
+    /// `acks=1`: proposes `batch` and answers once the leader's own log holds it (not yet
+    /// necessarily replicated or durable), with its offset. Gives up after `timeout`.
+    pub async fn append_on_leader(&self, batch: Bytes, timeout: Duration) -> Result<Offset, ReplicationError> {
+        self.ensure_leader()?;
+        let Some(appended) = self.appended.register(&batch) else {
+            // The same buffer is already in flight: fall back to the stronger acks=all.
+            return self.append_committed(batch).await;
+        };
+        let proposal = batch.clone();
+        if let Err(fatal) = self.raft.client_write_ff(RecordBatchPayload(proposal), None).await {
+            self.appended.forget(&batch);
+            return Err(ReplicationError::Raft {
+                group: self.group,
+                message: fatal.to_string(),
+            });
+        }
+        let outcome = tokio::time::timeout(timeout, appended).await;
+        self.appended.forget(&batch);
+        match outcome {
+            Ok(Ok(offset)) => Ok(offset),
+            _ => Err(ReplicationError::Timeout {
+                group: self.group,
+                what: "the leader to append the batch".into(),
+            }),
+        }
+    }
+
+    /// `acks=0`: proposes `batch` without waiting for anything.
+    pub async fn append_without_ack(&self, batch: Bytes) -> Result<(), ReplicationError> {
+        self.ensure_leader()?;
+        self.raft
+            .client_write_ff(RecordBatchPayload(batch), None)
+            .await
+            .map_err(|fatal| ReplicationError::Raft {
+                group: self.group,
+                message: fatal.to_string(),
+            })
+    }
+
+    fn ensure_leader(&self) -> Result<(), ReplicationError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(ReplicationError::NotLeader {
+                group: self.group,
+                leader: self.leader(),
+            })
+        }
+    }
+
     /// The high watermark: the offset after the last committed (and applied) record.
     pub fn high_watermark(&self) -> Offset {
-        Offset(self.applied_next_offset.load(Ordering::Acquire))
+        Offset(*self.applied_next_offset.borrow())
+    }
+
+    /// Waits until the high watermark is above `offset`, up to `timeout`; returns the high
+    /// watermark then.
+    pub async fn wait_for_high_watermark_above(&self, offset: Offset, timeout: Duration) -> Offset {
+        let mut receiver = self.applied_next_offset.clone();
+        let _ = tokio::time::timeout(timeout, receiver.wait_for(|hw| *hw > offset.0)).await;
+        self.high_watermark()
+    }
+
+    /// The offset of the first record with a timestamp ≥ `timestamp`, among committed records.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>, ReplicationError> {
+        let high_watermark = self.high_watermark();
+        let log = self.log.read().map_err(|_| self.poisoned())?;
+        Ok(log
+            .offset_for_timestamp(timestamp)?
+            .filter(|offset| *offset < high_watermark))
+    }
+
+    fn poisoned(&self) -> ReplicationError {
+        ReplicationError::Raft {
+            group: self.group,
+            message: "log lock poisoned".into(),
+        }
+    }
+
+    /// Leader, voters, ISR and offsets of this replica.
+    pub fn status(&self, bounds: IsrBounds) -> ReplicaStatus {
+        use openraft::Instant as _;
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let is_leader = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let isr = if is_leader {
+            let followers: Vec<FollowerProgress> = voters
+                .iter()
+                .map(|node| FollowerProgress {
+                    node: *node,
+                    matched_index: metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(node).cloned().flatten())
+                        .map(|log_id| log_id.index),
+                    since_last_ack: metrics
+                        .heartbeat
+                        .as_ref()
+                        .and_then(|h| h.get(node).cloned().flatten())
+                        .map(|at| at.elapsed()),
+                })
+                .collect();
+            in_sync_replicas(metrics.id, metrics.last_log_index, &followers, bounds)
+        } else {
+            Vec::new()
+        };
+        let (log_start_offset, log_end_offset) = match self.log.read() {
+            Ok(log) => (log.log_start_offset(), log.log_end_offset()),
+            Err(_) => (Offset(0), Offset(0)),
+        };
+        ReplicaStatus {
+            leader: metrics.current_leader,
+            is_leader,
+            voters,
+            isr,
+            high_watermark: self.high_watermark(),
+            log_start_offset,
+            log_end_offset,
+        }
     }
 
     /// Batches from `from` on, never past the high watermark.
@@ -260,8 +457,8 @@ impl PartitionReplica {
     }
 
     /// Stops the Raft node and closes the log durably.
-    pub async fn shutdown(self, groups: &RaftGroups) -> Result<(), ReplicationError> {
-        groups.remove(self.group);
+    pub async fn shutdown(&self) -> Result<(), ReplicationError> {
+        self.groups.remove(self.group);
         self.raft.shutdown().await.map_err(|e| ReplicationError::Raft {
             group: self.group,
             message: e.to_string(),

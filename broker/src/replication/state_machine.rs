@@ -12,13 +12,21 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, Snapsh
 use proto::record_batch::BatchHeader;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Cursor};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 type Membership = StoredMembership<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
 type Meta = SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
 type PartitionSnapshot =
     Snapshot<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode, Cursor<Vec<u8>>>;
+
+/// Sees every committed data batch of a group, in log order. After a restart the state
+/// machine re-applies the log from the start, so an observer rebuilds its state the same way.
+/// (Observers hold derived state only; groups with observers are never purged.)
+pub trait BatchObserver: Send + Sync + 'static {
+    /// Called once the batch starting at `base_offset` is committed and applied.
+    fn on_applied(&self, base_offset: Offset, batch: &bytes::Bytes);
+}
 
 /// Applied state of a partition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -29,13 +37,13 @@ struct AppliedState {
 }
 
 /// The state machine of one partition replica.
-#[derive(Debug, Default)]
 pub struct PartitionStateMachine {
     state: AppliedState,
     current_snapshot: Option<(Meta, Vec<u8>)>,
     /// The next offset after everything applied, published for the fetch path. Applied
     /// entries are committed ones, so this never exceeds the high watermark.
-    applied_next_offset: Arc<AtomicU64>,
+    applied_next_offset: watch::Sender<u64>,
+    observer: Option<Arc<dyn BatchObserver>>,
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
@@ -46,7 +54,20 @@ pub struct PartitionSnapshotBuilder {
 impl PartitionStateMachine {
     /// A state machine that has applied nothing.
     pub fn new() -> Self {
-        Self::default()
+        PartitionStateMachine {
+            state: AppliedState::default(),
+            current_snapshot: None,
+            applied_next_offset: watch::Sender::new(0),
+            observer: None,
+        }
+    }
+
+    /// A state machine that also reports every applied batch to `observer`.
+    pub fn with_observer(observer: Arc<dyn BatchObserver>) -> Self {
+        PartitionStateMachine {
+            observer: Some(observer),
+            ..Self::new()
+        }
     }
 
     /// The offset the next applied record will get: the high watermark once applied entries
@@ -55,15 +76,14 @@ impl PartitionStateMachine {
         self.state.next_offset
     }
 
-    /// A shared view of [`next_offset`](Self::next_offset) that stays current after the state
-    /// machine is handed to openraft.
-    pub fn applied_next_offset(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.applied_next_offset)
+    /// A live view of [`next_offset`](Self::next_offset) that stays current after the state
+    /// machine is handed to openraft; fetch long-polls wait on it.
+    pub fn applied_next_offset(&self) -> watch::Receiver<u64> {
+        self.applied_next_offset.subscribe()
     }
 
     fn publish(&self) {
-        self.applied_next_offset
-            .store(self.state.next_offset.0, Ordering::Release);
+        self.applied_next_offset.send_replace(self.state.next_offset.0);
     }
 }
 
@@ -71,6 +91,12 @@ fn meta_of(state: &AppliedState) -> Meta {
     Meta {
         last_log_id: state.last_applied,
         last_membership: state.membership.clone(),
+    }
+}
+
+impl Default for PartitionStateMachine {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -116,6 +142,9 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                     })?;
                     let base_offset = self.state.next_offset;
                     self.state.next_offset = Offset(base_offset.0 + header.record_count as u64);
+                    if let Some(observer) = &self.observer {
+                        observer.on_applied(base_offset, &batch);
+                    }
                     Some(AppliedBatch { base_offset })
                 }
             };

@@ -90,6 +90,8 @@ pub struct LogConfig {
     /// Delete the oldest segments while the log is larger than this; `None` is unbounded
     /// (`retention.bytes`).
     pub retention_bytes: Option<u64>,
+    /// Largest record batch a producer may send (`max.message.bytes`).
+    pub max_message_bytes: u32,
 }
 
 impl Default for LogConfig {
@@ -101,6 +103,7 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Always,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
+            max_message_bytes: 1024 * 1024,
         }
     }
 }
@@ -119,6 +122,13 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 {
             return Err(StorageError::InvalidConfig("index_interval_bytes must be > 0".into()));
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes as usize > super::frame::MAX_BODY_LEN {
+            return Err(StorageError::InvalidConfig(format!(
+                "max_message_bytes {} must be within [1, {}]",
+                self.max_message_bytes,
+                super::frame::MAX_BODY_LEN
+            )));
         }
         if self.retention_ms == Some(0) {
             return Err(StorageError::InvalidConfig(

@@ -53,6 +53,8 @@ enum Request {
     Sync(Vec<SyncTarget>, DurableCallback),
     /// These files hold unsynced data already reported durable; sync them within the interval.
     Dirty(Vec<SyncTarget>, Duration),
+    /// Finish what has been submitted, then stop. Later submissions fail at once.
+    Shutdown,
 }
 
 /// Counters of the worker's activity, for benchmarks and metrics.
@@ -102,9 +104,12 @@ impl FlushWorker {
 
 impl Drop for FlushWorker {
     fn drop(&mut self) {
-        // The thread exits once every handle (ours and the logs') is gone and the queue is
-        // drained; logs normally close before the worker does.
-        self.handle.take();
+        // Logs may still hold handles (e.g. a Raft task not yet torn down), so the worker is
+        // told to stop rather than waiting for every handle to go: it completes what was
+        // submitted, and later submissions fail immediately with an error.
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.sender.send(Request::Shutdown);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -151,8 +156,10 @@ fn run(receiver: Receiver<Request>, stats: &FlushStats) {
         };
         let mut callbacks = Vec::new();
         let mut to_sync: HashMap<usize, SyncTarget> = HashMap::new();
+        let mut stopping = false;
         for request in first.into_iter().chain(receiver.try_iter()) {
             match request {
+                Request::Shutdown => stopping = true,
                 Request::Sync(targets, callback) => {
                     let keys = targets.iter().map(SyncTarget::key).collect::<Vec<_>>();
                     for target in targets {
@@ -179,7 +186,13 @@ fn run(receiver: Receiver<Request>, stats: &FlushStats) {
             }
             true
         });
+        if stopping {
+            to_sync.extend(dirty.drain().map(|(key, (target, _))| (key, target)));
+        }
         if to_sync.is_empty() {
+            if stopping {
+                return;
+            }
             continue;
         }
         let targets: Vec<SyncTarget> = to_sync.into_values().collect();
@@ -194,6 +207,9 @@ fn run(receiver: Receiver<Request>, stats: &FlushStats) {
                 None => callback(Ok(())),
                 Some(message) => callback(Err(io::Error::other(message.clone()))),
             }
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -272,6 +288,25 @@ mod tests {
         );
         drop(handle);
         drop(worker);
+    }
+
+    /// Regression: a broker hung on shutdown because dropping the worker waited for every
+    /// handle to go, and replicas still held handles.
+    #[test]
+    fn dropping_the_worker_does_not_wait_for_handles_and_later_requests_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = FlushWorker::start("test").unwrap();
+        let lingering = worker.handle();
+        drop(worker);
+        let (tx, rx) = mpsc::channel();
+        lingering.sync_then(
+            vec![target(dir.path(), "a")],
+            Box::new(move |result| tx.send(result.is_err()).unwrap()),
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            "the request fails, not hangs"
+        );
     }
 
     #[test]

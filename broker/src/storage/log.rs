@@ -248,13 +248,19 @@ impl SegmentLog {
     /// `on_durable` once they are durable under the fsync policy. Returns once they are in the
     /// page cache and readable. On error nothing is reported durable, and no partial frame is
     /// left in the log.
-    pub fn append(&mut self, entries: Vec<NewEntry>, now_ms: i64, on_durable: DurableCallback) -> StorageResult<()> {
+    /// Returns the base offset assigned to each entry.
+    pub fn append(
+        &mut self,
+        entries: Vec<NewEntry>,
+        now_ms: i64,
+        on_durable: DurableCallback,
+    ) -> StorageResult<Vec<Offset>> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(StorageError::Failed { path: self.dir.clone() });
         }
         if entries.is_empty() {
             on_durable(Ok(()));
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut expected = self.last_entry_id().map(|id| id.index.0 + 1);
         let mut next_offset = self.log_end_offset();
@@ -297,6 +303,7 @@ impl SegmentLog {
             frames.push((header, entry.body));
         }
 
+        let base_offsets: Vec<Offset> = frames.iter().map(|(header, _)| header.base_offset).collect();
         let mut touched: Vec<SyncTarget> = Vec::new();
         let mut buffer = Vec::new();
         let mut headers = Vec::new();
@@ -325,7 +332,7 @@ impl SegmentLog {
             }
             FsyncPolicy::Never => on_durable(Ok(())),
         }
-        Ok(())
+        Ok(base_offsets)
     }
 
     fn write_to_active(&mut self, buffer: &mut Vec<u8>, headers: &mut Vec<FrameHeader>) -> StorageResult<()> {

@@ -1,0 +1,339 @@
+//! Cluster metadata and the commands that change it: a pure, deterministic state machine.
+//! Every controller replica applies the same commands in the same order and so holds the same
+//! metadata. No IO, no clock.
+
+use super::placement::place_replicas;
+use crate::storage::LogConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest topic name (Kafka's limit).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// A broker of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Node id.
+    pub id: u64,
+    /// Address clients and peers connect to (`host:port`).
+    pub address: String,
+    /// Optional rack, for rack-aware placement.
+    pub rack: Option<String>,
+}
+
+/// Where one partition lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// Partition index within the topic.
+    pub partition: u32,
+    /// Raft group id of the partition (unique in the cluster, never reused).
+    pub group: u64,
+    /// Replica broker ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    /// Topic name.
+    pub name: String,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+    /// Log settings of every partition.
+    pub config: LogConfig,
+    /// Partitions, by index.
+    pub partitions: Vec<PartitionAssignment>,
+}
+
+/// Everything the controller knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Brokers by id.
+    pub brokers: BTreeMap<u64, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMetadata>,
+    /// The next Raft group id to hand out (group 0 is the controller).
+    pub next_group: u64,
+}
+
+/// A change to the metadata, as stored in the controller log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// Adds or updates a broker.
+    RegisterBroker(BrokerInfo),
+    /// Creates a topic, placing its replicas.
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Partition count.
+        partitions: u32,
+        /// Replicas per partition.
+        replication_factor: u32,
+        /// Log settings.
+        config: LogConfig,
+    },
+    /// Deletes a topic.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// Why a command cannot be applied. Deterministic: every replica reaches the same verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MetadataError {
+    /// Bad topic name.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The topic exists already.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// No such topic.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// Partition count out of range.
+    #[error("partition count {0} must be within 1..={MAX_PARTITIONS}")]
+    InvalidPartitions(u32),
+    /// Replication factor out of range for the brokers available.
+    #[error("replication factor {requested} must be within 1..={brokers} (the number of brokers)")]
+    InvalidReplicationFactor {
+        /// Replication factor asked for.
+        requested: u32,
+        /// Brokers registered.
+        brokers: usize,
+    },
+    /// Log settings out of range.
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
+}
+
+/// Checks a topic name: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let invalid = |reason: &str| MetadataError::InvalidTopicName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(invalid("longer than 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("'.' and '..' are reserved"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(invalid("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+impl ClusterMetadata {
+    /// Checks `command` against the current state without changing it.
+    pub fn check(&self, command: &MetadataCommand) -> Result<(), MetadataError> {
+        match command {
+            MetadataCommand::RegisterBroker(_) => Ok(()),
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                config,
+            } => {
+                validate_topic_name(name)?;
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists(name.clone()));
+                }
+                if !(1..=MAX_PARTITIONS).contains(partitions) {
+                    return Err(MetadataError::InvalidPartitions(*partitions));
+                }
+                if *replication_factor == 0 || *replication_factor as usize > self.brokers.len() {
+                    return Err(MetadataError::InvalidReplicationFactor {
+                        requested: *replication_factor,
+                        brokers: self.brokers.len(),
+                    });
+                }
+                config
+                    .validate()
+                    .map_err(|e| MetadataError::InvalidConfig(e.to_string()))
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                if self.topics.contains_key(name) {
+                    Ok(())
+                } else {
+                    Err(MetadataError::UnknownTopic(name.clone()))
+                }
+            }
+        }
+    }
+
+    /// Applies `command`, or leaves the state unchanged and says why not.
+    pub fn apply(&mut self, command: MetadataCommand) -> Result<(), MetadataError> {
+        self.check(&command)?;
+        if self.next_group == 0 {
+            self.next_group = 1;
+        }
+        match command {
+            MetadataCommand::RegisterBroker(broker) => {
+                self.brokers.insert(broker.id, broker);
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                config,
+            } => {
+                // Start the round-robin at a point derived from the topic count, so leaders of
+                // successive topics spread over brokers too.
+                let brokers: Vec<&BrokerInfo> = self.brokers.values().collect();
+                let placement = place_replicas(&brokers, partitions, replication_factor, self.topics.len());
+                let assignments = placement
+                    .into_iter()
+                    .enumerate()
+                    .map(|(partition, replicas)| {
+                        let group = self.next_group;
+                        self.next_group += 1;
+                        PartitionAssignment {
+                            partition: partition as u32,
+                            group,
+                            replicas,
+                        }
+                    })
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicMetadata {
+                        name,
+                        replication_factor,
+                        config,
+                        partitions: assignments,
+                    },
+                );
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every partition assignment that includes broker `node`, with its topic.
+    pub fn assignments_of(&self, node: u64) -> Vec<(&TopicMetadata, &PartitionAssignment)> {
+        self.topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter().map(move |p| (topic, p)))
+            .filter(|(_, p)| p.replicas.contains(&node))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_brokers(n: u64) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::default();
+        for id in 1..=n {
+            metadata
+                .apply(MetadataCommand::RegisterBroker(BrokerInfo {
+                    id,
+                    address: format!("127.0.0.1:{}", 9000 + id),
+                    rack: None,
+                }))
+                .unwrap();
+        }
+        metadata
+    }
+
+    fn create(name: &str, partitions: u32, rf: u32) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            config: LogConfig::default(),
+        }
+    }
+
+    #[test]
+    fn create_assigns_unique_groups_and_distinct_replicas() {
+        let mut metadata = with_brokers(3);
+        metadata.apply(create("orders", 6, 3)).unwrap();
+        metadata.apply(create("events", 2, 2)).unwrap();
+        let groups: Vec<u64> = metadata
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| p.group))
+            .collect();
+        let mut unique = groups.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 8);
+        assert!(!groups.contains(&0), "group 0 is the controller's");
+        for partition in &metadata.topics["orders"].partitions {
+            let mut replicas = partition.replicas.clone();
+            replicas.sort();
+            assert_eq!(replicas, vec![1, 2, 3]);
+        }
+        // Preferred leaders are spread evenly: each broker leads 2 of the 6 partitions.
+        for broker in 1..=3 {
+            let led = metadata.topics["orders"]
+                .partitions
+                .iter()
+                .filter(|p| p.replicas[0] == broker)
+                .count();
+            assert_eq!(led, 2, "broker {broker}");
+        }
+    }
+
+    #[test]
+    fn invalid_creations_are_refused_and_change_nothing() {
+        let mut metadata = with_brokers(3);
+        metadata.apply(create("orders", 1, 1)).unwrap();
+        let before = metadata.clone();
+        assert!(matches!(
+            metadata.apply(create("orders", 1, 1)),
+            Err(MetadataError::TopicExists(_))
+        ));
+        assert!(matches!(
+            metadata.apply(create("bad name", 1, 1)),
+            Err(MetadataError::InvalidTopicName { .. })
+        ));
+        assert!(matches!(
+            metadata.apply(create("", 1, 1)),
+            Err(MetadataError::InvalidTopicName { .. })
+        ));
+        assert!(matches!(
+            metadata.apply(create(&"x".repeat(250), 1, 1)),
+            Err(MetadataError::InvalidTopicName { .. })
+        ));
+        assert!(matches!(
+            metadata.apply(create("t", 0, 1)),
+            Err(MetadataError::InvalidPartitions(0))
+        ));
+        assert!(matches!(
+            metadata.apply(create("t", 1, 4)),
+            Err(MetadataError::InvalidReplicationFactor {
+                requested: 4,
+                brokers: 3
+            })
+        ));
+        assert!(matches!(
+            metadata.apply(MetadataCommand::DeleteTopic { name: "nope".into() }),
+            Err(MetadataError::UnknownTopic(_))
+        ));
+        assert_eq!(metadata, before);
+        metadata
+            .apply(MetadataCommand::DeleteTopic { name: "orders".into() })
+            .unwrap();
+        assert!(metadata.topics.is_empty());
+    }
+}

@@ -1,0 +1,283 @@
+//! A broker node: wires storage, replication, the controller, the partitions and the API into
+//! one server, on a listener and a shutdown signal given by the caller (so tests bind port 0).
+
+use crate::api::service::BrokerApi;
+use crate::controller::metadata::{BrokerInfo, MetadataCommand};
+use crate::controller::{Controller, ControllerError};
+use crate::partition::PartitionManager;
+use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
+use crate::storage::FlushWorker;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// How long a stopping broker lets in-flight requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A peer as configured: `id=host:port` or `id=host:port@rack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Node id.
+    pub id: u64,
+    /// Address its API and Raft transport listen on.
+    pub address: String,
+    /// Optional rack.
+    pub rack: Option<String>,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Peer, String> {
+        let (id, rest) = text
+            .split_once('=')
+            .ok_or_else(|| format!("peer {text:?}: expected id=host:port[@rack]"))?;
+        let id = id.trim().parse().map_err(|_| format!("peer {text:?}: bad node id"))?;
+        let (address, rack) = match rest.split_once('@') {
+            Some((address, rack)) => (address, Some(rack.to_string())),
+            None => (rest, None),
+        };
+        if !address.contains(':') {
+            return Err(format!("peer {text:?}: address needs a port"));
+        }
+        Ok(Peer {
+            id,
+            address: address.to_string(),
+            rack,
+        })
+    }
+}
+
+/// Settings of one broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's node id (unique, never reused after its disk is lost).
+    pub node_id: u64,
+    /// Address to listen on (client API and Raft transport share it).
+    pub listen: SocketAddr,
+    /// Address peers and clients reach this broker at (default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Every broker of the cluster, this one included.
+    pub peers: Vec<Peer>,
+    /// Where logs and metadata live.
+    pub data_dir: PathBuf,
+    /// How many brokers (lowest ids first) vote in the controller group.
+    #[serde(default = "default_controller_voters")]
+    pub controller_voters: usize,
+    /// Raft timers of every group.
+    #[serde(default)]
+    pub raft: RaftTimers,
+}
+
+fn default_controller_voters() -> usize {
+    3
+}
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error("invalid broker config: {0}")]
+    Config(String),
+    /// A filesystem or socket error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The controller failed.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// Replication failed.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+impl BrokerConfig {
+    /// Checks the settings and fills in defaults that depend on others.
+    pub fn validate(&mut self) -> Result<(), NodeError> {
+        if self.advertise.is_none() {
+            self.advertise = Some(self.listen.to_string());
+        }
+        if !self.peers.iter().any(|p| p.id == self.node_id) {
+            self.peers.push(Peer {
+                id: self.node_id,
+                address: self.advertise.clone().expect("set above"),
+                rack: None,
+            });
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(NodeError::Config("a node id appears twice in peers".into()));
+        }
+        if self.controller_voters == 0 {
+            return Err(NodeError::Config("controller_voters must be at least 1".into()));
+        }
+        self.raft
+            .raft_config("check")
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The controller voters: the `controller_voters` lowest node ids, with their addresses.
+    pub fn voters(&self) -> BTreeMap<u64, String> {
+        let mut peers: Vec<&Peer> = self.peers.iter().collect();
+        peers.sort_by_key(|p| p.id);
+        peers
+            .into_iter()
+            .take(self.controller_voters)
+            .map(|p| (p.id, p.address.clone()))
+            .collect()
+    }
+}
+
+/// Runs a broker until `shutdown` resolves, then stops it cleanly (logs closed durably).
+pub async fn run(
+    mut config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
+        context: format!("creating {}", config.data_dir.display()),
+        source,
+    })?;
+    let flush = FlushWorker::start(&format!("node{}", config.node_id)).map_err(|source| NodeError::Io {
+        context: "starting the flush worker".into(),
+        source,
+    })?;
+    let host = ReplicaHost {
+        node_id: config.node_id,
+        flush: flush.handle(),
+        peers: PeerChannels::default(),
+        groups: RaftGroups::default(),
+        raft_config: config
+            .raft
+            .raft_config("broker")
+            .map_err(|e| NodeError::Config(e.to_string()))?,
+    };
+    let voters = config.voters();
+    let controller = Arc::new(Controller::start(&host, &config.data_dir.join("controller"), &voters).await?);
+    let partitions = Arc::new(PartitionManager::new(host.clone(), config.data_dir.clone()));
+    let follower = tokio::spawn(Arc::clone(&partitions).follow(controller.subscribe()));
+    let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
+
+    let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default());
+    tracing::info!(node = config.node_id, listen = %config.listen, "broker serving");
+    // Graceful shutdown waits for open connections to drain; peers' idle HTTP/2 connections
+    // may never close on their own, so the drain is bounded.
+    let (draining, drain_started) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(host.groups.service())
+        .add_service(api.into_service())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            let _ = draining.send(());
+        });
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = async {
+            if drain_started.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(node = config.node_id, "connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    };
+    tracing::info!(node = config.node_id, "server stopped; stopping replicas");
+    membership.abort();
+    follower.abort();
+    partitions.shutdown().await;
+    tracing::info!(node = config.node_id, "partitions stopped");
+    controller.shutdown().await?;
+    drop(partitions);
+    drop(controller);
+    drop(host);
+    drop(flush);
+    tracing::info!(node = config.node_id, "broker stopped");
+    Ok(served?)
+}
+
+/// While this broker leads the controller: registers every configured broker in the metadata
+/// and adds non-voting brokers to the controller group as learners (so they see metadata).
+async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tick.tick().await;
+        if !controller.is_leader() {
+            continue;
+        }
+        let metadata = controller.metadata();
+        for peer in &peers {
+            let info = BrokerInfo {
+                id: peer.id,
+                address: peer.address.clone(),
+                rack: peer.rack.clone(),
+            };
+            if metadata.brokers.get(&peer.id) != Some(&info) {
+                if let Err(error) = controller.submit(MetadataCommand::RegisterBroker(info)).await {
+                    tracing::debug!(%error, peer = peer.id, "registering broker failed; will retry");
+                }
+            }
+        }
+        let members = controller.replica().members();
+        for peer in &peers {
+            if !members.contains(&peer.id) {
+                if let Err(error) = controller.replica().add_learner(peer.id, peer.address.clone()).await {
+                    tracing::debug!(%error, peer = peer.id, "adding controller learner failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_with_and_without_rack() {
+        let peer: Peer = "2=127.0.0.1:9093@rack-b".parse().unwrap();
+        assert_eq!(peer.id, 2);
+        assert_eq!(peer.address, "127.0.0.1:9093");
+        assert_eq!(peer.rack.as_deref(), Some("rack-b"));
+        assert!("x=1:2".parse::<Peer>().is_err());
+        assert!("1=localhost".parse::<Peer>().is_err());
+    }
+
+    #[test]
+    fn voters_are_the_lowest_ids_and_self_is_added() {
+        let mut config = BrokerConfig {
+            node_id: 4,
+            listen: "127.0.0.1:9095".parse().unwrap(),
+            advertise: None,
+            peers: ["3=h:3", "1=h:1", "2=h:2"].iter().map(|p| p.parse().unwrap()).collect(),
+            data_dir: "/tmp/x".into(),
+            controller_voters: 3,
+            raft: RaftTimers::default(),
+        };
+        config.validate().unwrap();
+        assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(config.peers.iter().any(|p| p.id == 4 && p.address == "127.0.0.1:9095"));
+        config.peers.push("1=h:9".parse().unwrap());
+        assert!(config.validate().is_err(), "duplicate ids are refused");
+    }
+}

@@ -1,0 +1,155 @@
+//! # Partition: the replicas this broker hosts
+//!
+//! **One job:** keep the set of running partition replicas equal to what the cluster metadata
+//! assigns to this broker — start replicas of new assignments, stop and delete those of deleted
+//! topics — and hand the API layer the replica of a partition.
+//!
+//! **Owns:** the map topic-partition → running replica, and the partition directories
+//! (`<data-dir>/partitions/<topic>-<partition>-g<group>`: the group id in the name means a
+//! re-created topic never picks up an old topic's data).
+//!
+//! **Must not depend on:** the API layer.
+
+use crate::controller::metadata::ClusterMetadata;
+use crate::replication::{PartitionReplica, ReplicaHost, ReplicationError};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+}
+
+struct Running {
+    group: u64,
+    dir: PathBuf,
+    replica: Arc<PartitionReplica>,
+}
+
+/// The partition replicas of this broker.
+pub struct PartitionManager {
+    host: ReplicaHost,
+    dir: PathBuf,
+    running: RwLock<HashMap<TopicPartition, Running>>,
+}
+
+impl PartitionManager {
+    /// A manager keeping partition data under `data_dir/partitions`.
+    pub fn new(host: ReplicaHost, data_dir: PathBuf) -> Self {
+        PartitionManager {
+            host,
+            dir: data_dir.join("partitions"),
+            running: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The local replica of `topic`/`partition`, if this broker hosts one.
+    pub fn get(&self, topic: &str, partition: u32) -> Option<Arc<PartitionReplica>> {
+        let key = TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        self.running
+            .read()
+            .expect("partition map")
+            .get(&key)
+            .map(|r| Arc::clone(&r.replica))
+    }
+
+    /// Starts and stops replicas so that exactly this broker's assignments run.
+    pub async fn reconcile(&self, metadata: &ClusterMetadata) -> Result<(), ReplicationError> {
+        let me = self.host.node_id;
+        let wanted: BTreeMap<TopicPartition, (u64, Vec<u64>, crate::storage::LogConfig)> = metadata
+            .assignments_of(me)
+            .into_iter()
+            .map(|(topic, assignment)| {
+                (
+                    TopicPartition {
+                        topic: topic.name.clone(),
+                        partition: assignment.partition,
+                    },
+                    (assignment.group, assignment.replicas.clone(), topic.config.clone()),
+                )
+            })
+            .collect();
+
+        let stale: Vec<(TopicPartition, Running)> = {
+            let mut running = self.running.write().expect("partition map");
+            let keys: Vec<TopicPartition> = running
+                .iter()
+                .filter(|(key, r)| wanted.get(*key).is_none_or(|(group, _, _)| *group != r.group))
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|key| running.remove(&key).map(|r| (key, r)))
+                .collect()
+        };
+        for (key, stopped) in stale {
+            tracing::info!(topic = %key.topic, partition = key.partition, "stopping deleted partition");
+            stopped.replica.shutdown().await?;
+            if let Err(error) = std::fs::remove_dir_all(&stopped.dir) {
+                tracing::warn!(%error, dir = %stopped.dir.display(), "could not remove partition data");
+            }
+        }
+
+        for (key, (group, replicas, config)) in wanted {
+            if self.running.read().expect("partition map").contains_key(&key) {
+                continue;
+            }
+            let dir = self.dir.join(format!("{}-{}-g{}", key.topic, key.partition, group));
+            let replica = PartitionReplica::start(&self.host, group, &dir, config, None).await?;
+            if replicas.first() == Some(&me) {
+                let members: BTreeMap<u64, String> = replicas
+                    .iter()
+                    .filter_map(|id| metadata.brokers.get(id).map(|b| (*id, b.address.clone())))
+                    .collect();
+                replica.bootstrap(members).await?;
+            }
+            tracing::info!(topic = %key.topic, partition = key.partition, group, "started partition replica");
+            self.running.write().expect("partition map").insert(
+                key,
+                Running {
+                    group,
+                    dir,
+                    replica: Arc::new(replica),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Reconciles on every metadata change until the metadata channel closes.
+    pub async fn follow(self: Arc<Self>, mut metadata: watch::Receiver<Arc<ClusterMetadata>>) {
+        loop {
+            let current = metadata.borrow_and_update().clone();
+            if let Err(error) = self.reconcile(&current).await {
+                tracing::error!(%error, "reconciling partitions with metadata failed");
+            }
+            if metadata.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Stops every replica (logs are closed durably).
+    pub async fn shutdown(&self) {
+        let all: Vec<Running> = self
+            .running
+            .write()
+            .expect("partition map")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for running in all {
+            if let Err(error) = running.replica.shutdown().await {
+                tracing::warn!(%error, "partition did not shut down cleanly");
+            }
+        }
+    }
+}
