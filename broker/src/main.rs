@@ -1,20 +1,68 @@
-//! The `broker` binary. Today: `broker perf storage`. The server (`serve`, `dev`) and the admin
-//! commands arrive with the replication work.
+//! The `broker` binary: the server (`serve`), a local 3-broker cluster (`dev`), admin commands
+//! (`topic`, `cluster`, `produce`, `consume`) and benchmarks (`perf`).
+
+mod cli;
 
 use anyhow::Context;
 use broker::perf::storage::{self, StoragePerfOptions};
 use clap::{Parser, Subcommand};
+use cli::admin::{self, StartAt, TopicCommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "broker", version, about = "A Raft-replicated message broker")]
 struct Cli {
+    /// A broker to contact (comma-separated for several); defaults to where `broker dev` listens.
+    #[arg(long, global = true, env = "BROKER_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one broker.
+    Serve(cli::serve::ServeArgs),
+    /// Run a local 3-broker cluster (one process per broker) until Ctrl-C.
+    Dev(cli::dev::DevArgs),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Cluster-wide views.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Produce lines of standard input (`key<TAB>value` or `value`) to a partition.
+    Produce {
+        /// Topic name.
+        topic: String,
+        /// Partition to write to.
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// all (committed by a majority), 1 (leader appended) or 0 (no wait).
+        #[arg(long, default_value = "all")]
+        acks: String,
+    },
+    /// Print records of a partition.
+    Consume {
+        /// Topic name.
+        topic: String,
+        /// Partition to read.
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// Start at the log start offset (default: only new records).
+        #[arg(long, conflicts_with = "offset")]
+        from_beginning: bool,
+        /// Start at this offset.
+        #[arg(long)]
+        offset: Option<u64>,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<usize>,
+    },
     /// Benchmarks that ship with the broker.
     Perf {
         #[command(subcommand)]
@@ -26,6 +74,12 @@ enum Command {
 enum PerfTarget {
     /// Segment store: raw disk bandwidth vs group-committed appends, latency, reads.
     Storage(StorageArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Brokers, controller, and every partition's leader, replicas, ISR and high watermark.
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -71,11 +125,43 @@ impl StorageArgs {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        // openraft logs every failed heartbeat to a stopped peer as a warning; those are
+        // expected during failover and shutdown, so only its errors show by default.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
+        .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Perf {
-            target: PerfTarget::Storage(args),
-        } => storage::run(&args.into_options()?).context("storage benchmark"),
-    }
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Dev(args) => cli::dev::run(args).await,
+            Command::Topic { command } => admin::topic(&cli.bootstrap, command).await,
+            Command::Cluster {
+                command: ClusterCommand::Status,
+            } => admin::cluster_status(&cli.bootstrap).await,
+            Command::Produce { topic, partition, acks } => {
+                admin::produce(&cli.bootstrap, &topic, partition, &acks).await
+            }
+            Command::Consume {
+                topic,
+                partition,
+                from_beginning,
+                offset,
+                max,
+            } => {
+                let start = match (from_beginning, offset) {
+                    (true, _) => StartAt::Beginning,
+                    (false, Some(offset)) => StartAt::Offset(offset),
+                    (false, None) => StartAt::End,
+                };
+                admin::consume(&cli.bootstrap, &topic, partition, start, max).await
+            }
+            Command::Perf {
+                target: PerfTarget::Storage(args),
+            } => storage::run(&args.into_options()?).context("storage benchmark"),
+        }
+    })
 }

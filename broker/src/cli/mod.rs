@@ -1,0 +1,5 @@
+//! The `broker` command line: the server (`serve`, `dev`), admin commands and benchmarks.
+
+pub mod admin;
+pub mod dev;
+pub mod serve;

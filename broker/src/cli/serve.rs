@@ -1,0 +1,121 @@
+//! `broker serve`: one broker process, configured by a TOML file, flags and `BROKER_*` env.
+
+use anyhow::Context;
+use broker::node::{self, BrokerConfig, Peer};
+use broker::replication::RaftTimers;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::io::AsyncReadExt;
+
+/// Flags of `broker serve`; each overrides the config file.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (same keys as the flags, snake_case).
+    #[arg(long, env = "BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// This broker's node id.
+    #[arg(long, env = "BROKER_NODE_ID")]
+    node_id: Option<u64>,
+    /// Address to listen on.
+    #[arg(long, env = "BROKER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address others reach this broker at (default: --listen).
+    #[arg(long, env = "BROKER_ADVERTISE")]
+    advertise: Option<String>,
+    /// Every broker, comma-separated `id=host:port[@rack]`.
+    #[arg(long, env = "BROKER_PEERS", value_delimiter = ',')]
+    peers: Vec<Peer>,
+    /// Data directory.
+    #[arg(long, env = "BROKER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of controller voters (lowest node ids).
+    #[arg(long, env = "BROKER_CONTROLLER_VOTERS")]
+    controller_voters: Option<usize>,
+    /// Stop when standard input closes (used by `broker dev` so brokers never outlive it).
+    #[arg(long, hide = true)]
+    exit_on_stdin_close: bool,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<(BrokerConfig, bool)> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<BrokerConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => BrokerConfig {
+                node_id: self.node_id.context("--node-id is required without --config")?,
+                listen: self.listen.context("--listen is required without --config")?,
+                advertise: None,
+                peers: Vec::new(),
+                data_dir: self
+                    .data_dir
+                    .clone()
+                    .context("--data-dir is required without --config")?,
+                controller_voters: 3,
+                raft: RaftTimers::default(),
+            },
+        };
+        if let Some(node_id) = self.node_id {
+            config.node_id = node_id;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if self.advertise.is_some() {
+            config.advertise = self.advertise;
+        }
+        if !self.peers.is_empty() {
+            config.peers = self.peers;
+        }
+        if let Some(data_dir) = self.data_dir {
+            config.data_dir = data_dir;
+        }
+        if let Some(voters) = self.controller_voters {
+            config.controller_voters = voters;
+        }
+        Ok((config, self.exit_on_stdin_close))
+    }
+}
+
+/// Runs one broker until Ctrl-C, SIGTERM or (optionally) standard input closing.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, exit_on_stdin_close) = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let stdin_closed = async {
+            if exit_on_stdin_close {
+                let mut sink = [0u8; 64];
+                let mut stdin = tokio::io::stdin();
+                while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+            () = stdin_closed => {}
+        }
+    };
+    node::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/broker.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut config: BrokerConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.voters().len(), 3);
+    }
+}

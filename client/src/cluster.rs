@@ -1,0 +1,415 @@
+//! Connection management and request routing.
+
+use crate::error::ClientError;
+use bytes::Bytes;
+use proto::v1::broker_client::BrokerClient;
+use proto::v1::{
+    Acks, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, OffsetSpec, ProduceRequest, TopicResult, TopicSpec,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// How long and how often to retry retriable errors.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Give up once this much time has passed since the call began.
+    pub deadline: Duration,
+    /// First backoff; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A batch read from a partition.
+#[derive(Debug, Clone)]
+pub struct FetchedBatch {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// A Kafka v2 record batch (decode with `proto::record_batch::decode_records`).
+    pub records: Bytes,
+}
+
+/// A handle on a cluster, reached through its brokers.
+pub struct Cluster {
+    bootstrap: Vec<String>,
+    retry: RetryPolicy,
+    channels: Mutex<HashMap<String, Channel>>,
+    addresses: Mutex<HashMap<u64, String>>,
+    leaders: Mutex<HashMap<(String, u32), u64>>,
+}
+
+impl Cluster {
+    /// A client that bootstraps from `bootstrap` (one or more `host:port`).
+    pub fn new(bootstrap: Vec<String>, retry: RetryPolicy) -> Cluster {
+        Cluster {
+            bootstrap,
+            retry,
+            channels: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
+            leaders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
+        let mut channels = self.channels.lock().expect("channel map");
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|e| ClientError::Unreachable {
+                        address: address.to_string(),
+                        message: e.to_string(),
+                    })?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(BrokerClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024))
+    }
+
+    fn unreachable(address: &str, status: tonic::Status) -> ClientError {
+        ClientError::Unreachable {
+            address: address.to_string(),
+            message: status.message().to_string(),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let started = Instant::now();
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_retriable() && started.elapsed() + backoff < self.retry.deadline => {
+                    tracing::debug!(%error, attempts, "retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                }
+                Err(error) if error.is_retriable() => {
+                    return Err(ClientError::RetriesExhausted {
+                        attempts,
+                        last: Box::new(error),
+                    })
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Cluster metadata from the first bootstrap broker that answers.
+    pub async fn metadata(&self, topics: Vec<String>) -> Result<MetadataResponse, ClientError> {
+        self.retrying(|| self.metadata_once(topics.clone(), false)).await
+    }
+
+    /// Like [`metadata`](Self::metadata), plus configs and offsets per partition. ISR and
+    /// offsets are only known to a partition's leader, so every broker is asked and each
+    /// partition is described as its leader sees it (brokers that cannot be reached are skipped).
+    pub async fn describe_topics(&self, topics: Vec<String>) -> Result<MetadataResponse, ClientError> {
+        let mut merged = self.retrying(|| self.metadata_once(topics.clone(), true)).await?;
+        for broker in merged.brokers.clone() {
+            let Ok(mut client) = self.client(&broker.address) else {
+                continue;
+            };
+            let request = MetadataRequest { topics: topics.clone() };
+            let Ok(response) = client.describe_topics(request).await else {
+                continue;
+            };
+            for theirs in response.into_inner().topics {
+                let Some(ours) = merged.topics.iter_mut().find(|t| t.name == theirs.name) else {
+                    continue;
+                };
+                for partition in theirs.partitions {
+                    if partition.leader != Some(broker.id) {
+                        continue;
+                    }
+                    if let Some(slot) = ours.partitions.iter_mut().find(|p| p.partition == partition.partition) {
+                        *slot = partition;
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    async fn metadata_once(&self, topics: Vec<String>, detailed: bool) -> Result<MetadataResponse, ClientError> {
+        let mut candidates: Vec<String> = self.addresses.lock().expect("addresses").values().cloned().collect();
+        candidates.extend(self.bootstrap.iter().cloned());
+        let mut last = None;
+        for address in candidates {
+            let mut client = self.client(&address)?;
+            let request = MetadataRequest { topics: topics.clone() };
+            let response = if detailed {
+                client.describe_topics(request).await
+            } else {
+                client.metadata(request).await
+            };
+            match response {
+                Ok(response) => {
+                    let metadata = response.into_inner();
+                    self.learn(&metadata);
+                    return Ok(metadata);
+                }
+                Err(status) => last = Some(Self::unreachable(&address, status)),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Unreachable {
+            address: "(no bootstrap address)".into(),
+            message: "nothing to connect to".into(),
+        }))
+    }
+
+    fn learn(&self, metadata: &MetadataResponse) {
+        let mut addresses = self.addresses.lock().expect("addresses");
+        for broker in &metadata.brokers {
+            addresses.insert(broker.id, broker.address.clone());
+        }
+        let mut leaders = self.leaders.lock().expect("leaders");
+        for topic in &metadata.topics {
+            for partition in &topic.partitions {
+                if let Some(leader) = partition.leader {
+                    leaders.insert((topic.name.clone(), partition.partition), leader);
+                }
+            }
+        }
+    }
+
+    fn address_of(&self, node: u64) -> Option<String> {
+        self.addresses.lock().expect("addresses").get(&node).cloned()
+    }
+
+    async fn controller_client(&self) -> Result<BrokerClient<Channel>, ClientError> {
+        let metadata = self.metadata_once(Vec::new(), false).await?;
+        let controller = metadata.controller.ok_or(ClientError::Broker {
+            code: ErrorCode::NotController,
+            message: "no controller elected yet".into(),
+        })?;
+        let address = self.address_of(controller).ok_or(ClientError::Broker {
+            code: ErrorCode::NotController,
+            message: format!("controller {controller} is not registered yet"),
+        })?;
+        self.client(&address)
+    }
+
+    async fn topic_results<F, Fut>(&self, call: F) -> Result<Vec<TopicResult>, ClientError>
+    where
+        F: Fn(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<proto::v1::TopicResults>, tonic::Status>>,
+    {
+        self.retrying(|| async {
+            let client = self.controller_client().await?;
+            let results = call(client)
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner()
+                .results;
+            // A NOT_CONTROLLER answer means the whole call went to the wrong broker: retry it.
+            if let Some(moved) = results.iter().find(|r| r.error == ErrorCode::NotController as i32) {
+                return Err(ClientError::Broker {
+                    code: ErrorCode::NotController,
+                    message: moved.message.clone(),
+                });
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    /// Creates topics; one result per topic (check each `error`).
+    pub async fn create_topics(&self, topics: Vec<TopicSpec>) -> Result<Vec<TopicResult>, ClientError> {
+        self.topic_results(|mut client| {
+            let topics = topics.clone();
+            async move { client.create_topics(CreateTopicsRequest { topics }).await }
+        })
+        .await
+    }
+
+    /// Deletes topics; one result per topic.
+    pub async fn delete_topics(&self, topics: Vec<String>) -> Result<Vec<TopicResult>, ClientError> {
+        self.topic_results(|mut client| {
+            let topics = topics.clone();
+            async move { client.delete_topics(DeleteTopicsRequest { topics }).await }
+        })
+        .await
+    }
+
+    /// The client of the partition's leader as last known (refreshing metadata if unknown).
+    async fn leader_client(&self, topic: &str, partition: u32) -> Result<BrokerClient<Channel>, ClientError> {
+        let key = (topic.to_string(), partition);
+        let known = self.leaders.lock().expect("leaders").get(&key).copied();
+        let leader = match known {
+            Some(leader) => leader,
+            None => {
+                let metadata = self.metadata_once(vec![topic.to_string()], false).await?;
+                if let Some(t) = metadata.topics.iter().find(|t| t.name == topic) {
+                    ClientError::check(t.error, &t.message)?;
+                }
+                self.leaders
+                    .lock()
+                    .expect("leaders")
+                    .get(&key)
+                    .copied()
+                    .ok_or(ClientError::Broker {
+                        code: ErrorCode::NotLeader,
+                        message: format!("{topic}/{partition} has no leader yet"),
+                    })?
+            }
+        };
+        let address = self.address_of(leader).ok_or(ClientError::Broker {
+            code: ErrorCode::NotLeader,
+            message: format!("leader {leader} has no known address"),
+        })?;
+        self.client(&address)
+    }
+
+    /// Remembers a leader hint from a NOT_LEADER answer, or forgets the stale leader.
+    fn follow_hint(&self, topic: &str, partition: u32, code: i32, hint: Option<u64>) {
+        if code == ErrorCode::NotLeader as i32 {
+            let key = (topic.to_string(), partition);
+            let mut leaders = self.leaders.lock().expect("leaders");
+            match hint {
+                Some(leader) => leaders.insert(key, leader),
+                None => leaders.remove(&key),
+            };
+        }
+    }
+
+    /// Appends one record batch; returns the offset of its first record (`None` for
+    /// `acks=none`). Retries retriable errors — so without idempotence a retried batch may be
+    /// written twice.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        batch: Bytes,
+    ) -> Result<Option<u64>, ClientError> {
+        self.retrying(|| async {
+            let mut client = self.leader_client(topic, partition).await?;
+            let response = client
+                .produce(ProduceRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    acks: acks as i32,
+                    records: batch.clone(),
+                    timeout_ms: 10_000,
+                })
+                .await
+                .map_err(|s| {
+                    self.leaders
+                        .lock()
+                        .expect("leaders")
+                        .remove(&(topic.to_string(), partition));
+                    Self::unreachable(topic, s)
+                })?
+                .into_inner();
+            self.follow_hint(topic, partition, response.error, response.leader);
+            ClientError::check(response.error, &response.message)?;
+            Ok(response.base_offset)
+        })
+        .await
+    }
+
+    /// Committed batches from `offset` on (waiting up to `max_wait` for data), with the
+    /// partition's high watermark.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<(Vec<FetchedBatch>, u64), ClientError> {
+        self.retrying(|| async {
+            let mut client = self.leader_client(topic, partition).await?;
+            let response = client
+                .fetch(FetchRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    max_bytes,
+                    min_bytes: 1,
+                    max_wait_ms: max_wait.as_millis() as u32,
+                })
+                .await
+                .map_err(|s| {
+                    self.leaders
+                        .lock()
+                        .expect("leaders")
+                        .remove(&(topic.to_string(), partition));
+                    Self::unreachable(topic, s)
+                })?
+                .into_inner();
+            self.follow_hint(topic, partition, response.error, response.leader);
+            ClientError::check(response.error, &response.message)?;
+            let batches = response
+                .batches
+                .into_iter()
+                .map(|b| FetchedBatch {
+                    base_offset: b.base_offset,
+                    records: b.records,
+                })
+                .collect();
+            Ok((batches, response.high_watermark))
+        })
+        .await
+    }
+
+    /// The earliest or latest offset, or the first offset at or after a timestamp.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+        timestamp: i64,
+    ) -> Result<Option<u64>, ClientError> {
+        self.retrying(|| async {
+            let mut client = self.leader_client(topic, partition).await?;
+            let response = client
+                .list_offsets(ListOffsetsRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    spec: spec as i32,
+                    timestamp,
+                })
+                .await
+                .map_err(|s| {
+                    self.leaders
+                        .lock()
+                        .expect("leaders")
+                        .remove(&(topic.to_string(), partition));
+                    Self::unreachable(topic, s)
+                })?
+                .into_inner();
+            self.follow_hint(topic, partition, response.error, response.leader);
+            ClientError::check(response.error, &response.message)?;
+            Ok(response.offset)
+        })
+        .await
+    }
+}
