@@ -5,11 +5,13 @@ use broker::replication::{PartitionReplica, PeerChannels, RaftGroups, RaftTimers
 use broker::storage::{FlushWorker, FsyncPolicy, LogConfig, Offset};
 use bytes::Bytes;
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -38,6 +40,10 @@ fn log_config() -> LogConfig {
 impl Node {
     async fn start(id: u64, address: SocketAddr, dir: PathBuf, peers: PeerChannels) -> Node {
         let listener = TcpListener::bind(address).await.unwrap();
+        Node::start_on(id, listener, dir, peers).await
+    }
+
+    async fn start_on(id: u64, listener: TcpListener, dir: PathBuf, peers: PeerChannels) -> Node {
         let address = listener.local_addr().unwrap();
         let groups = RaftGroups::default();
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -250,6 +256,162 @@ async fn writes_commit_with_one_replica_down_and_never_with_two() {
             .len(),
         2
     );
+
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+/// A TCP proxy for one directed link between two nodes, which the test can cut and heal.
+struct LinkProxy {
+    address: SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: JoinHandle<()>,
+}
+
+impl LinkProxy {
+    async fn start(target: SocketAddr) -> LinkProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (accept_open, accept_connections) = (Arc::clone(&open), Arc::clone(&connections));
+        let acceptor = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::SeqCst) {
+                    continue; // dropped: the link is cut
+                }
+                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let relay = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                accept_connections.lock().unwrap().push(relay);
+            }
+        });
+        LinkProxy {
+            address,
+            open,
+            connections,
+            acceptor,
+        }
+    }
+
+    /// Drops every connection on the link and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for relay in self.connections.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_after_healing() {
+    let root = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let servers: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    // Every directed link i -> j goes through its own proxy.
+    let mut links: HashMap<(usize, usize), LinkProxy> = HashMap::new();
+    for from in 0..3 {
+        for to in (0..3).filter(|to| *to != from) {
+            links.insert((from, to), LinkProxy::start(servers[to]).await);
+        }
+    }
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let overrides: HashMap<String, String> = (0..3)
+            .filter(|to| *to != i)
+            .map(|to| (servers[to].to_string(), links[&(i, to)].address.to_string()))
+            .collect();
+        let peers = PeerChannels::with_dial_overrides(overrides);
+        nodes.push(
+            Node::start_on(
+                i as u64 + 1,
+                listener,
+                root.path().join(format!("node{}", i + 1)),
+                peers,
+            )
+            .await,
+        );
+    }
+    let members: BTreeMap<u64, String> = nodes.iter().map(|n| (n.id, n.address.to_string())).collect();
+    nodes[0].replica().bootstrap(members).await.unwrap();
+
+    let old = leader_of(&nodes).await;
+    for seq in 0..5 {
+        nodes[old].replica().append_committed(batch(seq)).await.unwrap();
+    }
+    assert_eq!(nodes[old].replica().high_watermark(), Offset(15));
+
+    // Isolate the leader: both directions of its links.
+    for ((from, to), link) in &links {
+        if *from == old || *to == old {
+            link.cut();
+        }
+    }
+    // It still appends locally (acks=1) but cannot commit (acks=all never succeeds).
+    let stale = nodes[old].replica();
+    let local = stale.append_on_leader(batch(100), Duration::from_secs(2)).await;
+    assert_eq!(local.unwrap(), Offset(15), "appended to the isolated leader's own log");
+    let committed = tokio::time::timeout(Duration::from_secs(2), stale.append_committed(batch(101))).await;
+    assert!(
+        !matches!(committed, Ok(Ok(_))),
+        "false ack from an isolated leader: {committed:?}"
+    );
+    assert_eq!(
+        stale.high_watermark(),
+        Offset(15),
+        "uncommitted appends stay above the high watermark"
+    );
+    let visible = stale.read_committed(Offset(0), usize::MAX).unwrap();
+    assert_eq!(visible.len(), 5, "fetch never returns uncommitted data");
+    assert!(stale.local_entries().unwrap().iter().any(|e| e.body == batch(100)));
+
+    // The majority elects a new leader and commits different data at the same offset.
+    let deadline = Instant::now() + WAIT;
+    let new = loop {
+        let candidate = (0..3).filter(|i| *i != old).find(|i| nodes[*i].replica().is_leader());
+        if let Some(new) = candidate {
+            break new;
+        }
+        assert!(Instant::now() < deadline, "the majority never elected a leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let offset = nodes[new].replica().append_committed(batch(200)).await.unwrap();
+    assert_eq!(offset, Offset(15));
+
+    // Healed, the old leader steps down, drops its uncommitted tail and converges.
+    for link in links.values() {
+        link.heal();
+    }
+    assert_replicas_identical(&nodes, new).await;
+    for node in &nodes {
+        let entries = node.replica().local_entries().unwrap();
+        assert!(
+            !entries.iter().any(|e| e.body == batch(100) || e.body == batch(101)),
+            "node {} kept uncommitted data",
+            node.id
+        );
+    }
+    let healed = nodes[old].replica().read_committed(Offset(15), 1 << 20).unwrap();
+    assert_eq!(healed[0].body, batch(200));
 
     for node in &mut nodes {
         node.stop().await;

@@ -26,16 +26,28 @@ type PartitionSnapshot =
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Dial this address instead of that one (a per-broker "hosts file"): lets a test or an
+    /// operator route one broker's links through a proxy without changing Raft membership.
+    dial_overrides: Arc<HashMap<String, String>>,
 }
 
 impl PeerChannels {
+    /// Channels that dial `overrides[address]` instead of `address` where given.
+    pub fn with_dial_overrides(overrides: HashMap<String, String>) -> Self {
+        PeerChannels {
+            channels: Arc::default(),
+            dial_overrides: Arc::new(overrides),
+        }
+    }
+
     /// The channel to `address` (`host:port`), created on first use.
     pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().expect("peer channel map");
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
+        let dial = self.dial_overrides.get(address).map_or(address, String::as_str);
+        let channel = Endpoint::from_shared(format!("http://{dial}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
