@@ -28,8 +28,10 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             deadline: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
+            // Kafka's retry.backoff.ms is 100 ms; a leader change is the common retriable error
+            // and a long backoff would add directly to the failover time a producer sees.
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
         }
     }
 }
