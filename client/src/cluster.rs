@@ -301,6 +301,34 @@ impl Cluster {
         }
     }
 
+    /// Sends a request to the partition's leader, following NOT_LEADER hints and retrying
+    /// retriable errors; returns the leader's successful answer.
+    async fn on_leader<R, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<R, ClientError>
+    where
+        R: LeaderAnswer,
+        F: Fn(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.retrying(|| async {
+            let client = self.leader_client(topic, partition).await?;
+            let response = call(client)
+                .await
+                .map_err(|status| {
+                    // The leader may be gone: forget it so the next attempt asks again.
+                    self.leaders
+                        .lock()
+                        .expect("leaders")
+                        .remove(&(topic.to_string(), partition));
+                    Self::unreachable(topic, status)
+                })?
+                .into_inner();
+            self.follow_hint(topic, partition, response.error(), response.leader());
+            ClientError::check(response.error(), response.message())?;
+            Ok(response)
+        })
+        .await
+    }
+
     /// Appends one record batch; returns the offset of its first record (`None` for
     /// `acks=none`). Retries retriable errors — so without idempotence a retried batch may be
     /// written twice.
@@ -311,30 +339,20 @@ impl Cluster {
         acks: Acks,
         batch: Bytes,
     ) -> Result<Option<u64>, ClientError> {
-        self.retrying(|| async {
-            let mut client = self.leader_client(topic, partition).await?;
-            let response = client
-                .produce(ProduceRequest {
-                    topic: topic.to_string(),
-                    partition,
-                    acks: acks as i32,
-                    records: batch.clone(),
-                    timeout_ms: 10_000,
-                })
-                .await
-                .map_err(|s| {
-                    self.leaders
-                        .lock()
-                        .expect("leaders")
-                        .remove(&(topic.to_string(), partition));
-                    Self::unreachable(topic, s)
-                })?
-                .into_inner();
-            self.follow_hint(topic, partition, response.error, response.leader);
-            ClientError::check(response.error, &response.message)?;
-            Ok(response.base_offset)
-        })
-        .await
+        let request = ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            acks: acks as i32,
+            records: batch,
+            timeout_ms: 10_000,
+        };
+        let response = self
+            .on_leader(topic, partition, |mut client| {
+                let request = request.clone();
+                async move { client.produce(request).await }
+            })
+            .await?;
+        Ok(response.base_offset)
     }
 
     /// Committed batches from `offset` on (waiting up to `max_wait` for data), with the
@@ -347,39 +365,29 @@ impl Cluster {
         max_bytes: u32,
         max_wait: Duration,
     ) -> Result<(Vec<FetchedBatch>, u64), ClientError> {
-        self.retrying(|| async {
-            let mut client = self.leader_client(topic, partition).await?;
-            let response = client
-                .fetch(FetchRequest {
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                    max_bytes,
-                    min_bytes: 1,
-                    max_wait_ms: max_wait.as_millis() as u32,
-                })
-                .await
-                .map_err(|s| {
-                    self.leaders
-                        .lock()
-                        .expect("leaders")
-                        .remove(&(topic.to_string(), partition));
-                    Self::unreachable(topic, s)
-                })?
-                .into_inner();
-            self.follow_hint(topic, partition, response.error, response.leader);
-            ClientError::check(response.error, &response.message)?;
-            let batches = response
-                .batches
-                .into_iter()
-                .map(|b| FetchedBatch {
-                    base_offset: b.base_offset,
-                    records: b.records,
-                })
-                .collect();
-            Ok((batches, response.high_watermark))
-        })
-        .await
+        let request = FetchRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes,
+            min_bytes: 1,
+            max_wait_ms: max_wait.as_millis() as u32,
+        };
+        let response = self
+            .on_leader(topic, partition, |mut client| {
+                let request = request.clone();
+                async move { client.fetch(request).await }
+            })
+            .await?;
+        let batches = response
+            .batches
+            .into_iter()
+            .map(|b| FetchedBatch {
+                base_offset: b.base_offset,
+                records: b.records,
+            })
+            .collect();
+        Ok((batches, response.high_watermark))
     }
 
     /// The earliest or latest offset, or the first offset at or after a timestamp.
@@ -390,28 +398,47 @@ impl Cluster {
         spec: OffsetSpec,
         timestamp: i64,
     ) -> Result<Option<u64>, ClientError> {
-        self.retrying(|| async {
-            let mut client = self.leader_client(topic, partition).await?;
-            let response = client
-                .list_offsets(ListOffsetsRequest {
-                    topic: topic.to_string(),
-                    partition,
-                    spec: spec as i32,
-                    timestamp,
-                })
-                .await
-                .map_err(|s| {
-                    self.leaders
-                        .lock()
-                        .expect("leaders")
-                        .remove(&(topic.to_string(), partition));
-                    Self::unreachable(topic, s)
-                })?
-                .into_inner();
-            self.follow_hint(topic, partition, response.error, response.leader);
-            ClientError::check(response.error, &response.message)?;
-            Ok(response.offset)
-        })
-        .await
+        let request = ListOffsetsRequest {
+            topic: topic.to_string(),
+            partition,
+            spec: spec as i32,
+            timestamp,
+        };
+        let response = self
+            .on_leader(topic, partition, |mut client| {
+                let request = request.clone();
+                async move { client.list_offsets(request).await }
+            })
+            .await?;
+        Ok(response.offset)
     }
 }
+
+/// The common shape of answers from a partition leader.
+trait LeaderAnswer {
+    fn error(&self) -> i32;
+    fn message(&self) -> &str;
+    fn leader(&self) -> Option<u64>;
+}
+
+macro_rules! leader_answer {
+    ($($response:ty),*) => {$(
+        impl LeaderAnswer for $response {
+            fn error(&self) -> i32 {
+                self.error
+            }
+            fn message(&self) -> &str {
+                &self.message
+            }
+            fn leader(&self) -> Option<u64> {
+                self.leader
+            }
+        }
+    )*};
+}
+
+leader_answer!(
+    proto::v1::ProduceResponse,
+    proto::v1::FetchResponse,
+    proto::v1::ListOffsetsResponse
+);
