@@ -74,6 +74,8 @@ enum Command {
 enum PerfTarget {
     /// Segment store: raw disk bandwidth vs group-committed appends, latency, reads.
     Storage(StorageArgs),
+    /// CPU of three idle brokers hosting many RF=3 partitions (separate processes).
+    Idle(cli::perf_idle::IdleArgs),
 }
 
 #[derive(Subcommand)]
@@ -162,6 +164,9 @@ fn main() -> anyhow::Result<()> {
             Command::Perf {
                 target: PerfTarget::Storage(args),
             } => storage::run(&args.into_options()?).context("storage benchmark"),
+            Command::Perf {
+                target: PerfTarget::Idle(args),
+            } => cli::perf_idle::run(args).await.context("idle benchmark"),
         }
     })
 }

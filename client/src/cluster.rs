@@ -271,6 +271,7 @@ impl Cluster {
                 if let Some(t) = metadata.topics.iter().find(|t| t.name == topic) {
                     ClientError::check(t.error, &t.message)?;
                 }
+                // (An unknown topic is retried: the broker asked may have stale metadata.)
                 self.leaders
                     .lock()
                     .expect("leaders")
@@ -291,7 +292,7 @@ impl Cluster {
 
     /// Remembers a leader hint from a NOT_LEADER answer, or forgets the stale leader.
     fn follow_hint(&self, topic: &str, partition: u32, code: i32, hint: Option<u64>) {
-        if code == ErrorCode::NotLeader as i32 {
+        if code == ErrorCode::NotLeader as i32 || code == ErrorCode::UnknownTopicOrPartition as i32 {
             let key = (topic.to_string(), partition);
             let mut leaders = self.leaders.lock().expect("leaders");
             match hint {

@@ -32,12 +32,25 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The broker error code behind this error, looking through exhausted retries.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            ClientError::RetriesExhausted { last, .. } => last.code(),
+            ClientError::Unreachable { .. } => None,
+        }
+    }
+
     /// Whether retrying the same call may succeed (leader moved, timeout, unreachable broker).
     pub fn is_retriable(&self) -> bool {
         match self {
+            // UNKNOWN_TOPIC_OR_PARTITION is retriable as in Kafka: a broker that just restarted
+            // may not have re-applied the metadata yet. A topic that really does not exist
+            // fails at the deadline, with this code as the last error.
             ClientError::Broker { code, .. } => matches!(
                 code,
                 ErrorCode::NotLeader
+                    | ErrorCode::UnknownTopicOrPartition
                     | ErrorCode::NotController
                     | ErrorCode::RequestTimedOut
                     | ErrorCode::NotEnoughReplicas

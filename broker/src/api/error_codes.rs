@@ -54,6 +54,7 @@ pub fn is_retriable(code: ErrorCode) -> bool {
         ErrorCode::StorageUnavailable
             | ErrorCode::CorruptData
             | ErrorCode::NotLeader
+            | ErrorCode::UnknownTopicOrPartition
             | ErrorCode::NotController
             | ErrorCode::RequestTimedOut
             | ErrorCode::NotEnoughReplicas

@@ -99,6 +99,7 @@ impl BrokerApi {
                     if detailed {
                         description.high_watermark = Some(status.high_watermark.0);
                         description.log_start_offset = Some(status.log_start_offset.0);
+                        description.caught_up = status.caught_up;
                     }
                 }
                 description
@@ -125,6 +126,13 @@ impl BrokerApi {
             .topics
             .get(topic)
             .is_some_and(|t| (partition as usize) < t.partitions.len());
+        if !known && !self.controller.is_caught_up() {
+            // A restarted broker re-applies the metadata log; until then "unknown" may be false.
+            return Err((
+                ErrorCode::NotLeader,
+                format!("metadata is still loading; {topic}/{partition} may exist"),
+            ));
+        }
         if !known {
             return Err((
                 ErrorCode::UnknownTopicOrPartition,

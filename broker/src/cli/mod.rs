@@ -2,4 +2,5 @@
 
 pub mod admin;
 pub mod dev;
+pub mod perf_idle;
 pub mod serve;

@@ -12,6 +12,7 @@
 //!
 //! **Must not depend on:** the API layer. (It does use tonic: the Raft transport lives here.)
 
+mod coalescer;
 pub mod isr;
 pub mod log_store;
 pub mod network;

@@ -1,8 +1,10 @@
 //! The client side of the Raft transport: openraft's `RaftNetworkV2` over tonic.
 //!
 //! Every Raft group on a broker shares one HTTP/2 connection per peer ([`PeerChannels`]); a
-//! group's network only adds its group id to each message.
+//! group's network only adds its group id to each message. Empty appends (heartbeats) are
+//! coalesced per peer by the [`HeartbeatCoalescer`].
 
+use super::coalescer::HeartbeatCoalescer;
 use super::types::PartitionRaft;
 use super::wire::encode_append;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -26,6 +28,7 @@ type PartitionSnapshot =
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    heartbeats: HeartbeatCoalescer,
     /// Dial this address instead of that one (a per-broker "hosts file"): lets a test or an
     /// operator route one broker's links through a proxy without changing Raft membership.
     dial_overrides: Arc<HashMap<String, String>>,
@@ -36,6 +39,7 @@ impl PeerChannels {
     pub fn with_dial_overrides(overrides: HashMap<String, String>) -> Self {
         PeerChannels {
             channels: Arc::default(),
+            heartbeats: HeartbeatCoalescer::default(),
             dial_overrides: Arc::new(overrides),
         }
     }
@@ -73,6 +77,7 @@ impl GroupNetworkFactory {
 
 /// One group's link to one peer.
 pub struct GroupNetwork {
+    peers: PeerChannels,
     group: u64,
     target: u64,
     client: Option<RaftClient<Channel>>,
@@ -85,6 +90,7 @@ impl RaftNetworkFactory<PartitionRaft> for GroupNetworkFactory {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GroupNetwork {
         let client = self.peers.channel(&node.addr).ok().map(RaftClient::new);
         GroupNetwork {
+            peers: self.peers.clone(),
             group: self.group,
             target,
             client,
@@ -133,7 +139,20 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
         rpc: openraft::raft::AppendEntriesRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let heartbeat = rpc.entries.is_empty();
         let request = encode_append(self.group, rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if heartbeat {
+            let answer = self
+                .peers
+                .heartbeats
+                .send(&self.address, self.client()?, request)
+                .await
+                .map_err(rpc_error)?;
+            if !answer.error.is_empty() {
+                return Err(RPCError::Network(NetworkError::from_string(answer.error)));
+            }
+            return decode(&answer.json);
+        }
         let response = self
             .client()?
             .append(with_deadline(request, &option))

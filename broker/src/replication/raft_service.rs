@@ -6,7 +6,10 @@ use super::state_machine::PartitionStateMachine;
 use super::types::PartitionRaft;
 use super::wire::decode_append;
 use proto::raft_v1::raft_server::{Raft as RaftRpc, RaftServer};
-use proto::raft_v1::{AppendRequest, JsonRequest, JsonResponse, SnapshotRequest};
+use proto::raft_v1::{
+    AppendBatchRequest, AppendBatchResponse, AppendRequest, BatchItemResponse, JsonRequest, JsonResponse,
+    SnapshotRequest,
+};
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -66,6 +69,36 @@ impl RaftRpc for RaftGroups {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         json_response(&response)
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<AppendBatchRequest>,
+    ) -> Result<Response<AppendBatchResponse>, Status> {
+        let answers = request.into_inner().requests.into_iter().map(|request| async move {
+            let outcome = async {
+                let raft = self.node(request.group)?;
+                let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let response = raft
+                    .append_entries(rpc)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
+            }
+            .await;
+            match outcome {
+                Ok(json) => BatchItemResponse {
+                    json: json.into(),
+                    error: String::new(),
+                },
+                Err(status) => BatchItemResponse {
+                    json: Default::default(),
+                    error: status.message().to_string(),
+                },
+            }
+        });
+        let responses = futures_util::future::join_all(answers).await;
+        Ok(Response::new(AppendBatchResponse { responses }))
     }
 
     async fn vote(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {

@@ -133,6 +133,8 @@ pub struct ReplicaStatus {
     pub voters: Vec<u64>,
     /// In-sync replicas (computed on the leader; empty elsewhere).
     pub isr: Vec<u64>,
+    /// Replicas holding everything the leader holds (leader's view; empty elsewhere).
+    pub caught_up: Vec<u64>,
     /// The high watermark as this replica knows it.
     pub high_watermark: Offset,
     /// First offset in the local log.
@@ -348,7 +350,7 @@ impl PartitionReplica {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let is_leader = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
         let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
-        let isr = if is_leader {
+        let (isr, caught_up) = if is_leader {
             let followers: Vec<FollowerProgress> = voters
                 .iter()
                 .map(|node| FollowerProgress {
@@ -365,9 +367,20 @@ impl PartitionReplica {
                         .map(|at| at.elapsed()),
                 })
                 .collect();
-            in_sync_replicas(metrics.id, metrics.last_log_index, &followers, bounds)
+            (
+                in_sync_replicas(metrics.id, metrics.last_log_index, &followers, bounds),
+                in_sync_replicas(
+                    metrics.id,
+                    metrics.last_log_index,
+                    &followers,
+                    IsrBounds {
+                        max_lag_entries: 0,
+                        max_lag_time: bounds.max_lag_time,
+                    },
+                ),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let (log_start_offset, log_end_offset) = match self.log.read() {
             Ok(log) => (log.log_start_offset(), log.log_end_offset()),
@@ -378,6 +391,7 @@ impl PartitionReplica {
             is_leader,
             voters,
             isr,
+            caught_up,
             high_watermark: self.high_watermark(),
             log_start_offset,
             log_end_offset,
@@ -429,6 +443,15 @@ impl PartitionReplica {
                 what: "a leader".into(),
             })?;
         Ok(metrics.current_leader.expect("checked by the wait condition"))
+    }
+
+    /// Whether this replica has heard from a leader and applied everything it knows is
+    /// committed. A replica that just restarted is not caught up until both hold.
+    pub fn is_caught_up(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.current_leader.is_some()
+            && metrics.cluster_committed.is_some()
+            && metrics.last_applied.map(|a| a.index) >= metrics.cluster_committed.map(|c| c.index)
     }
 
     /// openraft's metrics of this replica, for diagnostics.
