@@ -18,20 +18,24 @@ pub struct DevArgs {
     base_port: u16,
 }
 
-/// Starts the three brokers and waits for Ctrl-C.
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+/// Starts one `broker serve` process per address (node ids 1..), each with its data in
+/// `data_dir/broker-<id>`, all stopping when their standard input closes.
+pub fn spawn_local_brokers(
+    addresses: &[String],
+    data_dir: &std::path::Path,
+    log_filter: Option<&str>,
+) -> anyhow::Result<Vec<Child>> {
     let exe = std::env::current_exe().context("locating the broker binary")?;
-    let addresses: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
     let peers = addresses
         .iter()
         .enumerate()
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let mut children: Vec<Child> = Vec::new();
+    let mut children = Vec::new();
     for (i, address) in addresses.iter().enumerate() {
-        let data_dir = args.data_dir.join(format!("broker-{}", i + 1));
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg("serve")
             .args([
                 "--node-id",
@@ -42,19 +46,30 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 &peers,
             ])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir.join(format!("broker-{}", i + 1)))
             .arg("--exit-on-stdin-close")
             .stdin(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting broker {}", i + 1))?;
+            .kill_on_drop(true);
+        if let Some(filter) = log_filter {
+            command.env("RUST_LOG", filter);
+        }
+        children.push(command.spawn().with_context(|| format!("starting broker {}", i + 1))?);
+    }
+    Ok(children)
+}
+
+/// Starts the three brokers and waits for Ctrl-C.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let addresses: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
+    let mut children = spawn_local_brokers(&addresses, &args.data_dir, None)?;
+    for (i, child) in children.iter().enumerate() {
         println!(
-            "broker {} (pid {}) on {address}, data in {}",
+            "broker {} (pid {}) on {}, data in {}",
             i + 1,
             child.id().unwrap_or(0),
-            data_dir.display()
+            addresses[i],
+            args.data_dir.join(format!("broker-{}", i + 1)).display()
         );
-        children.push(child);
     }
     println!(
         "bootstrap: {}    (e.g. `broker topic create demo --partitions 3`)",

@@ -7,7 +7,7 @@ use client::TopicSpec;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Flags of `broker perf idle`.
@@ -22,18 +22,6 @@ pub struct IdleArgs {
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-idle")]
     dir: PathBuf,
-}
-
-/// Kills the brokers if the benchmark stops early.
-struct Brokers(Vec<Child>);
-
-impl Drop for Brokers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// CPU time (user + system) of a process, in clock ticks, from /proc/<pid>/stat.
@@ -70,7 +58,6 @@ fn clock_ticks_per_second() -> f64 {
 /// Runs the benchmark and prints the figures.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&args.dir);
-    let exe = std::env::current_exe()?;
     let ports: Vec<u16> = {
         let listeners: Vec<TcpListener> = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -81,33 +68,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?
     };
     let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let peers = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut brokers = Brokers(Vec::new());
-    for (i, address) in addresses.iter().enumerate() {
-        brokers.0.push(
-            Command::new(&exe)
-                .args([
-                    "serve",
-                    "--node-id",
-                    &(i + 1).to_string(),
-                    "--listen",
-                    address,
-                    "--peers",
-                    &peers,
-                ])
-                .arg("--data-dir")
-                .arg(args.dir.join(format!("broker-{}", i + 1)))
-                .arg("--exit-on-stdin-close")
-                .stdin(Stdio::piped())
-                .env("RUST_LOG", "error")
-                .spawn()?,
-        );
-    }
+    let mut brokers = super::dev::spawn_local_brokers(&addresses, &args.dir, Some("error"))?;
     let cluster = connect(&addresses.join(","));
     let started = Instant::now();
     while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < 3 {
@@ -150,7 +111,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         args.seconds
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let pids: Vec<u32> = brokers.0.iter().map(Child::id).collect();
+    let pids: Vec<u32> = brokers.iter().filter_map(tokio::process::Child::id).collect();
     let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -168,13 +129,12 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         );
     }
     println!("idle CPU, all 3 brokers: {total:.1} % of one core");
-    for child in &mut brokers.0 {
+    for child in &mut brokers {
         drop(child.stdin.take());
     }
-    for child in &mut brokers.0 {
-        child.wait()?;
+    for child in &mut brokers {
+        child.wait().await?;
     }
-    brokers.0.clear();
     let _ = std::fs::remove_dir_all(&args.dir);
     Ok(())
 }

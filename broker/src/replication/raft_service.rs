@@ -47,6 +47,17 @@ impl RaftGroups {
             .max_encoding_message_size(64 * 1024 * 1024)
     }
 
+    /// Hands one append to its group; answers with openraft's response as JSON.
+    async fn append_one(&self, request: AppendRequest) -> Result<Vec<u8>, Status> {
+        let raft = self.node(request.group)?;
+        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let response = raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
+    }
+
     fn node(&self, group: u64) -> Result<PartitionRaftNode, Status> {
         self.get(group)
             .ok_or_else(|| Status::not_found(format!("raft group {group} is not hosted on this broker")))
@@ -61,14 +72,8 @@ fn json_response<T: serde::Serialize>(value: &T) -> Result<Response<JsonResponse
 #[tonic::async_trait]
 impl RaftRpc for RaftGroups {
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<JsonResponse>, Status> {
-        let request = request.into_inner();
-        let raft = self.node(request.group)?;
-        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let response = raft
-            .append_entries(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        json_response(&response)
+        let json = self.append_one(request.into_inner()).await?;
+        Ok(Response::new(JsonResponse { json: json.into() }))
     }
 
     async fn append_batch(
@@ -76,17 +81,7 @@ impl RaftRpc for RaftGroups {
         request: Request<AppendBatchRequest>,
     ) -> Result<Response<AppendBatchResponse>, Status> {
         let answers = request.into_inner().requests.into_iter().map(|request| async move {
-            let outcome = async {
-                let raft = self.node(request.group)?;
-                let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let response = raft
-                    .append_entries(rpc)
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
-            }
-            .await;
-            match outcome {
+            match self.append_one(request).await {
                 Ok(json) => BatchItemResponse {
                     json: json.into(),
                     error: String::new(),
