@@ -35,13 +35,14 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
-    /// Produce lines of standard input (`key<TAB>value` or `value`) to a partition.
+    /// Produce lines of standard input (`key<TAB>value` or `value`); keyed lines go to the
+    /// partition Kafka's default partitioner picks (murmur2), unkeyed ones to partition 0.
     Produce {
         /// Topic name.
         topic: String,
-        /// Partition to write to.
-        #[arg(long, default_value_t = 0)]
-        partition: u32,
+        /// Write every record to this partition instead.
+        #[arg(long)]
+        partition: Option<u32>,
         /// all (committed by a majority), 1 (leader appended) or 0 (no wait).
         #[arg(long, default_value = "all")]
         acks: String,

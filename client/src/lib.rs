@@ -8,6 +8,7 @@
 
 mod cluster;
 mod error;
+pub mod partitioner;
 
 pub use cluster::{Cluster, FetchedBatch, RetryPolicy};
 pub use error::ClientError;

@@ -186,12 +186,22 @@ fn parse_acks(text: &str) -> anyhow::Result<Acks> {
     })
 }
 
-/// `broker produce`: lines of standard input (`key<TAB>value` or `value`) as records.
-pub async fn produce(bootstrap: &str, topic: &str, partition: u32, acks: &str) -> anyhow::Result<()> {
+/// `broker produce`: lines of standard input (`key<TAB>value` or `value`) as records. Keyed
+/// records go to the partition Kafka's default partitioner would choose (murmur2 of the key)
+/// unless `partition` is given; unkeyed records go to `partition` or 0.
+pub async fn produce(bootstrap: &str, topic: &str, partition: Option<u32>, acks: &str) -> anyhow::Result<()> {
     let acks = parse_acks(acks)?;
     let cluster = connect(bootstrap);
-    let mut pending: Vec<Record> = Vec::new();
-    let mut pending_bytes = 0usize;
+    let metadata = cluster.metadata(vec![topic.to_string()]).await?;
+    let description = metadata.topics.first().context("no answer for the topic")?;
+    if description.error != ErrorCode::None as i32 {
+        bail!("{}", description.message);
+    }
+    let partitions = description.partitions.len() as u32;
+    if let Some(p) = partition.filter(|p| *p >= partitions) {
+        bail!("topic {topic} has {partitions} partitions; there is no partition {p}");
+    }
+    let mut pending: HashMap<u32, (Vec<Record>, usize)> = HashMap::new();
     let mut sent = 0usize;
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading standard input")?;
@@ -199,27 +209,35 @@ pub async fn produce(bootstrap: &str, topic: &str, partition: u32, acks: &str) -
             Some((key, value)) => (Some(Bytes::from(key.to_string())), value.to_string()),
             None => (None, line),
         };
+        let target = match (partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => client::partitioner::partition_for_key(key, partitions),
+            (None, None) => 0,
+        };
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        pending_bytes += value.len() + key.as_ref().map_or(0, Bytes::len);
-        pending.push(Record {
+        let (records, bytes) = pending.entry(target).or_default();
+        *bytes += value.len() + key.as_ref().map_or(0, Bytes::len);
+        records.push(Record {
             timestamp,
             key,
             value: Some(Bytes::from(value)),
             ..Record::default()
         });
-        if pending.len() >= 1000 || pending_bytes >= 256 * 1024 {
-            sent += pending.len();
-            send(&cluster, topic, partition, acks, &std::mem::take(&mut pending)).await?;
-            pending_bytes = 0;
+        if records.len() >= 1000 || *bytes >= 256 * 1024 {
+            sent += records.len();
+            send(&cluster, topic, target, acks, &std::mem::take(records)).await?;
+            *bytes = 0;
         }
     }
-    if !pending.is_empty() {
-        sent += pending.len();
-        send(&cluster, topic, partition, acks, &pending).await?;
+    for (target, (records, _)) in pending {
+        if !records.is_empty() {
+            sent += records.len();
+            send(&cluster, topic, target, acks, &records).await?;
+        }
     }
-    eprintln!("produced {sent} records to {topic}/{partition}");
+    eprintln!("produced {sent} records to {topic}");
     Ok(())
 }
 

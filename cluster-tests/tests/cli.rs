@@ -1,0 +1,119 @@
+//! The `broker` command line against a real 3-process cluster: topic administration (and its
+//! errors), keyed produce landing where Kafka's partitioner would put it, consume, status.
+
+use client::partitioner::partition_for_key;
+use cluster_tests::{broker_binary, start_cluster};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cli(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(broker_binary())
+        .args(args)
+        .env("BROKER_BOOTSTRAP", bootstrap)
+        .env("RUST_LOG", "error")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the broker CLI");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn topic_admin_keyed_produce_and_consume_through_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let bootstrap = brokers.iter().map(|b| b.address.clone()).collect::<Vec<_>>().join(",");
+
+    // The cluster needs a moment to elect a controller and register brokers: retry creation
+    // until it stops failing for that reason.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = cli(&bootstrap, &["topic", "create", "clicks", "--partitions", "4"], None);
+        if created.status.success() {
+            assert!(stdout(&created).contains("created topic clicks"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "create never succeeded: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let duplicate = cli(&bootstrap, &["topic", "create", "clicks"], None);
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("TopicAlreadyExists"));
+    let too_wide = cli(
+        &bootstrap,
+        &["topic", "create", "wide", "--replication-factor", "5"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&too_wide.stderr).contains("InvalidReplicationFactor"));
+    assert!(stdout(&cli(&bootstrap, &["topic", "list"], None)).contains("clicks\tpartitions=4\treplication_factor=3"));
+
+    // Keyed lines go to murmur2(key) % 4, like a Kafka producer would send them.
+    let keys = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let input: String = keys.iter().map(|k| format!("{k}\tclicked-{k}\n")).collect();
+    let produced = cli(&bootstrap, &["produce", "clicks"], Some(&input));
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+
+    let mut seen = 0;
+    for partition in 0..4u32 {
+        let expected: Vec<String> = keys
+            .iter()
+            .filter(|k| partition_for_key(k.as_bytes(), 4) == partition)
+            .map(|k| format!("{k}\tclicked-{k}"))
+            .collect();
+        if expected.is_empty() {
+            continue;
+        }
+        let max = expected.len().to_string();
+        let consumed = cli(
+            &bootstrap,
+            &[
+                "consume",
+                "clicks",
+                "--partition",
+                &partition.to_string(),
+                "--from-beginning",
+                "--max",
+                &max,
+            ],
+            None,
+        );
+        assert!(
+            consumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&consumed.stderr)
+        );
+        let lines: Vec<String> = stdout(&consumed).lines().map(str::to_string).collect();
+        assert_eq!(lines, expected, "partition {partition}");
+        seen += lines.len();
+    }
+    assert_eq!(seen, keys.len());
+
+    let status = stdout(&cli(&bootstrap, &["cluster", "status"], None));
+    assert!(status.contains("controller: "), "{status}");
+    assert_eq!(status.matches("broker ").count(), 3, "{status}");
+    assert!(status.contains("topic clicks"));
+
+    assert!(cli(&bootstrap, &["topic", "delete", "clicks"], None).status.success());
+    let after = stdout(&cli(&bootstrap, &["topic", "list"], None));
+    assert!(!after.contains("clicks"), "{after}");
+}
