@@ -75,6 +75,11 @@ pub struct BrokerConfig {
     /// Raft timers of every group.
     #[serde(default)]
     pub raft: RaftTimers,
+    /// Dial the value instead of the key for broker-to-broker traffic (`host:port` → `host:port`):
+    /// routes this broker's links through a proxy (fault injection, tunnels) without changing
+    /// the addresses the cluster knows.
+    #[serde(default)]
+    pub dial_overrides: BTreeMap<String, String>,
 }
 
 fn default_controller_voters() -> usize {
@@ -163,7 +168,7 @@ pub async fn run(
     let host = ReplicaHost {
         node_id: config.node_id,
         flush: flush.handle(),
-        peers: PeerChannels::default(),
+        peers: PeerChannels::with_dial_overrides(config.dial_overrides.clone().into_iter().collect()),
         groups: RaftGroups::default(),
         raft_config: config
             .raft
@@ -273,6 +278,7 @@ mod tests {
             data_dir: "/tmp/x".into(),
             controller_voters: 3,
             raft: RaftTimers::default(),
+            dial_overrides: BTreeMap::new(),
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

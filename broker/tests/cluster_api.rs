@@ -50,6 +50,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("broker{}", i + 1)),
                 controller_voters: 3,
                 raft: RaftTimers::default(),
+                dial_overrides: Default::default(),
             };
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);

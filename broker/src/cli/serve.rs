@@ -31,9 +31,18 @@ pub struct ServeArgs {
     /// Number of controller voters (lowest node ids).
     #[arg(long, env = "BROKER_CONTROLLER_VOTERS")]
     controller_voters: Option<usize>,
+    /// Dial B instead of A for broker-to-broker traffic (`A=B`, repeatable).
+    #[arg(long = "dial-override", value_parser = parse_override)]
+    dial_overrides: Vec<(String, String)>,
     /// Stop when standard input closes (used by `broker dev` so brokers never outlive it).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
+}
+
+fn parse_override(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(from, to)| (from.to_string(), to.to_string()))
+        .ok_or_else(|| format!("{text:?}: expected address=address"))
 }
 
 impl ServeArgs {
@@ -54,6 +63,7 @@ impl ServeArgs {
                     .context("--data-dir is required without --config")?,
                 controller_voters: 3,
                 raft: RaftTimers::default(),
+                dial_overrides: Default::default(),
             },
         };
         if let Some(node_id) = self.node_id {
@@ -71,6 +81,7 @@ impl ServeArgs {
         if let Some(data_dir) = self.data_dir {
             config.data_dir = data_dir;
         }
+        config.dial_overrides.extend(self.dial_overrides);
         if let Some(voters) = self.controller_voters {
             config.controller_voters = voters;
         }

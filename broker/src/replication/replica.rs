@@ -454,11 +454,6 @@ impl PartitionReplica {
             && metrics.last_applied.map(|a| a.index) >= metrics.cluster_committed.map(|c| c.index)
     }
 
-    /// openraft's metrics of this replica, for diagnostics.
-    pub fn describe(&self) -> String {
-        format!("{:?}", self.raft.metrics().borrow_watched())
-    }
-
     /// Whether this replica is a leader ready for writes: its vote is committed and a quorum
     /// has acknowledged it (a new leader refuses writes with `NotLeader` until then).
     pub fn is_leader(&self) -> bool {
