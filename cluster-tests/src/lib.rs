@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-/// The `broker` binary of this workspace, built (once per test run) if needed.
+/// The `broker` binary of this workspace, built (once per test run) if needed. Under
+/// `cargo test --workspace` it is already built and this is a no-op; the broker crate has no
+/// dev-only features, so this build reuses the test build's artifacts.
 pub fn broker_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
