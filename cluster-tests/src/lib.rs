@@ -6,27 +6,50 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-/// The `broker` binary of this workspace, built (once per test run) if needed. Under
-/// `cargo test --workspace` it is already built and this is a no-op; the broker crate has no
-/// dev-only features, so this build reuses the test build's artifacts.
+/// The `broker` binary of this workspace. `cargo test --workspace` builds it before any test
+/// runs; when it is missing or older than the sources (e.g. `cargo test -p cluster-tests` after
+/// an edit), it is built here first, so a test never runs a stale broker.
 pub fn broker_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "broker", "--bin", "broker"])
-                .status()
-                .expect("running cargo build");
-            assert!(status.success(), "building the broker binary failed");
             // Test binaries live in target/<profile>/deps; the broker binary one level up.
             let exe = std::env::current_exe().expect("test binary path");
             let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
             let binary = profile_dir.join("broker");
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+            let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+            let newest_source = ["broker", "client", "proto"]
+                .iter()
+                .filter_map(|dir| newest_modification(&workspace.join(dir)))
+                .max();
+            if built.is_none() || newest_source > built {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = Command::new(cargo)
+                    .args(["build", "--quiet", "-p", "broker", "--bin", "broker"])
+                    .status()
+                    .expect("running cargo build");
+                assert!(status.success(), "building the broker binary failed");
+            }
             assert!(binary.exists(), "no broker binary at {}", binary.display());
             binary
         })
         .clone()
+}
+
+/// The newest modification time of any file under `dir` (sources, manifests, protos).
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let modified = if path.is_dir() {
+            newest_modification(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(modified);
+    }
+    newest
 }
 
 /// Free loopback ports (bound and released; the brokers bind them right after).
