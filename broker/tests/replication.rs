@@ -164,7 +164,11 @@ async fn three_replicas_commit_fail_over_and_catch_up_to_identical_logs() {
         assert_eq!(offset, Offset(seq * 3), "offsets are dense and assigned in order");
     }
     assert_eq!(nodes[leader].replica().high_watermark(), Offset(180));
-    let read = nodes[leader].replica().read_committed(Offset(0), usize::MAX).unwrap();
+    let read = nodes[leader]
+        .replica()
+        .read_committed(Offset(0), usize::MAX)
+        .unwrap()
+        .batches;
     assert_eq!(read.len(), 60);
     assert_eq!(read[59].body, batch(59));
     assert_replicas_identical(&nodes, leader).await;
@@ -210,7 +214,7 @@ async fn three_replicas_commit_fail_over_and_catch_up_to_identical_logs() {
     let caught_up = nodes[old_leader].replica();
     assert_eq!(caught_up.high_watermark(), Offset(240));
     assert_eq!(
-        caught_up.read_committed(Offset(237), 1 << 20).unwrap()[0].body,
+        caught_up.read_committed(Offset(237), 1 << 20).unwrap().batches[0].body,
         batch(79)
     );
 
@@ -253,6 +257,7 @@ async fn writes_commit_with_one_replica_down_and_never_with_two() {
             .replica()
             .read_committed(Offset(0), usize::MAX)
             .unwrap()
+            .batches
             .len(),
         2
     );
@@ -380,7 +385,7 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
         Offset(15),
         "uncommitted appends stay above the high watermark"
     );
-    let visible = stale.read_committed(Offset(0), usize::MAX).unwrap();
+    let visible = stale.read_committed(Offset(0), usize::MAX).unwrap().batches;
     assert_eq!(visible.len(), 5, "fetch never returns uncommitted data");
     assert!(stale.local_entries().unwrap().iter().any(|e| e.body == batch(100)));
 
@@ -410,7 +415,11 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
             node.id
         );
     }
-    let healed = nodes[old].replica().read_committed(Offset(15), 1 << 20).unwrap();
+    let healed = nodes[old]
+        .replica()
+        .read_committed(Offset(15), 1 << 20)
+        .unwrap()
+        .batches;
     assert_eq!(healed[0].body, batch(200));
 
     for node in &mut nodes {

@@ -126,13 +126,6 @@ impl BrokerApi {
             .topics
             .get(topic)
             .is_some_and(|t| (partition as usize) < t.partitions.len());
-        if !known && !self.controller.is_caught_up() {
-            // A restarted broker re-applies the metadata log; until then "unknown" may be false.
-            return Err((
-                ErrorCode::NotLeader,
-                format!("metadata is still loading; {topic}/{partition} may exist"),
-            ));
-        }
         if !known {
             return Err((
                 ErrorCode::UnknownTopicOrPartition,
@@ -308,36 +301,21 @@ impl Broker for BrokerApi {
             0 => DEFAULT_FETCH_BYTES,
             n => n as usize,
         };
-        let mut high_watermark = replica.high_watermark();
-        if from >= high_watermark && request.max_wait_ms > 0 && request.min_bytes > 0 {
+        if from >= replica.high_watermark() && request.max_wait_ms > 0 && request.min_bytes > 0 {
             let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
-            high_watermark = replica.wait_for_high_watermark_above(from, wait).await;
+            replica.wait_for_high_watermark_above(from, wait).await;
         }
-        let status = replica.status(self.isr_bounds);
-        if from > status.log_end_offset.max(high_watermark) || from < status.log_start_offset {
-            return Ok(error(
-                ErrorCode::OffsetOutOfRange,
-                format!(
-                    "offset {} is outside [{}, {}]",
-                    from.0, status.log_start_offset.0, status.log_end_offset.0
-                ),
-                None,
-            ));
-        }
-        let batches = if from >= high_watermark {
-            Vec::new()
-        } else {
-            match replica.read_committed(from, max_bytes) {
-                Ok(batches) => batches,
-                Err(e) => return Ok(error(replication_error_code(&e), e.to_string(), None)),
-            }
+        let read = match replica.read_committed(from, max_bytes) {
+            Ok(read) => read,
+            Err(e) => return Ok(error(replication_error_code(&e), e.to_string(), None)),
         };
         Ok(Response::new(FetchResponse {
             error: ErrorCode::None as i32,
             message: String::new(),
-            high_watermark: high_watermark.0,
-            log_start_offset: status.log_start_offset.0,
-            batches: batches
+            high_watermark: read.offsets.high_watermark.0,
+            log_start_offset: read.offsets.log_start_offset.0,
+            batches: read
+                .batches
                 .into_iter()
                 .map(|b| StoredBatch {
                     base_offset: b.base_offset.0,
@@ -373,10 +351,13 @@ impl Broker for BrokerApi {
                 replica.leader(),
             ));
         }
-        let status = replica.status(self.isr_bounds);
+        let offsets = match replica.committed_offsets() {
+            Ok(offsets) => offsets,
+            Err(e) => return Ok(answer(replication_error_code(&e), e.to_string(), None, None)),
+        };
         let offset = match OffsetSpec::try_from(request.spec).unwrap_or(OffsetSpec::Latest) {
-            OffsetSpec::Earliest => Some(status.log_start_offset.0),
-            OffsetSpec::Latest => Some(status.high_watermark.0),
+            OffsetSpec::Earliest => Some(offsets.log_start_offset.0),
+            OffsetSpec::Latest => Some(offsets.high_watermark.0),
             OffsetSpec::Timestamp => match replica.offset_for_timestamp(request.timestamp) {
                 Ok(offset) => offset.map(|o| o.0),
                 Err(e) => return Ok(answer(replication_error_code(&e), e.to_string(), None, None)),

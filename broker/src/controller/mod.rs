@@ -158,13 +158,6 @@ impl Controller {
         self.replica.is_leader()
     }
 
-    /// Whether this broker's metadata is current: its controller replica has heard from the
-    /// controller leader and applied everything committed. After a restart it is not, until
-    /// the metadata log has been re-applied; "unknown topic" answers must wait for it.
-    pub fn is_caught_up(&self) -> bool {
-        self.replica.is_caught_up()
-    }
-
     /// The controller replica (for membership management by the node).
     pub fn replica(&self) -> &PartitionReplica {
         &self.replica

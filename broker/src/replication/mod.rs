@@ -26,7 +26,9 @@ pub use isr::IsrBounds;
 pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::PeerChannels;
 pub use raft_service::RaftGroups;
-pub use replica::{PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus, ReplicationError};
+pub use replica::{
+    CommittedOffsets, CommittedRead, PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus, ReplicationError,
+};
 pub use state_machine::{BatchObserver, PartitionStateMachine};
 pub use types::{PartitionRaft, RecordBatchPayload};
 

@@ -193,15 +193,15 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             meta_json: serde_json::to_vec(&snapshot.meta).map_err(|e| network(&e))?.into(),
             data: snapshot.snapshot.into_inner().into(),
         };
-        let client = self.client().map_err(StreamingError::Unreachable)?;
-        let response = client
-            .clone()
-            .install_snapshot(with_deadline(request, &option))
-            .await
-            .map_err(|status| match rpc_error(status) {
-                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-                other => network(&other),
-            })?;
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let response =
+            client
+                .install_snapshot(with_deadline(request, &option))
+                .await
+                .map_err(|status| match rpc_error(status) {
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    other => network(&other),
+                })?;
         serde_json::from_slice(&response.into_inner().json).map_err(|e| network(&e))
     }
 }

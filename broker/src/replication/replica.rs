@@ -122,6 +122,27 @@ pub struct PartitionReplica {
     groups: RaftGroups,
 }
 
+/// A partition's offsets as one consistent snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedOffsets {
+    /// First offset in the local log.
+    pub log_start_offset: Offset,
+    /// The high watermark: the offset after the last committed (and applied) record.
+    pub high_watermark: Offset,
+    /// Next offset of the local log (including uncommitted entries).
+    pub log_end_offset: Offset,
+}
+
+/// Committed batches and the offsets they were read against: every batch starts below
+/// `offsets.high_watermark`.
+#[derive(Debug, Clone)]
+pub struct CommittedRead {
+    /// The partition's offsets at the time of the read.
+    pub offsets: CommittedOffsets,
+    /// Whole batches from the requested offset on.
+    pub batches: Vec<StoredEntry>,
+}
+
 /// What a replica knows of its partition, for metadata and operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
@@ -382,39 +403,58 @@ impl PartitionReplica {
         } else {
             (Vec::new(), Vec::new())
         };
-        let (log_start_offset, log_end_offset) = match self.log.read() {
-            Ok(log) => (log.log_start_offset(), log.log_end_offset()),
-            Err(_) => (Offset(0), Offset(0)),
-        };
+        let offsets = self.committed_offsets().unwrap_or(CommittedOffsets {
+            log_start_offset: Offset(0),
+            high_watermark: self.high_watermark(),
+            log_end_offset: Offset(0),
+        });
         ReplicaStatus {
             leader: metrics.current_leader,
             is_leader,
             voters,
             isr,
             caught_up,
-            high_watermark: self.high_watermark(),
-            log_start_offset,
-            log_end_offset,
+            high_watermark: offsets.high_watermark,
+            log_start_offset: offsets.log_start_offset,
+            log_end_offset: offsets.log_end_offset,
         }
     }
 
-    /// Batches from `from` on, never past the high watermark.
-    pub fn read_committed(&self, from: Offset, max_bytes: usize) -> Result<Vec<StoredEntry>, ReplicationError> {
+    /// The log start, high watermark and log end, read together.
+    pub fn committed_offsets(&self) -> Result<CommittedOffsets, ReplicationError> {
         let high_watermark = self.high_watermark();
-        let log = self.log.read().map_err(|_| ReplicationError::Raft {
-            group: self.group,
-            message: "log lock poisoned".into(),
-        })?;
-        Ok(log.read_batches(from, max_bytes, high_watermark)?)
+        let log = self.log.read().map_err(|_| self.poisoned())?;
+        Ok(CommittedOffsets {
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
+            log_end_offset: log.log_end_offset(),
+        })
+    }
+
+    /// Batches from `from` on, never past the high watermark, with the offsets they were read
+    /// against (one high-watermark snapshot bounds the read and is reported with it).
+    pub fn read_committed(&self, from: Offset, max_bytes: usize) -> Result<CommittedRead, ReplicationError> {
+        let high_watermark = self.high_watermark();
+        let log = self.log.read().map_err(|_| self.poisoned())?;
+        let offsets = CommittedOffsets {
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
+            log_end_offset: log.log_end_offset(),
+        };
+        let nothing_committed_yet =
+            from >= high_watermark && from >= offsets.log_start_offset && from <= offsets.log_end_offset;
+        let batches = if nothing_committed_yet {
+            Vec::new()
+        } else {
+            log.read_batches(from, max_bytes, high_watermark)?
+        };
+        Ok(CommittedRead { offsets, batches })
     }
 
     /// Every entry in the local log (committed or not), for replica comparisons in tests and
     /// diagnostics.
     pub fn local_entries(&self) -> Result<Vec<StoredEntry>, ReplicationError> {
-        let log = self.log.read().map_err(|_| ReplicationError::Raft {
-            group: self.group,
-            message: "log lock poisoned".into(),
-        })?;
+        let log = self.log.read().map_err(|_| self.poisoned())?;
         Ok(log.read_entries(crate::storage::RaftIndex(0), crate::storage::RaftIndex(u64::MAX))?)
     }
 
@@ -445,19 +485,12 @@ impl PartitionReplica {
         Ok(metrics.current_leader.expect("checked by the wait condition"))
     }
 
-    /// Whether this replica has heard from a leader and applied everything it knows is
-    /// committed. A replica that just restarted is not caught up until both hold.
-    pub fn is_caught_up(&self) -> bool {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics.current_leader.is_some()
-            && metrics.cluster_committed.is_some()
-            && metrics.last_applied.map(|a| a.index) >= metrics.cluster_committed.map(|c| c.index)
-    }
-
     /// Whether this replica is a leader ready for writes: its vote is committed and a quorum
     /// has acknowledged it (a new leader refuses writes with `NotLeader` until then).
     pub fn is_leader(&self) -> bool {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        // Called on every produce and fetch: read the fields in place, no metrics clone.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow_watched();
         metrics.state == openraft::ServerState::Leader && metrics.vote.committed && metrics.last_quorum_acked.is_some()
     }
 
@@ -481,10 +514,7 @@ impl PartitionReplica {
             group: self.group,
             message: e.to_string(),
         })?;
-        let mut log = self.log.write().map_err(|_| ReplicationError::Raft {
-            group: self.group,
-            message: "log lock poisoned".into(),
-        })?;
+        let mut log = self.log.write().map_err(|_| self.poisoned())?;
         Ok(log.close()?)
     }
 }

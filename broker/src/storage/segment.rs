@@ -19,8 +19,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Bytes read per `pread` when scanning or serving reads.
+/// Bytes read per `pread` when scanning (recovery, resync).
 const READ_CHUNK: usize = 1024 * 1024;
+/// Bounds of one `pread` when serving reads: a read sized to the caller's byte budget, but
+/// never so small that every frame costs a syscall nor so large that an unbounded read
+/// (`usize::MAX`) pulls a whole segment into memory. A frame larger than the chunk is read
+/// on its own.
+const MIN_READ_CHUNK: usize = 64 * 1024;
+const MAX_READ_CHUNK: usize = 8 * 1024 * 1024;
 /// How far past a bad frame recovery looks for a later valid entry (in Raft indexes) before
 /// deciding the bad frame was a torn tail.
 const RESYNC_INDEX_WINDOW: u64 = 1 << 32;
@@ -399,22 +405,33 @@ impl Segment {
         max_bytes: usize,
         mut visit: impl FnMut(&FrameHeader) -> Visit,
     ) -> StorageResult<Vec<ReadFrame>> {
+        let chunk_len = max_bytes
+            .saturating_add(FRAME_HEADER_LEN)
+            .clamp(MIN_READ_CHUNK, MAX_READ_CHUNK);
         let mut taken = Vec::new();
         let mut taken_bytes = 0usize;
         let mut position = position;
+        let mut next_read = chunk_len;
         while position < self.size {
-            let want = (self.size - position).min(READ_CHUNK.max(max_bytes.saturating_add(FRAME_HEADER_LEN)) as u64);
-            let chunk = self.read_at(position, want as usize)?;
+            let chunk = self.read_at(position, (self.size - position).min(next_read as u64) as usize)?;
+            next_read = chunk_len;
+            let chunk_end = position + chunk.len() as u64;
             let mut cursor = 0usize;
             while cursor < chunk.len() {
                 let header = match decode_frame(&chunk[cursor..]) {
                     FrameDecode::Complete(header) => header,
                     FrameDecode::Incomplete { needed } => {
-                        let ends_inside = needed.is_some_and(|n| position + (cursor + n) as u64 <= self.size);
-                        if cursor == 0 && !ends_inside {
-                            return Err(self.corrupt(position, "frame runs past the end of the segment"));
+                        let frame_end = needed.map(|n| position + (cursor + n) as u64);
+                        if chunk_end >= self.size || frame_end.is_some_and(|end| end > self.size) {
+                            return Err(
+                                self.corrupt(position + cursor as u64, "frame runs past the end of the segment")
+                            );
                         }
-                        break; // read the rest in the next chunk
+                        if cursor == 0 {
+                            // A frame larger than the chunk: read exactly it next.
+                            next_read = needed.unwrap_or(chunk_len).max(chunk_len);
+                        }
+                        break;
                     }
                     FrameDecode::Invalid(reason) => return Err(self.corrupt(position + cursor as u64, reason)),
                 };
@@ -437,33 +454,6 @@ impl Segment {
                     }
                 }
                 cursor += frame_len;
-            }
-            if cursor == 0 {
-                // A frame larger than the chunk: read exactly it.
-                let header =
-                    decode_header_unverified(&chunk).map_err(|_| self.corrupt(position, "unreadable frame header"))?;
-                let whole = self.read_at(position, header.frame_len())?;
-                if !matches!(decode_frame(&whole), FrameDecode::Complete(_)) {
-                    return Err(self.corrupt(position, "CRC mismatch"));
-                }
-                match visit(&header) {
-                    Visit::Stop => return Ok(taken),
-                    Visit::Skip => {}
-                    Visit::Take => {
-                        if !taken.is_empty() && taken_bytes + header.frame_len() > max_bytes {
-                            return Ok(taken);
-                        }
-                        taken_bytes += header.frame_len();
-                        taken.push(ReadFrame {
-                            header,
-                            body: whole.slice(FRAME_HEADER_LEN..),
-                        });
-                        if taken_bytes >= max_bytes {
-                            return Ok(taken);
-                        }
-                    }
-                }
-                cursor = header.frame_len();
             }
             position += cursor as u64;
         }
@@ -500,7 +490,7 @@ impl Segment {
 
     fn first_frame(&self) -> StorageResult<Option<FrameHeader>> {
         let mut first = None;
-        self.visit_frames(0, usize::MAX, |h| {
+        self.visit_frames(0, 0, |h| {
             first = Some(*h);
             Visit::Stop
         })?;
@@ -543,9 +533,10 @@ impl Segment {
     fn recover_tail_after_index(&mut self, file_len: u64) -> StorageResult<()> {
         let start = self.positions.last().map_or(0, |e| u64::from(e.position));
         self.size = file_len;
-        let mut position = start;
         let mut last = None;
         let mut max_timestamp = self.times.last().map_or(-1, |e| e.timestamp);
+        // One scan covers both what the last time-index entry does not summarise and the
+        // frames after the last position-index entry (whose last frame ends the segment).
         let times_from = self
             .times
             .last()
@@ -554,10 +545,6 @@ impl Segment {
             if h.kind == EntryKind::Data {
                 max_timestamp = max_timestamp.max(h.max_timestamp);
             }
-            Visit::Skip
-        })?;
-        self.visit_frames(start, usize::MAX, |h| {
-            position += h.frame_len() as u64;
             last = Some(*h);
             Visit::Skip
         })?;
