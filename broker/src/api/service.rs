@@ -5,14 +5,16 @@ use super::topic_config::{log_config_from_map, log_config_to_map};
 use crate::controller::metadata::{ClusterMetadata, MetadataCommand, TopicMetadata};
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
+use crate::replication::producer_state::BatchIdentity;
 use crate::replication::{IsrBounds, PartitionReplica, ReplicationError};
 use crate::storage::Offset;
-use proto::record_batch::{verify_crc, BatchHeader};
+use proto::record_batch::{verify_crc, BatchHeader, NO_PRODUCER_ID};
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
     Acks, BrokerDescription, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionDescription,
-    ProduceRequest, ProduceResponse, StoredBatch, TopicDescription, TopicResult, TopicResults,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetSpec, PartitionDescription, ProduceRequest, ProduceResponse, StoredBatch, TopicDescription,
+    TopicResult, TopicResults,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,7 +177,21 @@ fn produce_error(code: ErrorCode, message: String, leader: Option<u64>) -> Respo
         message,
         base_offset: None,
         leader,
+        duplicate: false,
     })
+}
+
+fn replication_failure(error: ReplicationError) -> ProduceResponse {
+    ProduceResponse {
+        error: replication_error_code(&error) as i32,
+        message: error.to_string(),
+        base_offset: None,
+        leader: match error {
+            ReplicationError::NotLeader { leader, .. } => leader,
+            _ => None,
+        },
+        duplicate: false,
+    }
 }
 
 #[tonic::async_trait]
@@ -240,14 +256,45 @@ impl Broker for BrokerApi {
             );
             return Ok(produce_error(ErrorCode::RecordTooLarge, message, None));
         }
-        if let Err(error) = BatchHeader::parse(&request.records).and_then(|_| verify_crc(&request.records)) {
-            return Ok(produce_error(ErrorCode::InvalidRequest, error.to_string(), None));
-        }
+        let header = match BatchHeader::parse(&request.records).and_then(|h| verify_crc(&request.records).map(|()| h)) {
+            Ok(header) => header,
+            Err(error) => return Ok(produce_error(ErrorCode::InvalidRequest, error.to_string(), None)),
+        };
         let timeout = match request.timeout_ms {
             0 => DEFAULT_PRODUCE_TIMEOUT,
             ms => Duration::from_millis(u64::from(ms)),
         };
         let acks = Acks::try_from(request.acks).unwrap_or(Acks::All);
+        if header.producer_id != NO_PRODUCER_ID {
+            if acks != Acks::All {
+                let message = "idempotent batches need acks=all (as in Kafka)".to_string();
+                return Ok(produce_error(ErrorCode::InvalidRequest, message, None));
+            }
+            if header.producer_id < 0 || header.producer_epoch < 0 || header.base_sequence < 0 {
+                let message = format!(
+                    "invalid producer stamp: id {}, epoch {}, sequence {}",
+                    header.producer_id, header.producer_epoch, header.base_sequence
+                );
+                return Ok(produce_error(ErrorCode::InvalidRequest, message, None));
+            }
+            let identity = BatchIdentity::new(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.record_count,
+            );
+            let outcome = replica.append_idempotent(request.records, identity, timeout).await;
+            return Ok(Response::new(match outcome {
+                Ok(appended) => ProduceResponse {
+                    error: ErrorCode::None as i32,
+                    message: String::new(),
+                    base_offset: Some(appended.base_offset.0),
+                    leader: None,
+                    duplicate: appended.duplicate,
+                },
+                Err(error) => replication_failure(error),
+            }));
+        }
         let outcome: Result<Option<Offset>, ReplicationError> = match acks {
             Acks::None => replica.append_without_ack(request.records).await.map(|()| None),
             Acks::Leader => replica.append_on_leader(request.records, timeout).await.map(Some),
@@ -265,16 +312,9 @@ impl Broker for BrokerApi {
                 message: String::new(),
                 base_offset: base_offset.map(|o| o.0),
                 leader: None,
+                duplicate: false,
             },
-            Err(error) => ProduceResponse {
-                error: replication_error_code(&error) as i32,
-                message: error.to_string(),
-                base_offset: None,
-                leader: match error {
-                    ReplicationError::NotLeader { leader, .. } => leader,
-                    _ => None,
-                },
-            },
+            Err(error) => replication_failure(error),
         }))
     }
 
@@ -364,5 +404,27 @@ impl Broker for BrokerApi {
             },
         };
         Ok(answer(ErrorCode::None, String::new(), offset, None))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        Ok(Response::new(match self.controller.init_producer_id().await {
+            Ok((producer_id, epoch)) => InitProducerIdResponse {
+                error: ErrorCode::None as i32,
+                message: String::new(),
+                producer_id,
+                producer_epoch: i32::from(epoch),
+                controller: None,
+            },
+            Err(error) => InitProducerIdResponse {
+                error: controller_error_code(&error) as i32,
+                message: error.to_string(),
+                producer_id: -1,
+                producer_epoch: -1,
+                controller: self.controller.leader(),
+            },
+        }))
     }
 }

@@ -11,6 +11,17 @@ use std::collections::BTreeMap;
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
+/// Largest block of producer ids one command may reserve.
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1_000_000;
+
+/// A range of producer ids reserved for one broker to hand out: `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    /// First id of the block.
+    pub start: i64,
+    /// One past the last id.
+    pub end: i64,
+}
 
 /// A broker of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +67,12 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, TopicMetadata>,
     /// The next Raft group id to hand out (group 0 is the controller).
     pub next_group: u64,
+    /// The first producer id no block has reserved yet.
+    #[serde(default)]
+    pub next_producer_id: i64,
+    /// The latest block of producer ids reserved by each broker.
+    #[serde(default)]
+    pub producer_id_blocks: BTreeMap<u64, ProducerIdBlock>,
 }
 
 /// A change to the metadata, as stored in the controller log.
@@ -78,6 +95,14 @@ pub enum MetadataCommand {
     DeleteTopic {
         /// Topic name.
         name: String,
+    },
+    /// Reserves the next `count` producer ids for `broker` to hand out (Kafka's
+    /// AllocateProducerIds): ids are unique cluster-wide without a log write per producer.
+    AllocateProducerIds {
+        /// The broker the block is for.
+        broker: u64,
+        /// How many ids.
+        count: u32,
     },
 }
 
@@ -173,6 +198,15 @@ impl ClusterMetadata {
                     Err(MetadataError::UnknownTopic(name.clone()))
                 }
             }
+            MetadataCommand::AllocateProducerIds { count, .. } => {
+                if (1..=MAX_PRODUCER_ID_BLOCK).contains(count) {
+                    Ok(())
+                } else {
+                    Err(MetadataError::InvalidConfig(format!(
+                        "producer id block of {count} must be within 1..={MAX_PRODUCER_ID_BLOCK}"
+                    )))
+                }
+            }
         }
     }
 
@@ -221,6 +255,12 @@ impl ClusterMetadata {
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
+            }
+            MetadataCommand::AllocateProducerIds { broker, count } => {
+                let start = self.next_producer_id;
+                let end = start + i64::from(count);
+                self.next_producer_id = end;
+                self.producer_id_blocks.insert(broker, ProducerIdBlock { start, end });
             }
         }
         Ok(())
@@ -292,6 +332,27 @@ mod tests {
                 .count();
             assert_eq!(led, 2, "broker {broker}");
         }
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut metadata = with_brokers(3);
+        let mut blocks = Vec::new();
+        for broker in [1, 2, 1, 3] {
+            metadata
+                .apply(MetadataCommand::AllocateProducerIds { broker, count: 1000 })
+                .unwrap();
+            blocks.push(metadata.producer_id_blocks[&broker]);
+        }
+        for pair in blocks.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+            assert_eq!(pair[0].end - pair[0].start, 1000);
+        }
+        let before = metadata.clone();
+        assert!(metadata
+            .apply(MetadataCommand::AllocateProducerIds { broker: 1, count: 0 })
+            .is_err());
+        assert_eq!(metadata, before);
     }
 
     #[test]

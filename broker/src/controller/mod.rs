@@ -31,6 +31,8 @@ use tokio::sync::watch;
 pub const CONTROLLER_GROUP: u64 = 0;
 /// How many command outcomes are remembered for proposers to collect.
 const OUTCOMES_KEPT: usize = 4096;
+/// Producer ids reserved per controller log write.
+const PRODUCER_ID_BLOCK: u32 = 1000;
 
 /// Errors of controller operations.
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +99,12 @@ impl BatchObserver for MetadataApplier {
 
 /// This broker's controller replica and its view of the metadata.
 pub struct Controller {
+    node_id: u64,
     replica: PartitionReplica,
     applier: Arc<MetadataApplier>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    /// The unused rest (`next..end`) of this broker's reserved producer-id block.
+    producer_ids: tokio::sync::Mutex<Option<(i64, i64)>>,
 }
 
 fn controller_log_config() -> LogConfig {
@@ -132,9 +137,11 @@ impl Controller {
             replica.bootstrap(voters.clone()).await?;
         }
         Ok(Controller {
+            node_id: host.node_id,
             replica,
             applier,
             metadata,
+            producer_ids: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -189,6 +196,36 @@ impl Controller {
             Some((_, outcome)) => Ok(outcome.clone()?),
             None => Ok(()),
         }
+    }
+
+    /// A fresh producer id (epoch 0) for an idempotent producer. Only the controller leader
+    /// hands them out, from a block it reserved in the controller log; a block is never handed
+    /// out twice, so ids are unique across controller changes (an unused rest is skipped).
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ControllerError> {
+        if !self.replica.is_leader() {
+            return Err(ControllerError::NotController {
+                leader: self.replica.leader(),
+            });
+        }
+        let mut block = self.producer_ids.lock().await;
+        if !matches!(*block, Some((next, end)) if next < end) {
+            self.submit(MetadataCommand::AllocateProducerIds {
+                broker: self.node_id,
+                count: PRODUCER_ID_BLOCK,
+            })
+            .await?;
+            let reserved = self.metadata().producer_id_blocks.get(&self.node_id).copied();
+            let reserved = reserved.ok_or_else(|| {
+                ControllerError::Replication(ReplicationError::Raft {
+                    group: CONTROLLER_GROUP,
+                    message: "a committed producer-id block is missing from the metadata".into(),
+                })
+            })?;
+            *block = Some((reserved.start, reserved.end));
+        }
+        let (next, end) = block.expect("filled above");
+        *block = Some((next + 1, end));
+        Ok((next, 0))
     }
 
     /// Waits until the metadata satisfies `condition`, up to `timeout`.

@@ -13,9 +13,11 @@
 //! **Must not depend on:** the API layer. (It does use tonic: the Raft transport lives here.)
 
 mod coalescer;
+mod idempotence;
 pub mod isr;
 pub mod log_store;
 pub mod network;
+pub mod producer_state;
 pub mod raft_service;
 pub mod replica;
 pub mod state_machine;
@@ -27,7 +29,8 @@ pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::PeerChannels;
 pub use raft_service::RaftGroups;
 pub use replica::{
-    CommittedOffsets, CommittedRead, PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus, ReplicationError,
+    CommittedOffsets, CommittedRead, IdempotentAppend, PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus,
+    ReplicationError,
 };
 pub use state_machine::{BatchObserver, PartitionStateMachine};
 pub use types::{PartitionRaft, RecordBatchPayload};

@@ -2,23 +2,34 @@
 //! partition on this broker, with the operations the API layer needs (append with acks=all,
 //! read up to the high watermark, leadership).
 
+use super::idempotence::{Admission, InFlightBatches};
 use super::isr::{in_sync_replicas, FollowerProgress, IsrBounds};
 use super::log_store::AppendNotifier;
 use super::log_store::PartitionLogStore;
 use super::network::{GroupNetworkFactory, PeerChannels};
+use super::producer_state::{BatchIdentity, SequenceVerdict};
 use super::raft_service::{PartitionRaftNode, RaftGroups};
-use super::state_machine::{BatchObserver, PartitionStateMachine};
-use super::types::RecordBatchPayload;
+use super::state_machine::{BatchObserver, PartitionStateMachine, SharedProducerTable};
+use super::types::{PartitionRaft, RecordBatchPayload};
 use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry};
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::responder::ProgressResponder;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long an idempotent batch that arrived ahead of its predecessor waits for it before it is
+/// refused as out of order. Requests of one producer overtake each other only briefly (they are
+/// separate HTTP/2 streams); a predecessor that failed is resent by the producer at once.
+const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(1500);
+/// Longest single wait before an idempotent append re-checks leadership.
+const RECHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Errors of replicated operations.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +52,50 @@ pub enum ReplicationError {
         group: u64,
         /// What openraft said.
         message: String,
+    },
+    /// An idempotent batch's sequence is not its producer's next one.
+    #[error("raft group {group}: producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The Raft group.
+        group: u64,
+        /// The producer.
+        producer_id: i64,
+        /// The sequence expected next.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// An idempotent batch from an older epoch than the partition has seen.
+    #[error("raft group {group}: producer {producer_id} epoch {got} is fenced by epoch {current}")]
+    ProducerFenced {
+        /// The Raft group.
+        group: u64,
+        /// The producer.
+        producer_id: i64,
+        /// The current epoch.
+        current: i16,
+        /// The batch's epoch.
+        got: i16,
+    },
+    /// An idempotent batch written long ago (older than the batches remembered): nothing appended.
+    #[error("raft group {group}: producer {producer_id} sequence {got} was written before its last five batches")]
+    DuplicateSequence {
+        /// The Raft group.
+        group: u64,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// No state for the producer (new, or evicted as idle) and the batch is not its first.
+    #[error("raft group {group}: no state for producer {producer_id} and its batch starts at sequence {got}, not 0")]
+    UnknownProducer {
+        /// The Raft group.
+        group: u64,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's first sequence.
+        got: i32,
     },
     /// Waiting for a condition took longer than allowed.
     #[error("raft group {group}: timed out waiting for {what}")]
@@ -120,6 +175,19 @@ pub struct PartitionReplica {
     applied_next_offset: watch::Receiver<u64>,
     appended: AppendNotifier,
     groups: RaftGroups,
+    producers: SharedProducerTable,
+    in_flight: tokio::sync::Mutex<InFlightBatches>,
+    /// Bumped whenever an idempotent batch is proposed, to wake batches waiting for a gap.
+    proposals: watch::Sender<u64>,
+}
+
+/// Where an idempotent batch ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotentAppend {
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// Whether it was a retry of a batch already in the log (nothing was appended).
+    pub duplicate: bool,
 }
 
 /// A partition's offsets as one consistent snapshot.
@@ -193,6 +261,7 @@ impl PartitionReplica {
             None => PartitionStateMachine::new(),
         };
         let applied_next_offset = state_machine.applied_next_offset();
+        let producers = state_machine.producers();
         let network = GroupNetworkFactory::new(group, host.peers.clone());
         let raft = openraft::Raft::new(
             host.node_id,
@@ -214,6 +283,9 @@ impl PartitionReplica {
             applied_next_offset,
             appended,
             groups: host.groups.clone(),
+            producers,
+            in_flight: tokio::sync::Mutex::new(InFlightBatches::default()),
+            proposals: watch::Sender::new(0),
         })
     }
 
@@ -268,6 +340,143 @@ impl PartitionReplica {
     /// topic's fsync policy) — with the offset of its first record. This is `acks=all`.
     pub async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
         match self.raft.client_write(RecordBatchPayload(batch)).await {
+            Ok(response) => self.applied_offset(Ok(response)),
+            Err(RaftError::APIError(error)) => self.applied_offset(Err(error)),
+            Err(e) => Err(ReplicationError::Raft {
+                group: self.group,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// `acks=all` for a batch of an idempotent producer: proposes it only if it is the producer's
+    /// next batch; a retry of a batch already in the log answers with that batch's offset and
+    /// appends nothing. Gives up after `timeout` (the batch may still commit; a retry is safe).
+    pub async fn append_idempotent(
+        &self,
+        batch: Bytes,
+        identity: BatchIdentity,
+        timeout: Duration,
+    ) -> Result<IdempotentAppend, ReplicationError> {
+        let deadline = Instant::now() + timeout;
+        let mut gap_deadline: Option<Instant> = None;
+        loop {
+            let term = self.wait_ready_for_idempotent(deadline).await?;
+            // Mark what has been seen before deciding, so a change right after is not missed.
+            let mut applied = self.applied_next_offset.clone();
+            applied.mark_unchanged();
+            let mut proposals = self.proposals.subscribe();
+            let mut in_flight = self.in_flight.lock().await;
+            let admission = {
+                let table = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+                in_flight.admit(term, &table, &identity)
+            };
+            let wait_until = match admission {
+                Admission::Propose => {
+                    in_flight.proposed(&identity);
+                    let (responder, response) = ProgressResponder::<PartitionRaft, _>::complete_only();
+                    if let Err(fatal) = self
+                        .raft
+                        .client_write_ff(RecordBatchPayload(batch.clone()), Some(responder))
+                        .await
+                    {
+                        in_flight.withdraw(&identity);
+                        return Err(ReplicationError::Raft {
+                            group: self.group,
+                            message: fatal.to_string(),
+                        });
+                    }
+                    drop(in_flight);
+                    self.proposals.send_modify(|count| *count += 1);
+                    let outcome = tokio::time::timeout_at(deadline, response).await;
+                    return match outcome {
+                        Err(_) => Err(ReplicationError::Timeout {
+                            group: self.group,
+                            what: "the batch to commit (it may still commit; a retry is safe)".into(),
+                        }),
+                        Ok(Err(_)) => Err(ReplicationError::Raft {
+                            group: self.group,
+                            message: "the Raft node stopped before answering".into(),
+                        }),
+                        Ok(Ok(result)) => self.applied_offset(result).map(|base_offset| IdempotentAppend {
+                            base_offset,
+                            duplicate: false,
+                        }),
+                    };
+                }
+                Admission::Duplicate(base_offset) => {
+                    return Ok(IdempotentAppend {
+                        base_offset,
+                        duplicate: true,
+                    })
+                }
+                Admission::AwaitInFlight => deadline,
+                Admission::AwaitGap { then } => {
+                    let until = *gap_deadline.get_or_insert_with(|| Instant::now() + SEQUENCE_GAP_WAIT);
+                    if Instant::now() >= until {
+                        return Err(self.refusal(then, &identity));
+                    }
+                    until.min(deadline)
+                }
+                Admission::Refuse(verdict) => return Err(self.refusal(verdict, &identity)),
+            };
+            drop(in_flight);
+            if Instant::now() >= deadline {
+                return Err(ReplicationError::Timeout {
+                    group: self.group,
+                    what: "an earlier attempt of the same batch to commit".into(),
+                });
+            }
+            // Wake on an apply or a proposal, and re-check leadership at least every interval.
+            let wake = wait_until.min(Instant::now() + RECHECK_INTERVAL);
+            let _ = tokio::time::timeout_at(wake, async {
+                tokio::select! {
+                    _ = applied.changed() => {}
+                    _ = proposals.changed() => {}
+                }
+            })
+            .await;
+        }
+    }
+
+    fn refusal(&self, verdict: SequenceVerdict, identity: &BatchIdentity) -> ReplicationError {
+        match verdict {
+            SequenceVerdict::Fenced { current } => ReplicationError::ProducerFenced {
+                group: self.group,
+                producer_id: identity.producer_id,
+                current,
+                got: identity.epoch,
+            },
+            SequenceVerdict::UnknownProducer => ReplicationError::UnknownProducer {
+                group: self.group,
+                producer_id: identity.producer_id,
+                got: identity.first_sequence,
+            },
+            SequenceVerdict::OldDuplicate => ReplicationError::DuplicateSequence {
+                group: self.group,
+                producer_id: identity.producer_id,
+                got: identity.first_sequence,
+            },
+            SequenceVerdict::OutOfOrder { expected } | SequenceVerdict::Gap { expected } => {
+                ReplicationError::OutOfOrderSequence {
+                    group: self.group,
+                    producer_id: identity.producer_id,
+                    expected,
+                    got: identity.first_sequence,
+                }
+            }
+            SequenceVerdict::Append | SequenceVerdict::Duplicate(_) => ReplicationError::Raft {
+                group: self.group,
+                message: format!("internal: {verdict:?} is not a refusal"),
+            },
+        }
+    }
+
+    fn applied_offset(
+        &self,
+        result: Result<openraft::raft::ClientWriteResponse<PartitionRaft>, ClientWriteError<PartitionRaft>>,
+    ) -> Result<Offset, ReplicationError> {
+        match result {
             Ok(response) => response
                 .data
                 .map(|applied| applied.base_offset)
@@ -275,13 +484,51 @@ impl PartitionReplica {
                     group: self.group,
                     message: "a data entry applied without an offset".into(),
                 }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(ReplicationError::NotLeader {
+            Err(ClientWriteError::ForwardToLeader(forward)) => Err(ReplicationError::NotLeader {
                 group: self.group,
                 leader: forward.leader_id,
             }),
             Err(e) => Err(ReplicationError::Raft {
                 group: self.group,
                 message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Waits until this replica leads with an entry of its own term applied — only then does
+    /// the producer table reflect everything earlier leaders committed — and returns its term.
+    async fn wait_ready_for_idempotent(&self, deadline: Instant) -> Result<u64, ReplicationError> {
+        let ready = |m: &openraft::RaftMetrics<PartitionRaft>| {
+            m.state == openraft::ServerState::Leader
+                && m.vote.committed
+                && m.last_applied
+                    .as_ref()
+                    .is_some_and(|applied| applied.leader_id == m.vote.leader_id)
+        };
+        {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow_watched();
+            if ready(&metrics) {
+                return Ok(metrics.vote.leader_id.term);
+            }
+            if metrics.state != openraft::ServerState::Leader {
+                return Err(ReplicationError::NotLeader {
+                    group: self.group,
+                    leader: metrics.current_leader,
+                });
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match self
+            .raft
+            .wait(Some(remaining))
+            .metrics(ready, "own-term entry applied")
+            .await
+        {
+            Ok(metrics) => Ok(metrics.vote.leader_id.term),
+            Err(_) => Err(ReplicationError::NotLeader {
+                group: self.group,
+                leader: self.leader(),
             }),
         }
     }

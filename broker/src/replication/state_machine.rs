@@ -1,18 +1,20 @@
 //! The partition state machine. A partition's data *is* its log, so applying an entry only
 //! advances the applied position, assigns the batch its offset (the same rule the log uses, so
-//! both agree) and tracks membership. A snapshot is therefore tiny: the applied log id, the
-//! membership and the next offset — the data it stands for stays in the segment log, whose
+//! both agree), records idempotent producers' batches in the [`ProducerTable`] and tracks
+//! membership. A snapshot is therefore small: the applied log id, the membership, the next
+//! offset and the producer table — the data it stands for stays in the segment log, whose
 //! retention decides when it goes.
 
+use super::producer_state::{BatchIdentity, ProducerTable};
 use super::types::{AppliedBatch, LogId, PartitionRaft, RecordBatchPayload};
 use crate::storage::Offset;
 use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership};
-use proto::record_batch::BatchHeader;
+use proto::record_batch::{BatchHeader, NO_PRODUCER_ID};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Cursor};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 type Membership = StoredMembership<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
@@ -36,6 +38,19 @@ struct AppliedState {
     next_offset: Offset,
 }
 
+/// What a snapshot holds: the applied state and the producer table as of the same entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotState {
+    // Nested, not flattened: serde's flatten cannot read the integer map keys of memberships.
+    applied: AppliedState,
+    #[serde(default)]
+    producers: ProducerTable,
+}
+
+/// The producer table of a partition, shared between its state machine (which updates it from
+/// committed batches) and its leader (which checks batches against it before proposing).
+pub type SharedProducerTable = Arc<Mutex<ProducerTable>>;
+
 /// The state machine of one partition replica.
 pub struct PartitionStateMachine {
     state: AppliedState,
@@ -44,11 +59,12 @@ pub struct PartitionStateMachine {
     /// entries are committed ones, so this never exceeds the high watermark.
     applied_next_offset: watch::Sender<u64>,
     observer: Option<Arc<dyn BatchObserver>>,
+    producers: SharedProducerTable,
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
 pub struct PartitionSnapshotBuilder {
-    state: AppliedState,
+    state: SnapshotState,
 }
 
 impl PartitionStateMachine {
@@ -59,6 +75,25 @@ impl PartitionStateMachine {
             current_snapshot: None,
             applied_next_offset: watch::Sender::new(0),
             observer: None,
+            producers: SharedProducerTable::default(),
+        }
+    }
+
+    /// The producer table this state machine keeps current.
+    pub fn producers(&self) -> SharedProducerTable {
+        Arc::clone(&self.producers)
+    }
+
+    fn producer_table(&self) -> std::sync::MutexGuard<'_, ProducerTable> {
+        // The table is only replaced whole or updated in place; a panic elsewhere cannot leave
+        // it half-written, so a poisoned lock is still a consistent table.
+        self.producers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn snapshot_state(&self) -> SnapshotState {
+        SnapshotState {
+            applied: self.state.clone(),
+            producers: self.producer_table().clone(),
         }
     }
 
@@ -106,7 +141,7 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<PartitionSnapshot> {
         let bytes = serde_json::to_vec(&self.state).map_err(io::Error::other)?;
         Ok(Snapshot {
-            meta: meta_of(&self.state),
+            meta: meta_of(&self.state.applied),
             snapshot: Cursor::new(bytes),
         })
     }
@@ -142,6 +177,15 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                     })?;
                     let base_offset = self.state.next_offset;
                     self.state.next_offset = Offset(base_offset.0 + header.record_count as u64);
+                    if header.producer_id != NO_PRODUCER_ID {
+                        let identity = BatchIdentity::new(
+                            header.producer_id,
+                            header.producer_epoch,
+                            header.base_sequence,
+                            header.record_count,
+                        );
+                        self.producer_table().record(&identity, base_offset);
+                    }
                     if let Some(observer) = &self.observer {
                         observer.on_applied(base_offset, &batch);
                     }
@@ -158,28 +202,29 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         PartitionSnapshotBuilder {
-            state: self.state.clone(),
+            state: self.snapshot_state(),
         }
     }
 
     async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
         let builder = self.get_snapshot_builder().await;
         let bytes = serde_json::to_vec(&builder.state).ok()?;
-        self.current_snapshot = Some((meta_of(&builder.state), bytes));
+        self.current_snapshot = Some((meta_of(&builder.state.applied), bytes));
         Some(builder)
     }
 
     async fn install_snapshot(&mut self, meta: &Meta, mut snapshot: Cursor<Vec<u8>>) -> io::Result<()> {
         let bytes = std::mem::take(snapshot.get_mut());
-        let state: AppliedState = serde_json::from_slice(&bytes)
+        let state: SnapshotState = serde_json::from_slice(&bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot does not parse: {e}")))?;
-        if state.last_applied != meta.last_log_id {
+        if state.applied.last_applied != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "snapshot data disagrees with its metadata",
             ));
         }
-        self.state = state;
+        self.state = state.applied;
+        *self.producer_table() = state.producers;
         self.publish();
         self.current_snapshot = Some((meta.clone(), bytes));
         Ok(())
