@@ -4,8 +4,8 @@ use crate::error::ClientError;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
-    Acks, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, OffsetSpec, ProduceRequest, TopicResult, TopicSpec,
+    Acks, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, OffsetSpec, ProduceRequest, TopicDescription, TopicResult, TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,6 +45,15 @@ pub struct FetchedBatch {
     pub records: Bytes,
 }
 
+/// What one produce attempt got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// Offset of the batch's first record (`None` for `acks=none`).
+    pub base_offset: Option<u64>,
+    /// The batch was an idempotent retry of one already in the log.
+    pub duplicate: bool,
+}
+
 /// A handle on a cluster, reached through its brokers.
 pub struct Cluster {
     bootstrap: Vec<String>,
@@ -52,6 +61,7 @@ pub struct Cluster {
     channels: Mutex<HashMap<String, Channel>>,
     addresses: Mutex<HashMap<u64, String>>,
     leaders: Mutex<HashMap<(String, u32), u64>>,
+    dial_overrides: HashMap<String, String>,
 }
 
 impl Cluster {
@@ -63,7 +73,15 @@ impl Cluster {
             channels: Mutex::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
             leaders: Mutex::new(HashMap::new()),
+            dial_overrides: HashMap::new(),
         }
+    }
+
+    /// Connects to `to` whenever a broker's address is `from` (both `host:port`): for brokers
+    /// reached through a tunnel or proxy whose advertised addresses are not reachable as is.
+    pub fn with_dial_overrides(mut self, overrides: HashMap<String, String>) -> Cluster {
+        self.dial_overrides = overrides;
+        self
     }
 
     fn client(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
@@ -71,7 +89,8 @@ impl Cluster {
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = Endpoint::from_shared(format!("http://{address}"))
+                let dialed = self.dial_overrides.get(address).map_or(address, String::as_str);
+                let channel = Endpoint::from_shared(format!("http://{dialed}"))
                     .map_err(|e| ClientError::Unreachable {
                         address: address.to_string(),
                         message: e.to_string(),
@@ -290,6 +309,16 @@ impl Cluster {
         self.client(&address)
     }
 
+    /// A call to the partition's leader failed in transport: the leader may be gone, so forget
+    /// it and let the next attempt ask again.
+    fn leader_unreachable(&self, topic: &str, partition: u32, status: tonic::Status) -> ClientError {
+        self.leaders
+            .lock()
+            .expect("leaders")
+            .remove(&(topic.to_string(), partition));
+        Self::unreachable(topic, status)
+    }
+
     /// Remembers a leader hint from a NOT_LEADER answer, or forgets the stale leader.
     fn follow_hint(&self, topic: &str, partition: u32, code: i32, hint: Option<u64>) {
         if code == ErrorCode::NotLeader as i32 || code == ErrorCode::UnknownTopicOrPartition as i32 {
@@ -314,14 +343,7 @@ impl Cluster {
             let client = self.leader_client(topic, partition).await?;
             let response = call(client)
                 .await
-                .map_err(|status| {
-                    // The leader may be gone: forget it so the next attempt asks again.
-                    self.leaders
-                        .lock()
-                        .expect("leaders")
-                        .remove(&(topic.to_string(), partition));
-                    Self::unreachable(topic, status)
-                })?
+                .map_err(|status| self.leader_unreachable(topic, partition, status))?
                 .into_inner();
             self.follow_hint(topic, partition, response.error(), response.leader());
             ClientError::check(response.error(), response.message())?;
@@ -354,6 +376,66 @@ impl Cluster {
             })
             .await?;
         Ok(response.base_offset)
+    }
+
+    /// One produce attempt at the partition's leader as last known (following a NOT_LEADER hint
+    /// for the next attempt): no retries, so the caller — the batching producer — decides
+    /// what to do with each error.
+    pub async fn produce_attempt(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        batch: Bytes,
+        timeout: Duration,
+    ) -> Result<ProduceAck, ClientError> {
+        let mut client = self.leader_client(topic, partition).await?;
+        let request = ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            acks: acks as i32,
+            records: batch,
+            timeout_ms: timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
+        };
+        let mut call = tonic::Request::new(request);
+        // The server answers a timed-out commit itself; this bounds a hung connection.
+        call.set_timeout(timeout + Duration::from_secs(1));
+        let response = client
+            .produce(call)
+            .await
+            .map_err(|status| self.leader_unreachable(topic, partition, status))?
+            .into_inner();
+        self.follow_hint(topic, partition, response.error, response.leader);
+        ClientError::check(response.error, &response.message)?;
+        Ok(ProduceAck {
+            base_offset: response.base_offset,
+            duplicate: response.duplicate,
+        })
+    }
+
+    /// A fresh idempotent producer id and epoch from the controller.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .init_producer_id(InitProducerIdRequest {})
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            ClientError::check(response.error, &response.message)?;
+            Ok((response.producer_id, response.producer_epoch as i16))
+        })
+        .await
+    }
+
+    /// One topic's partitions and configs, as any broker knows them (one request, no retries
+    /// beyond reaching a broker). `Ok(None)`: the broker asked does not know the topic.
+    pub async fn topic_description(&self, topic: &str) -> Result<Option<TopicDescription>, ClientError> {
+        let metadata = self.metadata_once(vec![topic.to_string()], true).await?;
+        Ok(metadata
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic && t.error == ErrorCode::None as i32))
     }
 
     /// Committed batches from `offset` on (waiting up to `max_wait` for data), with the

@@ -1,15 +1,28 @@
 //! Client library for the broker cluster.
 //!
-//! [`Cluster`] connects to any broker, learns the cluster from it and routes each call: topic
-//! changes to the controller, produce/fetch/list-offsets to the partition leader — following
-//! `NOT_LEADER` / `NOT_CONTROLLER` hints and retrying retriable errors with backoff until a
-//! deadline. The batching idempotent producer and the group consumer build on it (issue 4).
+//! - [`Producer`]: batching (`linger`, `batch_size`), compressing, idempotent by default —
+//!   a retried batch is never written twice, and order per partition holds across retries.
+//! - [`Consumer`]: assigned partitions, `seek`, `poll` or a `Stream`, with the next fetch in
+//!   flight while the application works.
+//! - [`Admin`]: topics, cluster description, offsets.
+//! - [`Cluster`]: what they share — connects to any broker, learns the cluster from it and
+//!   routes each call (topic changes to the controller, partition calls to the leader),
+//!   following `NOT_LEADER` / `NOT_CONTROLLER` hints and retrying retriable errors.
 #![deny(missing_docs)]
 
+mod admin;
 mod cluster;
+mod consumer;
 mod error;
 pub mod partitioner;
+mod producer;
 
-pub use cluster::{Cluster, FetchedBatch, RetryPolicy};
+pub use admin::{Admin, AdminError, ClusterDescription, NewTopic};
+pub use cluster::{Cluster, FetchedBatch, ProduceAck, RetryPolicy};
+pub use consumer::{ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::ClientError;
-pub use proto::v1::{Acks, ErrorCode, MetadataResponse, OffsetSpec, TopicDescription, TopicSpec};
+pub use producer::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use proto::record_batch::{Compression, RecordHeader};
+pub use proto::v1::{
+    Acks, BrokerDescription, ErrorCode, MetadataResponse, OffsetSpec, PartitionDescription, TopicDescription, TopicSpec,
+};

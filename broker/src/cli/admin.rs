@@ -2,11 +2,13 @@
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use client::{Acks, Cluster, ErrorCode, OffsetSpec, RetryPolicy, TopicSpec};
-use proto::record_batch::{decode_records, encode_batch, ProducerStamp, Record};
-use std::collections::HashMap;
+use client::{
+    Acks, Admin, Cluster, Consumer, ConsumerConfig, ErrorCode, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, RetryPolicy, SeekTo,
+};
 use std::io::{BufRead, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `broker topic ...`
 #[derive(clap::Subcommand, Debug)]
@@ -46,25 +48,25 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 /// A client with the CLI's retry policy.
-pub fn connect(bootstrap: &str) -> Cluster {
-    Cluster::new(
+pub fn connect(bootstrap: &str) -> Arc<Cluster> {
+    Arc::new(Cluster::new(
         bootstrap.split(',').map(str::to_string).collect(),
         RetryPolicy {
             deadline: Duration::from_secs(15),
             ..RetryPolicy::default()
         },
-    )
+    ))
 }
 
-fn check_results(results: Vec<proto::v1::TopicResult>, verb: &str) -> anyhow::Result<()> {
+fn check_outcomes(outcomes: Vec<Result<String, client::AdminError>>, verb: &str) -> anyhow::Result<()> {
     let mut failed = false;
-    for result in results {
-        if result.error == ErrorCode::None as i32 {
-            println!("{verb} topic {}", result.name);
-        } else {
-            failed = true;
-            let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::InvalidRequest);
-            eprintln!("error: topic {}: {code:?}: {}", result.name, result.message);
+    for outcome in outcomes {
+        match outcome {
+            Ok(name) => println!("{verb} topic {name}"),
+            Err(error) => {
+                failed = true;
+                eprintln!("error: {error}");
+            }
         }
     }
     if failed {
@@ -75,7 +77,7 @@ fn check_results(results: Vec<proto::v1::TopicResult>, verb: &str) -> anyhow::Re
 
 /// Runs a `broker topic` command.
 pub async fn topic(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
-    let cluster = connect(bootstrap);
+    let admin = Admin::new(connect(bootstrap));
     match command {
         TopicCommand::Create {
             name,
@@ -83,18 +85,13 @@ pub async fn topic(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()>
             replication_factor,
             configs,
         } => {
-            let spec = TopicSpec {
-                name,
-                partitions,
-                replication_factor,
-                configs: configs.into_iter().collect::<HashMap<_, _>>(),
-            };
-            check_results(cluster.create_topics(vec![spec]).await?, "created")
+            let mut topic = NewTopic::new(name, partitions, replication_factor);
+            topic.configs = configs.into_iter().collect();
+            check_outcomes(admin.create_topics(vec![topic]).await?, "created")
         }
-        TopicCommand::Delete { name } => check_results(cluster.delete_topics(vec![name]).await?, "deleted"),
+        TopicCommand::Delete { name } => check_outcomes(admin.delete_topics(vec![name]).await?, "deleted"),
         TopicCommand::List => {
-            let metadata = cluster.metadata(Vec::new()).await?;
-            for topic in metadata.topics {
+            for topic in admin.list_topics().await? {
                 println!(
                     "{}\tpartitions={}\treplication_factor={}",
                     topic.name,
@@ -105,8 +102,7 @@ pub async fn topic(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()>
             Ok(())
         }
         TopicCommand::Describe { name } => {
-            let metadata = cluster.describe_topics(vec![name]).await?;
-            for topic in metadata.topics {
+            for topic in admin.describe_topics(vec![name]).await? {
                 if topic.error != ErrorCode::None as i32 {
                     bail!("{}", topic.message);
                 }
@@ -146,8 +142,7 @@ fn print_partitions(partitions: &[proto::v1::PartitionDescription]) {
 /// `broker cluster status`: brokers, controller, and every partition's leader, replicas, ISR
 /// and high watermark.
 pub async fn cluster_status(bootstrap: &str) -> anyhow::Result<()> {
-    let cluster = connect(bootstrap);
-    let metadata = cluster.describe_topics(Vec::new()).await?;
+    let metadata = Admin::new(connect(bootstrap)).describe_cluster().await?;
     println!(
         "controller: {}",
         metadata
@@ -186,67 +181,37 @@ fn parse_acks(text: &str) -> anyhow::Result<Acks> {
     })
 }
 
-/// `broker produce`: lines of standard input (`key<TAB>value` or `value`) as records. Keyed
-/// records go to the partition Kafka's default partitioner would choose (murmur2 of the key)
-/// unless `partition` is given; unkeyed records go to `partition` or 0.
+/// `broker produce`: lines of standard input (`key<TAB>value` or `value`) as records, through
+/// the batching producer (idempotent with `acks=all`). Keyed records go to the partition Kafka's
+/// default partitioner would choose (murmur2 of the key) unless `partition` is given; unkeyed
+/// records go to `partition`, or are spread by the sticky partitioner.
 pub async fn produce(bootstrap: &str, topic: &str, partition: Option<u32>, acks: &str) -> anyhow::Result<()> {
     let acks = parse_acks(acks)?;
-    let cluster = connect(bootstrap);
-    let metadata = cluster.metadata(vec![topic.to_string()]).await?;
-    let description = metadata.topics.first().context("no answer for the topic")?;
-    if description.error != ErrorCode::None as i32 {
-        bail!("{}", description.message);
-    }
-    let partitions = description.partitions.len() as u32;
-    if let Some(p) = partition.filter(|p| *p >= partitions) {
-        bail!("topic {topic} has {partitions} partitions; there is no partition {p}");
-    }
-    let mut pending: HashMap<u32, (Vec<Record>, usize)> = HashMap::new();
-    let mut sent = 0usize;
+    let config = ProducerConfig {
+        acks,
+        enable_idempotence: acks == Acks::All,
+        max_block: Duration::from_secs(15),
+        delivery_timeout: Duration::from_secs(30),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(connect(bootstrap), config)?;
+    let mut deliveries = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading standard input")?;
-        let (key, value) = match line.split_once('\t') {
-            Some((key, value)) => (Some(Bytes::from(key.to_string())), value.to_string()),
-            None => (None, line),
+        let mut record = match line.split_once('\t') {
+            Some((key, value)) => ProducerRecord::new(topic, value.to_string()).key(key.to_string()),
+            None => ProducerRecord::new(topic, Bytes::from(line)),
         };
-        let target = match (partition, &key) {
-            (Some(p), _) => p,
-            (None, Some(key)) => client::partitioner::partition_for_key(key, partitions),
-            (None, None) => 0,
-        };
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let (records, bytes) = pending.entry(target).or_default();
-        *bytes += value.len() + key.as_ref().map_or(0, Bytes::len);
-        records.push(Record {
-            timestamp,
-            key,
-            value: Some(Bytes::from(value)),
-            ..Record::default()
-        });
-        if records.len() >= 1000 || *bytes >= 256 * 1024 {
-            sent += records.len();
-            send(&cluster, topic, target, acks, &std::mem::take(records)).await?;
-            *bytes = 0;
-        }
+        record.partition = partition;
+        deliveries.push(producer.send(record).await?);
     }
-    for (target, (records, _)) in pending {
-        if !records.is_empty() {
-            sent += records.len();
-            send(&cluster, topic, target, acks, &records).await?;
-        }
+    producer.flush().await;
+    let sent = deliveries.len();
+    for delivery in deliveries {
+        delivery.await.context("produce")?;
     }
+    producer.close().await;
     eprintln!("produced {sent} records to {topic}");
-    Ok(())
-}
-
-async fn send(cluster: &Cluster, topic: &str, partition: u32, acks: Acks, records: &[Record]) -> anyhow::Result<()> {
-    let batch = encode_batch(records, ProducerStamp::NONE);
-    cluster
-        .produce(topic, partition, acks, batch)
-        .await
-        .context("produce")?;
     Ok(())
 }
 
@@ -268,44 +233,34 @@ pub async fn consume(
     start: StartAt,
     max: Option<usize>,
 ) -> anyhow::Result<()> {
-    let cluster = connect(bootstrap);
-    let mut offset = match start {
-        StartAt::Beginning => cluster
-            .list_offsets(topic, partition, OffsetSpec::Earliest, 0)
-            .await?
-            .unwrap_or(0),
-        StartAt::End => cluster
-            .list_offsets(topic, partition, OffsetSpec::Latest, 0)
-            .await?
-            .unwrap_or(0),
-        StartAt::Offset(offset) => offset,
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::None,
+        ..ConsumerConfig::default()
     };
+    let mut consumer = Consumer::new(connect(bootstrap), config);
+    consumer.assign(vec![(topic.to_string(), partition)]).await?;
+    let to = match start {
+        StartAt::Beginning => SeekTo::Earliest,
+        StartAt::End => SeekTo::Latest,
+        StartAt::Offset(offset) => SeekTo::Offset(offset),
+    };
+    consumer.seek(topic, partition, to).await?;
     let mut printed = 0usize;
     let stdout = std::io::stdout();
     loop {
-        let (batches, _high_watermark) = cluster
-            .fetch(topic, partition, offset, 1024 * 1024, Duration::from_millis(500))
-            .await?;
-        for batch in batches {
-            for record in decode_records(&batch.records).context("decoding a fetched batch")? {
-                let at = batch.base_offset + record.offset_delta as u64;
-                if at < offset {
-                    continue;
-                }
-                let value = record
-                    .value
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default();
-                let mut out = stdout.lock();
-                match record.key {
-                    Some(key) => writeln!(out, "{}\t{value}", String::from_utf8_lossy(&key))?,
-                    None => writeln!(out, "{value}")?,
-                }
-                offset = at + 1;
-                printed += 1;
-                if max.is_some_and(|max| printed >= max) {
-                    return Ok(());
-                }
+        for record in consumer.poll(Duration::from_secs(1)).await? {
+            let value = record
+                .value
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            let mut out = stdout.lock();
+            match record.key {
+                Some(key) => writeln!(out, "{}\t{value}", String::from_utf8_lossy(&key))?,
+                None => writeln!(out, "{value}")?,
+            }
+            printed += 1;
+            if max.is_some_and(|max| printed >= max) {
+                return Ok(());
             }
         }
     }

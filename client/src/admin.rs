@@ -1,0 +1,170 @@
+//! The admin client: topics, cluster description and offsets, with typed per-topic errors.
+
+use crate::cluster::Cluster;
+use crate::error::ClientError;
+use proto::v1::{BrokerDescription, ErrorCode, OffsetSpec, TopicDescription, TopicResult, TopicSpec};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+    /// Config overrides by name (see `docs/error-codes.md` and `broker topic create --help`).
+    pub configs: HashMap<String, String>,
+}
+
+impl NewTopic {
+    /// A topic with default configs.
+    pub fn new(name: impl Into<String>, partitions: u32, replication_factor: u32) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: HashMap::new(),
+        }
+    }
+
+    /// With a config override (e.g. `retention_ms`, `fsync`, `max_message_bytes`).
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Why an admin call failed for one topic, or as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The controller refused the change for this topic.
+    #[error("topic {topic:?}: {code:?}: {message}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// Why (TOPIC_ALREADY_EXISTS, INVALID_REPLICATION_FACTOR, ...).
+        code: ErrorCode,
+        /// The controller's explanation.
+        message: String,
+    },
+    /// The request failed as a whole.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl AdminError {
+    /// The broker error code behind this error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            AdminError::Topic { code, .. } => Some(*code),
+            AdminError::Client(error) => error.code(),
+        }
+    }
+}
+
+/// The cluster as one broker and the partition leaders see it.
+#[derive(Debug, Clone)]
+pub struct ClusterDescription {
+    /// Registered brokers.
+    pub brokers: Vec<BrokerDescription>,
+    /// The controller leader, if one is elected.
+    pub controller: Option<u64>,
+    /// Every topic with its partitions (leader, replicas, ISR, offsets as the leader sees them).
+    pub topics: Vec<TopicDescription>,
+}
+
+/// Administrative operations on a cluster.
+#[derive(Clone)]
+pub struct Admin {
+    cluster: Arc<Cluster>,
+}
+
+fn per_topic(results: Vec<TopicResult>) -> Vec<Result<String, AdminError>> {
+    results
+        .into_iter()
+        .map(
+            |result| match ErrorCode::try_from(result.error).unwrap_or(ErrorCode::InvalidRequest) {
+                ErrorCode::None => Ok(result.name),
+                code => Err(AdminError::Topic {
+                    topic: result.name,
+                    code,
+                    message: result.message,
+                }),
+            },
+        )
+        .collect()
+}
+
+impl Admin {
+    /// An admin client over `cluster`.
+    pub fn new(cluster: Arc<Cluster>) -> Admin {
+        Admin { cluster }
+    }
+
+    /// Creates topics; one outcome per topic, in order (the topic's name on success).
+    pub async fn create_topics(&self, topics: Vec<NewTopic>) -> Result<Vec<Result<String, AdminError>>, ClientError> {
+        let specs = topics
+            .into_iter()
+            .map(|t| TopicSpec {
+                name: t.name,
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                configs: t.configs,
+            })
+            .collect();
+        Ok(per_topic(self.cluster.create_topics(specs).await?))
+    }
+
+    /// Creates one topic.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<(), AdminError> {
+        let mut outcomes = self.create_topics(vec![topic]).await?;
+        outcomes.pop().map_or(Ok(()), |outcome| outcome.map(|_| ()))
+    }
+
+    /// Deletes topics; one outcome per topic, in order.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Result<Vec<Result<String, AdminError>>, ClientError> {
+        Ok(per_topic(self.cluster.delete_topics(names).await?))
+    }
+
+    /// Deletes one topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let mut outcomes = self.delete_topics(vec![name.to_string()]).await?;
+        outcomes.pop().map_or(Ok(()), |outcome| outcome.map(|_| ()))
+    }
+
+    /// Topic names with partition counts and replication factors (cheap: one broker asked).
+    pub async fn list_topics(&self) -> Result<Vec<TopicDescription>, ClientError> {
+        Ok(self.cluster.metadata(Vec::new()).await?.topics)
+    }
+
+    /// The named topics (all if empty) with configs, and each partition's leader, ISR and
+    /// offsets as its leader sees them. An unknown topic comes back with its error code set.
+    pub async fn describe_topics(&self, names: Vec<String>) -> Result<Vec<TopicDescription>, ClientError> {
+        Ok(self.cluster.describe_topics(names).await?.topics)
+    }
+
+    /// Brokers, the controller and every partition.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let metadata = self.cluster.describe_topics(Vec::new()).await?;
+        Ok(ClusterDescription {
+            brokers: metadata.brokers,
+            controller: metadata.controller,
+            topics: metadata.topics,
+        })
+    }
+
+    /// The earliest or latest offset of a partition, or the first offset at or after
+    /// `timestamp` (`None`: every record is older).
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+        timestamp: i64,
+    ) -> Result<Option<u64>, ClientError> {
+        self.cluster.list_offsets(topic, partition, spec, timestamp).await
+    }
+}
