@@ -1,5 +1,8 @@
 //! Harness for tests that run real `broker` processes on loopback: start, kill -9, restart,
-//! stop them, and find the binary (built on demand so the tests never run a stale one).
+//! stop them, and find the binary (built on demand so the tests never run a stale one); and a
+//! fault-injecting TCP proxy ([`proxy`]) to put between clients (or brokers) and brokers.
+
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -160,4 +163,106 @@ pub fn start_cluster(root: &Path, n: usize) -> Vec<BrokerProcess> {
             )
         })
         .collect()
+}
+
+/// A client of `brokers` (dialing through `overrides`, broker address → proxy address) once
+/// every broker has registered with the controller.
+pub async fn connect_when_ready(
+    brokers: &[BrokerProcess],
+    overrides: std::collections::HashMap<String, String>,
+) -> std::sync::Arc<client::Cluster> {
+    let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
+    let cluster = client::Cluster::new(bootstrap, client::RetryPolicy::default()).with_dial_overrides(overrides);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < brokers.len() {
+        assert!(std::time::Instant::now() < deadline, "brokers never registered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::sync::Arc::new(cluster)
+}
+
+/// Creates `topic` and waits until every partition has a leader ready for writes.
+pub async fn create_topic(cluster: &client::Cluster, topic: client::NewTopic) {
+    let name = topic.name.clone();
+    let partitions = topic.partitions as usize;
+    let spec = client::TopicSpec {
+        name: topic.name,
+        partitions: topic.partitions,
+        replication_factor: topic.replication_factor,
+        configs: topic.configs,
+    };
+    let results = cluster.create_topics(vec![spec]).await.expect("create topic");
+    assert_eq!(results[0].error, 0, "{results:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(metadata) = cluster.describe_topics(vec![name.clone()]).await {
+            let led = metadata.topics[0]
+                .partitions
+                .iter()
+                .filter(|p| p.leader.is_some())
+                .count();
+            if led == partitions {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partitions of {name} never all had leaders"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The leader of each partition of `topic` (waits until all have one).
+pub async fn leaders(cluster: &client::Cluster, topic: &str) -> std::collections::BTreeMap<u32, u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(metadata) = cluster.describe_topics(vec![topic.to_string()]).await {
+            let partitions = &metadata.topics[0].partitions;
+            let leaders: std::collections::BTreeMap<u32, u64> = partitions
+                .iter()
+                .filter_map(|p| p.leader.map(|l| (p.partition, l)))
+                .collect();
+            if !partitions.is_empty() && leaders.len() == partitions.len() {
+                return leaders;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partitions of {topic} never all had leaders"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Every committed record of a partition, in offset order, read with the client's consumer.
+pub async fn read_partition(
+    cluster: &std::sync::Arc<client::Cluster>,
+    topic: &str,
+    partition: u32,
+) -> Vec<client::ConsumerRecord> {
+    let high_watermark = cluster
+        .list_offsets(topic, partition, client::OffsetSpec::Latest, 0)
+        .await
+        .expect("high watermark")
+        .unwrap_or(0);
+    let mut consumer = client::Consumer::new(std::sync::Arc::clone(cluster), client::ConsumerConfig::default());
+    consumer
+        .assign(vec![(topic.to_string(), partition)])
+        .await
+        .expect("assign");
+    consumer
+        .seek(topic, partition, client::SeekTo::Earliest)
+        .await
+        .expect("seek");
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while consumer.position(topic, partition).unwrap_or(0) < high_watermark {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}/{partition}: could not read up to {high_watermark}"
+        );
+        records.extend(consumer.poll(std::time::Duration::from_secs(5)).await.expect("poll"));
+    }
+    records
 }

@@ -1,0 +1,224 @@
+//! The client crate against real brokers: typed errors a caller can match on, and the consumer
+//! (assign, seek by offset / timestamp / earliest / latest, poll, stream, position and high
+//! watermark), with compressed batches and headers end to end.
+
+use bytes::Bytes;
+use client::{
+    Admin, AdminError, Compression, ConsumeError, Consumer, ConsumerConfig, ErrorCode, NewTopic, OffsetReset,
+    ProduceError, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use cluster_tests::{connect_when_ready, create_topic, start_cluster};
+use futures_util::StreamExt;
+use proto::record_batch::{encode_batch, ProducerStamp, Record};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed_unknown_topic_too_large_and_delivery_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(
+        &cluster,
+        NewTopic::new("small", 1, 3).config("max_message_bytes", "2048"),
+    )
+    .await;
+
+    // Admin errors carry the controller's code.
+    let admin = Admin::new(Arc::clone(&cluster));
+    let exists = admin.create_topic(NewTopic::new("small", 1, 3)).await.unwrap_err();
+    assert!(
+        matches!(
+            exists,
+            AdminError::Topic {
+                code: ErrorCode::TopicAlreadyExists,
+                ..
+            }
+        ),
+        "{exists}"
+    );
+    let too_many = admin.create_topic(NewTopic::new("wide", 1, 4)).await.unwrap_err();
+    assert_eq!(too_many.code(), Some(ErrorCode::InvalidReplicationFactor));
+
+    let config = ProducerConfig {
+        max_block: Duration::from_millis(800),
+        delivery_timeout: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(Arc::clone(&cluster), config).unwrap();
+
+    let unknown = producer
+        .send(ProducerRecord::new("no-such-topic", "x"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(unknown, ProduceError::UnknownTopic { .. }), "{unknown}");
+
+    let large = producer
+        .send(ProducerRecord::new("small", vec![7u8; 4096]))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(large, ProduceError::RecordTooLarge { max: 2048, .. }),
+        "{large}"
+    );
+    // The broker checks too, for clients that do not.
+    let records = vec![Record {
+        value: Some(Bytes::from(vec![7u8; 4096])),
+        ..Record::default()
+    }];
+    let refused = cluster
+        .produce_attempt(
+            "small",
+            0,
+            client::Acks::All,
+            encode_batch(&records, ProducerStamp::NONE),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RecordTooLarge));
+
+    let bad_partition = producer
+        .send(ProducerRecord::new("small", "x").partition(5))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(
+        bad_partition,
+        ProduceError::InvalidPartition { partitions: 1, .. }
+    ));
+
+    let invalid = Producer::new(
+        Arc::clone(&cluster),
+        ProducerConfig {
+            acks: client::Acks::Leader,
+            ..ProducerConfig::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(invalid, ProduceError::InvalidConfig(_)),
+        "idempotence needs acks=all"
+    );
+
+    producer
+        .send_and_wait(ProducerRecord::new("small", "fits"))
+        .await
+        .unwrap();
+    for broker in &mut brokers {
+        broker.kill9();
+    }
+    let started = std::time::Instant::now();
+    let lost = producer
+        .send_and_wait(ProducerRecord::new("small", "cluster down"))
+        .await;
+    match lost {
+        Err(ProduceError::DeliveryTimeout { .. }) => {}
+        other => panic!("expected a delivery timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by delivery_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_assigns_seeks_polls_and_streams() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new("events", 2, 3)).await;
+
+    let base_time = 1_800_000_000_000i64;
+    for (partition, compression) in [(0u32, Compression::Zstd), (1, Compression::Lz4)] {
+        let producer = Producer::new(
+            Arc::clone(&cluster),
+            ProducerConfig {
+                compression,
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..100i64 {
+            let record = ProducerRecord::new("events", format!("p{partition}-{i}"))
+                .key(format!("k{i}"))
+                .partition(partition)
+                .header("tenant", "acme")
+                .timestamp(base_time + i * 1000);
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            let metadata = delivery.await.unwrap();
+            assert_eq!((metadata.partition, metadata.offset), (partition, Some(i as u64)));
+        }
+        producer.close().await;
+    }
+
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        fetch_max_wait: Duration::from_millis(100),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(Arc::clone(&cluster), config);
+    consumer
+        .assign(vec![("events".into(), 0), ("events".into(), 1)])
+        .await
+        .unwrap();
+    let mut seen: HashMap<u32, Vec<client::ConsumerRecord>> = HashMap::new();
+    while seen.values().map(Vec::len).sum::<usize>() < 200 {
+        for record in consumer.poll(Duration::from_secs(5)).await.unwrap() {
+            seen.entry(record.partition).or_default().push(record);
+        }
+    }
+    for partition in 0..2u32 {
+        let records = &seen[&partition];
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(record.offset, i as u64);
+            assert_eq!(record.value.as_deref(), Some(format!("p{partition}-{i}").as_bytes()));
+            assert_eq!(record.key.as_deref(), Some(format!("k{i}").as_bytes()));
+            assert_eq!(record.timestamp, base_time + i as i64 * 1000);
+            assert_eq!(record.headers[0].key, "tenant");
+        }
+        assert_eq!(consumer.position("events", partition), Some(100));
+        assert_eq!(consumer.high_watermark("events", partition), Some(100));
+    }
+
+    // Seek by offset: the next records of that partition start there.
+    assert_eq!(consumer.seek("events", 0, SeekTo::Offset(90)).await.unwrap(), 90);
+    let again = consumer.poll(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.first().map(|r| (r.partition, r.offset)), Some((0, 90)));
+    assert_eq!(consumer.position("events", 0), Some(100));
+    // Seek by timestamp: the first record at or after it.
+    let at = consumer
+        .seek("events", 1, SeekTo::Timestamp(base_time + 41_500))
+        .await
+        .unwrap();
+    assert_eq!(at, 42);
+    assert_eq!(consumer.seek("events", 1, SeekTo::Earliest).await.unwrap(), 0);
+    assert_eq!(consumer.seek("events", 1, SeekTo::Latest).await.unwrap(), 100);
+    assert!(matches!(
+        consumer.seek("events", 7, SeekTo::Earliest).await,
+        Err(ConsumeError::NotAssigned { .. })
+    ));
+
+    // Live tail through the stream: a record produced now arrives.
+    let producer = Producer::new(Arc::clone(&cluster), ProducerConfig::default()).unwrap();
+    producer
+        .send_and_wait(ProducerRecord::new("events", "live").partition(1))
+        .await
+        .unwrap();
+    let mut stream = Box::pin(consumer.stream());
+    let live = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the live record arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!((live.partition, live.offset), (1, 100));
+    assert_eq!(live.value, Some(Bytes::from("live")));
+}
