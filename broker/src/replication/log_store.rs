@@ -6,7 +6,8 @@
 //! openraft's `IOFlushed` after the data is durable.
 
 use super::types::{
-    entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, PartitionRaft, RecordBatchPayload, Vote,
+    entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, PartitionRaft, ProposalToken, RecordBatchPayload,
+    Vote,
 };
 use crate::storage::{EntryKind, NewEntry, Offset, SegmentLog, StoredEntry};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -30,43 +31,38 @@ pub struct PartitionLogStore {
 /// Tells `acks=1` producers that the leader's log holds their batch, with its offset.
 ///
 /// openraft has no "appended on the leader" hook, so the log store provides it. A waiter is
-/// keyed by the address of its batch's bytes: the `Bytes` travels from the produce handler
-/// through openraft into `append` without being copied, and it stays alive (so its address
-/// stays unique) for as long as the waiter is registered.
+/// keyed by a token carried in the proposed payload (in memory only): the payload travels from
+/// the produce handler through openraft into `append` unchanged.
 #[derive(Clone, Default)]
 pub struct AppendNotifier {
-    waiters: Arc<Mutex<HashMap<usize, oneshot::Sender<Offset>>>>,
+    waiters: Arc<Mutex<HashMap<ProposalToken, oneshot::Sender<Offset>>>>,
+    next_token: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AppendNotifier {
-    /// Registers interest in `batch`; `None` if an identical buffer is already awaited.
-    pub fn register(&self, batch: &bytes::Bytes) -> Option<oneshot::Receiver<Offset>> {
+    /// A fresh token and the receiver that learns the offset its batch got.
+    pub fn register(&self) -> (ProposalToken, oneshot::Receiver<Offset>) {
+        let token = ProposalToken(self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
         let (sender, receiver) = oneshot::channel();
-        let mut waiters = self.waiters.lock().expect("append waiters");
-        match waiters.entry(batch.as_ptr() as usize) {
-            std::collections::hash_map::Entry::Occupied(_) => None,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(sender);
-                Some(receiver)
-            }
-        }
+        self.waiters.lock().expect("append waiters").insert(token, sender);
+        (token, receiver)
     }
 
-    /// Drops the registration for `batch` (after a timeout).
-    pub fn forget(&self, batch: &bytes::Bytes) {
-        self.waiters
-            .lock()
-            .expect("append waiters")
-            .remove(&(batch.as_ptr() as usize));
+    /// Drops the registration of `token` (after a timeout or a failed proposal).
+    pub fn forget(&self, token: ProposalToken) {
+        self.waiters.lock().expect("append waiters").remove(&token);
     }
 
-    fn appended(&self, bodies: &[(usize, Offset)]) {
+    fn appended(&self, appended: &[(ProposalToken, Offset)]) {
         let mut waiters = self.waiters.lock().expect("append waiters");
         if waiters.is_empty() {
             return;
         }
-        for (address, offset) in bodies {
-            if let Some(waiter) = waiters.remove(address) {
+        for (token, offset) in appended {
+            if *token == ProposalToken::NONE {
+                continue;
+            }
+            if let Some(waiter) = waiters.remove(token) {
                 let _ = waiter.send(*offset);
             }
         }
@@ -113,7 +109,7 @@ pub(crate) fn to_new_entry(entry: Entry) -> io::Result<NewEntry> {
     let id = entry_id_of(&entry.log_id);
     let (kind, body) = match entry.payload {
         EntryPayload::Blank => (EntryKind::Blank, bytes::Bytes::new()),
-        EntryPayload::Normal(RecordBatchPayload(batch)) => (EntryKind::Data, batch),
+        EntryPayload::Normal(RecordBatchPayload(batch, _)) => (EntryKind::Data, batch),
         EntryPayload::Membership(membership) => {
             let json = serde_json::to_vec(&membership).map_err(io::Error::other)?;
             (EntryKind::Membership, bytes::Bytes::from(json))
@@ -126,7 +122,7 @@ pub(crate) fn to_raft_entry(stored: StoredEntry) -> io::Result<Entry> {
     let log_id = log_id_of(&stored.id);
     let payload = match stored.kind {
         EntryKind::Blank => EntryPayload::Blank,
-        EntryKind::Data => EntryPayload::Normal(RecordBatchPayload(stored.body)),
+        EntryKind::Data => EntryPayload::Normal(RecordBatchPayload::new(stored.body)),
         EntryKind::Membership => {
             let membership = serde_json::from_slice(&stored.body).map_err(|e| {
                 io::Error::new(
@@ -235,14 +231,23 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries = entries.into_iter().map(to_new_entry).collect::<io::Result<Vec<_>>>()?;
-        let addresses: Vec<usize> = entries.iter().map(|e| e.body.as_ptr() as usize).collect();
+        let mut tokens = Vec::new();
+        let entries = entries
+            .into_iter()
+            .map(|entry| {
+                tokens.push(match &entry.payload {
+                    EntryPayload::Normal(RecordBatchPayload(_, token)) => *token,
+                    _ => ProposalToken::NONE,
+                });
+                to_new_entry(entry)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let offsets = {
             let mut log = self.log.write().map_err(|_| lock_poisoned())?;
             log.append(entries, now_ms(), Box::new(move |result| callback.io_completed(result)))
                 .map_err(io::Error::from)?
         };
-        let appended: Vec<(usize, Offset)> = addresses.into_iter().zip(offsets).collect();
+        let appended: Vec<(ProposalToken, Offset)> = tokens.into_iter().zip(offsets).collect();
         self.appended.appended(&appended);
         Ok(())
     }

@@ -339,7 +339,7 @@ impl PartitionReplica {
     /// Appends `batch` and answers once it is committed — a majority holds it durably (per the
     /// topic's fsync policy) — with the offset of its first record. This is `acks=all`.
     pub async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
-        match self.raft.client_write(RecordBatchPayload(batch)).await {
+        match self.raft.client_write(RecordBatchPayload::new(batch)).await {
             Ok(response) => self.applied_offset(Ok(response)),
             Err(RaftError::APIError(error)) => self.applied_offset(Err(error)),
             Err(e) => Err(ReplicationError::Raft {
@@ -377,7 +377,7 @@ impl PartitionReplica {
                     let (responder, response) = ProgressResponder::<PartitionRaft, _>::complete_only();
                     if let Err(fatal) = self
                         .raft
-                        .client_write_ff(RecordBatchPayload(batch.clone()), Some(responder))
+                        .client_write_ff(RecordBatchPayload::new(batch.clone()), Some(responder))
                         .await
                     {
                         in_flight.withdraw(&identity);
@@ -537,22 +537,35 @@ impl PartitionReplica {
     /// necessarily replicated or durable), with its offset. Gives up after `timeout`.
     pub async fn append_on_leader(&self, batch: Bytes, timeout: Duration) -> Result<Offset, ReplicationError> {
         self.ensure_leader()?;
-        let Some(appended) = self.appended.register(&batch) else {
-            // The same buffer is already in flight: fall back to the stronger acks=all.
-            return self.append_committed(batch).await;
-        };
-        let proposal = batch.clone();
-        if let Err(fatal) = self.raft.client_write_ff(RecordBatchPayload(proposal), None).await {
-            self.appended.forget(&batch);
+        let (token, appended) = self.appended.register();
+        // The responder matters even though the answer comes at append: openraft may refuse
+        // the proposal (e.g. ForwardToLeader when the leader's lease lapsed under load), and
+        // then nothing is ever appended.
+        let (responder, completion) = ProgressResponder::<PartitionRaft, _>::complete_only();
+        if let Err(fatal) = self
+            .raft
+            .client_write_ff(RecordBatchPayload(batch, token), Some(responder))
+            .await
+        {
+            self.appended.forget(token);
             return Err(ReplicationError::Raft {
                 group: self.group,
                 message: fatal.to_string(),
             });
         }
-        let outcome = tokio::time::timeout(timeout, appended).await;
-        self.appended.forget(&batch);
+        let outcome = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                offset = appended => offset.ok().map(Ok),
+                result = completion => match result {
+                    Ok(result) => Some(self.applied_offset(result)),
+                    Err(_) => None,
+                },
+            }
+        })
+        .await;
+        self.appended.forget(token);
         match outcome {
-            Ok(Ok(offset)) => Ok(offset),
+            Ok(Some(result)) => result,
             _ => Err(ReplicationError::Timeout {
                 group: self.group,
                 what: "the leader to append the batch".into(),
@@ -564,7 +577,7 @@ impl PartitionReplica {
     pub async fn append_without_ack(&self, batch: Bytes) -> Result<(), ReplicationError> {
         self.ensure_leader()?;
         self.raft
-            .client_write_ff(RecordBatchPayload(batch), None)
+            .client_write_ff(RecordBatchPayload::new(batch), None)
             .await
             .map_err(|fatal| ReplicationError::Raft {
                 group: self.group,

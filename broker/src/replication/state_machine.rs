@@ -168,7 +168,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     None
                 }
-                EntryPayload::Normal(RecordBatchPayload(batch)) => {
+                EntryPayload::Normal(RecordBatchPayload(batch, _)) => {
                     let header = BatchHeader::parse(&batch).map_err(|e| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,

@@ -6,9 +6,27 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A data entry's payload: one Kafka v2 record batch, validated before it is proposed.
+/// A data entry's payload: one Kafka v2 record batch, validated before it is proposed, and the
+/// token of the `acks=1` proposal it came from on this leader (not stored, not replicated:
+/// entries read back from the log or from the network carry [`ProposalToken::NONE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordBatchPayload(pub Bytes);
+pub struct RecordBatchPayload(pub Bytes, #[serde(skip)] pub ProposalToken);
+
+impl RecordBatchPayload {
+    /// A payload no one waits on to be appended.
+    pub fn new(batch: Bytes) -> Self {
+        RecordBatchPayload(batch, ProposalToken::NONE)
+    }
+}
+
+/// Identifies a proposal whose proposer waits for the leader's append (`acks=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ProposalToken(pub u64);
+
+impl ProposalToken {
+    /// No one waits.
+    pub const NONE: ProposalToken = ProposalToken(0);
+}
 
 impl fmt::Display for RecordBatchPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
