@@ -77,6 +77,8 @@ enum PerfTarget {
     Storage(StorageArgs),
     /// CPU of three idle brokers hosting many RF=3 partitions (separate processes).
     Idle(cli::perf_idle::IdleArgs),
+    /// Records/s, MB/s and latency of the batching producer against three local brokers.
+    Produce(cli::perf_produce::ProduceArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +170,9 @@ fn main() -> anyhow::Result<()> {
             Command::Perf {
                 target: PerfTarget::Idle(args),
             } => cli::perf_idle::run(args).await.context("idle benchmark"),
+            Command::Perf {
+                target: PerfTarget::Produce(args),
+            } => cli::perf_produce::run(args).await.context("produce benchmark"),
         }
     })
 }

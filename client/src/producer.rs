@@ -58,8 +58,10 @@ pub struct ProducerConfig {
     pub retry_backoff_max: Duration,
     /// `max.block.ms`: how long `send` waits for a topic's metadata.
     pub max_block: Duration,
-    /// Records queued per partition before `send` waits (back-pressure; Kafka's
-    /// `buffer.memory` counts bytes instead).
+    /// `buffer.memory`: bytes of records held by the producer (queued, batched, in flight);
+    /// `send` waits up to `max_block` for room.
+    pub buffer_memory: usize,
+    /// Records queued per partition before its task takes them (a second, small bound).
     pub queue_records: usize,
 }
 
@@ -77,7 +79,8 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(10),
             retry_backoff_max: Duration::from_millis(1000),
             max_block: Duration::from_secs(60),
-            queue_records: 64 * 1024,
+            buffer_memory: 32 * 1024 * 1024,
+            queue_records: 16 * 1024,
         }
     }
 }
@@ -93,6 +96,9 @@ impl ProducerConfig {
         }
         if self.batch_size == 0 || self.queue_records == 0 {
             return invalid("batch_size and queue_records must be positive");
+        }
+        if self.buffer_memory < self.batch_size || self.buffer_memory > u32::MAX as usize {
+            return invalid("buffer_memory must be at least batch_size and below 4 GiB");
         }
         if self.delivery_timeout.is_zero() || self.request_timeout.is_zero() {
             return invalid("delivery_timeout and request_timeout must be positive");
@@ -159,8 +165,8 @@ impl ProducerRecord {
 /// Where a record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by every record of the batch).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: u32,
     /// Offset; `None` with `acks = 0`, or for a batch the broker reports as written long ago
@@ -227,6 +233,12 @@ pub enum ProduceError {
         code: ErrorCode,
         /// The broker's explanation.
         message: String,
+    },
+    /// No room in `buffer_memory` within `max_block`: the cluster is not keeping up.
+    #[error("no room in the producer's buffer after {waited:?}")]
+    BufferFull {
+        /// How long `send` waited.
+        waited: Duration,
     },
     /// The producer was closed before the record was sent.
     #[error("the producer is closed")]
@@ -295,14 +307,19 @@ struct QueuedRecord {
 struct Shared {
     cluster: Arc<Cluster>,
     config: ProducerConfig,
-    topics: tokio::sync::Mutex<HashMap<String, TopicLayout>>,
-    partitions: Mutex<HashMap<(String, u32), mpsc::Sender<Command>>>,
+    /// Known topic layouts (read on every send), and a lock held while one is looked up.
+    topics: std::sync::RwLock<HashMap<String, TopicLayout>>,
+    topic_lookup: tokio::sync::Mutex<()>,
+    /// Each partition's queue, by topic then partition (looked up without allocating).
+    partitions: Mutex<HashMap<String, Vec<Option<mpsc::Sender<Command>>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     sticky: Mutex<HashMap<String, StickyState>>,
     random: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
     /// The producer id and epoch all partitions start with.
     identity: tokio::sync::OnceCell<(i64, i16)>,
+    /// Bytes of `buffer_memory` free: taken by `send`, given back when a record's outcome is known.
+    buffer: tokio::sync::Semaphore,
 }
 
 /// A batching producer; cheap to clone (clones share batches and connections).
@@ -327,6 +344,9 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Commands a partition task takes per turn of its loop before looking at anything else.
+const COMMANDS_PER_TURN: usize = 4096;
+
 /// Room the 61-byte batch header and the request framing take from `max.message.bytes`.
 const BATCH_OVERHEAD: usize = 128;
 
@@ -341,14 +361,16 @@ impl Producer {
         Ok(Producer {
             shared: Arc::new(Shared {
                 cluster,
-                config,
-                topics: tokio::sync::Mutex::new(HashMap::new()),
+                topics: std::sync::RwLock::new(HashMap::new()),
+                topic_lookup: tokio::sync::Mutex::new(()),
                 partitions: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
                 sticky: Mutex::new(HashMap::new()),
                 random: AtomicU64::new(seed),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 identity: tokio::sync::OnceCell::new(),
+                buffer: tokio::sync::Semaphore::new(config.buffer_memory),
+                config,
             }),
         })
     }
@@ -390,6 +412,25 @@ impl Producer {
                 None => self.sticky_partition(&record.topic, layout.partitions, size),
             },
         };
+        if size > self.shared.config.buffer_memory {
+            return Err(ProduceError::RecordTooLarge {
+                topic: record.topic,
+                size,
+                max: self.shared.config.buffer_memory,
+            });
+        }
+        let permits = size as u32;
+        let reserved = match self.shared.buffer.try_acquire_many(permits) {
+            Ok(reserved) => reserved,
+            Err(_) => tokio::time::timeout(self.shared.config.max_block, self.shared.buffer.acquire_many(permits))
+                .await
+                .map_err(|_| ProduceError::BufferFull {
+                    waited: self.shared.config.max_block,
+                })?
+                .map_err(|_| ProduceError::Closed)?,
+        };
+        // Given back by the partition task when the record's outcome is known.
+        reserved.forget();
         let (done, receiver) = oneshot::channel();
         let queue = self.partition_queue(&record.topic, partition, layout);
         let queued = QueuedRecord {
@@ -398,10 +439,10 @@ impl Producer {
             enqueued: Instant::now(),
             done,
         };
-        queue
-            .send(Command::Record(queued))
-            .await
-            .map_err(|_| ProduceError::Closed)?;
+        if queue.send(Command::Record(queued)).await.is_err() {
+            self.shared.buffer.add_permits(size);
+            return Err(ProduceError::Closed);
+        }
         Ok(DeliveryFuture { receiver })
     }
 
@@ -418,6 +459,8 @@ impl Producer {
             .lock()
             .expect("partition map")
             .values()
+            .flatten()
+            .flatten()
             .cloned()
             .collect();
         let mut waits = Vec::new();
@@ -444,10 +487,17 @@ impl Producer {
         }
     }
 
+    fn known_layout(&self, topic: &str) -> Option<TopicLayout> {
+        self.shared.topics.read().expect("topic map").get(topic).copied()
+    }
+
     async fn layout(&self, topic: &str) -> Result<TopicLayout, ProduceError> {
-        let mut topics = self.shared.topics.lock().await;
-        if let Some(layout) = topics.get(topic) {
-            return Ok(*layout);
+        if let Some(layout) = self.known_layout(topic) {
+            return Ok(layout);
+        }
+        let _one_lookup_at_a_time = self.shared.topic_lookup.lock().await;
+        if let Some(layout) = self.known_layout(topic) {
+            return Ok(layout);
         }
         let started = Instant::now();
         let mut backoff = self.shared.config.retry_backoff;
@@ -464,7 +514,11 @@ impl Producer {
                         partitions: description.partitions.len() as u32,
                         max_message_bytes,
                     };
-                    topics.insert(topic.to_string(), layout);
+                    self.shared
+                        .topics
+                        .write()
+                        .expect("topic map")
+                        .insert(topic.to_string(), layout);
                     return Ok(layout);
                 }
                 other => {
@@ -512,15 +566,22 @@ impl Producer {
 
     fn partition_queue(&self, topic: &str, partition: u32, layout: TopicLayout) -> mpsc::Sender<Command> {
         let mut partitions = self.shared.partitions.lock().expect("partition map");
-        let key = (topic.to_string(), partition);
-        if let Some(queue) = partitions.get(&key) {
+        if let Some(queue) = partitions
+            .get(topic)
+            .and_then(|queues| queues.get(partition as usize))
+            .and_then(Option::as_ref)
+        {
             return queue.clone();
         }
         let (queue, commands) = mpsc::channel(self.shared.config.queue_records);
-        let task = PartitionTask::new(Arc::clone(&self.shared), topic.to_string(), partition, layout);
+        let task = PartitionTask::new(Arc::clone(&self.shared), Arc::from(topic), partition, layout);
         let handle = tokio::spawn(task.run(commands));
         self.shared.tasks.lock().expect("task list").push(handle);
-        partitions.insert(key, queue.clone());
+        let queues = partitions.entry(topic.to_string()).or_default();
+        if queues.len() <= partition as usize {
+            queues.resize(partition as usize + 1, None);
+        }
+        queues[partition as usize] = Some(queue.clone());
         queue
     }
 }
@@ -529,6 +590,8 @@ impl Producer {
 struct Batch {
     id: u64,
     bytes: Bytes,
+    /// Bytes of `buffer_memory` its records hold.
+    reserved: usize,
     records: Vec<(i64, oneshot::Sender<Result<RecordMetadata, ProduceError>>)>,
     /// When its first record was queued: `delivery_timeout` counts from here.
     created: Instant,
@@ -542,7 +605,7 @@ struct Batch {
 
 struct PartitionTask {
     shared: Arc<Shared>,
-    topic: String,
+    topic: Arc<str>,
     partition: u32,
     max_batch_bytes: usize,
     /// Producer id and epoch of this partition's batches (idempotence on).
@@ -555,12 +618,14 @@ struct PartitionTask {
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     /// Set when the batches after a refused one must be re-stamped under a new producer id.
     needs_new_identity: bool,
+    /// Something happened that may let a batch be sent, expire or answer a flush.
+    changed: bool,
 }
 
 type Attempt = Pin<Box<dyn Future<Output = (u64, Result<ProduceAck, ClientError>)> + Send>>;
 
 impl PartitionTask {
-    fn new(shared: Arc<Shared>, topic: String, partition: u32, layout: TopicLayout) -> Self {
+    fn new(shared: Arc<Shared>, topic: Arc<str>, partition: u32, layout: TopicLayout) -> Self {
         let max_batch_bytes = shared
             .config
             .batch_size
@@ -578,6 +643,7 @@ impl PartitionTask {
             next_batch_id: 0,
             flush_waiters: Vec::new(),
             needs_new_identity: false,
+            changed: true,
         }
     }
 
@@ -589,60 +655,69 @@ impl PartitionTask {
         let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
         let mut open_deadline: Option<tokio::time::Instant> = None;
         let mut commands_open = true;
+        // One timer, re-armed only when the next deadline moves: records arrive far more often
+        // than deadlines change.
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
-            self.expire_queued();
-            if self.needs_new_identity && attempts.is_empty() {
-                self.take_new_identity().await;
+            if self.changed || (self.needs_new_identity && attempts.is_empty()) {
+                self.changed = false;
+                let now = Instant::now();
+                self.expire_queued(now);
+                if self.needs_new_identity && attempts.is_empty() {
+                    self.take_new_identity().await;
+                }
+                if !self.needs_new_identity {
+                    self.dispatch(&mut attempts, now);
+                }
+                self.answer_flushes();
             }
-            if !self.needs_new_identity {
-                self.dispatch(&mut attempts);
-            }
-            self.answer_flushes();
             if !commands_open && self.open.is_empty() && self.unacked.is_empty() {
                 return;
             }
+            // A batch waiting out a backoff needs a timer; one that is due but not sent waits
+            // for an answer to free a slot (or for a producer id), which wakes the loop anyway.
+            let now = Instant::now();
             let resend_at = self
                 .unacked
                 .iter()
                 .find(|b| !b.in_flight)
+                .filter(|b| b.not_before > now)
                 .map(|b| tokio::time::Instant::from_std(b.not_before));
             let wake = match (open_deadline, resend_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if wake != armed {
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at);
+                }
+                armed = wake;
+            }
             tokio::select! {
-                command = commands.recv(), if commands_open => match command {
-                    Some(Command::Record(record)) => {
-                        if self.open.is_empty() {
-                            open_deadline = Some(tokio::time::Instant::now() + self.shared.config.linger);
-                        }
-                        if !self.open.is_empty() && self.open_bytes + record.size > self.max_batch_bytes {
-                            self.seal();
-                            open_deadline = Some(tokio::time::Instant::now() + self.shared.config.linger);
-                        }
-                        self.open_bytes += record.size;
-                        self.open.push(record);
-                        if self.open_bytes >= self.max_batch_bytes {
-                            self.seal();
-                            open_deadline = None;
+                command = commands.recv(), if commands_open => {
+                    commands_open = self.on_command(command, &mut open_deadline);
+                    // Take whatever else is queued in the same turn: one pass of the loop (clock
+                    // reads, dispatch) per burst of records rather than per record.
+                    for _ in 0..COMMANDS_PER_TURN {
+                        match commands.try_recv() {
+                            Ok(command) => commands_open = self.on_command(Some(command), &mut open_deadline),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                commands_open = self.on_command(None, &mut open_deadline);
+                                break;
+                            }
                         }
                     }
-                    Some(Command::Flush(done)) => {
-                        self.seal();
-                        open_deadline = None;
-                        let last = self.next_batch_id;
-                        self.flush_waiters.push((last, done));
-                    }
-                    None => {
-                        commands_open = false;
-                        self.seal();
-                        open_deadline = None;
-                    }
-                },
+                }
                 Some((id, outcome)) = attempts.next(), if !attempts.is_empty() => {
                     self.on_outcome(id, outcome);
+                    self.changed = true;
                 }
-                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.changed = true;
                     if open_deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
                         self.seal();
                         open_deadline = None;
@@ -652,12 +727,49 @@ impl PartitionTask {
         }
     }
 
+    /// Handles one command; returns whether more may come.
+    fn on_command(&mut self, command: Option<Command>, open_deadline: &mut Option<tokio::time::Instant>) -> bool {
+        match command {
+            Some(Command::Record(record)) => {
+                if !self.open.is_empty() && self.open_bytes + record.size > self.max_batch_bytes {
+                    self.seal();
+                }
+                if self.open.is_empty() {
+                    *open_deadline = Some(tokio::time::Instant::from_std(record.enqueued) + self.shared.config.linger);
+                }
+                self.open_bytes += record.size;
+                self.open.push(record);
+                if self.open_bytes >= self.max_batch_bytes {
+                    self.seal();
+                    *open_deadline = None;
+                }
+                true
+            }
+            Some(Command::Flush(done)) => {
+                self.seal();
+                *open_deadline = None;
+                let last = self.next_batch_id;
+                self.flush_waiters.push((last, done));
+                self.changed = true;
+                true
+            }
+            None => {
+                self.seal();
+                *open_deadline = None;
+                self.changed = true;
+                false
+            }
+        }
+    }
+
     /// Closes the open batch: encodes and stamps it and queues it for sending.
     fn seal(&mut self) {
         if self.open.is_empty() {
             return;
         }
+        self.changed = true;
         let queued = std::mem::take(&mut self.open);
+        let reserved = self.open_bytes;
         self.open_bytes = 0;
         let created = queued.iter().map(|r| r.enqueued).min().unwrap_or_else(Instant::now);
         let mut records = Vec::with_capacity(queued.len());
@@ -674,6 +786,7 @@ impl PartitionTask {
         self.unacked.push_back(Batch {
             id: self.next_batch_id,
             bytes,
+            reserved,
             records: waiters,
             created,
             in_flight: false,
@@ -702,13 +815,21 @@ impl PartitionTask {
         }
     }
 
-    /// Fails batches that waited past the delivery timeout without being sent again.
-    fn expire_queued(&mut self) {
+    /// Fails batches that waited past the delivery timeout without being sent again. Batches
+    /// are kept in creation order, so the scan stops at the first one still in time.
+    fn expire_queued(&mut self, now: Instant) {
         let timeout = self.shared.config.delivery_timeout;
         let mut index = 0;
         while index < self.unacked.len() {
             let batch = &self.unacked[index];
-            if !batch.in_flight && batch.created.elapsed() >= timeout {
+            if batch.in_flight {
+                index += 1;
+                continue;
+            }
+            if now.duration_since(batch.created) < timeout {
+                break;
+            }
+            {
                 let batch = self.unacked.remove(index).expect("index in range");
                 if self.idempotent() && !batch.maybe_written {
                     // Never reached a broker: the batches after it must not wait for it.
@@ -719,20 +840,17 @@ impl PartitionTask {
                     .as_ref()
                     .map_or("none (not sent yet)".to_string(), |e| e.to_string());
                 let elapsed = batch.created.elapsed();
-                fail_batch(batch, ProduceError::DeliveryTimeout { elapsed, last_error });
-            } else {
-                index += 1;
+                self.fail_batch(batch, ProduceError::DeliveryTimeout { elapsed, last_error });
             }
         }
     }
 
     /// Sends queued batches in order, up to `max_in_flight`.
-    fn dispatch(&mut self, attempts: &mut FuturesUnordered<Attempt>) {
+    fn dispatch(&mut self, attempts: &mut FuturesUnordered<Attempt>, now: Instant) {
         if self.idempotent() && self.identity.is_none() {
             self.needs_new_identity = true;
             return;
         }
-        let now = Instant::now();
         // While a batch is being retried, no new batch goes out: otherwise five later batches
         // could land behind a retry whose first attempt was written, pushing it out of the five
         // batches the broker remembers, and its retry could no longer be matched to its offset.
@@ -763,7 +881,7 @@ impl PartitionTask {
                 .min(remaining)
                 .max(Duration::from_millis(1));
             let cluster = Arc::clone(&self.shared.cluster);
-            let topic = self.topic.clone();
+            let topic = Arc::clone(&self.topic);
             let partition = self.partition;
             let acks = self.shared.config.acks;
             let bytes = batch.bytes.clone();
@@ -844,7 +962,7 @@ impl PartitionTask {
                         },
                     }
                 };
-                fail_batch(batch, failure);
+                self.fail_batch(batch, failure);
             }
         }
     }
@@ -854,10 +972,18 @@ impl PartitionTask {
         (self.shared.config.retry_backoff * factor).min(self.shared.config.retry_backoff_max)
     }
 
+    fn fail_batch(&self, batch: Batch, error: ProduceError) {
+        self.shared.buffer.add_permits(batch.reserved);
+        for (_, done) in batch.records {
+            let _ = done.send(Err(error.clone()));
+        }
+    }
+
     fn complete(&self, batch: Batch, base_offset: Option<u64>) {
+        self.shared.buffer.add_permits(batch.reserved);
         for (delta, (timestamp, done)) in batch.records.into_iter().enumerate() {
             let _ = done.send(Ok(RecordMetadata {
-                topic: self.topic.clone(),
+                topic: Arc::clone(&self.topic),
                 partition: self.partition,
                 offset: base_offset.map(|base| base + delta as u64),
                 timestamp,
@@ -916,11 +1042,5 @@ impl PartitionTask {
                 self.flush_waiters.push((last, done));
             }
         }
-    }
-}
-
-fn fail_batch(batch: Batch, error: ProduceError) {
-    for (_, done) in batch.records {
-        let _ = done.send(Err(error.clone()));
     }
 }

@@ -1,11 +1,8 @@
 //! `broker perf idle`: CPU used by three idle brokers hosting many partitions (RF=3), each
 //! broker its own process, measured from /proc over a quiet period.
 
-use super::admin::connect;
-use anyhow::{bail, Context};
-use client::TopicSpec;
-use std::collections::HashMap;
-use std::net::TcpListener;
+use super::local_cluster::LocalCluster;
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,7 +22,7 @@ pub struct IdleArgs {
 }
 
 /// CPU time (user + system) of a process, in clock ticks, from /proc/<pid>/stat.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
@@ -45,7 +42,7 @@ fn resident_mib(pid: u32) -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -57,61 +54,18 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Runs the benchmark and prints the figures.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
-    let _ = std::fs::remove_dir_all(&args.dir);
-    let ports: Vec<u16> = {
-        let listeners: Vec<TcpListener> = (0..3)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()?;
-        listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<_, _>>()?
-    };
-    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut brokers = super::dev::spawn_local_brokers(&addresses, &args.dir, Some("error"))?;
-    let cluster = connect(&addresses.join(","));
-    let started = Instant::now();
-    while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < 3 {
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("brokers did not register within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let results = cluster
-        .create_topics(vec![TopicSpec {
-            name: "idle".into(),
-            partitions: args.partitions,
-            replication_factor: 3,
-            configs: HashMap::new(),
-        }])
+    let local = LocalCluster::start(&args.dir).await?;
+    let led_after = local
+        .create_topic("idle", args.partitions, Duration::from_secs(600))
         .await?;
-    if results[0].error != 0 {
-        bail!("creating the topic failed: {}", results[0].message);
-    }
-    let created = Instant::now();
-    loop {
-        let metadata = cluster.metadata(vec!["idle".into()]).await?;
-        let led = metadata.topics[0]
-            .partitions
-            .iter()
-            .filter(|p| p.leader.is_some())
-            .count();
-        if led == args.partitions as usize {
-            break;
-        }
-        if created.elapsed() > Duration::from_secs(600) {
-            bail!("only {led} of {} partitions elected a leader in 600 s", args.partitions);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     println!(
         "{} partitions x 3 replicas on 3 brokers: all led after {:.1} s; settling 5 s, measuring {} s",
         args.partitions,
-        created.elapsed().as_secs_f64(),
+        led_after.as_secs_f64(),
         args.seconds
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let pids: Vec<u32> = brokers.iter().filter_map(tokio::process::Child::id).collect();
+    let pids: Vec<u32> = local.brokers.iter().filter_map(tokio::process::Child::id).collect();
     let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -129,12 +83,5 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         );
     }
     println!("idle CPU, all 3 brokers: {total:.1} % of one core");
-    for child in &mut brokers {
-        drop(child.stdin.take());
-    }
-    for child in &mut brokers {
-        child.wait().await?;
-    }
-    let _ = std::fs::remove_dir_all(&args.dir);
-    Ok(())
+    local.stop().await
 }

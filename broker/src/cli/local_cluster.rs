@@ -1,0 +1,94 @@
+//! Three broker processes on loopback for the benchmarks: started from this binary with their
+//! data under one scratch directory, ready once every broker has registered.
+
+use super::admin::connect;
+use anyhow::{bail, Context};
+use client::{Cluster, TopicSpec};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+
+/// A running local cluster.
+pub struct LocalCluster {
+    /// The broker processes, node ids 1..=3.
+    pub brokers: Vec<Child>,
+    /// A client of it.
+    pub cluster: Arc<Cluster>,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts three brokers with data under `dir` (emptied first) and waits for them.
+    pub async fn start(dir: &Path) -> anyhow::Result<LocalCluster> {
+        let _ = std::fs::remove_dir_all(dir);
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<Result<_, _>>()?;
+        drop(listeners);
+        let brokers = super::dev::spawn_local_brokers(&addresses, dir, Some("error"))?;
+        let cluster = connect(&addresses.join(","));
+        let started = Instant::now();
+        while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < 3 {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("brokers did not register within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(LocalCluster {
+            brokers,
+            cluster,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Creates an RF=3 topic and waits (up to `wait`) until every partition has a leader.
+    pub async fn create_topic(&self, name: &str, partitions: u32, wait: Duration) -> anyhow::Result<Duration> {
+        let results = self
+            .cluster
+            .create_topics(vec![TopicSpec {
+                name: name.into(),
+                partitions,
+                replication_factor: 3,
+                configs: HashMap::new(),
+            }])
+            .await?;
+        if results[0].error != 0 {
+            bail!("creating topic {name} failed: {}", results[0].message);
+        }
+        let created = Instant::now();
+        loop {
+            let metadata = self.cluster.metadata(vec![name.into()]).await?;
+            let led = metadata.topics[0]
+                .partitions
+                .iter()
+                .filter(|p| p.leader.is_some())
+                .count();
+            if led == partitions as usize {
+                return Ok(created.elapsed());
+            }
+            if created.elapsed() > wait {
+                bail!("only {led} of {partitions} partitions elected a leader in {wait:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the brokers cleanly and removes their data.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for child in &mut self.brokers {
+            drop(child.stdin.take());
+        }
+        for child in &mut self.brokers {
+            child.wait().await.context("waiting for a broker to stop")?;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
