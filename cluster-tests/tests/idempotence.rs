@@ -21,7 +21,7 @@ fn values(records: &[client::ConsumerRecord]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_lost_response_is_answered_with_the_original_offset() {
     let root = tempfile::tempdir().unwrap();
-    let brokers = start_cluster(root.path(), 3);
+    let mut brokers = start_cluster(root.path(), 3);
     let mut proxies = HashMap::new();
     let mut overrides = HashMap::new();
     for broker in &brokers {
@@ -104,6 +104,31 @@ async fn a_retry_after_a_lost_response_is_answered_with_the_original_offset() {
     for (i, record) in stored.iter().enumerate() {
         assert_eq!(record.offset, i as u64, "offsets are dense");
     }
+
+    // The producer table is rebuilt from the log: after every broker was killed and restarted,
+    // the very first batch is still recognised.
+    for broker in &mut brokers {
+        broker.kill9();
+    }
+    for broker in &mut brokers {
+        broker.restart();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after_restart = loop {
+        match cluster
+            .produce_attempt("idem", 0, client::Acks::All, batch.clone(), Duration::from_secs(10))
+            .await
+        {
+            Ok(ack) => break ack,
+            Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("retry after restart failed: {error}"),
+        }
+    };
+    assert!(after_restart.duplicate, "the table survived the restart");
+    assert_eq!(after_restart.base_offset, Some(0));
+    assert_eq!(read_partition(&cluster, "idem", 0).await.len(), stored.len());
 }
 
 const PRODUCERS: usize = 4;
