@@ -97,7 +97,15 @@ pub struct SegmentLog {
     state: StateFile,
     flusher: FlushHandle,
     failed: Arc<AtomicBool>,
+    /// The newest entries as appended (bodies shared, not copied), always a contiguous run
+    /// ending at the last entry: a leader replicates what it just appended from here instead of
+    /// reading it back from the page cache. At most [`RECENT_ENTRIES_BYTES`] of bodies.
+    recent: std::collections::VecDeque<StoredEntry>,
+    recent_bytes: usize,
 }
+
+/// Body bytes of the newest entries each log keeps in memory for replication reads.
+pub const RECENT_ENTRIES_BYTES: usize = 1024 * 1024;
 
 impl SegmentLog {
     /// Opens (or creates) the log in `dir`, recovering from a crash: a torn tail of the active
@@ -167,6 +175,8 @@ impl SegmentLog {
             state,
             flusher,
             failed: Arc::new(AtomicBool::new(false)),
+            recent: std::collections::VecDeque::new(),
+            recent_bytes: 0,
         };
         log.drop_purged_segments()?;
         Ok((log, report))
@@ -304,6 +314,40 @@ impl SegmentLog {
         }
 
         let base_offsets: Vec<Offset> = frames.iter().map(|(header, _)| header.base_offset).collect();
+        let appended: Vec<StoredEntry> = frames
+            .iter()
+            .map(|(header, body)| StoredEntry {
+                id: header.id,
+                kind: header.kind,
+                base_offset: header.base_offset,
+                record_count: header.record_count,
+                body: body.clone(),
+            })
+            .collect();
+        let touched = match self.write_frames(frames, now_ms) {
+            Ok(touched) => touched,
+            Err(error) => {
+                // What reached the files is uncertain now: keep no in-memory copy that could
+                // disagree with them.
+                self.recent.clear();
+                self.recent_bytes = 0;
+                return Err(error);
+            }
+        };
+        self.remember_recent(appended);
+
+        match self.config.fsync {
+            FsyncPolicy::Always => self.flusher.sync_then(touched, on_durable),
+            FsyncPolicy::Interval(every) => {
+                self.flusher.mark_dirty(touched, every);
+                on_durable(Ok(()));
+            }
+            FsyncPolicy::Never => on_durable(Ok(())),
+        }
+        Ok(base_offsets)
+    }
+
+    fn write_frames(&mut self, frames: Vec<(FrameHeader, Bytes)>, now_ms: i64) -> StorageResult<Vec<SyncTarget>> {
         let mut touched: Vec<SyncTarget> = Vec::new();
         let mut buffer = Vec::new();
         let mut headers = Vec::new();
@@ -323,16 +367,42 @@ impl SegmentLog {
             headers.push(header);
         }
         self.write_to_active(&mut buffer, &mut headers)?;
+        Ok(touched)
+    }
 
-        match self.config.fsync {
-            FsyncPolicy::Always => self.flusher.sync_then(touched, on_durable),
-            FsyncPolicy::Interval(every) => {
-                self.flusher.mark_dirty(touched, every);
-                on_durable(Ok(()));
+    fn remember_recent(&mut self, appended: Vec<StoredEntry>) {
+        for entry in appended {
+            if entry.body.len() > RECENT_ENTRIES_BYTES {
+                // Too large to keep: start over after it, so the run stays contiguous.
+                self.recent.clear();
+                self.recent_bytes = 0;
+                continue;
             }
-            FsyncPolicy::Never => on_durable(Ok(())),
+            self.recent_bytes += entry.body.len();
+            self.recent.push_back(entry);
+            while self.recent_bytes > RECENT_ENTRIES_BYTES {
+                let evicted = self.recent.pop_front().expect("bytes counted belong to entries");
+                self.recent_bytes -= evicted.body.len();
+            }
         }
-        Ok(base_offsets)
+    }
+
+    fn forget_recent_after(&mut self, last_kept: Option<RaftIndex>) {
+        while self
+            .recent
+            .back()
+            .is_some_and(|e| last_kept.is_none_or(|k| e.id.index > k))
+        {
+            let dropped = self.recent.pop_back().expect("checked");
+            self.recent_bytes -= dropped.body.len();
+        }
+    }
+
+    fn forget_recent_through(&mut self, last: RaftIndex) {
+        while self.recent.front().is_some_and(|e| e.id.index <= last) {
+            let dropped = self.recent.pop_front().expect("checked");
+            self.recent_bytes -= dropped.body.len();
+        }
     }
 
     fn write_to_active(&mut self, buffer: &mut Vec<u8>, headers: &mut Vec<FrameHeader>) -> StorageResult<()> {
@@ -399,6 +469,7 @@ impl SegmentLog {
                 )));
             }
         }
+        self.forget_recent_after(last_kept);
         let mut removed_files = false;
         while let Some(active) = self.segments.last() {
             if last_kept.is_some_and(|k| active.first_index() <= k) {
@@ -435,6 +506,7 @@ impl SegmentLog {
         let mut state = self.state.state().clone();
         state.purged = Some(PurgedPrefix { last, next_offset });
         self.state.store(state)?;
+        self.forget_recent_through(last.index);
         self.drop_purged_segments()
     }
 
@@ -468,6 +540,12 @@ impl SegmentLog {
         let mut entries = Vec::new();
         if start >= end {
             return Ok(entries);
+        }
+        if self.recent.front().is_some_and(|first| first.id.index <= start) {
+            // The run ends at the last entry, so it holds all of [start, end) that exists.
+            let skip = (start.0 - self.recent[0].id.index.0) as usize;
+            let take = (end.0 - start.0).min(usize::MAX as u64) as usize;
+            return Ok(self.recent.iter().skip(skip).take(take).cloned().collect());
         }
         let first_segment = self
             .segments
