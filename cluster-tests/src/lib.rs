@@ -1,7 +1,10 @@
 //! Harness for tests that run real `broker` processes on loopback: start, kill -9, restart,
 //! stop them, and find the binary (built on demand so the tests never run a stale one); and a
-//! fault-injecting TCP proxy ([`proxy`]) to put between clients (or brokers) and brokers.
+//! fault-injecting TCP proxy ([`proxy`]) to put between clients (or brokers) and brokers; the
+//! history recorder ([`history`]) and the checker that finds anomalies in it ([`checker`]).
 
+pub mod checker;
+pub mod history;
 pub mod proxy;
 
 use std::net::TcpListener;
