@@ -75,21 +75,46 @@ pub struct BrokerProcess {
     /// Its data directory (kept across restarts).
     pub data_dir: PathBuf,
     peers: String,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl BrokerProcess {
     /// Starts broker `id` of a cluster whose peers are `peers` (`id=addr,...`).
     pub fn start(id: u64, address: String, data_dir: PathBuf, peers: String) -> BrokerProcess {
+        Self::start_with(id, address, data_dir, peers, Vec::new())
+    }
+
+    /// Like [`start`](Self::start), with extra `broker serve` arguments (kept for restarts).
+    pub fn start_with(
+        id: u64,
+        address: String,
+        data_dir: PathBuf,
+        peers: String,
+        extra_args: Vec<String>,
+    ) -> BrokerProcess {
         let mut process = BrokerProcess {
             id,
             address,
             data_dir,
             peers,
+            extra_args,
             child: None,
         };
         process.restart();
         process
+    }
+
+    /// SIGSTOP (`pause = true`) or SIGCONT: the process freezes with its sockets open.
+    pub fn signal_pause(&self, pause: bool) {
+        if let Some(child) = &self.child {
+            let signal = if pause { "-STOP" } else { "-CONT" };
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
     }
 
     /// (Re)starts the process on the same address and data.
@@ -107,6 +132,7 @@ impl BrokerProcess {
             ])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .arg("--exit-on-stdin-close")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -268,4 +294,53 @@ pub async fn read_partition(
         records.extend(consumer.poll(std::time::Duration::from_secs(5)).await.expect("poll"));
     }
     records
+}
+
+/// The data directory of `broker`'s replica of `topic`/`partition`.
+pub fn partition_dir(broker: &BrokerProcess, topic: &str, partition: u32) -> PathBuf {
+    let parent = broker.data_dir.join("partitions");
+    std::fs::read_dir(&parent)
+        .expect("partitions directory")
+        .map(|e| e.expect("directory entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&format!("{topic}-{partition}-g")))
+        })
+        .unwrap_or_else(|| panic!("broker {} has no replica of {topic}/{partition}", broker.id))
+}
+
+/// A digest of every entry (Raft id, kind, body) of the log in `dir`; the broker must be stopped.
+pub fn log_digest(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let flush = broker::storage::FlushWorker::start("digest").expect("flush worker");
+    let (log, _) = broker::storage::SegmentLog::open(dir, broker::storage::LogConfig::default(), flush.handle(), 0)
+        .expect("opening a replica's log");
+    let entries = log
+        .read_entries(broker::storage::RaftIndex(0), broker::storage::RaftIndex(u64::MAX))
+        .expect("reading a replica's log");
+    // DefaultHasher::new() has fixed keys: the same entries give the same digest in one run.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for entry in &entries {
+        (entry.id.term, entry.id.leader_node, entry.id.index.0).hash(&mut hasher);
+        (entry.kind as u8).hash(&mut hasher);
+        entry.body.hash(&mut hasher);
+    }
+    format!("{} entries, {:016x}", entries.len(), hasher.finish())
+}
+
+/// Cuts the last `bytes` bytes off the newest segment file of the log in `dir` (a torn write
+/// as a crash leaves it); the broker must be stopped.
+pub fn truncate_active_segment(dir: &Path, bytes: u64) {
+    let newest = std::fs::read_dir(dir)
+        .expect("log directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .expect("a segment file");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .expect("open segment");
+    let length = file.metadata().expect("segment metadata").len();
+    file.set_len(length.saturating_sub(bytes)).expect("truncate segment");
 }

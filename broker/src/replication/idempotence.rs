@@ -44,16 +44,48 @@ struct InFlightProducer {
 pub struct InFlightBatches {
     term: u64,
     producers: HashMap<i64, InFlightProducer>,
+    /// Set when a proposal failed or the term changed: which proposals reached the log (and in
+    /// which term) is unknown, so nothing is admitted until every outstanding proposal has
+    /// resolved (applied, so in the table, or refused) — then the table alone is authoritative.
+    must_drain: bool,
+    /// Proposals handed to Raft whose outcome is not known yet.
+    outstanding: usize,
 }
 
 impl InFlightBatches {
+    /// A proposal failed after it was handed to Raft: forget the in-flight view and admit
+    /// nothing until the leader's whole log is applied.
+    pub fn proposal_failed(&mut self) {
+        self.producers.clear();
+        self.must_drain = true;
+    }
+
+    /// Whether admission must wait: set after a failure or a term change, until every
+    /// outstanding proposal has resolved.
+    pub fn must_wait(&mut self) -> bool {
+        if self.must_drain && self.outstanding == 0 {
+            self.must_drain = false;
+        }
+        self.must_drain
+    }
+
+    /// A proposal's outcome arrived (applied or refused).
+    pub fn resolved(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
     /// Decides on `batch` for a leader in `term`, given the committed `table`.
     pub fn admit(&mut self, term: u64, table: &ProducerTable, batch: &BatchIdentity) -> Admission {
         if self.term != term {
-            // Proposals of an earlier term either are in the log (and so in the table once this
-            // leader's first entry applies) or were lost: nothing of them is known any more.
+            // A proposal made under the old term may still land in the log — even after this
+            // leader's first entry of the new term — so the view is dropped and admission waits
+            // (see `must_wait`) until every outstanding proposal has resolved.
             self.producers.clear();
             self.term = term;
+            if self.outstanding > 0 {
+                self.must_drain = true;
+                return Admission::AwaitInFlight;
+            }
         }
         let committed = table.get(batch.producer_id);
         if let Some(in_flight) = self.producers.get_mut(&batch.producer_id) {
@@ -100,6 +132,7 @@ impl InFlightBatches {
 
     /// Records that `batch` was proposed.
     pub fn proposed(&mut self, batch: &BatchIdentity) {
+        self.outstanding += 1;
         let entry = self.producers.entry(batch.producer_id).or_default();
         if entry.epoch != batch.epoch {
             entry.epoch = batch.epoch;
@@ -110,6 +143,7 @@ impl InFlightBatches {
 
     /// Forgets a proposal that never reached the Raft core.
     pub fn withdraw(&mut self, batch: &BatchIdentity) {
+        self.outstanding = self.outstanding.saturating_sub(1);
         if let Some(entry) = self.producers.get_mut(&batch.producer_id) {
             entry
                 .batches
@@ -168,12 +202,18 @@ mod tests {
     }
 
     #[test]
-    fn a_new_term_forgets_what_the_old_one_proposed() {
+    fn a_new_term_waits_for_the_old_terms_proposals_then_forgets_them() {
         let table = ProducerTable::default();
         let mut in_flight = InFlightBatches::default();
         assert_eq!(in_flight.admit(3, &table, &batch(0, 10)), Admission::Propose);
         in_flight.proposed(&batch(0, 10));
-        // The proposal was lost with the term: the retry is proposed afresh.
+        // The old proposal may still land in the new term's log: wait until it resolves.
+        assert_eq!(in_flight.admit(4, &table, &batch(0, 10)), Admission::AwaitInFlight);
+        assert!(in_flight.must_wait());
+        // It was refused (never appended): the retry is proposed afresh.
+        in_flight.resolved();
+        in_flight.proposal_failed();
+        assert!(!in_flight.must_wait());
         assert_eq!(in_flight.admit(4, &table, &batch(0, 10)), Admission::Propose);
     }
 

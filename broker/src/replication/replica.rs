@@ -142,6 +142,11 @@ impl RaftTimers {
             election_timeout_max: self.election_timeout_max_ms,
             // Retention, not openraft, decides when log data may go (docs/architecture.md).
             snapshot_policy: SnapshotPolicy::Never,
+            // A follower whose disk lost acknowledged entries (a torn or corrupted tail cut at
+            // recovery) comes back with a shorter log than it once acknowledged. By default the
+            // leader treats that as a bug and its Raft core panics, taking the partition down;
+            // allowed, the leader re-replicates the missing entries (found by the nemesis test).
+            allow_log_reversion: Some(true),
             ..openraft::Config::default()
         };
         config.validate().map(Arc::new).map_err(|e| ReplicationError::Raft {
@@ -176,7 +181,7 @@ pub struct PartitionReplica {
     appended: AppendNotifier,
     groups: RaftGroups,
     producers: SharedProducerTable,
-    in_flight: tokio::sync::Mutex<InFlightBatches>,
+    in_flight: Arc<tokio::sync::Mutex<InFlightBatches>>,
     /// Bumped whenever an idempotent batch is proposed, to wake batches waiting for a gap.
     proposals: watch::Sender<u64>,
 }
@@ -284,7 +289,7 @@ impl PartitionReplica {
             appended,
             groups: host.groups.clone(),
             producers,
-            in_flight: tokio::sync::Mutex::new(InFlightBatches::default()),
+            in_flight: Arc::new(tokio::sync::Mutex::new(InFlightBatches::default())),
             proposals: watch::Sender::new(0),
         })
     }
@@ -367,6 +372,18 @@ impl PartitionReplica {
             applied.mark_unchanged();
             let mut proposals = self.proposals.subscribe();
             let mut in_flight = self.in_flight.lock().await;
+            if in_flight.must_wait() {
+                drop(in_flight);
+                if Instant::now() >= deadline {
+                    return Err(ReplicationError::Timeout {
+                        group: self.group,
+                        what: "earlier proposals to resolve after a leader change or failure".into(),
+                    });
+                }
+                let wake = deadline.min(Instant::now() + RECHECK_INTERVAL);
+                let _ = tokio::time::timeout_at(wake, applied.changed()).await;
+                continue;
+            }
             let admission = {
                 let table = self.producers.lock().unwrap_or_else(|p| p.into_inner());
                 in_flight.admit(term, &table, &identity)
@@ -374,7 +391,7 @@ impl PartitionReplica {
             let wait_until = match admission {
                 Admission::Propose => {
                     in_flight.proposed(&identity);
-                    let (responder, response) = ProgressResponder::<PartitionRaft, _>::complete_only();
+                    let (responder, response_rx) = ProgressResponder::<PartitionRaft, _>::complete_only();
                     if let Err(fatal) = self
                         .raft
                         .client_write_ff(RecordBatchPayload::new(batch.clone()), Some(responder))
@@ -388,7 +405,25 @@ impl PartitionReplica {
                     }
                     drop(in_flight);
                     self.proposals.send_modify(|count| *count += 1);
-                    let outcome = tokio::time::timeout_at(deadline, response).await;
+                    // Watched to the end even if this caller stops waiting: a refused or failed
+                    // proposal (openraft refuses with ForwardToLeader when the leader's lease
+                    // lapsed) must not stay in the in-flight view as if it were in the log.
+                    let (forward, response) = tokio::sync::oneshot::channel();
+                    let gate = Arc::clone(&self.in_flight);
+                    let pending = response_rx;
+                    tokio::spawn(async move {
+                        let result = pending.await;
+                        let mut gate = gate.lock().await;
+                        gate.resolved();
+                        if !matches!(result, Ok(Ok(_))) {
+                            gate.proposal_failed();
+                        }
+                        drop(gate);
+                        let _ = forward.send(result.ok());
+                    });
+                    let outcome = tokio::time::timeout_at(deadline, response)
+                        .await
+                        .map(|forwarded| forwarded.ok().flatten().ok_or(()));
                     return match outcome {
                         Err(_) => Err(ReplicationError::Timeout {
                             group: self.group,

@@ -1,0 +1,337 @@
+//! A short Jepsen-style run against real broker processes: idempotent producers and a consumer
+//! work through the client crate while a seeded schedule of faults hits the cluster — kill -9
+//! and restart, SIGSTOP/SIGCONT, isolating a broker from its peers (every broker-to-broker link
+//! goes through a proxy the test controls), and a torn segment tail on a stopped minority
+//! replica. Every operation goes into a history; after healing, the checker must find nothing.
+//! A failing history is kept under `target/nemesis-histories/` for `checker::check` to replay.
+
+use client::{ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo};
+use cluster_tests::checker::check;
+use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
+use cluster_tests::proxy::FaultProxy;
+use cluster_tests::{
+    connect_when_ready, create_topic, free_ports, leaders, log_digest, partition_dir, read_partition,
+    truncate_active_segment, BrokerProcess,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "jepsen";
+const PARTITIONS: u32 = 3;
+const PRODUCERS: u32 = 3;
+const CONSUMER: u32 = 100;
+const CHECKER: u32 = 999;
+
+/// Deterministic choices from a seed (xorshift64*).
+struct Schedule(u64);
+
+impl Schedule {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) % n
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    Pause,
+    Isolate,
+    TornTail,
+}
+
+struct Cluster {
+    brokers: Vec<BrokerProcess>,
+    /// (from, to) → the proxy `from` dials to reach `to`.
+    links: HashMap<(u64, u64), FaultProxy>,
+}
+
+impl Cluster {
+    async fn start(root: &std::path::Path) -> Cluster {
+        let ports = free_ports(3);
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut links = HashMap::new();
+        for from in 1..=3u64 {
+            for to in 1..=3u64 {
+                if from != to {
+                    let target = addresses[to as usize - 1].parse().unwrap();
+                    links.insert((from, to), FaultProxy::start(target).await);
+                }
+            }
+        }
+        let brokers = (1..=3u64)
+            .map(|id| {
+                let overrides: Vec<String> = (1..=3u64)
+                    .filter(|to| *to != id)
+                    .flat_map(|to| {
+                        [
+                            "--dial-override".to_string(),
+                            format!("{}={}", addresses[to as usize - 1], links[&(id, to)].address),
+                        ]
+                    })
+                    .collect();
+                BrokerProcess::start_with(
+                    id,
+                    addresses[id as usize - 1].clone(),
+                    root.join(format!("broker-{id}")),
+                    peers.clone(),
+                    overrides,
+                )
+            })
+            .collect();
+        Cluster { brokers, links }
+    }
+
+    fn isolate(&self, broker: u64, cut: bool) {
+        for ((from, to), proxy) in &self.links {
+            if *from == broker || *to == broker {
+                if cut {
+                    proxy.cut();
+                } else {
+                    proxy.heal();
+                }
+            }
+        }
+    }
+}
+
+async fn run(seed: u64, steps: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(root.path()).await;
+    let client = connect_when_ready(&cluster.brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let history = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut workers = Vec::new();
+    for process in 1..=PRODUCERS {
+        let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let config = ProducerConfig {
+                linger: Duration::from_millis(2),
+                delivery_timeout: Duration::from_secs(20),
+                request_timeout: Duration::from_secs(3),
+                ..ProducerConfig::default()
+            };
+            let producer = Producer::new(client, config).unwrap();
+            let mut pending = Vec::new();
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let partition = n % PARTITIONS;
+                let value = format!("p{process}-{n}");
+                let send = |offset| Operation::Send {
+                    partition,
+                    value: value.clone(),
+                    offset,
+                };
+                history.record(process, Outcome::Invoke, send(None));
+                let record = ProducerRecord::new(TOPIC, value.clone()).partition(partition);
+                match producer.send(record).await {
+                    Ok(delivery) => pending.push((value.clone(), partition, delivery)),
+                    Err(_) => history.record(process, Outcome::Fail, send(None)),
+                }
+                n += 1;
+                if n.is_multiple_of(20) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            for (value, partition, delivery) in pending {
+                let (outcome, offset) = match delivery.await {
+                    Ok(metadata) => (Outcome::Ok, metadata.offset),
+                    // A delivery timeout may or may not have written the record.
+                    Err(_) => (Outcome::Info, None),
+                };
+                history.record(
+                    process,
+                    outcome,
+                    Operation::Send {
+                        partition,
+                        value,
+                        offset,
+                    },
+                );
+            }
+            producer.close().await;
+        }));
+    }
+    {
+        let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let config = ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            };
+            let mut consumer = client::Consumer::new(client, config);
+            let partitions: Vec<(String, u32)> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
+            consumer.assign(partitions).await.unwrap();
+            for partition in 0..PARTITIONS {
+                let offset = consumer.seek(TOPIC, partition, SeekTo::Offset(0)).await.unwrap();
+                history.record(CONSUMER, Outcome::Ok, Operation::Seek { partition, offset });
+            }
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(records) = consumer.poll(Duration::from_millis(200)).await {
+                    let records: Vec<Seen> = records
+                        .into_iter()
+                        .map(|r| Seen {
+                            partition: r.partition,
+                            offset: r.offset,
+                            value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+                        })
+                        .collect();
+                    if !records.is_empty() {
+                        history.record(CONSUMER, Outcome::Ok, Operation::Poll { records });
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut schedule = Schedule(seed.max(1));
+    let mut faults = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first four steps cover every kind of fault once, in a seeded order; then any.
+    let mut kinds = [Fault::Kill, Fault::Pause, Fault::Isolate, Fault::TornTail];
+    for i in (1..kinds.len()).rev() {
+        kinds.swap(i, schedule.below(i as u64 + 1) as usize);
+    }
+    for step in 0..steps {
+        let fault = match kinds.get(step) {
+            Some(fault) => *fault,
+            None => [Fault::Kill, Fault::Pause, Fault::Isolate, Fault::TornTail][schedule.below(4) as usize],
+        };
+        let leaders_now = leaders(&client, TOPIC).await;
+        // Half the time hit a partition leader, otherwise any broker.
+        let victim = if schedule.below(2) == 0 {
+            leaders_now[&(schedule.below(u64::from(PARTITIONS)) as u32)]
+        } else {
+            schedule.below(3) + 1
+        };
+        let hold = Duration::from_millis(500 + schedule.below(1500));
+        faults.push(format!("{fault:?} broker {victim} for {hold:?}"));
+        let index = victim as usize - 1;
+        match fault {
+            Fault::Kill => {
+                cluster.brokers[index].kill9();
+                tokio::time::sleep(hold).await;
+                cluster.brokers[index].restart();
+            }
+            Fault::Pause => {
+                cluster.brokers[index].signal_pause(true);
+                tokio::time::sleep(hold).await;
+                cluster.brokers[index].signal_pause(false);
+            }
+            Fault::Isolate => {
+                cluster.isolate(victim, true);
+                tokio::time::sleep(hold).await;
+                cluster.isolate(victim, false);
+            }
+            Fault::TornTail => {
+                cluster.brokers[index].kill9();
+                for partition in 0..PARTITIONS {
+                    truncate_active_segment(&partition_dir(&cluster.brokers[index], TOPIC, partition), 37);
+                }
+                tokio::time::sleep(hold).await;
+                cluster.brokers[index].restart();
+            }
+        }
+        leaders(&client, TOPIC).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    // Healed: wait until every replica holds its leader's last entry, then read everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metadata = client.describe_topics(vec![TOPIC.into()]).await.unwrap();
+        if metadata.topics[0].partitions.iter().all(|p| p.caught_up.len() == 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas never caught up after healing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for partition in 0..PARTITIONS {
+        let records = read_partition(&client, TOPIC, partition)
+            .await
+            .into_iter()
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        history.record(CHECKER, Outcome::Ok, Operation::FinalRead { partition, records });
+    }
+    for broker in &mut cluster.brokers {
+        broker.stop();
+    }
+    for partition in 0..PARTITIONS {
+        for broker in &cluster.brokers {
+            let digest = log_digest(&partition_dir(broker, TOPIC, partition));
+            history.record(
+                CHECKER,
+                Outcome::Ok,
+                Operation::ReplicaLog {
+                    partition,
+                    broker: broker.id,
+                    digest,
+                },
+            );
+        }
+    }
+
+    let events = history.events();
+    let report = check(&events);
+    println!("seed {seed}: faults {faults:?}\n{report}");
+    if !report.is_clean() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nemesis-histories");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("seed-{seed}.jsonl"));
+        write_jsonl(&path, &events).unwrap();
+        let data = root.keep();
+        panic!(
+            "anomalies with seed {seed} (history: {}, broker data kept in {})",
+            path.display(),
+            data.display()
+        );
+    }
+    assert!(report.sends.1 > 1000, "too little was acknowledged to test anything");
+}
+
+/// Not in the default run yet: seeds 2 and 4 still find duplicates (and seed 4 inconsistent
+/// offsets and a replica divergence) — open bugs, see docs/reliability.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn no_anomalies_under_kills_pauses_partitions_and_torn_tails_seed_1() {
+    run(1, 8).await;
+}
+
+/// Long runs: `NEMESIS_SEED=7 NEMESIS_STEPS=200 cargo test -p cluster-tests --test nemesis -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn soak_from_the_environment() {
+    let seed = std::env::var("NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let steps = std::env::var("NEMESIS_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    run(seed, steps).await;
+}
