@@ -398,6 +398,13 @@ impl Producer {
                 max: layout.max_message_bytes,
             });
         }
+        if size > self.shared.config.buffer_memory {
+            return Err(ProduceError::RecordTooLarge {
+                topic: record.topic,
+                size,
+                max: self.shared.config.buffer_memory,
+            });
+        }
         let partition = match record.partition {
             Some(partition) if partition >= layout.partitions => {
                 return Err(ProduceError::InvalidPartition {
@@ -412,13 +419,6 @@ impl Producer {
                 None => self.sticky_partition(&record.topic, layout.partitions, size),
             },
         };
-        if size > self.shared.config.buffer_memory {
-            return Err(ProduceError::RecordTooLarge {
-                topic: record.topic,
-                size,
-                max: self.shared.config.buffer_memory,
-            });
-        }
         let permits = size as u32;
         let reserved = match self.shared.buffer.try_acquire_many(permits) {
             Ok(reserved) => reserved,
@@ -616,8 +616,13 @@ struct PartitionTask {
     unacked: VecDeque<Batch>,
     next_batch_id: u64,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
-    /// Set when the batches after a refused one must be re-stamped under a new producer id.
-    needs_new_identity: bool,
+    /// Set when batches must be re-stamped under a (new) producer id: the id of the first
+    /// batch to re-stamp. Every batch from it on is known not to be in the log (it, or an
+    /// earlier batch of the same sequence run, was refused or never sent).
+    restamp_from: Option<u64>,
+    /// Re-stamped batches (ids from this one on) wait until every batch before them is
+    /// acknowledged: the broker orders batches within one producer id, not across two.
+    order_barrier: Option<u64>,
     /// Something happened that may let a batch be sent, expire or answer a flush.
     changed: bool,
 }
@@ -642,7 +647,8 @@ impl PartitionTask {
             unacked: VecDeque::new(),
             next_batch_id: 0,
             flush_waiters: Vec::new(),
-            needs_new_identity: false,
+            restamp_from: None,
+            order_barrier: None,
             changed: true,
         }
     }
@@ -661,14 +667,14 @@ impl PartitionTask {
         tokio::pin!(timer);
         let mut armed: Option<tokio::time::Instant> = None;
         loop {
-            if self.changed || (self.needs_new_identity && attempts.is_empty()) {
+            if self.changed || (self.restamp_from.is_some() && attempts.is_empty()) {
                 self.changed = false;
                 let now = Instant::now();
                 self.expire_queued(now);
-                if self.needs_new_identity && attempts.is_empty() {
-                    self.take_new_identity().await;
+                if let (Some(from), true) = (self.restamp_from, attempts.is_empty()) {
+                    self.take_new_identity(from).await;
                 }
-                if !self.needs_new_identity {
+                if self.restamp_from.is_none() {
                     self.dispatch(&mut attempts, now);
                 }
                 self.answer_flushes();
@@ -829,28 +835,33 @@ impl PartitionTask {
             if now.duration_since(batch.created) < timeout {
                 break;
             }
-            {
-                let batch = self.unacked.remove(index).expect("index in range");
-                if self.idempotent() && !batch.maybe_written {
-                    // Never reached a broker: the batches after it must not wait for it.
-                    self.needs_new_identity = true;
-                }
-                let last_error = batch
-                    .last_error
-                    .as_ref()
-                    .map_or("none (not sent yet)".to_string(), |e| e.to_string());
-                let elapsed = batch.created.elapsed();
-                self.fail_batch(batch, ProduceError::DeliveryTimeout { elapsed, last_error });
+            let batch = self.unacked.remove(index).expect("index in range");
+            if self.idempotent() && !batch.maybe_written {
+                // Never reached a broker: the batches after it must not wait for it.
+                self.restamp_after_refusal(batch.id);
             }
+            let last_error = batch
+                .last_error
+                .as_ref()
+                .map_or("none (not sent yet)".to_string(), |e| e.to_string());
+            let elapsed = batch.created.elapsed();
+            self.fail_batch(batch, ProduceError::DeliveryTimeout { elapsed, last_error });
         }
     }
 
     /// Sends queued batches in order, up to `max_in_flight`.
     fn dispatch(&mut self, attempts: &mut FuturesUnordered<Attempt>, now: Instant) {
         if self.idempotent() && self.identity.is_none() {
-            self.needs_new_identity = true;
+            self.restamp_from = Some(0);
             return;
         }
+        if self
+            .order_barrier
+            .is_some_and(|barrier| self.unacked.front().is_none_or(|first| first.id >= barrier))
+        {
+            self.order_barrier = None;
+        }
+        let barrier = self.order_barrier;
         // While a batch is being retried, no new batch goes out: otherwise five later batches
         // could land behind a retry whose first attempt was written, pushing it out of the five
         // batches the broker remembers, and its retry could no longer be matched to its offset.
@@ -862,7 +873,8 @@ impl PartitionTask {
             if batch.in_flight {
                 continue;
             }
-            if batch.not_before > now || (recovering && batch.attempts == 0) {
+            let behind_barrier = barrier.is_some_and(|barrier| batch.id >= barrier);
+            if batch.not_before > now || (recovering && batch.attempts == 0) || behind_barrier {
                 // Keep order: nothing later goes first.
                 return;
             }
@@ -928,25 +940,21 @@ impl PartitionTask {
                     batch.last_error = Some(error);
                     return;
                 }
-                if self.idempotent()
-                    && matches!(
-                        code,
-                        Some(ErrorCode::OutOfOrderSequence) | Some(ErrorCode::UnknownProducerId)
-                    )
-                {
+                if sequence_gap {
                     // Refused, so not in the log, and nothing after it can be: re-stamp this
                     // batch and the later ones under a new producer id and send them again.
                     let batch = &mut self.unacked[index];
                     batch.in_flight = false;
                     batch.not_before = Instant::now();
                     batch.last_error = Some(error);
-                    self.needs_new_identity = true;
+                    let id = batch.id;
+                    self.restamp_after_refusal(id);
                     return;
                 }
                 let batch = self.unacked.remove(index).expect("index in range");
                 if self.idempotent() && !retriable {
                     // A refusal: the batches after this one must not wait for it.
-                    self.needs_new_identity = true;
+                    self.restamp_after_refusal(batch.id);
                 }
                 let failure = if retriable {
                     ProduceError::DeliveryTimeout {
@@ -991,9 +999,17 @@ impl PartitionTask {
         }
     }
 
-    /// Takes the producer's id (first time) or a fresh one (after a refusal) and re-stamps
-    /// every unacknowledged batch from sequence 0. Only called with nothing in flight.
-    async fn take_new_identity(&mut self) {
+    /// Batches from `id` on (by id) are not in the log: re-stamp them under a new producer id.
+    /// Batches before it keep their stamps — some may be in the log, and a re-stamped retry of
+    /// one of those could be written twice.
+    fn restamp_after_refusal(&mut self, id: u64) {
+        self.restamp_from = Some(self.restamp_from.map_or(id, |from| from.min(id)));
+    }
+
+    /// Takes the producer's id (first time) or a fresh one (after a refusal) and re-stamps the
+    /// unacknowledged batches from id `from` on, from sequence 0. Only called with nothing in
+    /// flight.
+    async fn take_new_identity(&mut self, from: u64) {
         let identity = match self.identity {
             None => self
                 .shared
@@ -1008,14 +1024,17 @@ impl PartitionTask {
                 self.identity = Some(identity);
                 self.next_sequence = 0;
                 let mut batches = std::mem::take(&mut self.unacked);
-                for batch in batches.iter_mut() {
+                for batch in batches.iter_mut().filter(|b| b.id >= from) {
                     let count = batch.records.len();
                     let stamp = self.next_stamp(count);
                     batch.bytes = restamp(&batch.bytes, stamp);
                     batch.maybe_written = false;
                 }
+                if batches.front().is_some_and(|first| first.id < from) {
+                    self.order_barrier = Some(from);
+                }
                 self.unacked = batches;
-                self.needs_new_identity = false;
+                self.restamp_from = None;
             }
             Err(error) => {
                 tracing::warn!(%error, topic = %self.topic, partition = self.partition, "no producer id yet");

@@ -171,15 +171,21 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// The `--peers` value for brokers 1..=n at `addresses`: `1=addr,2=addr,...`.
+pub fn peers_flag(addresses: &[String]) -> String {
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("{}={address}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A cluster of `n` broker processes with data under `root`.
 pub fn start_cluster(root: &Path, n: usize) -> Vec<BrokerProcess> {
     let ports = free_ports(n);
-    let peers = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    let peers = peers_flag(&addresses);
     ports
         .iter()
         .enumerate()

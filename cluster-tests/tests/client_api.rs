@@ -110,6 +110,38 @@ async fn errors_are_typed_unknown_topic_too_large_and_delivery_timeout() {
         .send_and_wait(ProducerRecord::new("small", "fits"))
         .await
         .unwrap();
+
+    // The broker's idempotence refusals, each a distinct code (the gap cases wait 1.5 s for a
+    // missing predecessor first).
+    let (producer_id, producer_epoch) = cluster.init_producer_id().await.unwrap();
+    let stamped = |base_sequence| {
+        let records = vec![Record {
+            value: Some(Bytes::from("stamped")),
+            ..Record::default()
+        }];
+        let stamp = ProducerStamp {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        };
+        encode_batch(&records, stamp)
+    };
+    let attempt = |batch, acks| cluster.produce_attempt("small", 0, acks, batch, Duration::from_secs(5));
+    let unknown = attempt(stamped(5), client::Acks::All).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(ErrorCode::UnknownProducerId));
+    let first = attempt(stamped(0), client::Acks::All).await.unwrap();
+    assert!(!first.duplicate);
+    let gap = attempt(stamped(3), client::Acks::All).await.unwrap_err();
+    assert_eq!(gap.code(), Some(ErrorCode::OutOfOrderSequence));
+    let again = attempt(stamped(0), client::Acks::All).await.unwrap();
+    assert_eq!((again.duplicate, again.base_offset), (true, first.base_offset));
+    let leader_only = attempt(stamped(1), client::Acks::Leader).await.unwrap_err();
+    assert_eq!(
+        leader_only.code(),
+        Some(ErrorCode::InvalidRequest),
+        "idempotence needs acks=all"
+    );
+
     for broker in &mut brokers {
         broker.kill9();
     }

@@ -18,6 +18,24 @@ fn values(records: &[client::ConsumerRecord]) -> Vec<String> {
         .collect()
 }
 
+/// Resends `batch` to partition 0 of `idem` as a producer would: retriable errors are retried
+/// (the connection may still be reconnecting, a leader still being elected) until `within`.
+async fn retry_until_acknowledged(cluster: &client::Cluster, batch: &Bytes, within: Duration) -> client::ProduceAck {
+    let deadline = Instant::now() + within;
+    loop {
+        match cluster
+            .produce_attempt("idem", 0, client::Acks::All, batch.clone(), Duration::from_secs(10))
+            .await
+        {
+            Ok(ack) => return ack,
+            Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(error) => panic!("retry failed: {error}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_lost_response_is_answered_with_the_original_offset() {
     let root = tempfile::tempdir().unwrap();
@@ -59,19 +77,7 @@ async fn a_retry_after_a_lost_response_is_answered_with_the_original_offset() {
         .await;
     assert!(first.is_err(), "the answer was to be lost, got {first:?}");
     assert_eq!(proxies[&leader].responses_lost(), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let retry = loop {
-        match cluster
-            .produce_attempt("idem", 0, client::Acks::All, batch.clone(), Duration::from_secs(10))
-            .await
-        {
-            Ok(ack) => break ack,
-            Err(error) if error.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(error) => panic!("retry failed: {error}"),
-        }
-    };
+    let retry = retry_until_acknowledged(&cluster, &batch, Duration::from_secs(30)).await;
     assert!(retry.duplicate, "the retry must be recognised as a duplicate");
     assert_eq!(retry.base_offset, Some(0), "the retry gets the first attempt's offset");
     let stored = read_partition(&cluster, "idem", 0).await;
@@ -113,19 +119,7 @@ async fn a_retry_after_a_lost_response_is_answered_with_the_original_offset() {
     for broker in &mut brokers {
         broker.restart();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after_restart = loop {
-        match cluster
-            .produce_attempt("idem", 0, client::Acks::All, batch.clone(), Duration::from_secs(10))
-            .await
-        {
-            Ok(ack) => break ack,
-            Err(error) if error.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(error) => panic!("retry after restart failed: {error}"),
-        }
-    };
+    let after_restart = retry_until_acknowledged(&cluster, &batch, Duration::from_secs(60)).await;
     assert!(after_restart.duplicate, "the table survived the restart");
     assert_eq!(after_restart.base_offset, Some(0));
     assert_eq!(read_partition(&cluster, "idem", 0).await.len(), stored.len());

@@ -10,7 +10,7 @@ use cluster_tests::checker::check;
 use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
 use cluster_tests::proxy::FaultProxy;
 use cluster_tests::{
-    connect_when_ready, create_topic, free_ports, leaders, log_digest, partition_dir, read_partition,
+    connect_when_ready, create_topic, free_ports, leaders, log_digest, partition_dir, peers_flag, read_partition,
     truncate_active_segment, BrokerProcess,
 };
 use std::collections::HashMap;
@@ -54,12 +54,7 @@ impl Cluster {
     async fn start(root: &std::path::Path) -> Cluster {
         let ports = free_ports(3);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let peers = addresses
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let peers = peers_flag(&addresses);
         let mut links = HashMap::new();
         for from in 1..=3u64 {
             for to in 1..=3u64 {

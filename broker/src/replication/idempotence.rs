@@ -7,7 +7,9 @@
 //! the log, so a duplicate that reached the log would take offsets. Checking before proposing,
 //! under one lock per partition, keeps duplicates out of the log. It is sound because a leader
 //! admits nothing until an entry of its own term is applied — by then the table reflects every
-//! entry its predecessors committed — and forgets its in-flight view whenever its term changes.
+//! entry its predecessors committed — and, after its term changes or a proposal fails, admits
+//! nothing until every proposal it handed to Raft has resolved (a proposal made under one term
+//! can land in the log after the next term's first entry).
 
 use super::producer_state::{judge, sequence_at_or_before, BatchIdentity, ProducerTable, SequenceVerdict};
 use crate::storage::Offset;
@@ -53,20 +55,11 @@ pub struct InFlightBatches {
 }
 
 impl InFlightBatches {
-    /// A proposal failed after it was handed to Raft: forget the in-flight view and admit
-    /// nothing until the leader's whole log is applied.
+    /// A proposal failed after it was handed to Raft (refused, or its outcome is unknown):
+    /// forget the in-flight view and admit nothing until every outstanding proposal resolved.
     pub fn proposal_failed(&mut self) {
         self.producers.clear();
         self.must_drain = true;
-    }
-
-    /// Whether admission must wait: set after a failure or a term change, until every
-    /// outstanding proposal has resolved.
-    pub fn must_wait(&mut self) -> bool {
-        if self.must_drain && self.outstanding == 0 {
-            self.must_drain = false;
-        }
-        self.must_drain
     }
 
     /// A proposal's outcome arrived (applied or refused).
@@ -79,13 +72,16 @@ impl InFlightBatches {
         if self.term != term {
             // A proposal made under the old term may still land in the log — even after this
             // leader's first entry of the new term — so the view is dropped and admission waits
-            // (see `must_wait`) until every outstanding proposal has resolved.
+            // until every outstanding proposal has resolved.
             self.producers.clear();
             self.term = term;
+            self.must_drain = true;
+        }
+        if self.must_drain {
             if self.outstanding > 0 {
-                self.must_drain = true;
                 return Admission::AwaitInFlight;
             }
+            self.must_drain = false;
         }
         let committed = table.get(batch.producer_id);
         if let Some(in_flight) = self.producers.get_mut(&batch.producer_id) {
@@ -209,11 +205,10 @@ mod tests {
         in_flight.proposed(&batch(0, 10));
         // The old proposal may still land in the new term's log: wait until it resolves.
         assert_eq!(in_flight.admit(4, &table, &batch(0, 10)), Admission::AwaitInFlight);
-        assert!(in_flight.must_wait());
+        assert_eq!(in_flight.admit(4, &table, &batch(10, 10)), Admission::AwaitInFlight);
         // It was refused (never appended): the retry is proposed afresh.
         in_flight.resolved();
         in_flight.proposal_failed();
-        assert!(!in_flight.must_wait());
         assert_eq!(in_flight.admit(4, &table, &batch(0, 10)), Admission::Propose);
     }
 

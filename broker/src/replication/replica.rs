@@ -372,18 +372,6 @@ impl PartitionReplica {
             applied.mark_unchanged();
             let mut proposals = self.proposals.subscribe();
             let mut in_flight = self.in_flight.lock().await;
-            if in_flight.must_wait() {
-                drop(in_flight);
-                if Instant::now() >= deadline {
-                    return Err(ReplicationError::Timeout {
-                        group: self.group,
-                        what: "earlier proposals to resolve after a leader change or failure".into(),
-                    });
-                }
-                let wake = deadline.min(Instant::now() + RECHECK_INTERVAL);
-                let _ = tokio::time::timeout_at(wake, applied.changed()).await;
-                continue;
-            }
             let admission = {
                 let table = self.producers.lock().unwrap_or_else(|p| p.into_inner());
                 in_flight.admit(term, &table, &identity)
@@ -410,9 +398,8 @@ impl PartitionReplica {
                     // lapsed) must not stay in the in-flight view as if it were in the log.
                     let (forward, response) = tokio::sync::oneshot::channel();
                     let gate = Arc::clone(&self.in_flight);
-                    let pending = response_rx;
                     tokio::spawn(async move {
-                        let result = pending.await;
+                        let result = response_rx.await;
                         let mut gate = gate.lock().await;
                         gate.resolved();
                         if !matches!(result, Ok(Ok(_))) {
@@ -459,7 +446,7 @@ impl PartitionReplica {
             if Instant::now() >= deadline {
                 return Err(ReplicationError::Timeout {
                     group: self.group,
-                    what: "an earlier attempt of the same batch to commit".into(),
+                    what: "earlier proposals of this partition to resolve (a retry is safe)".into(),
                 });
             }
             // Wake on an apply or a proposal, and re-check leadership at least every interval.
