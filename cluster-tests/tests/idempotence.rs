@@ -122,7 +122,14 @@ async fn a_retry_after_a_lost_response_is_answered_with_the_original_offset() {
     let after_restart = retry_until_acknowledged(&cluster, &batch, Duration::from_secs(60)).await;
     assert!(after_restart.duplicate, "the table survived the restart");
     assert_eq!(after_restart.base_offset, Some(0));
-    assert_eq!(read_partition(&cluster, "idem", 0).await.len(), stored.len());
+    // A leader elected a moment ago must not answer from an older commit index (this once
+    // read back 1260 of 2010 records: the high watermark went backwards across the election).
+    let after = read_partition(&cluster, "idem", 0).await;
+    assert_eq!(
+        values(&after),
+        stored_values,
+        "every acknowledged record survived the restart"
+    );
 }
 
 const PRODUCERS: usize = 4;

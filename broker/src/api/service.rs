@@ -26,6 +26,9 @@ const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Fetch size when the request gives none.
 const DEFAULT_FETCH_BYTES: usize = 1024 * 1024;
+/// How long a read waits for a newly elected leader to apply an entry of its own term before
+/// answering NOT_LEADER (retriable). Elections settle well within this.
+const READ_READINESS_WAIT: Duration = Duration::from_secs(2);
 
 /// What the API needs of the broker: the controller and the local partitions.
 pub struct BrokerApi {
@@ -336,6 +339,12 @@ impl Broker for BrokerApi {
             let leader = replica.leader();
             return Ok(error(ErrorCode::NotLeader, "fetch from the leader".into(), leader));
         }
+        if let Err(e) = replica
+            .wait_ready_to_serve(tokio::time::Instant::now() + READ_READINESS_WAIT)
+            .await
+        {
+            return Ok(error(replication_error_code(&e), e.to_string(), replica.leader()));
+        }
         let from = Offset(request.offset);
         let max_bytes = match request.max_bytes {
             0 => DEFAULT_FETCH_BYTES,
@@ -387,6 +396,17 @@ impl Broker for BrokerApi {
             return Ok(answer(
                 ErrorCode::NotLeader,
                 "ask the leader".into(),
+                None,
+                replica.leader(),
+            ));
+        }
+        if let Err(e) = replica
+            .wait_ready_to_serve(tokio::time::Instant::now() + READ_READINESS_WAIT)
+            .await
+        {
+            return Ok(answer(
+                replication_error_code(&e),
+                e.to_string(),
                 None,
                 replica.leader(),
             ));

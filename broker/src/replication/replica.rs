@@ -366,7 +366,7 @@ impl PartitionReplica {
         let deadline = Instant::now() + timeout;
         let mut gap_deadline: Option<Instant> = None;
         loop {
-            let term = self.wait_ready_for_idempotent(deadline).await?;
+            let term = self.wait_ready_to_serve(deadline).await?;
             // Mark what has been seen before deciding, so a change right after is not missed.
             let mut applied = self.applied_next_offset.clone();
             applied.mark_unchanged();
@@ -517,9 +517,11 @@ impl PartitionReplica {
         }
     }
 
-    /// Waits until this replica leads with an entry of its own term applied — only then does
-    /// the producer table reflect everything earlier leaders committed — and returns its term.
-    async fn wait_ready_for_idempotent(&self, deadline: Instant) -> Result<u64, ReplicationError> {
+    /// Waits until this replica leads with an entry of its own term applied, and returns its
+    /// term. Only then do the high watermark and the producer table reflect everything earlier
+    /// leaders committed: a leader elected a moment ago may still hold an old commit index, and
+    /// answering a fetch or ListOffsets from it would move the high watermark backwards.
+    pub async fn wait_ready_to_serve(&self, deadline: Instant) -> Result<u64, ReplicationError> {
         let ready = |m: &openraft::RaftMetrics<PartitionRaft>| {
             m.state == openraft::ServerState::Leader
                 && m.vote.committed
