@@ -3,7 +3,8 @@
 
 use broker::storage::frame::FRAME_HEADER_LEN;
 use broker::storage::{
-    EntryId, EntryKind, FlushWorker, FsyncPolicy, LogConfig, NewEntry, Offset, RaftIndex, SegmentLog, StorageError,
+    EntryId, EntryKind, FlushWorker, FsyncPolicy, LogConfig, LostAcknowledged, NewEntry, Offset, RaftIndex, SegmentLog,
+    StorageError,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -111,6 +112,93 @@ fn bit_flip_in_the_tail_frame_is_cut_as_a_torn_write() {
     log.append(vec![data_entry(19, 2, T0, 50)], T0, Box::new(|r| r.unwrap()))
         .unwrap();
     assert_eq!(log.read_entries(RaftIndex(0), RaftIndex(100)).unwrap().len(), 20);
+}
+
+fn entry_id(index: u64) -> EntryId {
+    EntryId {
+        term: 1,
+        leader_node: 1,
+        index: RaftIndex(index),
+    }
+}
+
+fn truncate_file(path: &Path, length: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(length)
+        .unwrap();
+}
+
+#[test]
+fn losing_entries_that_were_reported_durable_is_told_apart_from_a_torn_unreported_write() {
+    // A crash in the middle of a write: the partial frame was never reported durable.
+    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
+    let path = log.segments()[0].path.clone();
+    drop(log);
+    let bytes = std::fs::read(&path).unwrap();
+    let last = *frame_positions(&path).last().unwrap() as usize;
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&bytes[last..last + 30]);
+    std::fs::write(&path, &torn).unwrap();
+    let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.truncated_bytes, 30);
+    assert_eq!(report.lost_acknowledged, None, "nothing reported durable is missing");
+    drop(log);
+
+    // Storage loses the end of a frame that was reported durable.
+    truncate_file(&path, last as u64 + 7);
+    let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(log.last_entry_id(), Some(entry_id(18)));
+    assert_eq!(report.lost_acknowledged, Some(LostAcknowledged::Through(entry_id(19))));
+    drop(log);
+    // Still missing on the next open: the mark is not forgotten until the entry is back.
+    let (mut log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.lost_acknowledged, Some(LostAcknowledged::Through(entry_id(19))));
+    log.append(vec![data_entry(19, 2, T0, 50)], T0, Box::new(|r| r.unwrap()))
+        .unwrap();
+    drop(log);
+    let (_, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.lost_acknowledged, None, "caught up again");
+}
+
+#[test]
+fn entries_raft_replaced_are_not_mistaken_for_lost_ones() {
+    let (dir, flush, mut log) = filled_log(config(1 << 20), 20, 50);
+    log.truncate_after(Some(RaftIndex(9))).unwrap();
+    drop(log);
+    let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(log.last_entry_id(), Some(entry_id(9)));
+    assert_eq!(report.lost_acknowledged, None);
+}
+
+#[test]
+fn a_committed_entry_beyond_the_recovered_log_is_reported_and_clamped() {
+    let (dir, flush, mut log) = filled_log(config(1 << 20), 20, 50);
+    log.save_committed(Some(entry_id(19)));
+    log.close().unwrap();
+    let path = log.segments()[0].path.clone();
+    drop(log);
+    // Both the mark and the remembered commit are gone: only the commit index says what was lost.
+    std::fs::remove_file(dir.path().join("acknowledged.mark")).unwrap();
+    truncate_file(&path, frame_positions(&path)[15]);
+    let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.lost_acknowledged, Some(LostAcknowledged::Through(entry_id(19))));
+    assert_eq!(
+        log.committed(),
+        Some(entry_id(14)),
+        "Raft is not asked to re-apply entries that are gone"
+    );
+}
+
+#[test]
+fn a_damaged_acknowledged_mark_means_unknown_loss() {
+    let (dir, flush, log) = filled_log(config(1 << 20), 5, 50);
+    drop(log);
+    std::fs::write(dir.path().join("acknowledged.mark"), b"garbage").unwrap();
+    let (_, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.lost_acknowledged, Some(LostAcknowledged::Unknown));
 }
 
 #[test]

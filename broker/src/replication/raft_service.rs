@@ -10,7 +10,7 @@ use proto::raft_v1::{
     AppendBatchRequest, AppendBatchResponse, AppendRequest, BatchItemResponse, JsonRequest, JsonResponse,
     SnapshotRequest,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Response, Status};
@@ -22,6 +22,9 @@ pub type PartitionRaftNode = openraft::Raft<PartitionRaft, PartitionStateMachine
 #[derive(Clone, Default)]
 pub struct RaftGroups {
     groups: Arc<RwLock<HashMap<u64, PartitionRaftNode>>>,
+    /// Groups whose local replica lost entries it had acknowledged: they grant no votes until
+    /// the replica has those entries back (see `PartitionReplica::start`).
+    votes_held: Arc<RwLock<HashSet<u64>>>,
 }
 
 impl RaftGroups {
@@ -33,6 +36,21 @@ impl RaftGroups {
     /// Stops routing to group `group`, returning its node.
     pub fn remove(&self, group: u64) -> Option<PartitionRaftNode> {
         self.groups.write().expect("raft group map").remove(&group)
+    }
+
+    /// Refuses every vote request of `group` until [`release_votes`](Self::release_votes).
+    pub fn hold_votes(&self, group: u64) {
+        self.votes_held.write().expect("held votes").insert(group);
+    }
+
+    /// Lets `group` vote again.
+    pub fn release_votes(&self, group: u64) {
+        self.votes_held.write().expect("held votes").remove(&group);
+    }
+
+    /// Whether `group` refuses votes now.
+    pub fn votes_held(&self, group: u64) -> bool {
+        self.votes_held.read().expect("held votes").contains(&group)
     }
 
     /// The node of group `group`, if hosted here.
@@ -100,6 +118,11 @@ impl RaftRpc for RaftGroups {
         let request = request.into_inner();
         let raft = self.node(request.group)?;
         let rpc = serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.votes_held(request.group) {
+            // A refusal carrying our own (older) vote: the candidate counts nothing from it.
+            let vote = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).vote;
+            return json_response(&openraft::raft::VoteResponse::<PartitionRaft>::new(vote, None, false));
+        }
         let response = raft.vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         json_response(&response)
     }

@@ -11,7 +11,7 @@ use super::producer_state::{BatchIdentity, SequenceVerdict};
 use super::raft_service::{PartitionRaftNode, RaftGroups};
 use super::state_machine::{BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
-use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry};
+use crate::storage::{FlushHandle, LogConfig, LostAcknowledged, Offset, SegmentLog, StorageError, StoredEntry};
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -243,6 +243,61 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// When a replica that lost acknowledged entries holds everything it had acknowledged again.
+///
+/// A committed entry the replica lost is, by Raft's leader completeness, in the log of every
+/// leader since; so the replica holds it again once it has applied (that is, matched a leader's
+/// log through) either the lost entry's index, or any entry of a later leader — whose log has
+/// every entry of earlier leaders before its own. Until then its vote could help elect a leader
+/// that lacks the entry, so it neither campaigns nor votes.
+#[derive(Debug, Clone, Copy)]
+struct CatchUpRule {
+    /// Applying an entry at this index or beyond is enough.
+    index: u64,
+    /// Applying an entry of a leader after this one (term, node) is enough.
+    leader: (u64, u64),
+}
+
+impl CatchUpRule {
+    fn after(lost: LostAcknowledged, log: &SegmentLog) -> CatchUpRule {
+        match lost {
+            LostAcknowledged::Through(id) => CatchUpRule {
+                index: id.index.0,
+                leader: (id.term, id.leader_node),
+            },
+            // The mark is unreadable: anything up to the last term this replica voted in may
+            // be missing, so only a leader elected after that will do.
+            LostAcknowledged::Unknown => CatchUpRule {
+                index: u64::MAX,
+                leader: (log.vote().map_or(0, |v| v.term), u64::MAX),
+            },
+        }
+    }
+
+    fn is_met(&self, metrics: &openraft::RaftMetrics<PartitionRaft>) -> bool {
+        metrics.last_applied.as_ref().is_some_and(|applied| {
+            applied.index >= self.index || (applied.leader_id.term, applied.leader_id.node_id) > self.leader
+        })
+    }
+}
+
+/// Waits until `rule` is met, then lets the replica vote and campaign again.
+async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, groups: RaftGroups, group: u64, rule: CatchUpRule) {
+    if raft
+        .wait(None)
+        .metrics(|m| rule.is_met(m), "holds every entry it had acknowledged")
+        .await
+        .is_ok()
+    {
+        raft.runtime_config().elect(true);
+        groups.release_votes(group);
+        tracing::info!(
+            group,
+            "caught up after losing acknowledged entries: takes part in elections again"
+        );
+    }
+}
+
 impl PartitionReplica {
     /// Opens the log in `dir` and starts the Raft node of `group` on `host`, reachable through
     /// the host's group router. An `observer` sees every committed batch (the controller uses
@@ -258,6 +313,15 @@ impl PartitionReplica {
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }
+        let caught_up = report.lost_acknowledged.map(|lost| CatchUpRule::after(lost, &log));
+        let raft_config = match caught_up {
+            // Elections stay off from the very first tick, not from a moment after start.
+            Some(_) => Arc::new(openraft::Config {
+                enable_elect: false,
+                ..(*host.raft_config).clone()
+            }),
+            None => Arc::clone(&host.raft_config),
+        };
         let store = PartitionLogStore::new(log);
         let log = store.log();
         let appended = store.append_notifier();
@@ -268,18 +332,26 @@ impl PartitionReplica {
         let applied_next_offset = state_machine.applied_next_offset();
         let producers = state_machine.producers();
         let network = GroupNetworkFactory::new(group, host.peers.clone());
-        let raft = openraft::Raft::new(
-            host.node_id,
-            Arc::clone(&host.raft_config),
-            network,
-            store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| ReplicationError::Raft {
-            group,
-            message: e.to_string(),
-        })?;
+        let raft = openraft::Raft::new(host.node_id, raft_config, network, store, state_machine)
+            .await
+            .map_err(|e| ReplicationError::Raft {
+                group,
+                message: e.to_string(),
+            })?;
+        if let Some(rule) = caught_up {
+            host.groups.hold_votes(group);
+            tracing::warn!(
+                group,
+                lost = ?report.lost_acknowledged,
+                "storage lost entries this replica had acknowledged: it takes no part in elections until it has them back"
+            );
+            tokio::spawn(rejoin_elections_once_caught_up(
+                raft.clone(),
+                host.groups.clone(),
+                group,
+                rule,
+            ));
+        }
         host.groups.insert(group, raft.clone());
         Ok(PartitionReplica {
             group,

@@ -10,6 +10,7 @@
 //! owner wraps it in a lock and never holds that lock across an `.await` or an fsync (fsyncs
 //! happen on the flush worker).
 
+use super::acknowledged::{AcknowledgedMark, MarkOnOpen};
 use super::config::{FsyncPolicy, LogConfig};
 use super::error::{StorageError, StorageResult};
 use super::flush::{DurableCallback, FlushHandle, SyncTarget};
@@ -72,6 +73,19 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Segments whose index files were rebuilt.
     pub rebuilt_indexes: usize,
+    /// Set when the log ends before entries this replica had reported durable (or had known
+    /// committed): storage lost acknowledged data. See [`acknowledged`](super::acknowledged).
+    pub lost_acknowledged: Option<LostAcknowledged>,
+}
+
+/// How much acknowledged data a recovered log is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAcknowledged {
+    /// Entries up to this one had been reported durable (or known committed); the log now ends
+    /// before it.
+    Through(EntryId),
+    /// The acknowledged mark itself was damaged, so what was lost is unknown.
+    Unknown,
 }
 
 /// A summary of one segment, for operators and tests.
@@ -97,6 +111,7 @@ pub struct SegmentLog {
     state: StateFile,
     flusher: FlushHandle,
     failed: Arc<AtomicBool>,
+    acknowledged: Arc<AcknowledgedMark>,
     /// The newest entries as appended (bodies shared, not copied), always a contiguous run
     /// ending at the last entry: a leader replicates what it just appended from here instead of
     /// reading it back from the page cache. At most [`RECENT_ENTRIES_BYTES`] of bodies.
@@ -168,6 +183,7 @@ impl SegmentLog {
             empty.delete_files()?;
         }
         report.segments = segments.len();
+        let (acknowledged, mark) = AcknowledgedMark::open(dir)?;
         let mut log = SegmentLog {
             dir: dir.to_path_buf(),
             config,
@@ -175,11 +191,35 @@ impl SegmentLog {
             state,
             flusher,
             failed: Arc::new(AtomicBool::new(false)),
+            acknowledged: Arc::new(acknowledged),
             recent: std::collections::VecDeque::new(),
             recent_bytes: 0,
         };
         log.drop_purged_segments()?;
+        report.lost_acknowledged = log.check_acknowledged(mark);
         Ok((log, report))
+    }
+
+    /// Compares the recovered log with what was acknowledged before the restart. If the log
+    /// ends before the last committed entry the state file remembers, that entry is clamped to
+    /// the log's end, so Raft re-applies only what exists; the replication layer then keeps the
+    /// replica out of elections until it has the lost entries back.
+    fn check_acknowledged(&mut self, mark: MarkOnOpen) -> Option<LostAcknowledged> {
+        let end = self.last_entry_id().map_or(0, |id| id.index.0);
+        let committed = self.committed().filter(|c| c.index.0 > end);
+        if committed.is_some() {
+            self.state.set_committed_lazily(self.last_entry_id());
+        }
+        let marked = match mark {
+            MarkOnOpen::Unreadable => return Some(LostAcknowledged::Unknown),
+            MarkOnOpen::Absent => None,
+            MarkOnOpen::Entry(id) => Some(id).filter(|id| id.index.0 > end),
+        };
+        match (marked, committed) {
+            (Some(a), Some(b)) => Some(LostAcknowledged::Through(if a.index >= b.index { a } else { b })),
+            (Some(id), None) | (None, Some(id)) => Some(LostAcknowledged::Through(id)),
+            (None, None) => None,
+        }
     }
 
     /// The directory holding this log.
@@ -268,10 +308,14 @@ impl SegmentLog {
         if self.failed.load(Ordering::SeqCst) {
             return Err(StorageError::Failed { path: self.dir.clone() });
         }
-        if entries.is_empty() {
+        let Some(last_id) = entries.last().map(|e| e.id) else {
             on_durable(Ok(()));
             return Ok(Vec::new());
-        }
+        };
+        // The mark moves only once the data is durable, and before anyone hears it is.
+        let acknowledged = Arc::clone(&self.acknowledged);
+        let on_durable: DurableCallback =
+            Box::new(move |result| on_durable(result.and_then(|()| acknowledged.advance(last_id))));
         let mut expected = self.last_entry_id().map(|id| id.index.0 + 1);
         let mut next_offset = self.log_end_offset();
         let mut frames: Vec<(FrameHeader, Bytes)> = Vec::with_capacity(entries.len());
@@ -488,7 +532,7 @@ impl SegmentLog {
                 active.sync_all()?;
             }
         }
-        Ok(())
+        self.acknowledged.lower_to(self.last_entry_id())
     }
 
     /// Declares every entry up to `last` purged and deletes the segments that hold only purged

@@ -5,8 +5,9 @@
 //! timestamp.
 //!
 //! **Owns:** the segment files (`<first raft index>.log`, `.index`, `.timeindex`), the
-//! per-partition `raft-state.json` (vote, committed, purged prefix), and one group-commit flush
-//! worker per data directory.
+//! per-partition `raft-state.json` (vote, committed, purged prefix), the per-partition
+//! `acknowledged.mark` (the last entry reported durable), and one group-commit flush worker per
+//! data directory.
 //!
 //! **Invariants:**
 //! - The log is a contiguous run of Raft entries; offsets are assigned from the log prefix, so
@@ -15,10 +16,13 @@
 //! - Under `fsync = always`, an append is reported durable only after an fdatasync that began
 //!   after its write.
 //! - A torn tail is cut on open; corruption anywhere else is an error, never silently dropped.
+//!   If the cut (or any other loss) took entries that had been reported durable, opening says
+//!   so ([`RecoveryReport::lost_acknowledged`]).
 //!
 //! **Must not depend on:** openraft, tonic, the controller or groups. The replication layer
 //! adapts this log to openraft's storage traits; nothing here knows Raft's types.
 
+pub mod acknowledged;
 pub mod config;
 pub mod error;
 pub mod flush;
@@ -34,6 +38,6 @@ pub mod types;
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{StorageError, StorageResult};
 pub use flush::{DurableCallback, FlushHandle, FlushWorker};
-pub use log::{NewEntry, RecoveryReport, SegmentInfo, SegmentLog, StoredEntry};
+pub use log::{LostAcknowledged, NewEntry, RecoveryReport, SegmentInfo, SegmentLog, StoredEntry};
 pub use state_file::StoredVote;
 pub use types::{EntryId, EntryKind, Offset, RaftIndex};

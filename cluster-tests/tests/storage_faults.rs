@@ -1,0 +1,115 @@
+//! Storage that loses data a replica had acknowledged, against real broker processes. The
+//! nemesis run (seed 4) found acknowledged writes lost when a replica whose tail was torn away
+//! voted before it had caught up; this is that schedule, made deterministic.
+
+use bytes::Bytes;
+use client::NewTopic;
+use cluster_tests::{connect_when_ready, create_topic, leaders, partition_dir, read_partition, start_cluster};
+use proto::record_batch::{encode_batch, ProducerStamp, Record};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "torn";
+
+fn batch(value: &str) -> Bytes {
+    let record = Record {
+        timestamp: 1_700_000_000_000,
+        value: Some(Bytes::from(value.to_string())),
+        ..Record::default()
+    };
+    encode_batch(&[record], ProducerStamp::NONE)
+}
+
+async fn produce(cluster: &client::Cluster, values: std::ops::Range<u32>) {
+    for i in values {
+        cluster
+            .produce(TOPIC, 0, client::Acks::All, batch(&format!("v{i}")))
+            .await
+            .expect("acks=all produce");
+    }
+}
+
+/// The high watermark `broker` itself reports for partition 0 (its applied offset), asked
+/// directly rather than through the leader.
+async fn local_high_watermark(address: &str) -> Option<u64> {
+    let mut client = proto::v1::broker_client::BrokerClient::connect(format!("http://{address}"))
+        .await
+        .ok()?;
+    let response = client
+        .describe_topics(proto::v1::MetadataRequest {
+            topics: vec![TOPIC.to_string()],
+        })
+        .await
+        .ok()?;
+    response.into_inner().topics.first()?.partitions.first()?.high_watermark
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_them_back() {
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new(TOPIC, 1, 3)).await;
+    let leader = leaders(&cluster, TOPIC).await[&0];
+    let index = |id: u64| id as usize - 1;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (torn, behind) = (followers[0], followers[1]);
+
+    produce(&cluster, 0..50).await;
+    // `behind` misses the next 50: they are committed by the leader and `torn` alone.
+    brokers[index(behind)].kill9();
+    produce(&cluster, 50..100).await;
+    // Storage then loses the end of `torn`'s log — entries it had acknowledged — and the
+    // leader, the only other replica holding them, goes down.
+    brokers[index(torn)].kill9();
+    cluster_tests::truncate_active_segment(&partition_dir(&brokers[index(torn)], TOPIC, 0), 37);
+    brokers[index(leader)].kill9();
+    brokers[index(torn)].restart();
+    brokers[index(behind)].restart();
+
+    // `torn` and `behind` are a majority, but neither holds the lost entries: no leader may
+    // emerge from them. Several election timeouts give one every chance to.
+    let window = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < window {
+        if let Ok(metadata) = cluster.describe_topics(vec![TOPIC.into()]).await {
+            // (A broker still loading its metadata describes no partitions yet.)
+            let elected = metadata
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .and_then(|p| p.leader);
+            assert!(
+                elected != Some(torn) && elected != Some(behind),
+                "broker {elected:?} was elected without the acknowledged entries"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The old leader returns: nothing acknowledged is missing, and `torn` catches up.
+    brokers[index(leader)].restart();
+    let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    let values = |records: Vec<client::ConsumerRecord>| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect()
+    };
+    assert_eq!(values(read_partition(&cluster, TOPIC, 0).await), expected);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while local_high_watermark(&brokers[index(torn)].address).await < Some(100) {
+        assert!(Instant::now() < deadline, "broker {torn} never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Caught up, `torn` votes again: without the old leader, `torn` and `behind` elect one.
+    brokers[index(leader)].kill9();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leaders(&cluster, TOPIC).await[&0] == leader {
+        assert!(Instant::now() < deadline, "no leader was elected among the two others");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    produce(&cluster, 100..101).await;
+    let expected: Vec<String> = (0..101).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(read_partition(&cluster, TOPIC, 0).await), expected);
+}
