@@ -1,15 +1,26 @@
-//! Storage that loses data a replica had acknowledged, against real broker processes. The
-//! nemesis run (seed 4) found acknowledged writes lost when a replica whose tail was torn away
-//! voted before it had caught up; this is that schedule, made deterministic.
+//! Storage that loses the tail of a replica's log, against real broker processes. The nemesis
+//! run (seed 4) found both: acknowledged writes lost when a replica whose tail was torn away
+//! voted before it had caught up, and one log id holding two different batches when a leader
+//! restarted with a torn tail and went on leading its old term. Each schedule is made
+//! deterministic here.
 
 use bytes::Bytes;
 use client::NewTopic;
-use cluster_tests::{connect_when_ready, create_topic, leaders, partition_dir, read_partition, start_cluster};
+use cluster_tests::{
+    connect_when_ready, create_topic, leaders, log_digest, partition_dir, read_partition, start_cluster,
+};
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "torn";
+
+fn values(records: Vec<client::ConsumerRecord>) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect()
+}
 
 fn batch(value: &str) -> Bytes {
     let record = Record {
@@ -21,9 +32,13 @@ fn batch(value: &str) -> Bytes {
 }
 
 async fn produce(cluster: &client::Cluster, values: std::ops::Range<u32>) {
+    produce_to(cluster, TOPIC, values).await
+}
+
+async fn produce_to(cluster: &client::Cluster, topic: &str, values: std::ops::Range<u32>) {
     for i in values {
         cluster
-            .produce(TOPIC, 0, client::Acks::All, batch(&format!("v{i}")))
+            .produce(topic, 0, client::Acks::All, batch(&format!("v{i}")))
             .await
             .expect("acks=all produce");
     }
@@ -32,12 +47,16 @@ async fn produce(cluster: &client::Cluster, values: std::ops::Range<u32>) {
 /// The high watermark `broker` itself reports for partition 0 (its applied offset), asked
 /// directly rather than through the leader.
 async fn local_high_watermark(address: &str) -> Option<u64> {
+    local_high_watermark_of(address, TOPIC).await
+}
+
+async fn local_high_watermark_of(address: &str, topic: &str) -> Option<u64> {
     let mut client = proto::v1::broker_client::BrokerClient::connect(format!("http://{address}"))
         .await
         .ok()?;
     let response = client
         .describe_topics(proto::v1::MetadataRequest {
-            topics: vec![TOPIC.to_string()],
+            topics: vec![topic.to_string()],
         })
         .await
         .ok()?;
@@ -89,12 +108,6 @@ async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_the
     // The old leader returns: nothing acknowledged is missing, and `torn` catches up.
     brokers[index(leader)].restart();
     let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
-    let values = |records: Vec<client::ConsumerRecord>| -> Vec<String> {
-        records
-            .iter()
-            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
-            .collect()
-    };
     assert_eq!(values(read_partition(&cluster, TOPIC, 0).await), expected);
     let deadline = Instant::now() + Duration::from_secs(60);
     while local_high_watermark(&brokers[index(torn)].address).await < Some(100) {
@@ -112,4 +125,82 @@ async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_the
     produce(&cluster, 100..101).await;
     let expected: Vec<String> = (0..101).map(|i| format!("v{i}")).collect();
     assert_eq!(values(read_partition(&cluster, TOPIC, 0).await), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_restarted_with_a_torn_tail_leads_again_only_after_an_election() {
+    const REUSE: &str = "reuse";
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new(REUSE, 1, 3)).await;
+    // A clean restart makes every broker's record of the topic durable, so the leader below
+    // knows its partition on restart even while no quorum can confirm anything.
+    for broker in &mut brokers {
+        broker.stop();
+    }
+    for broker in &mut brokers {
+        broker.restart();
+    }
+    produce_to(&cluster, REUSE, 0..50).await;
+    let leader = leaders(&cluster, REUSE).await[&0];
+    let index = |id: u64| id as usize - 1;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // Everyone holds everything before the freeze.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in 1..=3u64 {
+        while local_high_watermark_of(&brokers[index(id)].address, REUSE).await < Some(50) {
+            assert!(Instant::now() < deadline, "broker {id} never applied the first records");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The followers freeze holding every entry; the leader loses the end of its log and comes
+    // back while they are frozen, so no one else can have been elected in the meantime.
+    for follower in &followers {
+        brokers[index(*follower)].signal_pause(true);
+    }
+    brokers[index(leader)].kill9();
+    cluster_tests::truncate_active_segment(&partition_dir(&brokers[index(leader)], REUSE, 0), 37);
+    brokers[index(leader)].restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while local_high_watermark_of(&brokers[index(leader)].address, REUSE)
+        .await
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted leader never served its partition"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for follower in &followers {
+        brokers[index(*follower)].signal_pause(false);
+    }
+
+    // Had it resumed its old term, its next entries would reuse the lost entries' log ids and
+    // the followers, holding ids it "matches", would keep different batches under them.
+    produce_to(&cluster, REUSE, 50..100).await;
+    let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(read_partition(&cluster, REUSE, 0).await), expected);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metadata = cluster.describe_topics(vec![REUSE.into()]).await.unwrap();
+        if metadata.topics[0].partitions[0].caught_up.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for broker in &mut brokers {
+        broker.stop();
+    }
+    let digests: Vec<String> = brokers
+        .iter()
+        .map(|b| log_digest(&partition_dir(b, REUSE, 0)))
+        .collect();
+    assert!(
+        digests.iter().all(|d| *d == digests[0]),
+        "replicas diverged: {digests:?}"
+    );
 }

@@ -11,7 +11,9 @@ use super::producer_state::{BatchIdentity, SequenceVerdict};
 use super::raft_service::{PartitionRaftNode, RaftGroups};
 use super::state_machine::{BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
-use crate::storage::{FlushHandle, LogConfig, LostAcknowledged, Offset, SegmentLog, StorageError, StoredEntry};
+use crate::storage::{
+    FlushHandle, LogConfig, LostAcknowledged, Offset, SegmentLog, StorageError, StoredEntry, StoredVote,
+};
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -309,7 +311,19 @@ impl PartitionReplica {
         log_config: LogConfig,
         observer: Option<Arc<dyn BatchObserver>>,
     ) -> Result<PartitionReplica, ReplicationError> {
-        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
+        let (mut log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
+        // A restarted replica never resumes leading the term it led before the restart: openraft
+        // would take a committed vote for itself as leadership, with a log that may have lost its
+        // unsynced (or, on bad storage, synced) tail — and would then hand out the lost entries'
+        // log ids again, to different batches, while followers still hold the originals. Its
+        // producer table would also miss the batches it had proposed and not yet applied.
+        // Leading again takes an election, so a new term and an entry of its own.
+        if let Some(vote) = log.vote().filter(|v| v.committed && v.node == host.node_id) {
+            log.save_vote(StoredVote {
+                committed: false,
+                ..vote
+            })?;
+        }
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }
@@ -448,6 +462,7 @@ impl PartitionReplica {
                 let table = self.producers.lock().unwrap_or_else(|p| p.into_inner());
                 in_flight.admit(term, &table, &identity)
             };
+            tracing::debug!(group = self.group, term, ?identity, ?admission, "idempotent admission");
             let wait_until = match admission {
                 Admission::Propose => {
                     in_flight.proposed(&identity);
@@ -475,6 +490,7 @@ impl PartitionReplica {
                         let mut gate = gate.lock().await;
                         gate.resolved();
                         if !matches!(result, Ok(Ok(_))) {
+                            tracing::debug!(?result, "an idempotent proposal did not apply");
                             gate.proposal_failed();
                         }
                         drop(gate);
