@@ -136,10 +136,20 @@ impl BrokerProcess {
             .arg("--exit-on-stdin-close")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .env("RUST_LOG", "error")
+            .stderr(broker_log(&self.data_dir))
+            .env(
+                "RUST_LOG",
+                std::env::var("BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()
             .expect("starting a broker");
         self.child = Some(child);
+    }
+
+    /// The file this broker's log (stderr) goes to, across restarts; the level comes from
+    /// `BROKER_LOG` (a `RUST_LOG` filter, default `warn`).
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("broker.log")
     }
 
     /// SIGKILL: no chance to flush or close anything.
@@ -349,4 +359,14 @@ pub fn truncate_active_segment(dir: &Path, bytes: u64) {
         .expect("open segment");
     let length = file.metadata().expect("segment metadata").len();
     file.set_len(length.saturating_sub(bytes)).expect("truncate segment");
+}
+
+/// Opens (appending) the log file of the broker whose data is in `data_dir`.
+fn broker_log(data_dir: &Path) -> Stdio {
+    std::fs::create_dir_all(data_dir).expect("broker data directory");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("broker.log"))
+        .map_or_else(|_| Stdio::inherit(), Stdio::from)
 }

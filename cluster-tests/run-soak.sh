@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# A long nemesis run against one 3-broker cluster: faults from a seeded schedule for the given
+# minutes, then the history checker. Prints (and keeps in target/nemesis-histories/) a summary:
+# operations, faults injected, anomalies. On anomalies the history, the brokers' data and their
+# logs are kept, and the exit status is non-zero.
+#
+#   cluster-tests/run-soak.sh --minutes 60 --seed 7 [--log 'warn,broker::replication=debug']
+set -euo pipefail
+minutes=10
+seed=7
+log=warn
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --minutes) minutes="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --log) log="$2"; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+cd "$(dirname "$0")/.."
+NEMESIS_SEED="$seed" NEMESIS_MINUTES="$minutes" BROKER_LOG="$log" \
+  cargo test -p cluster-tests --test nemesis soak_from_the_environment -- --ignored --nocapture
+echo "summary: target/nemesis-histories/summary-seed-$seed.txt"
