@@ -202,7 +202,7 @@ fn a_damaged_acknowledged_mark_means_unknown_loss() {
 }
 
 #[test]
-fn bit_flip_in_the_middle_of_the_active_segment_is_reported_as_corruption() {
+fn bit_flip_in_the_middle_of_the_active_segment_cuts_from_there_and_reports_the_loss() {
     let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
     let path = log.segments()[0].path.clone();
     drop(log);
@@ -210,13 +210,23 @@ fn bit_flip_in_the_middle_of_the_active_segment_is_reported_as_corruption() {
     flip_bit(&path, fifth + FRAME_HEADER_LEN as u64 + 3);
     let size_before = std::fs::metadata(&path).unwrap().len();
 
-    match open(dir.path(), &flush, config(1 << 20)) {
-        Err(StorageError::Corrupt { position, .. }) => assert_eq!(position, fifth),
-        Err(other) => panic!("expected Corrupt, got {other}"),
-        Ok(_) => panic!("expected Corrupt, the log opened"),
-    }
-    // Acknowledged data after the bad frame is not thrown away.
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), size_before);
+    let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    // Entries after a corrupt one cannot be used without it: the replica gets them back from
+    // its peers, and the report says it lost entries it had acknowledged.
+    assert_eq!(report.corrupt_bytes_cut, size_before - fifth);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.last_entry_id(), Some(entry_id(4)));
+    assert_eq!(report.lost_acknowledged, Some(LostAcknowledged::Through(entry_id(19))));
+    drop(log);
+
+    // Without a mark (a directory from before marks), the loss is still reported, as unknown.
+    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
+    let path = log.segments()[0].path.clone();
+    drop(log);
+    std::fs::remove_file(dir.path().join("acknowledged.mark")).unwrap();
+    flip_bit(&path, frame_positions(&path)[5] + FRAME_HEADER_LEN as u64 + 3);
+    let (_, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert_eq!(report.lost_acknowledged, Some(LostAcknowledged::Unknown));
 }
 
 #[test]

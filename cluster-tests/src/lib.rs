@@ -347,12 +347,7 @@ pub fn log_digest(dir: &Path) -> String {
 /// Cuts the last `bytes` bytes off the newest segment file of the log in `dir` (a torn write
 /// as a crash leaves it); the broker must be stopped.
 pub fn truncate_active_segment(dir: &Path, bytes: u64) {
-    let newest = std::fs::read_dir(dir)
-        .expect("log directory")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .max()
-        .expect("a segment file");
+    let newest = newest_segment(dir);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&newest)
@@ -369,4 +364,36 @@ fn broker_log(data_dir: &Path) -> Stdio {
         .append(true)
         .open(data_dir.join("broker.log"))
         .map_or_else(|_| Stdio::inherit(), Stdio::from)
+}
+
+/// Flips one bit at `fraction` of the length of the newest segment file of the log in `dir`
+/// (storage damaging data it once wrote whole).
+pub fn flip_bit_in_active_segment(dir: &Path, fraction: f64) {
+    let newest = newest_segment(dir);
+    let mut bytes = std::fs::read(&newest).expect("reading segment");
+    if bytes.is_empty() {
+        return;
+    }
+    let position = ((bytes.len() as f64 * fraction) as usize).min(bytes.len() - 1);
+    bytes[position] ^= 0x10;
+    std::fs::write(&newest, bytes).expect("writing segment");
+}
+
+/// Deletes every `.index` and `.timeindex` file of the log in `dir`.
+pub fn delete_index_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("log directory") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "index" || e == "timeindex") {
+            std::fs::remove_file(&path).expect("deleting an index file");
+        }
+    }
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("log directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .expect("a segment file")
 }

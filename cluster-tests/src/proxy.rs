@@ -1,15 +1,17 @@
-//! A TCP proxy in front of a broker that tests control: cut every connection, or let requests
-//! through and lose the next gRPC response — the connection drops just as the broker's answer
-//! starts, so the client cannot tell whether its request took effect.
+//! A TCP proxy in front of a broker that tests control: cut every connection, slow the link
+//! (every byte, both ways, arrives a set delay after it was sent — latency, not a bandwidth
+//! cap), or let requests through and lose the next gRPC response — the connection drops just as
+//! the broker's answer starts, so the client cannot tell whether its request took effect.
 //!
 //! To find "the answer starts" the broker→client direction is relayed frame by frame (HTTP/2
 //! frames: a 9-byte header with a 24-bit length and a type); a HEADERS frame on a request stream
 //! is the first byte of a response, and a unary gRPC handler sends it only once it is done.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -21,6 +23,13 @@ struct Faults {
     open: AtomicBool,
     lose_next_response: AtomicBool,
     responses_lost: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+impl Faults {
+    fn due(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))
+    }
 }
 
 /// A proxy listening on its own loopback port, relaying to one target.
@@ -74,6 +83,14 @@ impl FaultProxy {
         self.faults.open.store(true, Ordering::SeqCst);
     }
 
+    /// Delays everything relayed from now on by `delay` (zero: no delay), on open connections
+    /// too.
+    pub fn set_delay(&self, delay: Duration) {
+        self.faults
+            .delay_ms
+            .store(delay.as_millis().min(u128::from(u64::MAX)) as u64, Ordering::SeqCst);
+    }
+
     /// The next response to start is lost: its connection drops instead.
     pub fn lose_next_response(&self) {
         self.faults.lose_next_response.store(true, Ordering::SeqCst);
@@ -103,44 +120,122 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn relay(inbound: TcpStream, outbound: TcpStream, faults: Arc<Faults>) {
-    let (mut client_read, mut client_write) = inbound.into_split();
-    let (mut broker_read, mut broker_write) = outbound.into_split();
-    let requests = async move {
-        let _ = tokio::io::copy(&mut client_read, &mut broker_write).await;
-        let _ = broker_write.shutdown().await;
-    };
-    let responses = async move {
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        let mut payload = Vec::new();
-        loop {
-            if broker_read.read_exact(&mut header).await.is_err() {
-                return;
-            }
-            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-            let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
-            payload.resize(length, 0);
-            if broker_read.read_exact(&mut payload).await.is_err() {
-                return;
-            }
-            let starts_a_response = header[3] == FRAME_TYPE_HEADERS && stream != 0;
-            if starts_a_response
-                && faults
-                    .lose_next_response
-                    .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
-                faults.responses_lost.fetch_add(1, Ordering::SeqCst);
-                return; // dropping both halves closes the connection
-            }
-            if client_write.write_all(&header).await.is_err() || client_write.write_all(&payload).await.is_err() {
+/// Bytes to write once they are due: what a slow link has in flight.
+type Delayed = tokio::sync::mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>)>;
+
+/// Writes what arrives on the returned sender to `out`, each chunk when it is due.
+fn delayed_writer<W: AsyncWrite + Unpin>(mut out: W) -> (Delayed, impl std::future::Future<Output = ()>) {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, bytes)) = receiver.recv().await {
+            tokio::time::sleep_until(due).await;
+            if out.write_all(&bytes).await.is_err() {
                 return;
             }
         }
+        let _ = out.shutdown().await;
     };
-    // Whichever direction ends first ends the connection.
+    (sender, writer)
+}
+
+async fn relay_requests<R: AsyncRead + Unpin>(mut from: R, to: Delayed, faults: Arc<Faults>) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 || to.send((faults.due(), buffer[..n].to_vec())).is_err() {
+            return;
+        }
+    }
+}
+
+async fn relay_responses<R: AsyncRead + Unpin>(mut from: R, to: Delayed, faults: Arc<Faults>) {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    loop {
+        if from.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        let mut frame = vec![0u8; FRAME_HEADER_LEN + length];
+        frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
+        if from.read_exact(&mut frame[FRAME_HEADER_LEN..]).await.is_err() {
+            return;
+        }
+        let starts_a_response = header[3] == FRAME_TYPE_HEADERS && stream != 0;
+        if starts_a_response
+            && faults
+                .lose_next_response
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            faults.responses_lost.fetch_add(1, Ordering::SeqCst);
+            return; // ending the relay closes the connection
+        }
+        if to.send((faults.due(), frame)).is_err() {
+            return;
+        }
+    }
+}
+
+async fn relay(inbound: TcpStream, outbound: TcpStream, faults: Arc<Faults>) {
+    let (client_read, client_write) = inbound.into_split();
+    let (broker_read, broker_write) = outbound.into_split();
+    let (to_broker, broker_writer) = delayed_writer(broker_write);
+    let (to_client, client_writer) = delayed_writer(client_write);
+    let requests = relay_requests(client_read, to_broker, Arc::clone(&faults));
+    let responses = relay_responses(broker_read, to_client, faults);
+    // Whichever direction ends first ends the connection (what is still delayed is lost, as
+    // on a link that goes down).
     tokio::select! {
-        _ = requests => {}
-        _ = responses => {}
+        _ = async { tokio::join!(requests, broker_writer) } => {}
+        _ = async { tokio::join!(responses, client_writer) } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server behind the proxy: with a delay, a round trip takes at least twice it
+    /// (there and back); a cut link refuses new connections.
+    #[tokio::test]
+    async fn delayed_and_cut_links() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 64];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 || socket.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = FaultProxy::start(target).await;
+        proxy.set_delay(Duration::from_millis(100));
+        let mut socket = TcpStream::connect(proxy.address).await.unwrap();
+        // Responses are relayed as HTTP/2 frames: send one (type DATA, stream 1, 4 bytes).
+        let frame = [0, 0, 4, 0, 0, 0, 0, 0, 1, b'p', b'i', b'n', b'g'];
+        let started = tokio::time::Instant::now();
+        socket.write_all(&frame).await.unwrap();
+        let mut echoed = [0u8; 13];
+        socket.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed, frame);
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
+
+        proxy.cut();
+        let mut refused = TcpStream::connect(proxy.address).await.unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            refused.read(&mut byte).await.unwrap_or(0),
+            0,
+            "a cut link closes connections"
+        );
     }
 }

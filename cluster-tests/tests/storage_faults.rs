@@ -204,3 +204,42 @@ async fn a_leader_restarted_with_a_torn_tail_leads_again_only_after_an_election(
         "replicas diverged: {digests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_that_lost_acknowledged_entries_still_elect_the_one_that_has_them() {
+    const TWO: &str = "two-torn";
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new(TWO, 1, 3)).await;
+    produce_to(&cluster, TWO, 0..50).await;
+    let leader = leaders(&cluster, TWO).await[&0];
+    let index = |id: u64| id as usize - 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in 1..=3u64 {
+        while local_high_watermark_of(&brokers[index(id)].address, TWO).await < Some(50) {
+            assert!(Instant::now() < deadline, "broker {id} never applied the records");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Everyone goes down; both followers lose the end of their logs. They are a majority that
+    // must not elect one of themselves — but they must let the leader, who has everything, lead.
+    for broker in &mut brokers {
+        broker.kill9();
+    }
+    for follower in (1..=3).filter(|id| *id != leader) {
+        cluster_tests::truncate_active_segment(&partition_dir(&brokers[index(follower)], TWO, 0), 37);
+    }
+    for broker in &mut brokers {
+        broker.restart();
+    }
+    produce_to(&cluster, TWO, 50..60).await;
+    assert_eq!(
+        leaders(&cluster, TWO).await[&0],
+        leader,
+        "only the intact replica can lead"
+    );
+    let expected: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(read_partition(&cluster, TWO, 0).await), expected);
+}

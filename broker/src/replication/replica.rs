@@ -8,12 +8,10 @@ use super::log_store::AppendNotifier;
 use super::log_store::PartitionLogStore;
 use super::network::{GroupNetworkFactory, PeerChannels};
 use super::producer_state::{BatchIdentity, SequenceVerdict};
-use super::raft_service::{PartitionRaftNode, RaftGroups};
+use super::raft_service::{CatchUpRule, PartitionRaftNode, RaftGroups};
 use super::state_machine::{BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
-use crate::storage::{
-    FlushHandle, LogConfig, LostAcknowledged, Offset, SegmentLog, StorageError, StoredEntry, StoredVote,
-};
+use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry, StoredVote};
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -245,44 +243,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// When a replica that lost acknowledged entries holds everything it had acknowledged again.
-///
-/// A committed entry the replica lost is, by Raft's leader completeness, in the log of every
-/// leader since; so the replica holds it again once it has applied (that is, matched a leader's
-/// log through) either the lost entry's index, or any entry of a later leader — whose log has
-/// every entry of earlier leaders before its own. Until then its vote could help elect a leader
-/// that lacks the entry, so it neither campaigns nor votes.
-#[derive(Debug, Clone, Copy)]
-struct CatchUpRule {
-    /// Applying an entry at this index or beyond is enough.
-    index: u64,
-    /// Applying an entry of a leader after this one (term, node) is enough.
-    leader: (u64, u64),
-}
-
-impl CatchUpRule {
-    fn after(lost: LostAcknowledged, log: &SegmentLog) -> CatchUpRule {
-        match lost {
-            LostAcknowledged::Through(id) => CatchUpRule {
-                index: id.index.0,
-                leader: (id.term, id.leader_node),
-            },
-            // The mark is unreadable: anything up to the last term this replica voted in may
-            // be missing, so only a leader elected after that will do.
-            LostAcknowledged::Unknown => CatchUpRule {
-                index: u64::MAX,
-                leader: (log.vote().map_or(0, |v| v.term), u64::MAX),
-            },
-        }
-    }
-
-    fn is_met(&self, metrics: &openraft::RaftMetrics<PartitionRaft>) -> bool {
-        metrics.last_applied.as_ref().is_some_and(|applied| {
-            applied.index >= self.index || (applied.leader_id.term, applied.leader_id.node_id) > self.leader
-        })
-    }
-}
-
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
 async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, groups: RaftGroups, group: u64, rule: CatchUpRule) {
     if raft
@@ -327,7 +287,9 @@ impl PartitionReplica {
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }
-        let caught_up = report.lost_acknowledged.map(|lost| CatchUpRule::after(lost, &log));
+        let caught_up = report
+            .lost_acknowledged
+            .map(|lost| CatchUpRule::after(lost, log.vote()));
         let raft_config = match caught_up {
             // Elections stay off from the very first tick, not from a moment after start.
             Some(_) => Arc::new(openraft::Config {
@@ -353,7 +315,7 @@ impl PartitionReplica {
                 message: e.to_string(),
             })?;
         if let Some(rule) = caught_up {
-            host.groups.hold_votes(group);
+            host.groups.hold_votes(group, rule);
             tracing::warn!(
                 group,
                 lost = ?report.lost_acknowledged,

@@ -71,6 +71,8 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Bytes of torn tail cut off the active segment.
     pub truncated_bytes: u64,
+    /// Bytes cut off the active segment from a corrupt frame that valid frames followed.
+    pub corrupt_bytes_cut: u64,
     /// Segments whose index files were rebuilt.
     pub rebuilt_indexes: usize,
     /// Set when the log ends before entries this replica had reported durable (or had known
@@ -171,6 +173,7 @@ impl SegmentLog {
                 }
             }
             report.truncated_bytes += recovery.truncated_bytes;
+            report.corrupt_bytes_cut += recovery.corrupt_bytes_cut;
             report.rebuilt_indexes += usize::from(recovery.rebuilt_index);
             next_offset = segment.next_offset();
             segments.push(segment);
@@ -197,6 +200,10 @@ impl SegmentLog {
         };
         log.drop_purged_segments()?;
         report.lost_acknowledged = log.check_acknowledged(mark);
+        if report.corrupt_bytes_cut > 0 && report.lost_acknowledged.is_none() {
+            // Whole entries were lost, but neither the mark nor the commit says up to where.
+            report.lost_acknowledged = Some(LostAcknowledged::Unknown);
+        }
         Ok((log, report))
     }
 

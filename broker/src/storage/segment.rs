@@ -55,6 +55,9 @@ pub enum Visit {
 pub struct SegmentRecovery {
     /// Bytes cut from the end of the file (a torn or partial write).
     pub truncated_bytes: u64,
+    /// Bytes cut from a corrupt frame in the middle of the active segment to its end (valid
+    /// frames followed it: data that had been written whole was lost).
+    pub corrupt_bytes_cut: u64,
     /// Whether an index file was missing or stale and was rebuilt.
     pub rebuilt_index: bool,
 }
@@ -62,7 +65,8 @@ pub struct SegmentRecovery {
 /// How to open a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// The active segment: verify every frame, cut a torn tail, rebuild indexes from the scan.
+    /// The active segment: verify every frame, cut a torn tail — or a corrupt frame and all
+    /// that follows it — and rebuild indexes from the scan.
     ScanAll,
     /// A sealed segment (fsynced when it was sealed): trust intact indexes and verify only the
     /// frames after the last index entry; a bad frame anywhere is corruption.
@@ -581,15 +585,24 @@ impl Segment {
                 ScanStep::Frame(header, position) => {
                     let expected = self.last.map_or(self.first_index.0, |h| h.id.index.0 + 1);
                     if header.id.index.0 != expected {
-                        return Err(self.corrupt(position, "frame out of sequence"));
+                        if mode == OpenMode::Sealed {
+                            return Err(self.corrupt(position, "frame out of sequence"));
+                        }
+                        recovery.corrupt_bytes_cut =
+                            self.cut_corrupt_rest(position, file_len, "frame out of sequence")?;
+                        break;
                     }
                     self.note_frame(&header, position)?;
                     self.size = position + header.frame_len() as u64;
                 }
                 ScanStep::Bad(position, reason) => {
                     let last_index = self.last.map_or(self.first_index.0.saturating_sub(1), |h| h.id.index.0);
-                    if mode == OpenMode::Sealed || self.valid_frame_after(position, last_index, file_len)? {
+                    if mode == OpenMode::Sealed {
                         return Err(self.corrupt(position, reason));
+                    }
+                    if self.valid_frame_after(position, last_index, file_len)? {
+                        recovery.corrupt_bytes_cut = self.cut_corrupt_rest(position, file_len, reason)?;
+                        break;
                     }
                     metrics::torn_tail_truncated();
                     tracing::warn!(
@@ -613,6 +626,26 @@ impl Segment {
             metrics::index_rebuilt();
         }
         Ok(recovery)
+    }
+
+    /// Cuts the active segment at a corrupt frame that valid frames follow: the entries from it
+    /// on are gone either way (no later entry can be used without it), and the replica gets them
+    /// back from its peers — the log reports the loss so the replica stays out of elections
+    /// until then. Returns the bytes cut.
+    fn cut_corrupt_rest(&mut self, position: u64, file_len: u64, reason: &str) -> StorageResult<u64> {
+        metrics::corrupt_frame();
+        tracing::error!(
+            path = %self.log_path.display(),
+            position,
+            cut = file_len - position,
+            reason,
+            "corrupt frame in the active segment: cutting it and everything after it"
+        );
+        self.file
+            .set_len(position)
+            .map_err(|e| StorageError::io(&self.log_path, e))?;
+        self.file.sync_data().map_err(|e| StorageError::io(&self.log_path, e))?;
+        Ok(file_len - position)
     }
 
     /// Whether any valid frame of a later entry starts after `bad_position`: if so the bad
