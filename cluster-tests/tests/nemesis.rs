@@ -153,6 +153,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Kills `broker`, applies `damage` to each of its partition directories, and restarts it
+    /// after `hold`: a storage fault on one (minority) replica.
+    async fn damage_storage(&mut self, broker: u64, hold: Duration, damage: impl Fn(&std::path::Path)) {
+        let process = &mut self.brokers[broker as usize - 1];
+        process.kill9();
+        for partition in 0..PARTITIONS {
+            damage(&partition_dir(process, TOPIC, partition));
+        }
+        tokio::time::sleep(hold).await;
+        process.restart();
+    }
+
     fn links_of(&self, broker: u64) -> impl Iterator<Item = &FaultProxy> {
         self.links
             .iter()
@@ -338,12 +350,9 @@ async fn run(plan: Plan) {
                 cluster.isolate(victim, false);
             }
             Fault::TornTail => {
-                cluster.brokers[index].kill9();
-                for partition in 0..PARTITIONS {
-                    truncate_active_segment(&partition_dir(&cluster.brokers[index], TOPIC, partition), 37);
-                }
-                tokio::time::sleep(hold).await;
-                cluster.brokers[index].restart();
+                cluster
+                    .damage_storage(victim, hold, |dir| truncate_active_segment(dir, 37))
+                    .await
             }
             Fault::SlowLinks => {
                 cluster.slow(victim, delay);
@@ -361,21 +370,11 @@ async fn run(plan: Plan) {
                 cluster.client_links[&victim].heal();
             }
             Fault::BitFlip => {
-                cluster.brokers[index].kill9();
-                for partition in 0..PARTITIONS {
-                    flip_bit_in_active_segment(&partition_dir(&cluster.brokers[index], TOPIC, partition), 0.5);
-                }
-                tokio::time::sleep(hold).await;
-                cluster.brokers[index].restart();
+                cluster
+                    .damage_storage(victim, hold, |dir| flip_bit_in_active_segment(dir, 0.5))
+                    .await
             }
-            Fault::IndexLoss => {
-                cluster.brokers[index].kill9();
-                for partition in 0..PARTITIONS {
-                    delete_index_files(&partition_dir(&cluster.brokers[index], TOPIC, partition));
-                }
-                tokio::time::sleep(hold).await;
-                cluster.brokers[index].restart();
-            }
+            Fault::IndexLoss => cluster.damage_storage(victim, hold, delete_index_files).await,
         }
         leaders(&client, TOPIC).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

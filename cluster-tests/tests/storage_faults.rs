@@ -63,6 +63,21 @@ async fn local_high_watermark_of(address: &str, topic: &str) -> Option<u64> {
     response.into_inner().topics.first()?.partitions.first()?.high_watermark
 }
 
+/// Waits until every broker has applied `records` records of partition 0 of `topic`.
+async fn wait_applied_everywhere(brokers: &[cluster_tests::BrokerProcess], topic: &str, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for broker in brokers {
+        while local_high_watermark_of(&broker.address, topic).await < Some(records) {
+            assert!(
+                Instant::now() < deadline,
+                "broker {} never applied the records",
+                broker.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_them_back() {
     let root = tempfile::tempdir().unwrap();
@@ -147,13 +162,7 @@ async fn a_leader_restarted_with_a_torn_tail_leads_again_only_after_an_election(
     let index = |id: u64| id as usize - 1;
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     // Everyone holds everything before the freeze.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in 1..=3u64 {
-        while local_high_watermark_of(&brokers[index(id)].address, REUSE).await < Some(50) {
-            assert!(Instant::now() < deadline, "broker {id} never applied the first records");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_applied_everywhere(&brokers, REUSE, 50).await;
 
     // The followers freeze holding every entry; the leader loses the end of its log and comes
     // back while they are frozen, so no one else can have been elected in the meantime.
@@ -215,13 +224,7 @@ async fn two_replicas_that_lost_acknowledged_entries_still_elect_the_one_that_ha
     produce_to(&cluster, TWO, 0..50).await;
     let leader = leaders(&cluster, TWO).await[&0];
     let index = |id: u64| id as usize - 1;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in 1..=3u64 {
-        while local_high_watermark_of(&brokers[index(id)].address, TWO).await < Some(50) {
-            assert!(Instant::now() < deadline, "broker {id} never applied the records");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_applied_everywhere(&brokers, TWO, 50).await;
 
     // Everyone goes down; both followers lose the end of their logs. They are a majority that
     // must not elect one of themselves — but they must let the leader, who has everything, lead.

@@ -612,11 +612,7 @@ impl Segment {
                         reason,
                         "cutting torn tail of partition log"
                     );
-                    self.file
-                        .set_len(position)
-                        .map_err(|e| StorageError::io(&self.log_path, e))?;
-                    self.file.sync_data().map_err(|e| StorageError::io(&self.log_path, e))?;
-                    recovery.truncated_bytes = file_len - position;
+                    recovery.truncated_bytes = self.cut_at(position, file_len)?;
                     break;
                 }
             }
@@ -641,6 +637,11 @@ impl Segment {
             reason,
             "corrupt frame in the active segment: cutting it and everything after it"
         );
+        self.cut_at(position, file_len)
+    }
+
+    /// Cuts the file at `position`, durably; returns the bytes cut.
+    fn cut_at(&mut self, position: u64, file_len: u64) -> StorageResult<u64> {
         self.file
             .set_len(position)
             .map_err(|e| StorageError::io(&self.log_path, e))?;
