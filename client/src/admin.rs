@@ -156,6 +156,12 @@ impl Admin {
         })
     }
 
+    /// Moves the leadership of a partition to broker `to`, one of its replicas (to rebalance
+    /// leaders, or before taking the current leader down); returns once `to` leads.
+    pub async fn transfer_leadership(&self, topic: &str, partition: u32, to: u64) -> Result<(), ClientError> {
+        self.cluster.transfer_leadership(topic, partition, to).await
+    }
+
     /// The earliest or latest offset of a partition, or the first offset at or after
     /// `timestamp` (`None`: every record is older).
     pub async fn list_offsets(

@@ -497,6 +497,29 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Asks the partition's leader to hand its leadership to broker `to` (a replica of it);
+    /// returns once `to` leads. Retries NOT_LEADER and timeouts like any leader request.
+    pub async fn transfer_leadership(&self, topic: &str, partition: u32, to: u64) -> Result<(), ClientError> {
+        let request = proto::v1::TransferLeadershipRequest {
+            topic: topic.to_string(),
+            partition,
+            to,
+            timeout_ms: 0,
+        };
+        self.on_leader(topic, partition, |mut client| {
+            let request = request.clone();
+            async move { client.transfer_leadership(request).await }
+        })
+        .await?;
+        self.leaders
+            .lock()
+            .expect("leaders")
+            .insert((topic.to_string(), partition), to);
+        Ok(())
+    }
+}
+
 /// The common shape of answers from a partition leader.
 trait LeaderAnswer {
     fn error(&self) -> i32;
@@ -523,5 +546,6 @@ macro_rules! leader_answer {
 leader_answer!(
     proto::v1::ProduceResponse,
     proto::v1::FetchResponse,
-    proto::v1::ListOffsetsResponse
+    proto::v1::ListOffsetsResponse,
+    proto::v1::TransferLeadershipResponse
 );

@@ -397,3 +397,32 @@ fn newest_segment(dir: &Path) -> PathBuf {
         .max()
         .expect("a segment file")
 }
+
+/// `topic` as the broker at `address` itself describes it — its own replicas' offsets and state,
+/// not the leader's view (`None`: it did not answer).
+pub async fn describe_on(address: &str, topic: &str) -> Option<proto::v1::TopicDescription> {
+    let mut client = proto::v1::broker_client::BrokerClient::connect(format!("http://{address}"))
+        .await
+        .ok()?;
+    let response = client
+        .describe_topics(proto::v1::MetadataRequest {
+            topics: vec![topic.to_string()],
+        })
+        .await
+        .ok()?;
+    response.into_inner().topics.into_iter().next()
+}
+
+/// The partitions of `topic` whose replica on the broker at `address` lost acknowledged entries
+/// and is held out of elections, as that broker itself reports (`None`: it did not answer).
+pub async fn partitions_held_from_elections(address: &str, topic: &str) -> Option<Vec<u32>> {
+    let topic = describe_on(address, topic).await?;
+    Some(
+        topic
+            .partitions
+            .iter()
+            .filter(|p| p.held_from_elections)
+            .map(|p| p.partition)
+            .collect(),
+    )
+}

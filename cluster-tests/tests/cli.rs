@@ -113,6 +113,27 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     assert_eq!(status.matches("broker ").count(), 3, "{status}");
     assert!(status.contains("topic clicks"));
 
+    // Partition 0's leadership moves to broker 2 (or stays there); a broker without a replica
+    // is refused with the reason.
+    let moved = cli(
+        &bootstrap,
+        &["topic", "move-leader", "clicks", "--partition", "0", "--to", "2"],
+        None,
+    );
+    assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    assert_eq!(stdout(&moved).trim(), "clicks/0 is led by broker 2");
+    let refused = cli(
+        &bootstrap,
+        &["topic", "move-leader", "clicks", "--partition", "0", "--to", "9"],
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("holds no replica"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     assert!(cli(&bootstrap, &["topic", "delete", "clicks"], None).status.success());
     let after = stdout(&cli(&bootstrap, &["topic", "list"], None));
     assert!(!after.contains("clicks"), "{after}");

@@ -254,3 +254,39 @@ async fn consumer_assigns_seeks_polls_and_streams() {
     assert_eq!((live.partition, live.offset), (1, 100));
     assert_eq!(live.value, Some(Bytes::from("live")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_replica_an_operator_names() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new("moves", 2, 3)).await;
+    let admin = client::Admin::new(Arc::clone(&cluster));
+    let leaders = cluster_tests::leaders(&cluster, "moves").await;
+    let before = leaders[&0];
+    let to = (1..=3).find(|id| *id != before).unwrap();
+
+    admin.transfer_leadership("moves", 0, to).await.expect("transfer");
+    // Every broker that answers sees the new leader, and it takes writes at once.
+    let described = cluster.describe_topics(vec!["moves".into()]).await.unwrap();
+    assert_eq!(described.topics[0].partitions[0].leader, Some(to));
+    let record = Record {
+        timestamp: 1_700_000_000_000,
+        value: Some(Bytes::from_static(b"after the move")),
+        ..Record::default()
+    };
+    let offset = cluster
+        .produce(
+            "moves",
+            0,
+            client::Acks::All,
+            encode_batch(&[record], ProducerStamp::NONE),
+        )
+        .await
+        .expect("produce on the new leader");
+    assert_eq!(offset, Some(0));
+    // Moving it to where it already is succeeds; to a broker without a replica is refused.
+    admin.transfer_leadership("moves", 0, to).await.expect("no-op transfer");
+    let refused = admin.transfer_leadership("moves", 1, 42).await.unwrap_err();
+    assert_eq!(refused.code(), Some(client::ErrorCode::InvalidRequest), "{refused}");
+}

@@ -17,7 +17,7 @@ use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
 use cluster_tests::proxy::FaultProxy;
 use cluster_tests::{
     connect_when_ready, create_topic, delete_index_files, flip_bit_in_active_segment, free_ports, leaders, log_digest,
-    partition_dir, peers_flag, read_partition, truncate_active_segment, BrokerProcess,
+    partition_dir, partitions_held_from_elections, peers_flag, read_partition, truncate_active_segment, BrokerProcess,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +71,8 @@ enum Fault {
     ClientCut,
     BitFlip,
     IndexLoss,
+    /// A partition led by the victim hands its leadership to another replica.
+    LeaderTransfer,
 }
 
 /// The faults of the first runs (the schedules of seeds 1 and 4 depend on this list).
@@ -86,6 +88,7 @@ const ALL: &[Fault] = &[
     Fault::ClientCut,
     Fault::BitFlip,
     Fault::IndexLoss,
+    Fault::LeaderTransfer,
 ];
 
 /// One nemesis cluster at a time: two at once on a 2-core machine measure the machine.
@@ -154,8 +157,26 @@ impl Cluster {
     }
 
     /// Kills `broker`, applies `damage` to each of its partition directories, and restarts it
-    /// after `hold`: a storage fault on one (minority) replica.
+    /// after `hold`: a storage fault on one replica. Storage faults hit a minority: first every
+    /// replica damaged before has its lost entries back — two replicas of three missing the same
+    /// acknowledged entries is data loss no protocol recovers from (the partition would rightly
+    /// stay without a leader).
     async fn damage_storage(&mut self, broker: u64, hold: Duration, damage: impl Fn(&std::path::Path)) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for process in &self.brokers {
+            loop {
+                let held = partitions_held_from_elections(&process.address, TOPIC).await;
+                if held.as_ref().is_some_and(Vec::is_empty) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {} never recovered from its storage fault (held: {held:?})",
+                    process.id
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let process = &mut self.brokers[broker as usize - 1];
         process.kill9();
         for partition in 0..PARTITIONS {
@@ -207,9 +228,11 @@ impl Cluster {
 async fn run(plan: Plan) {
     let seed = plan.seed;
     let started = Instant::now();
-    let root = tempfile::tempdir().unwrap();
+    // Kept if anything fails (a panic anywhere, not only an anomaly); removed after a clean run.
+    let root = tempfile::tempdir().unwrap().keep();
+    println!("seed {seed}: broker data and logs in {}", root.display());
     let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = Cluster::start(root.path()).await;
+    let mut cluster = Cluster::start(&root).await;
     let client = connect_when_ready(&cluster.brokers, cluster.client_overrides()).await;
     create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let history = Arc::new(Recorder::default());
@@ -332,6 +355,11 @@ async fn run(plan: Plan) {
             Fault::SlowLinks => format!("{fault:?} broker {victim} for {hold:?} ({delay:?} each way)"),
             _ => format!("{fault:?} broker {victim} for {hold:?}"),
         });
+        println!(
+            "{:>8.1}s step {step}: {}",
+            started.elapsed().as_secs_f64(),
+            faults[faults.len() - 1]
+        );
         let index = victim as usize - 1;
         match fault {
             Fault::Kill => {
@@ -375,6 +403,21 @@ async fn run(plan: Plan) {
                     .await
             }
             Fault::IndexLoss => cluster.damage_storage(victim, hold, delete_index_files).await,
+            Fault::LeaderTransfer => {
+                let led: Vec<u32> = leaders_now
+                    .iter()
+                    .filter(|(_, leader)| **leader == victim)
+                    .map(|(partition, _)| *partition)
+                    .collect();
+                if let Some(partition) = led.first() {
+                    let to = (victim % 3) + 1;
+                    let outcome = client.transfer_leadership(TOPIC, *partition, to).await;
+                    if let Some(label) = faults.last_mut() {
+                        label.push_str(&format!(" (partition {partition} to broker {to}: {outcome:?})"));
+                    }
+                }
+                tokio::time::sleep(hold).await;
+            }
         }
         leaders(&client, TOPIC).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -436,14 +479,15 @@ async fn run(plan: Plan) {
     if !report.is_clean() {
         let path = dir.join(format!("seed-{seed}.jsonl"));
         write_jsonl(&path, &events).unwrap();
-        let data = root.keep();
         panic!(
             "anomalies with seed {seed} (history: {}, broker data kept in {})",
             path.display(),
-            data.display()
+            root.display()
         );
     }
     assert!(report.sends.1 > 1000, "too little was acknowledged to test anything");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// What a run did, for people: the plan, faults by kind, operations and anomalies.

@@ -7,7 +7,8 @@
 use bytes::Bytes;
 use client::NewTopic;
 use cluster_tests::{
-    connect_when_ready, create_topic, leaders, log_digest, partition_dir, read_partition, start_cluster,
+    connect_when_ready, create_topic, leaders, log_digest, partition_dir, partitions_held_from_elections,
+    read_partition, start_cluster,
 };
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::HashMap;
@@ -44,23 +45,14 @@ async fn produce_to(cluster: &client::Cluster, topic: &str, values: std::ops::Ra
     }
 }
 
-/// The high watermark `broker` itself reports for partition 0 (its applied offset), asked
-/// directly rather than through the leader.
-async fn local_high_watermark(address: &str) -> Option<u64> {
-    local_high_watermark_of(address, TOPIC).await
-}
-
+/// The high watermark the broker at `address` itself reports for partition 0 of `topic` (its
+/// applied offset), asked directly rather than through the leader.
 async fn local_high_watermark_of(address: &str, topic: &str) -> Option<u64> {
-    let mut client = proto::v1::broker_client::BrokerClient::connect(format!("http://{address}"))
-        .await
-        .ok()?;
-    let response = client
-        .describe_topics(proto::v1::MetadataRequest {
-            topics: vec![topic.to_string()],
-        })
-        .await
-        .ok()?;
-    response.into_inner().topics.first()?.partitions.first()?.high_watermark
+    cluster_tests::describe_on(address, topic)
+        .await?
+        .partitions
+        .first()?
+        .high_watermark
 }
 
 /// Waits until every broker has applied `records` records of partition 0 of `topic`.
@@ -101,6 +93,15 @@ async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_the
     brokers[index(torn)].restart();
     brokers[index(behind)].restart();
 
+    // `torn` knows what it lost.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions_held_from_elections(&brokers[index(torn)].address, TOPIC).await != Some(vec![0]) {
+        assert!(
+            Instant::now() < deadline,
+            "broker {torn} never reported its lost entries"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // `torn` and `behind` are a majority, but neither holds the lost entries: no leader may
     // emerge from them. Several election timeouts give one every chance to.
     let window = Instant::now() + Duration::from_secs(4);
@@ -125,7 +126,7 @@ async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_the
     let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
     assert_eq!(values(read_partition(&cluster, TOPIC, 0).await), expected);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while local_high_watermark(&brokers[index(torn)].address).await < Some(100) {
+    while partitions_held_from_elections(&brokers[index(torn)].address, TOPIC).await != Some(vec![]) {
         assert!(Instant::now() < deadline, "broker {torn} never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

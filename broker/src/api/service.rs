@@ -14,7 +14,7 @@ use proto::v1::{
     Acks, BrokerDescription, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse,
     InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, OffsetSpec, PartitionDescription, ProduceRequest, ProduceResponse, StoredBatch, TopicDescription,
-    TopicResult, TopicResults,
+    TopicResult, TopicResults, TransferLeadershipRequest, TransferLeadershipResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,8 @@ use tonic::{Request, Response, Status};
 const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a fetch long-poll may wait, whatever the request asks.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// How long a leadership transfer may take when the request does not say.
+const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fetch size when the request gives none.
 const DEFAULT_FETCH_BYTES: usize = 1024 * 1024;
 /// How long a read waits for a newly elected leader to apply an entry of its own term before
@@ -105,6 +107,7 @@ impl BrokerApi {
                         description.high_watermark = Some(status.high_watermark.0);
                         description.log_start_offset = Some(status.log_start_offset.0);
                         description.caught_up = status.caught_up;
+                        description.held_from_elections = status.held_from_elections;
                     }
                 }
                 description
@@ -424,6 +427,46 @@ impl Broker for BrokerApi {
             },
         };
         Ok(answer(ErrorCode::None, String::new(), offset, None))
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<TransferLeadershipRequest>,
+    ) -> Result<Response<TransferLeadershipResponse>, Status> {
+        let request = request.into_inner();
+        let answer = |code: ErrorCode, message: String, leader: Option<u64>| {
+            Response::new(TransferLeadershipResponse {
+                error: code as i32,
+                message,
+                leader,
+            })
+        };
+        let replica = match self.replica(&request.topic, request.partition) {
+            Ok(replica) => replica,
+            Err((code, message)) => return Ok(answer(code, message, None)),
+        };
+        let hosts_a_replica = self
+            .controller
+            .metadata()
+            .topics
+            .get(&request.topic)
+            .and_then(|t| t.partitions.iter().find(|p| p.partition == request.partition))
+            .is_some_and(|p| p.replicas.contains(&request.to));
+        if !hosts_a_replica {
+            let message = format!(
+                "broker {} holds no replica of {}/{}",
+                request.to, request.topic, request.partition
+            );
+            return Ok(answer(ErrorCode::InvalidRequest, message, None));
+        }
+        let timeout = match request.timeout_ms {
+            0 => DEFAULT_TRANSFER_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        Ok(match replica.transfer_leadership(request.to, timeout).await {
+            Ok(()) => answer(ErrorCode::None, String::new(), None),
+            Err(e) => answer(replication_error_code(&e), e.to_string(), replica.leader()),
+        })
     }
 
     async fn init_producer_id(

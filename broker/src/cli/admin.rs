@@ -39,6 +39,17 @@ pub enum TopicCommand {
         /// Topic name.
         name: String,
     },
+    /// Move a partition's leadership to another of its replicas.
+    MoveLeader {
+        /// Topic name.
+        name: String,
+        /// Partition.
+        #[arg(long)]
+        partition: u32,
+        /// The broker to lead it (must hold a replica).
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -90,6 +101,11 @@ pub async fn topic(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()>
             check_outcomes(admin.create_topics(vec![topic]).await?, "created")
         }
         TopicCommand::Delete { name } => check_outcomes(admin.delete_topics(vec![name]).await?, "deleted"),
+        TopicCommand::MoveLeader { name, partition, to } => {
+            admin.transfer_leadership(&name, partition, to).await?;
+            println!("{name}/{partition} is led by broker {to}");
+            Ok(())
+        }
         TopicCommand::List => {
             for topic in admin.list_topics().await? {
                 println!(

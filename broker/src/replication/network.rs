@@ -9,7 +9,9 @@ use super::types::PartitionRaft;
 use super::wire::encode_append;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, RaftNetworkV2};
 use proto::raft_v1::raft_client::RaftClient;
 use proto::raft_v1::{JsonRequest, SnapshotRequest};
@@ -100,6 +102,20 @@ impl RaftNetworkFactory<PartitionRaft> for GroupNetworkFactory {
 }
 
 impl GroupNetwork {
+    /// The peer's client and `message` as this group's JSON request, with the RPC's deadline.
+    fn json_request<T: serde::Serialize>(
+        &self,
+        message: &T,
+        option: &RPCOption,
+    ) -> Result<(RaftClient<Channel>, tonic::Request<JsonRequest>), RPCError<PartitionRaft>> {
+        let json = serde_json::to_vec(message).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = JsonRequest {
+            group: self.group,
+            json: json.into(),
+        };
+        Ok((self.client()?, with_deadline(request, option)))
+    }
+
     fn client(&self) -> Result<RaftClient<Channel>, Unreachable<PartitionRaft>> {
         self.client.clone().ok_or_else(|| {
             Unreachable::from_string(format!(
@@ -166,17 +182,24 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
         rpc: VoteRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        let json = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let request = JsonRequest {
-            group: self.group,
-            json: json.into(),
-        };
-        let response = self
-            .client()?
-            .vote(with_deadline(request, &option))
-            .await
-            .map_err(rpc_error)?;
-        decode(&response.into_inner().json)
+        let (mut client, request) = self.json_request(&rpc, &option)?;
+        decode(&client.vote(request).await.map_err(rpc_error)?.into_inner().json)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let (mut client, request) = self.json_request(&request, &option)?;
+        decode(
+            &client
+                .transfer_leader(request)
+                .await
+                .map_err(rpc_error)?
+                .into_inner()
+                .json,
+        )
     }
 
     async fn full_snapshot(

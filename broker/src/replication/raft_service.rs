@@ -182,6 +182,18 @@ impl RaftRpc for RaftGroups {
         json_response(&response)
     }
 
+    async fn transfer_leader(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
+        let request = request.into_inner();
+        let raft = self.node(request.group)?;
+        let rpc: openraft::raft::TransferLeaderRequest<PartitionRaft> =
+            serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let response = raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        json_response(&response)
+    }
+
     async fn install_snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<JsonResponse>, Status> {
         let request = request.into_inner();
         let raft = self.node(request.group)?;

@@ -235,6 +235,9 @@ pub struct ReplicaStatus {
     pub log_start_offset: Offset,
     /// Next offset of the local log (including uncommitted entries).
     pub log_end_offset: Offset,
+    /// This replica lost entries it had acknowledged and takes no part in elections until it
+    /// has them back.
+    pub held_from_elections: bool,
 }
 
 fn now_ms() -> i64 {
@@ -751,6 +754,7 @@ impl PartitionReplica {
             high_watermark: offsets.high_watermark,
             log_start_offset: offsets.log_start_offset,
             log_end_offset: offsets.log_end_offset,
+            held_from_elections: self.groups.votes_held(self.group),
         }
     }
 
@@ -826,6 +830,33 @@ impl PartitionReplica {
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow_watched();
         metrics.state == openraft::ServerState::Leader && metrics.vote.committed && metrics.last_quorum_acked.is_some()
+    }
+
+    /// Hands leadership to the voter `to` (operators moving leaders; the nemesis). openraft has
+    /// the target campaign once its log holds everything this leader's does, and the other
+    /// voters set their lease aside for it. Returns once this replica sees `to` leading.
+    pub async fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), ReplicationError> {
+        if self.leader() == Some(to) {
+            return Ok(());
+        }
+        self.ensure_leader()?;
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|fatal| ReplicationError::Raft {
+                group: self.group,
+                message: fatal.to_string(),
+            })?;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader == Some(to), "leadership transferred")
+            .await
+            .map(|_| ())
+            .map_err(|_| ReplicationError::Timeout {
+                group: self.group,
+                what: format!("broker {to} to take over the leadership"),
+            })
     }
 
     /// Waits until this replica has applied (so committed) everything up to `index`.
