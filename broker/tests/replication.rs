@@ -401,6 +401,15 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
     };
     let offset = nodes[new].replica().append_committed(batch(200)).await.unwrap();
     assert_eq!(offset, Offset(15));
+    // The old leader's lease has lapsed by now: acks=1 is refused as NOT_LEADER (retriable
+    // elsewhere), neither acknowledged nor left hanging until the timeout.
+    let started = Instant::now();
+    let refused = stale.append_on_leader(batch(102), Duration::from_secs(10)).await;
+    assert!(
+        matches!(refused, Err(ReplicationError::NotLeader { .. })),
+        "acks=1 on a leader without a lease: {refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "refused, not timed out");
 
     // Healed, the old leader steps down, drops its uncommitted tail and converges.
     for link in links.values() {
@@ -410,7 +419,9 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
     for node in &nodes {
         let entries = node.replica().local_entries().unwrap();
         assert!(
-            !entries.iter().any(|e| e.body == batch(100) || e.body == batch(101)),
+            !entries
+                .iter()
+                .any(|e| e.body == batch(100) || e.body == batch(101) || e.body == batch(102)),
             "node {} kept uncommitted data",
             node.id
         );

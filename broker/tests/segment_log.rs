@@ -71,6 +71,36 @@ fn filled_log(config: LogConfig, count: u64, value_size: usize) -> (tempfile::Te
     (dir, flush, log)
 }
 
+/// Like [`filled_log`] (50-byte values) under `fsync = always`, returning once every append was
+/// reported durable — so the acknowledged mark names the last entry.
+fn durably_filled_log(count: u64) -> (tempfile::TempDir, FlushWorker, SegmentLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..config(1 << 20)
+    };
+    let mut log = open(dir.path(), &flush, config).unwrap();
+    let (tx, rx) = mpsc::channel();
+    for i in 0..count {
+        let tx = tx.clone();
+        let entry = data_entry(i, 2, T0 + i as i64 * 1000, 50);
+        log.append(
+            vec![entry],
+            T0,
+            Box::new(move |result| {
+                result.unwrap();
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+    }
+    for _ in 0..count {
+        rx.recv_timeout(Duration::from_secs(60)).expect("durable");
+    }
+    (dir, flush, log)
+}
+
 /// Byte position of each frame in a segment file that holds entries `first..` of `fill`.
 fn frame_positions(path: &Path) -> Vec<u64> {
     let bytes = std::fs::read(path).unwrap();
@@ -134,7 +164,7 @@ fn truncate_file(path: &Path, length: u64) {
 #[test]
 fn losing_entries_that_were_reported_durable_is_told_apart_from_a_torn_unreported_write() {
     // A crash in the middle of a write: the partial frame was never reported durable.
-    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
+    let (dir, flush, log) = durably_filled_log(20);
     let path = log.segments()[0].path.clone();
     drop(log);
     let bytes = std::fs::read(&path).unwrap();
@@ -164,8 +194,32 @@ fn losing_entries_that_were_reported_durable_is_told_apart_from_a_torn_unreporte
 }
 
 #[test]
+fn only_fsync_always_moves_the_mark_and_a_cut_behind_the_mark_loses_nothing_acknowledged() {
+    // Ten entries reported durable under fsync=always, ten more under fsync=never (reported
+    // before any fsync, so not acknowledged in the mark's sense).
+    let (dir, flush, log) = durably_filled_log(10);
+    drop(log);
+    let mut log = open(dir.path(), &flush, config(1 << 20)).unwrap();
+    for i in 10..20 {
+        log.append(vec![data_entry(i, 2, T0, 50)], T0, Box::new(|r| r.unwrap()))
+            .unwrap();
+    }
+    let path = log.segments()[0].path.clone();
+    drop(log);
+    // A bit flips in entry 15: entries 15.. are cut, but the mark (entry 9) is still held.
+    flip_bit(&path, frame_positions(&path)[15] + FRAME_HEADER_LEN as u64 + 3);
+    let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
+    assert!(report.corrupt_bytes_cut > 0);
+    assert_eq!(log.last_entry_id(), Some(entry_id(14)));
+    assert_eq!(
+        report.lost_acknowledged, None,
+        "nothing reported durable under fsync=always is missing"
+    );
+}
+
+#[test]
 fn entries_raft_replaced_are_not_mistaken_for_lost_ones() {
-    let (dir, flush, mut log) = filled_log(config(1 << 20), 20, 50);
+    let (dir, flush, mut log) = durably_filled_log(20);
     log.truncate_after(Some(RaftIndex(9))).unwrap();
     drop(log);
     let (log, report) = SegmentLog::open(dir.path(), config(1 << 20), flush.handle(), T0).unwrap();
@@ -203,7 +257,7 @@ fn a_damaged_acknowledged_mark_means_unknown_loss() {
 
 #[test]
 fn bit_flip_in_the_middle_of_the_active_segment_cuts_from_there_and_reports_the_loss() {
-    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
+    let (dir, flush, log) = durably_filled_log(20);
     let path = log.segments()[0].path.clone();
     drop(log);
     let fifth = frame_positions(&path)[5];
@@ -220,7 +274,7 @@ fn bit_flip_in_the_middle_of_the_active_segment_cuts_from_there_and_reports_the_
     drop(log);
 
     // Without a mark (a directory from before marks), the loss is still reported, as unknown.
-    let (dir, flush, log) = filled_log(config(1 << 20), 20, 50);
+    let (dir, flush, log) = durably_filled_log(20);
     let path = log.segments()[0].path.clone();
     drop(log);
     std::fs::remove_file(dir.path().join("acknowledged.mark")).unwrap();

@@ -114,7 +114,7 @@ async fn errors_are_typed_unknown_topic_too_large_and_delivery_timeout() {
     // The broker's idempotence refusals, each a distinct code (the gap cases wait 1.5 s for a
     // missing predecessor first).
     let (producer_id, producer_epoch) = cluster.init_producer_id().await.unwrap();
-    let stamped = |base_sequence| {
+    let stamped_in = |producer_epoch, base_sequence| {
         let records = vec![Record {
             value: Some(Bytes::from("stamped")),
             ..Record::default()
@@ -126,6 +126,7 @@ async fn errors_are_typed_unknown_topic_too_large_and_delivery_timeout() {
         };
         encode_batch(&records, stamp)
     };
+    let stamped = |base_sequence| stamped_in(producer_epoch, base_sequence);
     let attempt = |batch, acks| cluster.produce_attempt("small", 0, acks, batch, Duration::from_secs(5));
     let unknown = attempt(stamped(5), client::Acks::All).await.unwrap_err();
     assert_eq!(unknown.code(), Some(ErrorCode::UnknownProducerId));
@@ -141,6 +142,14 @@ async fn errors_are_typed_unknown_topic_too_large_and_delivery_timeout() {
         Some(ErrorCode::InvalidRequest),
         "idempotence needs acks=all"
     );
+    // A newer epoch of the same producer id starts its sequences over and fences the old one.
+    let bumped = attempt(stamped_in(producer_epoch + 1, 0), client::Acks::All)
+        .await
+        .unwrap();
+    assert!(!bumped.duplicate);
+    let fenced = attempt(stamped(1), client::Acks::All).await.unwrap_err();
+    assert_eq!(fenced.code(), Some(ErrorCode::InvalidProducerEpoch));
+    assert!(!fenced.is_retriable(), "a fenced producer must stop");
 
     for broker in &mut brokers {
         broker.kill9();

@@ -1,7 +1,7 @@
 //! A Jepsen-style run against real broker processes: idempotent producers and a consumer work
 //! through the client crate while a seeded schedule of faults hits the cluster — kill -9 and
-//! restart, SIGSTOP/SIGCONT, isolating a broker from its peers, slow links, one-way partitions,
-//! cutting clients off a broker (every link, broker-to-broker and client-to-broker, goes through
+//! restart, SIGSTOP/SIGCONT, isolating a broker from its peers, bridges, slow links, one-way
+//! partitions, leader transfers, cutting clients off a broker (every link, broker-to-broker and client-to-broker, goes through
 //! a proxy the test controls), and storage faults on a stopped minority replica: a torn segment
 //! tail, a flipped bit in the middle of the active segment, deleted index files. Every operation
 //! goes into a history; after healing, the checker must find nothing.
@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "jepsen";
 const PARTITIONS: u32 = 3;
 const PRODUCERS: u32 = 3;
-const CONSUMER: u32 = 100;
+/// Consumer processes in the history: the first reads from the beginning, the second from
+/// wherever the log ends when it starts.
+const CONSUMERS: [u32; 2] = [100, 101];
 const CHECKER: u32 = 999;
 
 /// How long a run lasts, and how hard the producers push.
@@ -73,6 +75,8 @@ enum Fault {
     IndexLoss,
     /// A partition led by the victim hands its leadership to another replica.
     LeaderTransfer,
+    /// The victim and the next broker cannot reach each other; the third reaches both (a bridge).
+    Bridge,
 }
 
 /// The faults of the first runs (the schedules of seeds 1 and 4 depend on this list).
@@ -89,6 +93,7 @@ const ALL: &[Fault] = &[
     Fault::BitFlip,
     Fault::IndexLoss,
     Fault::LeaderTransfer,
+    Fault::Bridge,
 ];
 
 /// One nemesis cluster at a time: two at once on a 2-core machine measure the machine.
@@ -199,6 +204,17 @@ impl Cluster {
         }
     }
 
+    /// Cuts (or heals) both links between `a` and `b`.
+    fn cut_between(&self, a: u64, b: u64, cut: bool) {
+        for link in [(a, b), (b, a)] {
+            if cut {
+                self.links[&link].cut();
+            } else {
+                self.links[&link].heal();
+            }
+        }
+    }
+
     /// Cuts (or heals) the links `broker` dials: it cannot reach its peers, they still reach it.
     fn cut_outgoing(&self, broker: u64, cut: bool) {
         for ((from, _), proxy) in &self.links {
@@ -289,7 +305,7 @@ async fn run(plan: Plan) {
             producer.close().await;
         }));
     }
-    {
+    for process in CONSUMERS {
         let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
         workers.push(tokio::spawn(async move {
             let config = ConsumerConfig {
@@ -301,8 +317,13 @@ async fn run(plan: Plan) {
             let partitions: Vec<(String, u32)> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
             consumer.assign(partitions).await.unwrap();
             for partition in 0..PARTITIONS {
-                let offset = consumer.seek(TOPIC, partition, SeekTo::Offset(0)).await.unwrap();
-                history.record(CONSUMER, Outcome::Ok, Operation::Seek { partition, offset });
+                let to = if process == CONSUMERS[0] {
+                    SeekTo::Offset(0)
+                } else {
+                    SeekTo::Latest
+                };
+                let offset = consumer.seek(TOPIC, partition, to).await.unwrap();
+                history.record(process, Outcome::Ok, Operation::Seek { partition, offset });
             }
             while !stop.load(Ordering::SeqCst) {
                 if let Ok(records) = consumer.poll(Duration::from_millis(200)).await {
@@ -315,7 +336,7 @@ async fn run(plan: Plan) {
                         })
                         .collect();
                     if !records.is_empty() {
-                        history.record(CONSUMER, Outcome::Ok, Operation::Poll { records });
+                        history.record(process, Outcome::Ok, Operation::Poll { records });
                     }
                 }
             }
@@ -386,6 +407,12 @@ async fn run(plan: Plan) {
                 cluster.slow(victim, delay);
                 tokio::time::sleep(hold).await;
                 cluster.slow(victim, Duration::ZERO);
+            }
+            Fault::Bridge => {
+                let other = victim % 3 + 1;
+                cluster.cut_between(victim, other, true);
+                tokio::time::sleep(hold).await;
+                cluster.cut_between(victim, other, false);
             }
             Fault::OneWay => {
                 cluster.cut_outgoing(victim, true);

@@ -37,6 +37,7 @@ impl RaftGroups {
 
     /// Stops routing to group `group`, returning its node.
     pub fn remove(&self, group: u64) -> Option<PartitionRaftNode> {
+        self.release_votes(group);
         self.groups.write().expect("raft group map").remove(&group)
     }
 

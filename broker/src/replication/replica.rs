@@ -11,7 +11,7 @@ use super::producer_state::{BatchIdentity, SequenceVerdict};
 use super::raft_service::{CatchUpRule, PartitionRaftNode, RaftGroups};
 use super::state_machine::{BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
-use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry, StoredVote};
+use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry};
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -147,6 +147,11 @@ impl RaftTimers {
             // leader treats that as a bug and its Raft core panics, taking the partition down;
             // allowed, the leader re-replicates the missing entries (found by the nemesis test).
             allow_log_reversion: Some(true),
+            // A restarted leader does not resume its old term: leading again takes an election.
+            // Resumed, it handed the log ids of entries its torn tail had lost to new batches
+            // while followers kept the originals under the same ids (nemesis seed 4), and its
+            // producer table lacked the batches it had proposed and not yet applied.
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         };
         config.validate().map(Arc::new).map_err(|e| ReplicationError::Raft {
@@ -184,6 +189,8 @@ pub struct PartitionReplica {
     in_flight: Arc<tokio::sync::Mutex<InFlightBatches>>,
     /// Bumped whenever an idempotent batch is proposed, to wake batches waiting for a gap.
     proposals: watch::Sender<u64>,
+    /// openraft's leader lease (its `election_timeout_max`).
+    lease: Duration,
 }
 
 /// Where an idempotent batch ended up.
@@ -274,19 +281,7 @@ impl PartitionReplica {
         log_config: LogConfig,
         observer: Option<Arc<dyn BatchObserver>>,
     ) -> Result<PartitionReplica, ReplicationError> {
-        let (mut log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
-        // A restarted replica never resumes leading the term it led before the restart: openraft
-        // would take a committed vote for itself as leadership, with a log that may have lost its
-        // unsynced (or, on bad storage, synced) tail — and would then hand out the lost entries'
-        // log ids again, to different batches, while followers still hold the originals. Its
-        // producer table would also miss the batches it had proposed and not yet applied.
-        // Leading again takes an election, so a new term and an entry of its own.
-        if let Some(vote) = log.vote().filter(|v| v.committed && v.node == host.node_id) {
-            log.save_vote(StoredVote {
-                committed: false,
-                ..vote
-            })?;
-        }
+        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }
@@ -317,6 +312,8 @@ impl PartitionReplica {
                 group,
                 message: e.to_string(),
             })?;
+        // (A hold left by an earlier start of this group in this process would outlive it.)
+        host.groups.release_votes(group);
         if let Some(rule) = caught_up {
             host.groups.hold_votes(group, rule);
             tracing::warn!(
@@ -342,6 +339,7 @@ impl PartitionReplica {
             producers,
             in_flight: Arc::new(tokio::sync::Mutex::new(InFlightBatches::default())),
             proposals: watch::Sender::new(0),
+            lease: Duration::from_millis(host.raft_config.election_timeout_max),
         })
     }
 
@@ -826,10 +824,18 @@ impl PartitionReplica {
     /// Whether this replica is a leader ready for writes: its vote is committed and a quorum
     /// has acknowledged it (a new leader refuses writes with `NotLeader` until then).
     pub fn is_leader(&self) -> bool {
+        use openraft::Instant as _;
         // Called on every produce and fetch: read the fields in place, no metrics clone.
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow_watched();
-        metrics.state == openraft::ServerState::Leader && metrics.vote.committed && metrics.last_quorum_acked.is_some()
+        // A leader cut off from its quorum keeps believing it leads; once its lease has lapsed
+        // it stops serving, so a deposed leader's reads go stale for at most a lease.
+        metrics.state == openraft::ServerState::Leader
+            && metrics.vote.committed
+            && metrics
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| acked.elapsed() < self.lease)
     }
 
     /// Hands leadership to the voter `to` (operators moving leaders; the nemesis). openraft has

@@ -10,10 +10,16 @@
 //! mark out of elections until it has caught up (see `replication::replica`).
 //!
 //! The mark is one 32-byte record (`ACK1`, CRC32C, term, leader node, index) rewritten in place
-//! *after* the data it names is durable and *before* the durability is reported. It is not
-//! fsynced itself: it only needs to outlive the process (the page cache keeps it through a
-//! `kill -9`). If a power loss drops its last update, the mark is merely older — it then
-//! under-reports, never over-reports, so it cannot hold a healthy replica out of elections.
+//! *after* the data it names is fsynced and *before* the durability is reported — so only under
+//! `fsync = always`: under the other policies nothing is durable when it is reported, and a mark
+//! written back by the kernel ahead of its data would hold healthy replicas out of elections
+//! after a power loss. It is not fsynced itself: it only needs to outlive the process (the page
+//! cache keeps it through a `kill -9`). If a power loss drops its last update, the mark is merely
+//! older — it under-reports, never over-reports.
+//!
+//! When Raft replaces entries (`lower_to`), appends made before still have durability reports on
+//! their way from the flush worker; each carries the mark's generation from when it was made, and
+//! reports from an older generation are ignored, so a replaced entry never reappears as the mark.
 
 use super::error::{StorageError, StorageResult};
 use super::types::{EntryId, RaftIndex};
@@ -42,8 +48,20 @@ pub enum MarkOnOpen {
 pub struct AcknowledgedMark {
     path: PathBuf,
     file: File,
+    state: Mutex<MarkState>,
+}
+
+#[derive(Debug)]
+struct MarkState {
     /// The entry the file names (`None` until the first durable append).
-    current: Mutex<Option<EntryId>>,
+    current: Option<EntryId>,
+    /// Bumped whenever Raft replaces entries.
+    generation: u64,
+}
+
+/// Raft's log order: by leader (term, then node), then index.
+fn log_order(id: &EntryId) -> (u64, u64, u64) {
+    (id.term, id.leader_node, id.index.0)
 }
 
 impl AcknowledgedMark {
@@ -76,29 +94,36 @@ impl AcknowledgedMark {
             AcknowledgedMark {
                 path,
                 file,
-                current: Mutex::new(current),
+                state: Mutex::new(MarkState { current, generation: 0 }),
             },
             found,
         ))
     }
 
-    /// Records that everything up to `id` is durable, unless the mark is already further.
-    /// Called on the flush worker between the fsync and the durability callback.
-    pub fn advance(&self, id: EntryId) -> std::io::Result<()> {
-        let mut current = self.current.lock().expect("acknowledged mark");
-        if current.is_some_and(|c| c.index >= id.index) {
+    /// The generation to pass to [`advance`](Self::advance) for an append made now.
+    pub fn generation(&self) -> u64 {
+        self.state.lock().expect("acknowledged mark").generation
+    }
+
+    /// Records that everything up to `id` (appended in `generation`) is durable, unless the mark
+    /// is already further or Raft has replaced entries since. Called on the flush worker between
+    /// the fsync and the durability callback.
+    pub fn advance(&self, id: EntryId, generation: u64) -> std::io::Result<()> {
+        let mut state = self.state.lock().expect("acknowledged mark");
+        if state.generation != generation || state.current.is_some_and(|c| log_order(&c) >= log_order(&id)) {
             return Ok(());
         }
         self.file.write_all_at(&encode(id), 0)?;
-        *current = Some(id);
+        state.current = Some(id);
         Ok(())
     }
 
     /// Raft replaced the entries after `last_kept` (they were never committed): the mark now
     /// names the new last entry, so a restart does not mistake the replaced entries for lost ones.
     pub fn lower_to(&self, last_kept: Option<EntryId>) -> StorageResult<()> {
-        let mut current = self.current.lock().expect("acknowledged mark");
-        let Some(now) = *current else {
+        let mut state = self.state.lock().expect("acknowledged mark");
+        state.generation += 1;
+        let Some(now) = state.current else {
             return Ok(());
         };
         let keep_index = last_kept.map_or(RaftIndex(0), |k| k.index);
@@ -110,13 +135,13 @@ impl AcknowledgedMark {
             None => self.file.set_len(0),
         }
         .map_err(|e| StorageError::io(&self.path, e))?;
-        *current = last_kept;
+        state.current = last_kept;
         Ok(())
     }
 
     /// The entry the mark names now.
     pub fn current(&self) -> Option<EntryId> {
-        *self.current.lock().expect("acknowledged mark")
+        self.state.lock().expect("acknowledged mark").current
     }
 }
 
@@ -158,8 +183,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mark, found) = AcknowledgedMark::open(dir.path()).unwrap();
         assert_eq!(found, MarkOnOpen::Absent);
-        mark.advance(id(1, 10)).unwrap();
-        mark.advance(id(1, 7)).unwrap();
+        mark.advance(id(1, 10), mark.generation()).unwrap();
+        mark.advance(id(1, 7), mark.generation()).unwrap();
         assert_eq!(mark.current(), Some(id(1, 10)));
         drop(mark);
 
@@ -177,10 +202,32 @@ mod tests {
     }
 
     #[test]
+    fn a_report_from_before_raft_replaced_entries_does_not_bring_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mark, _) = AcknowledgedMark::open(dir.path()).unwrap();
+        mark.advance(id(2, 9), mark.generation()).unwrap();
+        // Entries 10..=50 of term 2 are appended; before their fsync reports arrive, a new
+        // leader replaces everything after 9.
+        let before = mark.generation();
+        mark.lower_to(Some(id(2, 9))).unwrap();
+        mark.advance(id(2, 50), before).unwrap();
+        assert_eq!(mark.current(), Some(id(2, 9)), "the late report is ignored");
+        // The new leader's entries move it on, in log order.
+        mark.advance(id(3, 45), mark.generation()).unwrap();
+        assert_eq!(mark.current(), Some(id(3, 45)));
+        mark.advance(id(2, 60), mark.generation()).unwrap();
+        assert_eq!(
+            mark.current(),
+            Some(id(3, 45)),
+            "an older leader's entry is not further"
+        );
+    }
+
+    #[test]
     fn a_damaged_mark_is_reported_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let (mark, _) = AcknowledgedMark::open(dir.path()).unwrap();
-        mark.advance(id(3, 40)).unwrap();
+        mark.advance(id(3, 40), mark.generation()).unwrap();
         drop(mark);
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();

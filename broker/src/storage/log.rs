@@ -200,8 +200,8 @@ impl SegmentLog {
         };
         log.drop_purged_segments()?;
         report.lost_acknowledged = log.check_acknowledged(mark);
-        if report.corrupt_bytes_cut > 0 && report.lost_acknowledged.is_none() {
-            // Whole entries were lost, but neither the mark nor the commit says up to where.
+        if report.corrupt_bytes_cut > 0 && report.lost_acknowledged.is_none() && mark == MarkOnOpen::Absent {
+            // Whole entries were lost, and no mark says whether any had been acknowledged.
             report.lost_acknowledged = Some(LostAcknowledged::Unknown);
         }
         Ok((log, report))
@@ -222,8 +222,14 @@ impl SegmentLog {
             MarkOnOpen::Absent => None,
             MarkOnOpen::Entry(id) => Some(id).filter(|id| id.index.0 > end),
         };
+        let log_order = |id: &EntryId| (id.term, id.leader_node, id.index);
         match (marked, committed) {
-            (Some(a), Some(b)) => Some(LostAcknowledged::Through(if a.index >= b.index { a } else { b })),
+            // The later in log order: a mark from an older leader names no entry beyond the commit.
+            (Some(a), Some(b)) => Some(LostAcknowledged::Through(if log_order(&a) >= log_order(&b) {
+                a
+            } else {
+                b
+            })),
             (Some(id), None) | (None, Some(id)) => Some(LostAcknowledged::Through(id)),
             (None, None) => None,
         }
@@ -319,10 +325,14 @@ impl SegmentLog {
             on_durable(Ok(()));
             return Ok(Vec::new());
         };
-        // The mark moves only once the data is durable, and before anyone hears it is.
-        let acknowledged = Arc::clone(&self.acknowledged);
-        let on_durable: DurableCallback =
-            Box::new(move |result| on_durable(result.and_then(|()| acknowledged.advance(last_id))));
+        // The mark moves only once the data is fsynced, and before anyone hears it is durable.
+        let on_durable: DurableCallback = if self.config.fsync == FsyncPolicy::Always {
+            let acknowledged = Arc::clone(&self.acknowledged);
+            let generation = acknowledged.generation();
+            Box::new(move |result| on_durable(result.and_then(|()| acknowledged.advance(last_id, generation))))
+        } else {
+            on_durable
+        };
         let mut expected = self.last_entry_id().map(|id| id.index.0 + 1);
         let mut next_offset = self.log_end_offset();
         let mut frames: Vec<(FrameHeader, Bytes)> = Vec::with_capacity(entries.len());
