@@ -71,16 +71,20 @@ fn filled_log(config: LogConfig, count: u64, value_size: usize) -> (tempfile::Te
     (dir, flush, log)
 }
 
+/// [`config`] with 1 MiB segments under `fsync = always`.
+fn fsync_always() -> LogConfig {
+    LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..config(1 << 20)
+    }
+}
+
 /// Like [`filled_log`] (50-byte values) under `fsync = always`, returning once every append was
 /// reported durable — so the acknowledged mark names the last entry.
 fn durably_filled_log(count: u64) -> (tempfile::TempDir, FlushWorker, SegmentLog) {
     let dir = tempfile::tempdir().unwrap();
     let flush = FlushWorker::start("t").unwrap();
-    let config = LogConfig {
-        fsync: FsyncPolicy::Always,
-        ..config(1 << 20)
-    };
-    let mut log = open(dir.path(), &flush, config).unwrap();
+    let mut log = open(dir.path(), &flush, fsync_always()).unwrap();
     let (tx, rx) = mpsc::channel();
     for i in 0..count {
         let tx = tx.clone();
@@ -478,11 +482,7 @@ fn high_watermark_bounds_reads_by_offset() {
 fn fsync_always_reports_durability_after_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let flush = FlushWorker::start("t").unwrap();
-    let config = LogConfig {
-        fsync: FsyncPolicy::Always,
-        ..config(1 << 20)
-    };
-    let mut log = open(dir.path(), &flush, config).unwrap();
+    let mut log = open(dir.path(), &flush, fsync_always()).unwrap();
     let durable = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
     for i in 0..200 {
