@@ -528,9 +528,12 @@ async fn run(plan: Plan) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nemesis-histories");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("summary-seed-{seed}.txt")), &summary).unwrap();
-    if !report.is_clean() {
-        let path = dir.join(format!("seed-{seed}.jsonl"));
+    // The history is kept when something is wrong, or on request (`NEMESIS_KEEP_HISTORY=1`).
+    let path = dir.join(format!("seed-{seed}.jsonl"));
+    if !report.is_clean() || std::env::var_os("NEMESIS_KEEP_HISTORY").is_some() {
         write_jsonl(&path, &events).unwrap();
+    }
+    if !report.is_clean() {
         panic!(
             "anomalies with seed {seed} (history: {}, broker data kept in {})",
             path.display(),
