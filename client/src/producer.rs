@@ -63,6 +63,10 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// Records queued per partition before its task takes them (a second, small bound).
     pub queue_records: usize,
+    /// `metadata.max.age.ms`: how long a topic's partition count and limits are trusted before
+    /// the next `send` to it fetches them again; a topic that gained partitions gets records on
+    /// them (keyed records re-hash over the new count) at most this long after the change.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -81,6 +85,7 @@ impl Default for ProducerConfig {
             max_block: Duration::from_secs(60),
             buffer_memory: 32 * 1024 * 1024,
             queue_records: 16 * 1024,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -282,6 +287,8 @@ impl Future for DeliveryFuture {
 struct TopicLayout {
     partitions: u32,
     max_message_bytes: usize,
+    /// When it was fetched (it is trusted for `metadata_max_age`).
+    fetched: Instant,
 }
 
 /// Unkeyed-record partition choice per topic: sticky until about `batch_size` bytes went to
@@ -492,17 +499,33 @@ impl Producer {
     }
 
     async fn layout(&self, topic: &str) -> Result<TopicLayout, ProduceError> {
-        if let Some(layout) = self.known_layout(topic) {
+        let max_age = self.shared.config.metadata_max_age;
+        let fresh = |layout: &TopicLayout| layout.fetched.elapsed() < max_age;
+        if let Some(layout) = self.known_layout(topic).filter(fresh) {
             return Ok(layout);
         }
         let _one_lookup_at_a_time = self.shared.topic_lookup.lock().await;
-        if let Some(layout) = self.known_layout(topic) {
-            return Ok(layout);
-        }
+        let stale = match self.known_layout(topic) {
+            Some(layout) if fresh(&layout) => return Ok(layout),
+            known => known,
+        };
         let started = Instant::now();
         let mut backoff = self.shared.config.retry_backoff;
         loop {
             let outcome = self.shared.cluster.topic_description(topic).await;
+            if let (Some(stale), false) = (stale, matches!(&outcome, Ok(Some(d)) if !d.partitions.is_empty())) {
+                // A refresh that fails keeps the layout in use rather than holding up sends; the
+                // next send after `retry_backoff` tries again.
+                let retry_at = Instant::now() + self.shared.config.retry_backoff;
+                let mut layout = stale;
+                layout.fetched = retry_at.checked_sub(max_age).unwrap_or(stale.fetched);
+                self.shared
+                    .topics
+                    .write()
+                    .expect("topic map")
+                    .insert(topic.to_string(), layout);
+                return Ok(stale);
+            }
             match outcome {
                 Ok(Some(description)) if !description.partitions.is_empty() => {
                     let max_message_bytes = description
@@ -513,6 +536,7 @@ impl Producer {
                     let layout = TopicLayout {
                         partitions: description.partitions.len() as u32,
                         max_message_bytes,
+                        fetched: Instant::now(),
                     };
                     self.shared
                         .topics

@@ -299,3 +299,44 @@ async fn leadership_moves_to_the_replica_an_operator_names() {
     let refused = admin.transfer_leadership("moves", 1, 42).await.unwrap_err();
     assert_eq!(refused.code(), Some(client::ErrorCode::InvalidRequest), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_picks_up_a_topic_that_gained_partitions_after_metadata_max_age() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new("grows", 1, 3)).await;
+    let config = ProducerConfig {
+        metadata_max_age: Duration::from_millis(300),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(Arc::clone(&cluster), config).unwrap();
+    // A key that lands on another partition once there are four.
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| client::partitioner::partition_for_key(k.as_bytes(), 4) != 0)
+        .unwrap();
+    let expected = client::partitioner::partition_for_key(key.as_bytes(), 4);
+    let keyed = || ProducerRecord::new("grows", "v").key(key.clone());
+    let first = producer.send_and_wait(keyed()).await.unwrap();
+    assert_eq!(first.partition, 0, "one partition");
+
+    // The topic comes back with four partitions (this cluster has no "add partitions" call
+    // yet; recreating it is the layout change a producer must survive).
+    let admin = client::Admin::new(Arc::clone(&cluster));
+    admin.delete_topic("grows").await.unwrap();
+    create_topic(&cluster, client::NewTopic::new("grows", 4, 3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent = producer.send_and_wait(keyed()).await.unwrap();
+        if sent.partition == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keyed records never moved to partition {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    producer.close().await;
+}
