@@ -413,14 +413,19 @@ pub async fn describe_on(address: &str, topic: &str) -> Option<proto::v1::TopicD
     response.into_inner().topics.into_iter().next()
 }
 
-/// The partitions of `topic` whose replica on the broker at `address` lost acknowledged entries
-/// and is held out of elections, as that broker itself reports (`None`: it did not answer).
-pub async fn partitions_held_from_elections(address: &str, topic: &str) -> Option<Vec<u32>> {
+/// The partitions of `topic` whose replica on broker `id` (at `address`) lost acknowledged
+/// entries and is held out of elections, as that broker itself reports. `None` until it answers
+/// *and* hosts every partition it is a replica of: a broker still starting describes a replica
+/// it has not opened yet as not held, which would read as "recovered".
+pub async fn partitions_held_from_elections(address: &str, id: u64, topic: &str) -> Option<Vec<u32>> {
     let topic = describe_on(address, topic).await?;
+    let mine: Vec<&proto::v1::PartitionDescription> =
+        topic.partitions.iter().filter(|p| p.replicas.contains(&id)).collect();
+    if mine.is_empty() || mine.iter().any(|p| p.high_watermark.is_none()) {
+        return None;
+    }
     Some(
-        topic
-            .partitions
-            .iter()
+        mine.iter()
             .filter(|p| p.held_from_elections)
             .map(|p| p.partition)
             .collect(),

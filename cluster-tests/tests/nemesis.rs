@@ -250,7 +250,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         for process in &self.brokers {
             loop {
-                let held = partitions_held_from_elections(&process.address, TOPIC).await;
+                let held = partitions_held_from_elections(&process.address, process.id, TOPIC).await;
                 if held.as_ref().is_some_and(Vec::is_empty) {
                     break;
                 }

@@ -95,7 +95,7 @@ async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_the
 
     // `torn` knows what it lost.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while partitions_held_from_elections(&brokers[index(torn)].address, TOPIC).await != Some(vec![0]) {
+    while partitions_held_from_elections(&brokers[index(torn)].address, torn, TOPIC).await != Some(vec![0]) {
         assert!(
             Instant::now() < deadline,
             "broker {torn} never reported its lost entries"
@@ -126,7 +126,7 @@ async fn a_replica_that_lost_acknowledged_entries_does_not_vote_until_it_has_the
     let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
     assert_eq!(values(read_partition(&cluster, TOPIC, 0).await), expected);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while partitions_held_from_elections(&brokers[index(torn)].address, TOPIC).await != Some(vec![]) {
+    while partitions_held_from_elections(&brokers[index(torn)].address, torn, TOPIC).await != Some(vec![]) {
         assert!(Instant::now() < deadline, "broker {torn} never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
