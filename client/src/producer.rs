@@ -287,8 +287,8 @@ impl Future for DeliveryFuture {
 struct TopicLayout {
     partitions: u32,
     max_message_bytes: usize,
-    /// When it was fetched (it is trusted for `metadata_max_age`).
-    fetched: Instant,
+    /// Trusted until then: `metadata_max_age` after a fetch, `retry_backoff` after a failed one.
+    refresh_at: Instant,
 }
 
 /// Unkeyed-record partition choice per topic: sticky until about `batch_size` bytes went to
@@ -499,8 +499,7 @@ impl Producer {
     }
 
     async fn layout(&self, topic: &str) -> Result<TopicLayout, ProduceError> {
-        let max_age = self.shared.config.metadata_max_age;
-        let fresh = |layout: &TopicLayout| layout.fetched.elapsed() < max_age;
+        let fresh = |layout: &TopicLayout| Instant::now() < layout.refresh_at;
         if let Some(layout) = self.known_layout(topic).filter(fresh) {
             return Ok(layout);
         }
@@ -516,9 +515,10 @@ impl Producer {
             if let (Some(stale), false) = (stale, matches!(&outcome, Ok(Some(d)) if !d.partitions.is_empty())) {
                 // A refresh that fails keeps the layout in use rather than holding up sends; the
                 // next send after `retry_backoff` tries again.
-                let retry_at = Instant::now() + self.shared.config.retry_backoff;
-                let mut layout = stale;
-                layout.fetched = retry_at.checked_sub(max_age).unwrap_or(stale.fetched);
+                let layout = TopicLayout {
+                    refresh_at: Instant::now() + self.shared.config.retry_backoff,
+                    ..stale
+                };
                 self.shared
                     .topics
                     .write()
@@ -536,7 +536,7 @@ impl Producer {
                     let layout = TopicLayout {
                         partitions: description.partitions.len() as u32,
                         max_message_bytes,
-                        fetched: Instant::now(),
+                        refresh_at: Instant::now() + self.shared.config.metadata_max_age,
                     };
                     self.shared
                         .topics

@@ -222,17 +222,12 @@ impl SegmentLog {
             MarkOnOpen::Absent => None,
             MarkOnOpen::Entry(id) => Some(id).filter(|id| id.index.0 > end),
         };
-        let log_order = |id: &EntryId| (id.term, id.leader_node, id.index);
-        match (marked, committed) {
-            // The later in log order: a mark from an older leader names no entry beyond the commit.
-            (Some(a), Some(b)) => Some(LostAcknowledged::Through(if log_order(&a) >= log_order(&b) {
-                a
-            } else {
-                b
-            })),
-            (Some(id), None) | (None, Some(id)) => Some(LostAcknowledged::Through(id)),
-            (None, None) => None,
-        }
+        // The later in log order: a mark from an older leader names no entry beyond the commit.
+        marked
+            .into_iter()
+            .chain(committed)
+            .max_by_key(|id| (id.term, id.leader_node, id.index))
+            .map(LostAcknowledged::Through)
     }
 
     /// The directory holding this log.
