@@ -24,8 +24,8 @@ pub type PartitionRaftNode = openraft::Raft<PartitionRaft, PartitionStateMachine
 #[derive(Clone, Default)]
 pub struct RaftGroups {
     groups: Arc<RwLock<HashMap<u64, PartitionRaftNode>>>,
-    /// Groups whose local replica lost entries it had acknowledged: they grant no votes until
-    /// the replica has those entries back (see `PartitionReplica::start`).
+    /// Groups whose local replica lost entries it had acknowledged: until the replica has those
+    /// entries back they grant votes only to candidates their rule allows (see `CatchUpRule`).
     votes_held: Arc<RwLock<HashMap<u64, CatchUpRule>>>,
 }
 

@@ -822,7 +822,8 @@ impl PartitionReplica {
     }
 
     /// Whether this replica is a leader ready for writes: its vote is committed and a quorum
-    /// has acknowledged it (a new leader refuses writes with `NotLeader` until then).
+    /// acknowledged it within the lease (a new leader refuses writes with `NotLeader` until
+    /// then; a cut-off one from when its lease lapses).
     pub fn is_leader(&self) -> bool {
         use openraft::Instant as _;
         // Called on every produce and fetch: read the fields in place, no metrics clone.

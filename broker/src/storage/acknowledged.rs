@@ -140,7 +140,8 @@ impl AcknowledgedMark {
     }
 
     /// The entry the mark names now.
-    pub fn current(&self) -> Option<EntryId> {
+    #[cfg(test)]
+    fn current(&self) -> Option<EntryId> {
         self.state.lock().expect("acknowledged mark").current
     }
 }
