@@ -3,8 +3,9 @@
 
 use crate::api::service::BrokerApi;
 use crate::controller::metadata::{BrokerInfo, MetadataCommand};
-use crate::controller::{Controller, ControllerError};
+use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
 use crate::partition::PartitionManager;
+use crate::replication::quiesce::{self, QuiesceConfig};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use crate::storage::FlushWorker;
 use serde::{Deserialize, Serialize};
@@ -180,6 +181,25 @@ pub async fn run(
     let partitions = Arc::new(PartitionManager::new(host.clone(), config.data_dir.clone()));
     let follower = tokio::spawn(Arc::clone(&partitions).follow(controller.subscribe()));
     let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
+    let quiescer = match config.raft.quiesce_after_ms {
+        0 => Vec::new(),
+        quiesce_after_ms => quiesce::spawn(
+            host.groups.clone(),
+            host.peers.clone(),
+            QuiesceConfig {
+                node_id: config.node_id,
+                peers: config
+                    .peers
+                    .iter()
+                    .filter(|p| p.id != config.node_id)
+                    .map(|p| (p.id, p.address.clone()))
+                    .collect(),
+                quiesce_after: Duration::from_millis(quiesce_after_ms),
+                dead_after: Duration::from_millis(config.raft.election_timeout_min_ms),
+                never: [CONTROLLER_GROUP].into_iter().collect(),
+            },
+        ),
+    };
 
     let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default());
     tracing::info!(node = config.node_id, listen = %config.listen, "broker serving");
@@ -209,6 +229,9 @@ pub async fn run(
     };
     tracing::info!(node = config.node_id, "server stopped; stopping replicas");
     membership.abort();
+    for task in quiescer {
+        task.abort();
+    }
     follower.abort();
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");

@@ -418,16 +418,53 @@ pub async fn describe_on(address: &str, topic: &str) -> Option<proto::v1::TopicD
 /// *and* hosts every partition it is a replica of: a broker still starting describes a replica
 /// it has not opened yet as not held, which would read as "recovered".
 pub async fn partitions_held_from_elections(address: &str, id: u64, topic: &str) -> Option<Vec<u32>> {
+    own_partitions_where(address, id, topic, |p| p.held_from_elections).await
+}
+
+/// The partitions of `topic` whose replica on broker `id` (at `address`) is quiet — idle, its
+/// Raft timers stopped — as that broker reports. `None` as for
+/// [`partitions_held_from_elections`].
+pub async fn quiet_partitions(address: &str, id: u64, topic: &str) -> Option<Vec<u32>> {
+    own_partitions_where(address, id, topic, |p| p.quiescent).await
+}
+
+/// The partitions of `topic` whose replica on broker `id` has `property`, as that broker
+/// describes them; `None` until it answers and hosts every partition it is a replica of.
+async fn own_partitions_where(
+    address: &str,
+    id: u64,
+    topic: &str,
+    property: impl Fn(&proto::v1::PartitionDescription) -> bool,
+) -> Option<Vec<u32>> {
     let topic = describe_on(address, topic).await?;
     let mine: Vec<&proto::v1::PartitionDescription> =
         topic.partitions.iter().filter(|p| p.replicas.contains(&id)).collect();
     if mine.is_empty() || mine.iter().any(|p| p.high_watermark.is_none()) {
         return None;
     }
-    Some(
-        mine.iter()
-            .filter(|p| p.held_from_elections)
-            .map(|p| p.partition)
-            .collect(),
-    )
+    Some(mine.into_iter().filter(|p| property(p)).map(|p| p.partition).collect())
+}
+
+/// Waits until every replica of every partition of `topic` (RF = number of brokers) is quiet on
+/// every running broker in `brokers`; panics after `timeout`.
+pub async fn wait_until_quiet(brokers: &[BrokerProcess], topic: &str, partitions: u32, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let all: Vec<u32> = (0..partitions).collect();
+    loop {
+        let mut quiet_everywhere = true;
+        for broker in brokers.iter().filter(|b| b.is_running()) {
+            if quiet_partitions(&broker.address, broker.id, topic).await.as_deref() != Some(&all[..]) {
+                quiet_everywhere = false;
+                break;
+            }
+        }
+        if quiet_everywhere {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: not every replica quiesced within {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

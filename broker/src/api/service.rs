@@ -108,6 +108,7 @@ impl BrokerApi {
                         description.log_start_offset = Some(status.log_start_offset.0);
                         description.caught_up = status.caught_up;
                         description.held_from_elections = status.held_from_elections;
+                        description.quiescent = status.quiescent;
                     }
                 }
                 description
@@ -338,12 +339,8 @@ impl Broker for BrokerApi {
             Ok(replica) => replica,
             Err((code, message)) => return Ok(error(code, message, None)),
         };
-        if !replica.is_leader() {
-            let leader = replica.leader();
-            return Ok(error(ErrorCode::NotLeader, "fetch from the leader".into(), leader));
-        }
         if let Err(e) = replica
-            .wait_ready_to_serve(tokio::time::Instant::now() + READ_READINESS_WAIT)
+            .ready_to_read(tokio::time::Instant::now() + READ_READINESS_WAIT)
             .await
         {
             return Ok(error(replication_error_code(&e), e.to_string(), replica.leader()));
@@ -395,16 +392,8 @@ impl Broker for BrokerApi {
             Ok(replica) => replica,
             Err((code, message)) => return Ok(answer(code, message, None, None)),
         };
-        if !replica.is_leader() {
-            return Ok(answer(
-                ErrorCode::NotLeader,
-                "ask the leader".into(),
-                None,
-                replica.leader(),
-            ));
-        }
         if let Err(e) = replica
-            .wait_ready_to_serve(tokio::time::Instant::now() + READ_READINESS_WAIT)
+            .ready_to_read(tokio::time::Instant::now() + READ_READINESS_WAIT)
             .await
         {
             return Ok(answer(

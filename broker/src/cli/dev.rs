@@ -24,6 +24,7 @@ pub fn spawn_local_brokers(
     addresses: &[String],
     data_dir: &std::path::Path,
     log_filter: Option<&str>,
+    env: &[(String, String)],
 ) -> anyhow::Result<Vec<Child>> {
     let exe = std::env::current_exe().context("locating the broker binary")?;
     let peers = addresses
@@ -53,6 +54,7 @@ pub fn spawn_local_brokers(
         if let Some(filter) = log_filter {
             command.env("RUST_LOG", filter);
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         children.push(command.spawn().with_context(|| format!("starting broker {}", i + 1))?);
     }
     Ok(children)
@@ -61,7 +63,7 @@ pub fn spawn_local_brokers(
 /// Starts the three brokers and waits for Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let addresses: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    let mut children = spawn_local_brokers(&addresses, &args.data_dir, None)?;
+    let mut children = spawn_local_brokers(&addresses, &args.data_dir, None, &[])?;
     for (i, child) in children.iter().enumerate() {
         println!(
             "broker {} (pid {}) on {}, data in {}",

@@ -21,8 +21,9 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts three brokers with data under `dir` (emptied first) and waits for them.
-    pub async fn start(dir: &Path) -> anyhow::Result<LocalCluster> {
+    /// Starts three brokers with data under `dir` (emptied first) and `env` added to their
+    /// environment (e.g. `BROKER_QUIESCE_AFTER_MS`), and waits for them.
+    pub async fn start(dir: &Path, env: &[(String, String)]) -> anyhow::Result<LocalCluster> {
         let _ = std::fs::remove_dir_all(dir);
         let listeners: Vec<TcpListener> = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -32,7 +33,7 @@ impl LocalCluster {
             .map(|l| l.local_addr().map(|a| a.to_string()))
             .collect::<Result<_, _>>()?;
         drop(listeners);
-        let brokers = super::dev::spawn_local_brokers(&addresses, dir, Some("error"))?;
+        let brokers = super::dev::spawn_local_brokers(&addresses, dir, Some("error"), env)?;
         let cluster = connect(&addresses.join(","));
         let started = Instant::now();
         while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < 3 {

@@ -16,6 +16,10 @@ pub struct IdleArgs {
     /// Seconds of measurement once every partition has a leader.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Idle time before a partition's Raft timers stop (ms; 0 = never quiesce). Default: the
+    /// broker's own default.
+    #[arg(long)]
+    quiesce_after_ms: Option<u64>,
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-idle")]
     dir: PathBuf,
@@ -54,7 +58,12 @@ pub(crate) fn clock_ticks_per_second() -> f64 {
 
 /// Runs the benchmark and prints the figures.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
-    let local = LocalCluster::start(&args.dir).await?;
+    let env: Vec<(String, String)> = args
+        .quiesce_after_ms
+        .map(|ms| ("BROKER_QUIESCE_AFTER_MS".to_string(), ms.to_string()))
+        .into_iter()
+        .collect();
+    let local = LocalCluster::start(&args.dir, &env).await?;
     let led_after = local
         .create_topic("idle", args.partitions, Duration::from_secs(600))
         .await?;

@@ -94,7 +94,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let Some(compression) = Compression::from_name(&args.compression) else {
         bail!("--compression {:?}: expected none, lz4 or zstd", args.compression);
     };
-    let local = LocalCluster::start(&args.dir).await?;
+    let local = LocalCluster::start(&args.dir, &[]).await?;
     local
         .create_topic("perf", args.partitions, Duration::from_secs(120))
         .await?;

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Number of controller voters (lowest node ids).
     #[arg(long, env = "BROKER_CONTROLLER_VOTERS")]
     controller_voters: Option<usize>,
+    /// Milliseconds a partition stays idle before its Raft timers stop (0 = never); default 1000.
+    #[arg(long, env = "BROKER_QUIESCE_AFTER_MS")]
+    quiesce_after_ms: Option<u64>,
     /// Dial B instead of A for broker-to-broker traffic (`A=B`, repeatable).
     #[arg(long = "dial-override", value_parser = parse_override)]
     dial_overrides: Vec<(String, String)>,
@@ -82,6 +85,9 @@ impl ServeArgs {
             config.data_dir = data_dir;
         }
         config.dial_overrides.extend(self.dial_overrides);
+        if let Some(quiesce_after_ms) = self.quiesce_after_ms {
+            config.raft.quiesce_after_ms = quiesce_after_ms;
+        }
         if let Some(voters) = self.controller_voters {
             config.controller_voters = voters;
         }

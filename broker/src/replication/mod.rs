@@ -18,6 +18,7 @@ pub mod isr;
 pub mod log_store;
 pub mod network;
 pub mod producer_state;
+pub mod quiesce;
 pub mod raft_service;
 pub mod replica;
 pub mod state_machine;

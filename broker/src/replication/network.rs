@@ -186,6 +186,15 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
         decode(&client.vote(request).await.map_err(rpc_error)?.into_inner().json)
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let (mut client, request) = self.json_request(&rpc, &option)?;
+        decode(&client.pre_vote(request).await.map_err(rpc_error)?.into_inner().json)
+    }
+
     async fn transfer_leader(
         &mut self,
         request: TransferLeaderRequest<PartitionRaft>,

@@ -2,6 +2,7 @@
 //! name. Unknown groups get NOT_FOUND, undecodable messages INVALID_ARGUMENT, a shut-down group
 //! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
 
+use super::quiesce::{self, PeerEvent, PeerLiveness, Quiet};
 use super::state_machine::PartitionStateMachine;
 use super::types::LogId;
 use super::types::PartitionRaft;
@@ -9,24 +10,49 @@ use super::wire::decode_append;
 use crate::storage::{LostAcknowledged, StoredVote};
 use proto::raft_v1::raft_server::{Raft as RaftRpc, RaftServer};
 use proto::raft_v1::{
-    AppendBatchRequest, AppendBatchResponse, AppendRequest, BatchItemResponse, JsonRequest, JsonResponse,
-    SnapshotRequest,
+    AppendBatchRequest, AppendBatchResponse, AppendRequest, BatchItemResponse, JsonRequest, JsonResponse, PingRequest,
+    PingResponse, QuiesceRequest, QuiesceResponse, SnapshotRequest,
 };
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tonic::{Request, Response, Status};
 
 /// A running partition Raft node.
 pub type PartitionRaftNode = openraft::Raft<PartitionRaft, PartitionStateMachine>;
 
 /// The Raft groups hosted by this broker, by group id.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RaftGroups {
     groups: Arc<RwLock<HashMap<u64, PartitionRaftNode>>>,
     /// Groups whose local replica lost entries it had acknowledged: until the replica has those
     /// entries back they grant votes only to candidates their rule allows (see `CatchUpRule`).
     votes_held: Arc<RwLock<HashMap<u64, CatchUpRule>>>,
+    /// Which groups are quiet, and a count of client requests per group (see `quiesce`). One
+    /// lock for both: a request and a quiesce decision on a group are ordered by it.
+    quiet: Arc<Mutex<QuietGroups>>,
+    /// When each peer broker was last heard from.
+    liveness: PeerLiveness,
+    /// This process's incarnation, sent in pings.
+    incarnation: u64,
+}
+
+#[derive(Default)]
+struct QuietGroups {
+    quiet: HashMap<u64, Quiet>,
+    activity: HashMap<u64, u64>,
+}
+
+impl Default for RaftGroups {
+    fn default() -> Self {
+        RaftGroups {
+            groups: Arc::default(),
+            votes_held: Arc::default(),
+            quiet: Arc::default(),
+            liveness: PeerLiveness::default(),
+            incarnation: quiesce::new_incarnation(),
+        }
+    }
 }
 
 impl RaftGroups {
@@ -38,6 +64,11 @@ impl RaftGroups {
     /// Stops routing to group `group`, returning its node.
     pub fn remove(&self, group: u64) -> Option<PartitionRaftNode> {
         self.release_votes(group);
+        {
+            let mut quiet = self.quiet.lock().expect("quiet groups");
+            quiet.quiet.remove(&group);
+            quiet.activity.remove(&group);
+        }
         self.groups.write().expect("raft group map").remove(&group)
     }
 
@@ -62,6 +93,181 @@ impl RaftGroups {
         self.groups.read().expect("raft group map").get(&group).cloned()
     }
 
+    /// Every hosted group with its node.
+    pub(crate) fn all(&self) -> Vec<(u64, PartitionRaftNode)> {
+        let groups = self.groups.read().expect("raft group map");
+        groups.iter().map(|(id, raft)| (*id, raft.clone())).collect()
+    }
+
+    /// When each peer broker was last heard from.
+    pub fn liveness(&self) -> &PeerLiveness {
+        &self.liveness
+    }
+
+    /// This process's incarnation.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Whether `group` is quiet here (its Raft timers stopped).
+    pub fn is_quiet(&self, group: u64) -> bool {
+        self.quiet.lock().expect("quiet groups").quiet.contains_key(&group)
+    }
+
+    /// The quiet state of `group`, if it is quiet.
+    pub(crate) fn quiet_state(&self, group: u64) -> Option<Quiet> {
+        self.quiet.lock().expect("quiet groups").quiet.get(&group).cloned()
+    }
+
+    /// How many client requests `group` has seen (a change means it was not idle).
+    pub(crate) fn activity(&self, group: u64) -> u64 {
+        self.quiet
+            .lock()
+            .expect("quiet groups")
+            .activity
+            .get(&group)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Marks `group` quiet and stops its timers — unless a client request came since
+    /// `expected_activity` was read (a leader must not stop heartbeating under a write it is
+    /// about to propose). Returns whether it did.
+    pub(crate) fn quiesce(
+        &self,
+        group: u64,
+        state: Quiet,
+        raft: &PartitionRaftNode,
+        expected_activity: Option<u64>,
+    ) -> bool {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        let activity = quiet.activity.get(&group).copied().unwrap_or(0);
+        if expected_activity.is_some_and(|expected| expected != activity) {
+            return false;
+        }
+        quiet.quiet.insert(group, state);
+        raft.runtime_config().tick(false);
+        true
+    }
+
+    /// A client request reached `group`: counts it, and wakes the group if it is quiet.
+    /// Returns whether it woke it.
+    pub(crate) fn note_request(&self, group: u64) -> bool {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        *quiet.activity.entry(group).or_insert(0) += 1;
+        self.wake_locked(&mut quiet, group).is_some()
+    }
+
+    /// Wakes `group` if it is quiet: its timers run again, and if it is led here the leader
+    /// heartbeats at once (so followers and the leader's lease are fresh without waiting for a
+    /// tick). Returns what the quiet state was.
+    pub(crate) fn wake(&self, group: u64) -> Option<Quiet> {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        self.wake_locked(&mut quiet, group)
+    }
+
+    fn wake_locked(&self, quiet: &mut QuietGroups, group: u64) -> Option<Quiet> {
+        let state = quiet.quiet.remove(&group)?;
+        if let Some(raft) = self.get(group) {
+            raft.runtime_config().tick(true);
+            if state.leading {
+                tokio::spawn(async move {
+                    let _ = raft.trigger().heartbeat().await;
+                });
+            }
+        }
+        Some(state)
+    }
+
+    /// Takes `group` out of the quiet set without restarting its timers: a follower woken by an
+    /// append restarts them only once the append is in (see [`Self::resume_timers`]), so the
+    /// election timer starts from the leader's fresh contact, not from before the quiet spell.
+    fn take_quiet(&self, group: u64) -> Option<Quiet> {
+        self.quiet.lock().expect("quiet groups").quiet.remove(&group)
+    }
+
+    /// Restarts `group`'s timers unless it has been quiesced again meanwhile.
+    fn resume_timers(&self, group: u64, raft: &PartitionRaftNode) {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        if !quiet.quiet.contains_key(&group) {
+            raft.runtime_config().tick(true);
+        }
+    }
+
+    /// A peer restarted or came back: groups led here that it votes in wake (so it hears from
+    /// their leaders); a restart also ends the leadership it held.
+    pub(crate) fn on_peer_event(&self, node: u64, event: PeerEvent) {
+        let led_here: Vec<u64> = {
+            let quiet = self.quiet.lock().expect("quiet groups");
+            quiet
+                .quiet
+                .iter()
+                .filter(|(_, q)| q.leading && q.voters.contains(&node))
+                .map(|(group, _)| *group)
+                .collect()
+        };
+        if !led_here.is_empty() {
+            tracing::debug!(
+                node,
+                ?event,
+                groups = led_here.len(),
+                "peer back: waking the groups led here"
+            );
+        }
+        for group in led_here {
+            self.wake(group);
+        }
+        if event == PeerEvent::Restarted {
+            self.on_leader_dead(node);
+        }
+    }
+
+    /// `leader`'s broker is dead (or restarted): the quiet groups it led wake; in each, the
+    /// voter after it campaigns at once (Pre-Vote first), the others run their election timers.
+    pub(crate) fn on_leader_dead(&self, leader: u64) {
+        let woken: Vec<(u64, Quiet)> = {
+            let mut quiet = self.quiet.lock().expect("quiet groups");
+            let groups: Vec<u64> = quiet
+                .quiet
+                .iter()
+                .filter(|(_, q)| !q.leading && q.leader == leader)
+                .map(|(group, _)| *group)
+                .collect();
+            groups
+                .into_iter()
+                .filter_map(|group| self.wake_locked(&mut quiet, group).map(|q| (group, q)))
+                .collect()
+        };
+        for (group, state) in woken {
+            if !state.campaigns_first {
+                continue;
+            }
+            if let Some(raft) = self.get(group) {
+                tokio::spawn(async move {
+                    let _ = raft.trigger().elect(true).await;
+                });
+            }
+        }
+    }
+
+    /// Whether a vote request for `group` is refused because the group is quiet under a
+    /// leader that is alive; a leader refusing also wakes, so the candidate hears from it. A
+    /// group whose leader looks dead wakes and votes by openraft's rules.
+    fn refuses_for_live_quiet_leader(&self, group: u64, leadership_transfer: bool) -> bool {
+        let Some(state) = self.quiet_state(group) else {
+            return false;
+        };
+        let leader_alive = state.leading || self.liveness.heard_within(state.leader, quiesce::ALIVE_WINDOW);
+        if leader_alive && !leadership_transfer {
+            if state.leading {
+                self.wake(group);
+            }
+            return true;
+        }
+        self.wake(group);
+        false
+    }
+
     /// The tonic service to mount on the broker's internal listener.
     pub fn service(&self) -> RaftServer<RaftGroups> {
         RaftServer::new(self.clone())
@@ -69,15 +275,62 @@ impl RaftGroups {
             .max_encoding_message_size(64 * 1024 * 1024)
     }
 
-    /// Hands one append to its group; answers with openraft's response as JSON.
+    /// Hands one append to its group; answers with openraft's response as JSON. An append
+    /// with entries, or from another leader than the one a quiet group rests under, wakes it.
     async fn append_one(&self, request: AppendRequest) -> Result<Vec<u8>, Status> {
+        let group = request.group;
+        let raft = self.node(group)?;
+        let wakes = self
+            .quiet_state(group)
+            .is_some_and(|q| !request.entries.is_empty() || q.vote_json != request.vote_json);
+        let woke = wakes && self.take_quiet(group).is_some();
+        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()));
+        let response = match rpc {
+            Ok(rpc) => raft
+                .append_entries(rpc)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string())),
+            Err(status) => Err(status),
+        };
+        if woke {
+            self.resume_timers(group, &raft);
+        }
+        serde_json::to_vec(&response?).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// The vote rules this broker adds to openraft's, for a vote or a pre-vote: a replica that
+    /// lost acknowledged entries votes only for candidates that hold them, and a quiet group
+    /// refuses candidates while its leader is alive. Returns the refusal to send, if any.
+    fn refusal(
+        &self,
+        group: u64,
+        raft: &PartitionRaftNode,
+        rpc: &openraft::raft::VoteRequest<PartitionRaft>,
+    ) -> Option<openraft::raft::VoteResponse<PartitionRaft>> {
+        let held = self.votes_held.read().expect("held votes").get(&group).copied();
+        let unsafe_candidate = held.is_some_and(|rule| !rule.candidate_is_safe(rpc.last_log_id.as_ref()));
+        if unsafe_candidate || self.refuses_for_live_quiet_leader(group, rpc.leadership_transfer) {
+            // A refusal carrying our own (older) vote: the candidate counts nothing from it.
+            let vote = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).vote;
+            return Some(openraft::raft::VoteResponse::<PartitionRaft>::new(vote, None, false));
+        }
+        None
+    }
+
+    /// A vote or pre-vote request: this broker's refusals first, then openraft's rules.
+    async fn answer_vote(&self, request: JsonRequest, pre_vote: bool) -> Result<Response<JsonResponse>, Status> {
         let raft = self.node(request.group)?;
-        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let response = raft
-            .append_entries(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
+        let rpc: openraft::raft::VoteRequest<PartitionRaft> =
+            serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(refusal) = self.refusal(request.group, &raft, &rpc) {
+            return json_response(&refusal);
+        }
+        let response = if pre_vote {
+            raft.pre_vote(rpc).await
+        } else {
+            raft.vote(rpc).await
+        };
+        json_response(&response.map_err(|e| Status::unavailable(e.to_string()))?)
     }
 
     fn node(&self, group: u64) -> Result<PartitionRaftNode, Status> {
@@ -169,18 +422,47 @@ impl RaftRpc for RaftGroups {
     }
 
     async fn vote(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
+        self.answer_vote(request.into_inner(), false).await
+    }
+
+    async fn pre_vote(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
+        self.answer_vote(request.into_inner(), true).await
+    }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let request = request.into_inner();
-        let raft = self.node(request.group)?;
-        let rpc: openraft::raft::VoteRequest<PartitionRaft> =
-            serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let held = self.votes_held.read().expect("held votes").get(&request.group).copied();
-        if held.is_some_and(|rule| !rule.candidate_is_safe(rpc.last_log_id.as_ref())) {
-            // A refusal carrying our own (older) vote: the candidate counts nothing from it.
-            let vote = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).vote;
-            return json_response(&openraft::raft::VoteResponse::<PartitionRaft>::new(vote, None, false));
+        if let Some(event) = self.liveness.heard(request.node, request.incarnation) {
+            self.on_peer_event(request.node, event);
         }
-        let response = raft.vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        json_response(&response)
+        Ok(Response::new(PingResponse {
+            incarnation: self.incarnation,
+        }))
+    }
+
+    async fn quiesce(&self, request: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
+        let request = request.into_inner();
+        let mut accepted = Vec::new();
+        for item in request.groups {
+            let Some(raft) = self.get(item.group) else { continue };
+            if self.votes_held(item.group) {
+                continue;
+            }
+            let Some((voters, me)) = quiesce::follower_agrees(&raft, request.leader, &item.vote_json, &item.last_json)
+            else {
+                continue;
+            };
+            let state = Quiet {
+                leader: request.leader,
+                leading: false,
+                vote_json: item.vote_json,
+                campaigns_first: quiesce::successor(&voters, request.leader) == Some(me),
+                voters,
+            };
+            if self.quiesce(item.group, state, &raft, None) {
+                accepted.push(item.group);
+            }
+        }
+        Ok(Response::new(QuiesceResponse { quiet: accepted }))
     }
 
     async fn transfer_leader(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
@@ -188,6 +470,8 @@ impl RaftRpc for RaftGroups {
         let raft = self.node(request.group)?;
         let rpc: openraft::raft::TransferLeaderRequest<PartitionRaft> =
             serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The target is about to campaign: it needs its timers (and a leader lease) back.
+        self.wake(request.group);
         let response = raft
             .handle_transfer_leader(rpc)
             .await
@@ -204,11 +488,15 @@ impl RaftRpc for RaftGroups {
             meta,
             snapshot: Cursor::new(request.data.to_vec()),
         };
+        let woke = self.take_quiet(request.group).is_some();
         let response = raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        json_response(&response)
+            .map_err(|e| Status::unavailable(e.to_string()));
+        if woke {
+            self.resume_timers(request.group, &raft);
+        }
+        json_response(&response?)
     }
 }
 

@@ -120,6 +120,9 @@ pub struct RaftTimers {
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomised election timeout (ms).
     pub election_timeout_max_ms: u64,
+    /// A partition group idle this long (no writes, no reads, every follower caught up) stops
+    /// its Raft timers until something wakes it (ms; 0 = never). See `replication::quiesce`.
+    pub quiesce_after_ms: u64,
 }
 
 impl Default for RaftTimers {
@@ -128,6 +131,7 @@ impl Default for RaftTimers {
             heartbeat_ms: 150,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 750,
+            quiesce_after_ms: 1000,
         }
     }
 }
@@ -152,6 +156,10 @@ impl RaftTimers {
             // while followers kept the originals under the same ids (nemesis seed 4), and its
             // producer table lacked the batches it had proposed and not yet applied.
             enable_leader_restore: Some(false),
+            // A candidate first asks whether it would win, without raising its term: a replica
+            // that was cut off (or restarted beside quiet groups) cannot depose a live leader
+            // by coming back with a higher term.
+            enable_pre_vote: Some(true),
             ..openraft::Config::default()
         };
         config.validate().map(Arc::new).map_err(|e| ReplicationError::Raft {
@@ -191,6 +199,9 @@ pub struct PartitionReplica {
     proposals: watch::Sender<u64>,
     /// openraft's leader lease (its `election_timeout_max`).
     lease: Duration,
+    /// When a request last woke this group, or renewed a quiet leader's lease: until a lease
+    /// has passed, a leader without a fresh lease is renewing it, not cut off.
+    renewing_since: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Where an idempotent batch ended up.
@@ -245,12 +256,30 @@ pub struct ReplicaStatus {
     /// This replica lost entries it had acknowledged and takes no part in elections until it
     /// has them back.
     pub held_from_elections: bool,
+    /// The group is quiet here: idle, its Raft timers stopped (see `replication::quiesce`).
+    pub quiescent: bool,
 }
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How long a request waits for a quiet group's leader to renew its lease.
+const LEADER_WAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether `metrics` show a leader under a committed vote that a quorum acknowledged within
+/// `lease`. A leader cut off from its quorum keeps believing it leads; once its lease has
+/// lapsed it stops serving, so a deposed leader's answers go stale for at most a lease.
+fn leads_within_lease(metrics: &openraft::RaftMetrics<PartitionRaft>, lease: Duration) -> bool {
+    use openraft::Instant as _;
+    metrics.state == openraft::ServerState::Leader
+        && metrics.vote.committed
+        && metrics
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| acked.elapsed() < lease)
 }
 
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
@@ -340,6 +369,7 @@ impl PartitionReplica {
             in_flight: Arc::new(tokio::sync::Mutex::new(InFlightBatches::default())),
             proposals: watch::Sender::new(0),
             lease: Duration::from_millis(host.raft_config.election_timeout_max),
+            renewing_since: std::sync::Mutex::new(None),
         })
     }
 
@@ -393,6 +423,7 @@ impl PartitionReplica {
     /// Appends `batch` and answers once it is committed — a majority holds it durably (per the
     /// topic's fsync policy) — with the offset of its first record. This is `acks=all`.
     pub async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
+        self.ready_to_write(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         match self.raft.client_write(RecordBatchPayload::new(batch)).await {
             Ok(response) => self.applied_offset(Ok(response)),
             Err(RaftError::APIError(error)) => self.applied_offset(Err(error)),
@@ -415,7 +446,7 @@ impl PartitionReplica {
         let deadline = Instant::now() + timeout;
         let mut gap_deadline: Option<Instant> = None;
         loop {
-            let term = self.wait_ready_to_serve(deadline).await?;
+            let term = self.ready_to_write(deadline, true).await?;
             // Mark what has been seen before deciding, so a change right after is not missed.
             let mut applied = self.applied_next_offset.clone();
             applied.mark_unchanged();
@@ -568,17 +599,43 @@ impl PartitionReplica {
         }
     }
 
-    /// Waits until this replica leads with an entry of its own term applied, and returns its
-    /// term. Only then do the high watermark and the producer table reflect everything earlier
-    /// leaders committed: a leader elected a moment ago may still hold an old commit index, and
-    /// answering a fetch or ListOffsets from it would move the high watermark backwards.
-    pub async fn wait_ready_to_serve(&self, deadline: Instant) -> Result<u64, ReplicationError> {
+    /// Waits until this replica can answer a read (fetch, ListOffsets) as the leader: see
+    /// [`Self::ready_leader`]. A read does not wake a quiet group: if the lease has lapsed, the
+    /// leader renews it with one heartbeat round and the group stays quiet — consumers polling
+    /// idle partitions do not keep them ticking.
+    pub async fn ready_to_read(&self, deadline: Instant) -> Result<u64, ReplicationError> {
+        self.ready_leader(deadline, true, false).await
+    }
+
+    /// Waits until this replica can propose a write as the leader, waking a quiet group (the
+    /// write counts as activity): see [`Self::ready_leader`].
+    pub async fn ready_to_write(&self, deadline: Instant, own_term: bool) -> Result<u64, ReplicationError> {
+        self.ready_leader(deadline, own_term, true).await
+    }
+
+    /// Waits until this replica is a leader fit to serve a request, and returns its term: it
+    /// leads under a committed vote, a quorum acknowledged it within the lease, and with
+    /// `own_term` an entry of its own term is applied — only then do the high watermark and the
+    /// producer table reflect everything earlier leaders committed (a leader elected a moment
+    /// ago may still hold an old commit index; answering a fetch from it would move the high
+    /// watermark backwards).
+    ///
+    /// With `wake`, the request counts as activity and a quiet group wakes. A quiet leader
+    /// whose lease lapsed heartbeats at once and the request waits for the quorum's answers. A
+    /// leader that has been awake and lost its lease — cut off from its quorum — is refused at
+    /// once.
+    async fn ready_leader(&self, deadline: Instant, own_term: bool, wake: bool) -> Result<u64, ReplicationError> {
+        if wake && self.groups.note_request(self.group) {
+            self.renewing_since_now();
+        }
+        let lease = self.lease;
+        let own_term_applied = |m: &openraft::RaftMetrics<PartitionRaft>| {
+            m.last_applied
+                .as_ref()
+                .is_some_and(|applied| applied.leader_id == m.vote.leader_id)
+        };
         let ready = |m: &openraft::RaftMetrics<PartitionRaft>| {
-            m.state == openraft::ServerState::Leader
-                && m.vote.committed
-                && m.last_applied
-                    .as_ref()
-                    .is_some_and(|applied| applied.leader_id == m.vote.leader_id)
+            leads_within_lease(m, lease) && (!own_term || own_term_applied(m))
         };
         {
             let receiver = self.raft.metrics();
@@ -593,11 +650,34 @@ impl PartitionReplica {
                 });
             }
         }
+        if self.groups.is_quiet(self.group) {
+            // Quiet, so nothing renews the lease on its own: one heartbeat round does.
+            self.renewing_since_now();
+            let raft = self.raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.trigger().heartbeat().await;
+            });
+        } else {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow_watched();
+            let renewing = self
+                .renewing_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() < lease);
+            if metrics.vote.committed && own_term_applied(&metrics) && !renewing {
+                // Only the lease is missing, and not because the group was just woken.
+                return Err(ReplicationError::NotLeader {
+                    group: self.group,
+                    leader: None,
+                });
+            }
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self
             .raft
             .wait(Some(remaining))
-            .metrics(ready, "own-term entry applied")
+            .metrics(ready, "a leader with a fresh lease")
             .await
         {
             Ok(metrics) => Ok(metrics.vote.leader_id.term),
@@ -608,10 +688,15 @@ impl PartitionReplica {
         }
     }
 
+    fn renewing_since_now(&self) {
+        *self.renewing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
     /// `acks=1`: proposes `batch` and answers once the leader's own log holds it (not yet
     /// necessarily replicated or durable), with its offset. Gives up after `timeout`.
     pub async fn append_on_leader(&self, batch: Bytes, timeout: Duration) -> Result<Offset, ReplicationError> {
-        self.ensure_leader()?;
+        self.ready_to_write(Instant::now() + timeout.min(LEADER_WAKE_WAIT), false)
+            .await?;
         let (token, appended) = self.appended.register();
         // The responder matters even though the answer comes at append: openraft may refuse
         // the proposal (e.g. ForwardToLeader when the leader's lease lapsed under load), and
@@ -650,7 +735,7 @@ impl PartitionReplica {
 
     /// `acks=0`: proposes `batch` without waiting for anything.
     pub async fn append_without_ack(&self, batch: Bytes) -> Result<(), ReplicationError> {
-        self.ensure_leader()?;
+        self.ready_to_write(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         self.raft
             .client_write_ff(RecordBatchPayload::new(batch), None)
             .await
@@ -658,17 +743,6 @@ impl PartitionReplica {
                 group: self.group,
                 message: fatal.to_string(),
             })
-    }
-
-    fn ensure_leader(&self) -> Result<(), ReplicationError> {
-        if self.is_leader() {
-            Ok(())
-        } else {
-            Err(ReplicationError::NotLeader {
-                group: self.group,
-                leader: self.leader(),
-            })
-        }
     }
 
     /// The high watermark: the offset after the last committed (and applied) record.
@@ -704,6 +778,7 @@ impl PartitionReplica {
     pub fn status(&self, bounds: IsrBounds) -> ReplicaStatus {
         use openraft::Instant as _;
         let metrics = self.raft.metrics().borrow_watched().clone();
+        let quiescent = self.groups.is_quiet(self.group);
         let is_leader = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
         let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
         let (isr, caught_up) = if is_leader {
@@ -716,11 +791,17 @@ impl PartitionReplica {
                         .as_ref()
                         .and_then(|r| r.get(node).cloned().flatten())
                         .map(|log_id| log_id.index),
-                    since_last_ack: metrics
-                        .heartbeat
-                        .as_ref()
-                        .and_then(|h| h.get(node).cloned().flatten())
-                        .map(|at| at.elapsed()),
+                    // A quiet group exchanges nothing: its followers all held the last entry
+                    // when it quiesced, and are as responsive as their brokers' pings.
+                    since_last_ack: if quiescent {
+                        self.groups.liveness().since_heard(*node)
+                    } else {
+                        metrics
+                            .heartbeat
+                            .as_ref()
+                            .and_then(|h| h.get(node).cloned().flatten())
+                            .map(|at| at.elapsed())
+                    },
                 })
                 .collect();
             (
@@ -753,6 +834,7 @@ impl PartitionReplica {
             log_start_offset: offsets.log_start_offset,
             log_end_offset: offsets.log_end_offset,
             held_from_elections: self.groups.votes_held(self.group),
+            quiescent,
         }
     }
 
@@ -825,18 +907,8 @@ impl PartitionReplica {
     /// acknowledged it within the lease (a new leader refuses writes with `NotLeader` until
     /// then; a cut-off one from when its lease lapses).
     pub fn is_leader(&self) -> bool {
-        use openraft::Instant as _;
-        // Called on every produce and fetch: read the fields in place, no metrics clone.
-        let receiver = self.raft.metrics();
-        let metrics = receiver.borrow_watched();
-        // A leader cut off from its quorum keeps believing it leads; once its lease has lapsed
-        // it stops serving, so a deposed leader's reads go stale for at most a lease.
-        metrics.state == openraft::ServerState::Leader
-            && metrics.vote.committed
-            && metrics
-                .last_quorum_acked
-                .as_ref()
-                .is_some_and(|acked| acked.elapsed() < self.lease)
+        // Read the fields in place, no metrics clone.
+        leads_within_lease(&self.raft.metrics().borrow_watched(), self.lease)
     }
 
     /// Hands leadership to the voter `to` (operators moving leaders; the nemesis). openraft has
@@ -846,7 +918,7 @@ impl PartitionReplica {
         if self.leader() == Some(to) {
             return Ok(());
         }
-        self.ensure_leader()?;
+        self.ready_to_write(Instant::now() + timeout, false).await?;
         self.raft
             .trigger()
             .transfer_leader(to)

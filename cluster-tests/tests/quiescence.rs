@@ -1,0 +1,171 @@
+//! Quiet partitions on real broker processes: idle groups stop their Raft timers, serve the
+//! first request after idling, keep their followers in the ISR, and are failed over by the
+//! per-peer failure detector when their leader's broker dies — without a restarted broker
+//! deposing the leaders of quiet groups when it comes back.
+
+use bytes::Bytes;
+use client::{Acks, Admin, Cluster};
+use cluster_tests::{
+    connect_when_ready, create_topic, describe_on, leaders, quiet_partitions, read_partition, start_cluster,
+    wait_until_quiet,
+};
+use proto::record_batch::{encode_batch, ProducerStamp, Record};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "idle";
+const PARTITIONS: u32 = 6;
+const QUIET_WAIT: Duration = Duration::from_secs(30);
+
+fn batch(value: &str) -> Bytes {
+    let records = vec![Record {
+        timestamp: 1_700_000_000_000,
+        value: Some(Bytes::from(value.to_string())),
+        ..Record::default()
+    }];
+    encode_batch(&records, ProducerStamp::NONE)
+}
+
+/// Writes one record to every partition with acks=all; returns what went where.
+async fn write_each(cluster: &Cluster, tag: &str, written: &mut BTreeMap<u32, Vec<String>>) {
+    for partition in 0..PARTITIONS {
+        let value = format!("{tag}-{partition}");
+        cluster
+            .produce(TOPIC, partition, Acks::All, batch(&value))
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: acks=all to partition {partition}: {e}"));
+        written.entry(partition).or_default().push(value);
+    }
+}
+
+async fn assert_read_back(cluster: &Arc<Cluster>, written: &BTreeMap<u32, Vec<String>>) {
+    for (partition, values) in written {
+        let read: Vec<String> = read_partition(cluster, TOPIC, *partition)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        assert_eq!(&read, values, "partition {partition}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_quiesce_keep_their_isr_and_serve_the_first_request_after_idling() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let mut written = BTreeMap::new();
+    write_each(&cluster, "before", &mut written).await;
+
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    // Quiet followers stay in sync: the leader counts them by their brokers' pings.
+    let leaders = leaders(&cluster, TOPIC).await;
+    for (partition, leader) in &leaders {
+        let broker = &brokers[(*leader - 1) as usize];
+        let description = describe_on(&broker.address, TOPIC).await.expect("leader answers");
+        let isr = &description.partitions[*partition as usize].isr;
+        assert_eq!(isr, &vec![1, 2, 3], "partition {partition}: ISR of a quiet group");
+    }
+
+    // The first write after idling is served (the group wakes), and so are reads.
+    write_each(&cluster, "after", &mut written).await;
+    assert_read_back(&cluster, &written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    for partition in 0..PARTITIONS {
+        let latest = cluster
+            .list_offsets(TOPIC, partition, client::OffsetSpec::Latest, 0)
+            .await
+            .expect("ListOffsets on a quiet partition");
+        assert_eq!(latest, Some(2), "partition {partition}");
+    }
+    let (batches, high_watermark) = cluster
+        .fetch(TOPIC, 3, 0, 1 << 20, Duration::from_millis(10))
+        .await
+        .expect("fetch on a quiet partition");
+    assert_eq!((batches.len(), high_watermark), (2, 2));
+    // Reads renew the leader's lease with a heartbeat round but do not wake the group:
+    // consumers polling idle partitions do not keep them ticking.
+    let all: Vec<u32> = (0..PARTITIONS).collect();
+    for broker in &brokers {
+        let quiet = quiet_partitions(&broker.address, broker.id, TOPIC).await;
+        assert_eq!(quiet.as_deref(), Some(&all[..]), "broker {} after reads", broker.id);
+    }
+
+    // acks=1 and a leader transfer on quiet groups.
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    cluster
+        .produce(TOPIC, 0, Acks::Leader, batch("acks1-0"))
+        .await
+        .expect("acks=1 on a quiet partition");
+    written.entry(0).or_default().push("acks1-0".into());
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    let from = leaders[&1];
+    let to = if from == 3 { 1 } else { from + 1 };
+    Admin::new(Arc::clone(&cluster))
+        .transfer_leadership(TOPIC, 1, to)
+        .await
+        .expect("leader transfer on a quiet partition");
+    assert_read_back(&cluster, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_broker_deposes_nobody() {
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let mut written = BTreeMap::new();
+    write_each(&cluster, "first", &mut written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+
+    // Kill -9 the broker leading partition 0 while everything is quiet: its partitions must
+    // get new leaders through the failure detector alone (nothing else is ticking).
+    let before = leaders(&cluster, TOPIC).await;
+    let victim = before[&0];
+    let victim_index = (victim - 1) as usize;
+    let killed_at = Instant::now();
+    brokers[victim_index].kill9();
+    let mut failover = Vec::new();
+    for (partition, leader) in &before {
+        if *leader != victim {
+            continue;
+        }
+        let value = format!("after-kill-{partition}");
+        cluster
+            .produce(TOPIC, *partition, Acks::All, batch(&value))
+            .await
+            .unwrap_or_else(|e| panic!("partition {partition} after its quiet leader died: {e}"));
+        failover.push(killed_at.elapsed());
+        written.entry(*partition).or_default().push(value);
+    }
+    println!("quiet-partition failover (kill -9 → acks=all accepted), in partition order: {failover:?}");
+    assert_read_back(&cluster, &written).await;
+
+    // Back with its data: it catches up and everything quiesces again, it included.
+    brokers[victim_index].restart();
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+
+    // Now restart a broker beside quiet groups: its replicas must rejoin as followers, not
+    // depose the leaders (Pre-Vote, and quiet voters refuse while their leader is alive).
+    let settled = leaders(&cluster, TOPIC).await;
+    let restarted = (1..=3u64).find(|b| *b != settled[&0]).expect("another broker");
+    brokers[(restarted - 1) as usize].kill9();
+    brokers[(restarted - 1) as usize].restart();
+    // Wait for its replicas to be back in sync, and the groups quiet again: by then it has
+    // been up well past an election timeout.
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    let after = leaders(&cluster, TOPIC).await;
+    let moved: Vec<u32> = settled
+        .iter()
+        .filter(|(p, l)| settled[p] != after[p] && **l != restarted)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "leaders of quiet partitions changed when broker {restarted} restarted: {settled:?} → {after:?}"
+    );
+    write_each(&cluster, "last", &mut written).await;
+    assert_read_back(&cluster, &written).await;
+}
