@@ -4,21 +4,26 @@
 # operations, faults injected, anomalies. On anomalies the history, the brokers' data and their
 # logs are kept, and the exit status is non-zero.
 #
-#   cluster-tests/run-soak.sh --minutes 60 --seed 7 [--log 'warn,broker::replication=debug']
+#   cluster-tests/run-soak.sh --minutes 60 --seed 7 [--quiet-stretches] [--log 'warn,broker::replication=debug']
+#
+# --quiet-stretches: producers fall silent for every other step, which strikes once the
+# partitions have quiesced (stopped their Raft timers), so faults also hit quiet groups.
 set -euo pipefail
 minutes=10
 seed=7
 log=warn
+quiet=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --quiet-stretches) quiet=1; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
-NEMESIS_SEED="$seed" NEMESIS_MINUTES="$minutes" BROKER_LOG="$log" \
+NEMESIS_SEED="$seed" NEMESIS_MINUTES="$minutes" BROKER_LOG="$log" NEMESIS_QUIET_STRETCHES="$quiet" \
   cargo test -p cluster-tests --test nemesis soak_from_the_environment -- --ignored --nocapture
 echo "summary: target/nemesis-histories/summary-seed-$seed.txt"

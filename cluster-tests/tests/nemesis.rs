@@ -17,7 +17,8 @@ use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
 use cluster_tests::proxy::FaultProxy;
 use cluster_tests::{
     connect_when_ready, create_topic, delete_index_files, flip_bit_in_active_segment, free_ports, leaders, log_digest,
-    partition_dir, partitions_held_from_elections, peers_flag, read_partition, truncate_active_segment, BrokerProcess,
+    partition_dir, partitions_held_from_elections, peers_flag, quiet_partitions, read_partition,
+    truncate_active_segment, BrokerProcess,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +48,14 @@ struct Plan {
     kinds: &'static [Fault],
     /// Whether a step may add a second, concurrent fault on another broker (a third of them do).
     combine: bool,
+    /// Whether producers fall silent for every other fault step, which then waits (a while)
+    /// for the partitions to quiesce — stop their Raft timers — before it strikes, so faults
+    /// land on quiet groups too. Consumers keep polling throughout.
+    quiet_stretches: bool,
 }
+
+/// Longest a silent step waits for the partitions to quiesce before striking anyway.
+const QUIET_WAIT: Duration = Duration::from_secs(5);
 
 /// Deterministic choices from a seed (xorshift64*).
 struct Schedule(u64);
@@ -134,6 +142,25 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Waits up to `timeout` until every running broker holds every partition quiet; returns
+    /// how many partitions are quiet on every running broker then.
+    async fn wait_until_quiet(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut quiet_everywhere: Vec<u32> = (0..PARTITIONS).collect();
+            for process in self.brokers.iter().filter(|b| b.is_running()) {
+                let quiet = quiet_partitions(&process.address, process.id, TOPIC)
+                    .await
+                    .unwrap_or_default();
+                quiet_everywhere.retain(|p| quiet.contains(p));
+            }
+            if quiet_everywhere.len() == PARTITIONS as usize || Instant::now() >= deadline {
+                return quiet_everywhere.len();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn start(root: &std::path::Path) -> Cluster {
         let ports = free_ports(3);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -331,10 +358,12 @@ async fn run(plan: Plan) {
     create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let history = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let silent = Arc::new(AtomicBool::new(false));
 
     let mut workers = Vec::new();
     for process in 1..=PRODUCERS {
         let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
+        let silent = Arc::clone(&silent);
         workers.push(tokio::spawn(async move {
             let config = ProducerConfig {
                 linger: Duration::from_millis(2),
@@ -346,6 +375,10 @@ async fn run(plan: Plan) {
             let mut pending = Vec::new();
             let mut n = 0u32;
             while !stop.load(Ordering::SeqCst) {
+                if silent.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 let partition = n % PARTITIONS;
                 let value = format!("p{process}-{n}");
                 let send = |offset| Operation::Send {
@@ -462,6 +495,13 @@ async fn run(plan: Plan) {
         }
         let mut label = injections.iter().map(|i| i.describe()).collect::<Vec<_>>().join(" + ");
         label.push_str(&format!(" for {hold:?}"));
+        if plan.quiet_stretches {
+            silent.store(step % 2 == 1, Ordering::SeqCst);
+            if step % 2 == 1 {
+                let quiet = cluster.wait_until_quiet(QUIET_WAIT).await;
+                label.push_str(&format!(" (quiet: {quiet}/{PARTITIONS} partitions on every broker)"));
+            }
+        }
         println!("{:>8.1}s step {step}: {label}", started.elapsed().as_secs_f64());
         for injection in &injections {
             label.push_str(&cluster.begin(injection, &client, &leaders_now).await);
@@ -567,6 +607,7 @@ fn short(seed: u64, steps: usize, kinds: &'static [Fault], combine: bool) -> Pla
         sends_per_pause: 20,
         kinds,
         combine,
+        quiet_stretches: false,
     }
 }
 
@@ -591,6 +632,18 @@ async fn no_anomalies_under_every_kind_of_fault_seed_5() {
     run(short(5, 14, ALL, true)).await;
 }
 
+/// Every kind of fault, every other step striking once producers have fallen silent and the
+/// partitions quiesced: faults hit quiet groups (timers stopped, liveness from the per-peer
+/// failure detector) and groups waking up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_anomalies_when_faults_hit_quiet_partitions_seed_6() {
+    run(Plan {
+        quiet_stretches: true,
+        ..short(6, 12, ALL, true)
+    })
+    .await;
+}
+
 /// Long runs, through `cluster-tests/run-soak.sh --minutes M --seed S` (or set `NEMESIS_SEED`
 /// and `NEMESIS_MINUTES` — or `NEMESIS_STEPS` — and run this ignored test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,6 +664,7 @@ async fn soak_from_the_environment() {
         sends_per_pause: 2,
         kinds: ALL,
         combine: true,
+        quiet_stretches: var("NEMESIS_QUIET_STRETCHES").is_some_and(|v| v == "1"),
     })
     .await;
 }
