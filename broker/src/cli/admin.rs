@@ -140,17 +140,19 @@ fn list(ids: &[u64]) -> String {
 }
 
 fn print_partitions(partitions: &[proto::v1::PartitionDescription]) {
-    println!("  partition  leader  replicas  isr  high_watermark  log_start");
+    // `quiet`: the leader's group is idle with its Raft timers stopped (docs/architecture.md).
+    println!("  partition  leader  replicas  isr  high_watermark  log_start  quiet");
     for p in partitions {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         println!(
-            "  {:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}",
+            "  {:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>5}",
             p.partition,
             opt(p.leader),
             list(&p.replicas),
             list(&p.isr),
             opt(p.high_watermark),
-            opt(p.log_start_offset)
+            opt(p.log_start_offset),
+            if p.quiescent { "yes" } else { "no" }
         );
     }
 }

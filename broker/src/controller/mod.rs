@@ -4,8 +4,9 @@
 //! replica assignments — replicated by the controller Raft group (group 0).
 //!
 //! **Owns:** the pure metadata state machine ([`metadata`]), replica placement
-//! ([`placement`]), and the controller replica whose log stores metadata commands as record
-//! batches (one JSON command per record, like KRaft's metadata log).
+//! ([`placement`]), the controller replica whose log stores metadata commands as record
+//! batches (one JSON command per record, like KRaft's metadata log), and the state machine's
+//! copy on disk in sled ([`store`]), from which a restarted controller resumes.
 //!
 //! **Invariants:** metadata changes only by applying committed commands in log order, so every
 //! controller replica holds the same metadata; a command is checked before it is proposed (for
@@ -15,16 +16,19 @@
 
 pub mod metadata;
 pub mod placement;
+pub mod store;
 
-use crate::replication::{BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
+use crate::replication::{AppliedState, BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
 use crate::storage::{FsyncPolicy, LogConfig, Offset};
 use bytes::Bytes;
 use metadata::{ClusterMetadata, MetadataCommand, MetadataError};
 use proto::record_batch::{decode_records, encode_batch, ProducerStamp, Record};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::MetadataStore;
 use tokio::sync::watch;
 
 /// Raft group id of the controller.
@@ -60,15 +64,35 @@ impl From<ReplicationError> for ControllerError {
     }
 }
 
-/// Applies committed metadata commands and publishes the result.
+/// Applies committed metadata commands, publishes the result and keeps it in the sled store.
 struct MetadataApplier {
     metadata: Mutex<ClusterMetadata>,
     outcomes: Mutex<VecDeque<(Offset, Result<(), MetadataError>)>>,
     publisher: watch::Sender<Arc<ClusterMetadata>>,
+    /// `None` if the store could not be opened: the controller then rebuilds from its log at
+    /// every start, which is slower but as correct.
+    store: Option<MetadataStore>,
+    /// Commands applied since this process started (re-applied ones included).
+    applied_since_start: AtomicU64,
 }
 
 impl BatchObserver for MetadataApplier {
-    fn on_applied(&self, base_offset: Offset, batch: &Bytes) {
+    fn restore_point(&self) -> Option<AppliedState> {
+        let (applied, metadata) = self.store.as_ref()?.load()?;
+        *self.metadata.lock().expect("metadata lock") = metadata.clone();
+        self.publisher.send_replace(Arc::new(metadata));
+        Some(applied)
+    }
+
+    fn restore_rejected(&self) {
+        *self.metadata.lock().expect("metadata lock") = ClusterMetadata::default();
+        self.publisher.send_replace(Arc::new(ClusterMetadata::default()));
+        if let Some(store) = &self.store {
+            store.clear();
+        }
+    }
+
+    fn on_applied(&self, base_offset: Offset, batch: &Bytes, applied: &AppliedState) {
         let records = match decode_records(batch) {
             Ok(records) => records,
             Err(error) => {
@@ -91,6 +115,13 @@ impl BatchObserver for MetadataApplier {
             outcomes.push_back((offset, outcome));
             if outcomes.len() > OUTCOMES_KEPT {
                 outcomes.pop_front();
+            }
+            self.applied_since_start.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(store) = &self.store {
+            if let Err(error) = store.save(applied, &metadata) {
+                // The log still has the command: a restart re-applies it from there.
+                tracing::warn!(%error, "could not store the controller state; the log stays authoritative");
             }
         }
         self.publisher.send_replace(Arc::new(metadata.clone()));
@@ -125,10 +156,24 @@ impl Controller {
         voters: &BTreeMap<u64, String>,
     ) -> Result<Controller, ControllerError> {
         let (publisher, metadata) = watch::channel(Arc::new(ClusterMetadata::default()));
+        let store_dir = dir.join("state.sled");
+        let store = match MetadataStore::open(&store_dir) {
+            Ok(store) => Some(store),
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    dir = %store_dir.display(),
+                    "cannot open the controller state store: the metadata is rebuilt from the controller log at every start"
+                );
+                None
+            }
+        };
         let applier = Arc::new(MetadataApplier {
             metadata: Mutex::new(ClusterMetadata::default()),
             outcomes: Mutex::new(VecDeque::new()),
             publisher,
+            store,
+            applied_since_start: AtomicU64::new(0),
         });
         let observer: Arc<dyn BatchObserver> = applier.clone();
         let replica =
@@ -242,8 +287,141 @@ impl Controller {
         found.ok().flatten()
     }
 
-    /// Stops the controller replica.
+    /// How many metadata commands this process has applied (re-applied after a restart
+    /// included): a controller that resumed from its store re-applies only what the store
+    /// lacked.
+    pub fn commands_applied_since_start(&self) -> u64 {
+        self.applier.applied_since_start.load(Ordering::Relaxed)
+    }
+
+    /// Stops the controller replica, with the state store flushed.
     pub async fn shutdown(&self) -> Result<(), ControllerError> {
-        Ok(self.replica.shutdown().await?)
+        let stopped = self.replica.shutdown().await;
+        if let Some(store) = &self.applier.store {
+            store.flush();
+        }
+        Ok(stopped?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::{PeerChannels, RaftGroups, RaftTimers};
+    use crate::storage::FlushWorker;
+    use metadata::BrokerInfo;
+
+    fn host(flush: &FlushWorker) -> ReplicaHost {
+        ReplicaHost {
+            node_id: 1,
+            flush: flush.handle(),
+            peers: PeerChannels::default(),
+            groups: RaftGroups::default(),
+            raft_config: RaftTimers::default().raft_config("controller-test").unwrap(),
+        }
+    }
+
+    /// A single-voter controller in `dir`, leading.
+    async fn start_leading(flush: &FlushWorker, dir: &Path) -> Controller {
+        let voters: BTreeMap<u64, String> = [(1, "127.0.0.1:1".to_string())].into();
+        let controller = Controller::start(&host(flush), dir, &voters).await.unwrap();
+        controller
+            .replica()
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !controller.is_leader() {
+            assert!(std::time::Instant::now() < deadline, "the controller never led");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        controller
+    }
+
+    async fn stop(controller: Controller) {
+        controller.shutdown().await.unwrap();
+    }
+
+    fn register_broker() -> MetadataCommand {
+        MetadataCommand::RegisterBroker(BrokerInfo {
+            id: 1,
+            address: "127.0.0.1:1".into(),
+            rack: None,
+        })
+    }
+
+    fn create_topic(name: &str) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions: 2,
+            replication_factor: 1,
+            config: LogConfig::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_controller_resumes_from_its_sled_store_and_rebuilds_from_the_log_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let flush = FlushWorker::start("controller-test").unwrap();
+
+        let controller = start_leading(&flush, dir.path()).await;
+        controller.submit(register_broker()).await.unwrap();
+        controller.submit(create_topic("orders")).await.unwrap();
+        controller.init_producer_id().await.unwrap();
+        assert_eq!(controller.commands_applied_since_start(), 3);
+        let before = controller.metadata();
+        stop(controller).await;
+
+        // Restarted: the metadata is there before any election, and no command is re-applied.
+        let voters: BTreeMap<u64, String> = [(1, "127.0.0.1:1".to_string())].into();
+        let controller = Controller::start(&host(&flush), dir.path(), &voters).await.unwrap();
+        assert_eq!(*controller.metadata(), *before, "restored from sled at start");
+        stop(controller).await;
+        let controller = start_leading(&flush, dir.path()).await;
+        assert_eq!(*controller.metadata(), *before);
+        assert_eq!(controller.commands_applied_since_start(), 0, "nothing replayed");
+        controller
+            .submit(MetadataCommand::DeleteTopic { name: "orders".into() })
+            .await
+            .unwrap();
+        assert_eq!(controller.commands_applied_since_start(), 1);
+        let after_delete = controller.metadata();
+        assert!(after_delete.topics.is_empty());
+        stop(controller).await;
+
+        // Without its store, the controller rebuilds the same metadata from its log.
+        std::fs::remove_dir_all(dir.path().join("state.sled")).unwrap();
+        let controller = start_leading(&flush, dir.path()).await;
+        let rebuilt = controller
+            .wait_for(Duration::from_secs(10), |m| *m == *after_delete)
+            .await;
+        assert!(rebuilt.is_some(), "rebuilt from the log: {:?}", controller.metadata());
+        assert_eq!(controller.commands_applied_since_start(), 4, "every command replayed");
+        stop(controller).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_ahead_of_its_log_is_dropped_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let flush = FlushWorker::start("controller-test").unwrap();
+        let controller = start_leading(&flush, dir.path()).await;
+        controller.submit(register_broker()).await.unwrap();
+        stop(controller).await;
+
+        // The log is lost (a replaced disk), the store survives: its last applied entry is not
+        // in the log, so it must not be used — openraft would purge the log up to it.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name() != Some(std::ffi::OsStr::new("state.sled")) {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        let controller = start_leading(&flush, dir.path()).await;
+        assert_eq!(*controller.metadata(), ClusterMetadata::default());
+        stop(controller).await;
+        // And it was cleared, not left to come back.
+        let controller = start_leading(&flush, dir.path()).await;
+        assert_eq!(*controller.metadata(), ClusterMetadata::default());
+        stop(controller).await;
     }
 }

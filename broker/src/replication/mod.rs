@@ -33,7 +33,7 @@ pub use replica::{
     CommittedOffsets, CommittedRead, IdempotentAppend, PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus,
     ReplicationError,
 };
-pub use state_machine::{BatchObserver, PartitionStateMachine};
+pub use state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
 pub use types::{PartitionRaft, RecordBatchPayload};
 
 #[cfg(test)]

@@ -7,10 +7,13 @@
 use super::coalescer::HeartbeatCoalescer;
 use super::types::PartitionRaft;
 use super::wire::encode_append;
+use futures_util::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkV2};
 use proto::raft_v1::raft_client::RaftClient;
@@ -60,6 +63,54 @@ impl PeerChannels {
             .connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
+    }
+}
+
+/// The answers of one `AppendStream` session, with what it takes to time them.
+struct AnswerStream {
+    answers: tonic::Streaming<proto::raft_v1::JsonResponse>,
+    /// Requests sent so far.
+    sent: tokio::sync::watch::Receiver<u64>,
+    received: u64,
+    /// Longest wait for the answer to an outstanding request.
+    wait: Duration,
+}
+
+impl AnswerStream {
+    /// The next answer; `None` once the follower has answered everything and closed the stream.
+    /// Waits without limit while no request is outstanding (the session is idle), and at most
+    /// `wait` while one is.
+    async fn next_answer(&mut self) -> Option<Result<StreamAppendResult<PartitionRaft>, RPCError<PartitionRaft>>> {
+        loop {
+            let outstanding = *self.sent.borrow_and_update() > self.received;
+            let answer = if outstanding {
+                match tokio::time::timeout(self.wait, self.answers.message()).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        let message = format!("no append answer within {:?}", self.wait);
+                        return Some(Err(RPCError::Unreachable(Unreachable::from_string(message))));
+                    }
+                }
+            } else {
+                tokio::select! {
+                    answer = self.answers.message() => answer,
+                    // A request went out: from now on the answer is timed.
+                    changed = self.sent.changed() => match changed {
+                        Ok(()) => continue,
+                        // The request side is done: whatever comes now is the close.
+                        Err(_) => self.answers.message().await,
+                    },
+                }
+            };
+            return match answer {
+                Ok(Some(answer)) => {
+                    self.received += 1;
+                    Some(decode::<StreamAppendResult<PartitionRaft>>(&answer.json))
+                }
+                Ok(None) => None,
+                Err(status) => Some(Err(rpc_error(status))),
+            };
+        }
     }
 }
 
@@ -152,7 +203,7 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
 
     async fn append_entries(
         &mut self,
-        rpc: openraft::raft::AppendEntriesRequest<PartitionRaft>,
+        rpc: AppendEntriesRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
         let heartbeat = rpc.entries.is_empty();
@@ -175,6 +226,73 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             .await
             .map_err(rpc_error)?;
         decode(&response.into_inner().json)
+    }
+
+    /// A replication session: a heartbeat (a lone empty append) goes through the per-peer
+    /// coalescer like any empty append; appends carrying entries go over one `AppendStream`
+    /// call, pipelined, each answer awaited at most the RPC's hard TTL.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<PartitionRaft>, RPCError<PartitionRaft>>>,
+            RPCError<PartitionRaft>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<PartitionRaft>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let nothing: BoxStream<'s, _> = Box::pin(futures_util::stream::empty());
+                return Ok(nothing);
+            };
+            let carries_entries = !first.entries.is_empty();
+            let session = futures_util::stream::iter(std::iter::once(first)).chain(input);
+            if !carries_entries {
+                return stream_append_sequential(self, session, option).await;
+            }
+            let group = self.group;
+            // Requests sent so far: an answer is awaited (and timed) only while one is
+            // outstanding — a session may sit idle between its requests.
+            let (sent, sent_watch) = tokio::sync::watch::channel(0u64);
+            // An entry that cannot be encoded ends the session here; the answers received so
+            // far stay in order, and openraft retries the rest.
+            let requests = session.scan((), move |_, request| {
+                let encoded = encode_append(group, request)
+                    .inspect_err(|error| tracing::error!(group, %error, "append not encodable; ending the stream"))
+                    .ok();
+                if encoded.is_some() {
+                    sent.send_modify(|count| *count += 1);
+                }
+                futures_util::future::ready(encoded)
+            });
+            let answers = self
+                .client()?
+                .append_stream(requests)
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let session = AnswerStream {
+                answers,
+                sent: sent_watch,
+                received: 0,
+                wait: option.hard_ttl(),
+            };
+            let results = futures_util::stream::unfold(Some(session), |session| async move {
+                let mut session = session?;
+                let next = session.next_answer().await?;
+                // After a failure the stream ends: openraft starts a new session.
+                let keep = next.is_ok().then_some(session);
+                Some((next, keep))
+            });
+            let results: BoxStream<'s, _> = Box::pin(results);
+            Ok(results)
+        })
     }
 
     async fn vote(

@@ -46,6 +46,11 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 /// candidates while its leader is. Shorter than the dead-after time, so that once a follower
 /// has declared a leader dead (and campaigns), the other followers no longer refuse it.
 pub const ALIVE_WINDOW: Duration = Duration::from_millis(250);
+/// How long a quiet follower refuses candidates for a leader it hears pings from but no append:
+/// a leader alive enough to ping but not reaching this group (its core stopped, a link fault
+/// the pings do not share) must not keep the group leaderless. A live leader woken by the
+/// candidate reaches the group well within it.
+const REFUSAL_LIMIT: Duration = Duration::from_millis(750);
 /// How often the leader looks for groups to quiesce.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest wait for a follower's answer to a quiesce request.
@@ -65,6 +70,50 @@ pub(crate) struct Quiet {
     pub voters: Vec<u64>,
     /// Whether this follower campaigns first when the leader dies (the voter after the leader).
     pub campaigns_first: bool,
+    /// When this follower first refused a candidate because the leader looked alive, with no
+    /// append from the leader since: refusals stop a while after (see `REFUSAL_LIMIT`).
+    pub refusing_since: Option<Instant>,
+}
+
+/// Which groups are quiet here, and per group the writes seen and in flight.
+#[derive(Default)]
+pub(crate) struct QuietGroups {
+    quiet: HashMap<u64, Quiet>,
+    /// Write requests seen per group: a change means the group was not idle.
+    activity: HashMap<u64, u64>,
+    /// Write requests under way per group: a leader never quiesces under one.
+    writes_in_flight: HashMap<u64, u64>,
+}
+
+/// How a woken group's timers restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// At once: the leader (which heartbeats at once too), or a follower that just heard from
+    /// a leader.
+    Now,
+    /// At once, and campaign: the voter after a dead leader.
+    Campaign,
+    /// After a while: a follower whose last contact with a leader is from before the quiet
+    /// spell would campaign at its first tick and split the vote with the one that should.
+    Later,
+}
+
+/// A write on its way through a group: while one is, the group's leader does not quiesce.
+pub(crate) struct WriteInFlight {
+    groups: RaftGroups,
+    group: u64,
+}
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        let mut quiet = self.groups.quiet.lock().expect("quiet groups");
+        if let Some(count) = quiet.writes_in_flight.get_mut(&self.group) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                quiet.writes_in_flight.remove(&self.group);
+            }
+        }
+    }
 }
 
 /// Whom to wake after a peer event.
@@ -76,74 +125,354 @@ pub(crate) enum PeerEvent {
     BackAlive,
 }
 
+/// Which way a sign of life came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contact {
+    /// The peer pinged this broker: its links to us — the way its appends come — work.
+    PingedUs,
+    /// The peer answered this broker's ping: our links to it work.
+    Answered,
+}
+
 #[derive(Debug)]
 struct PeerState {
-    heard_at: Instant,
+    known_since: Instant,
+    pinged_us_at: Option<Instant>,
+    answered_at: Option<Instant>,
     incarnation: u64,
+    /// Declared dead: it has not pinged us for the dead-after time.
     dead: bool,
 }
 
-/// When each peer broker was last heard from (a ping it sent or answered), and its
-/// incarnation. Shared by the ping loops, the `Ping` handler and the vote rule.
+/// When each peer broker last pinged this one and last answered its pings, and its
+/// incarnation. Shared by the ping loops, the `Ping` handler, the vote rule and the ISR.
+///
+/// Whether a peer *as a leader* is alive is judged by its pings reaching us only: they travel
+/// its connection to us, like its appends. A peer we can reach but which cannot reach us is
+/// dead as a leader here — so a one-way cut from a leader to a follower lets that follower
+/// take part in electing another leader, as its election timer would have.
 #[derive(Clone, Default)]
 pub struct PeerLiveness {
     peers: Arc<Mutex<HashMap<u64, PeerState>>>,
 }
 
 impl PeerLiveness {
-    /// Records that `node` (running as `incarnation`) was heard from now; returns what changed.
-    pub(crate) fn heard(&self, node: u64, incarnation: u64) -> Option<PeerEvent> {
+    /// Records a sign of life from `node` (running as `incarnation`); returns what changed.
+    pub(crate) fn heard(&self, node: u64, incarnation: u64, contact: Contact) -> Option<PeerEvent> {
         let mut peers = self.peers.lock().expect("peer liveness");
         let now = Instant::now();
-        match peers.get_mut(&node) {
-            None => {
-                peers.insert(
-                    node,
-                    PeerState {
-                        heard_at: now,
-                        incarnation,
-                        dead: false,
-                    },
-                );
-                Some(PeerEvent::Restarted)
-            }
-            Some(state) => {
-                state.heard_at = now;
-                let event = if state.incarnation != incarnation {
-                    Some(PeerEvent::Restarted)
-                } else if state.dead {
-                    Some(PeerEvent::BackAlive)
-                } else {
-                    None
-                };
-                state.incarnation = incarnation;
-                state.dead = false;
-                event
-            }
+        let first = !peers.contains_key(&node);
+        let state = peers.entry(node).or_insert(PeerState {
+            known_since: now,
+            pinged_us_at: None,
+            answered_at: None,
+            incarnation,
+            dead: false,
+        });
+        match contact {
+            Contact::PingedUs => state.pinged_us_at = Some(now),
+            Contact::Answered => state.answered_at = Some(now),
         }
+        let event = if first || state.incarnation != incarnation {
+            Some(PeerEvent::Restarted)
+        } else if state.dead && contact == Contact::PingedUs {
+            Some(PeerEvent::BackAlive)
+        } else {
+            None
+        };
+        state.incarnation = incarnation;
+        if contact == Contact::PingedUs || event == Some(PeerEvent::Restarted) {
+            state.dead = false;
+        }
+        event
     }
 
-    /// How long ago `node` was last heard from, if ever.
-    pub fn since_heard(&self, node: u64) -> Option<Duration> {
+    /// How long ago `node` last answered this broker's ping, if ever: how fresh our links to it
+    /// are (the ISR of a quiet leader).
+    pub fn since_answered(&self, node: u64) -> Option<Duration> {
         let peers = self.peers.lock().expect("peer liveness");
-        peers.get(&node).map(|state| state.heard_at.elapsed())
+        peers.get(&node)?.answered_at.map(|at| at.elapsed())
     }
 
-    /// Whether `node` was heard from within `window`.
-    pub fn heard_within(&self, node: u64, window: Duration) -> bool {
-        self.since_heard(node).is_some_and(|ago| ago <= window)
+    /// Whether `node` pinged this broker within `window`: alive as a leader of ours.
+    pub fn pinged_us_within(&self, node: u64, window: Duration) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers
+            .get(&node)
+            .and_then(|state| state.pinged_us_at)
+            .is_some_and(|at| at.elapsed() <= window)
     }
 
-    /// Declares `node` dead if it has been silent for `dead_after`; true only on the transition.
+    /// Declares `node` dead if it has not pinged us for `dead_after` (counting from when it
+    /// became known if it never did); true only on the transition.
     fn declare_dead_if_silent(&self, node: u64, dead_after: Duration) -> bool {
         let mut peers = self.peers.lock().expect("peer liveness");
         match peers.get_mut(&node) {
-            Some(state) if !state.dead && state.heard_at.elapsed() >= dead_after => {
+            Some(state) if !state.dead && state.pinged_us_at.unwrap_or(state.known_since).elapsed() >= dead_after => {
                 state.dead = true;
                 true
             }
             _ => false,
         }
+    }
+}
+
+impl RaftGroups {
+    /// This broker runs the failure detector from now on and may agree to quiesce; a follower
+    /// woken by a dead leader's silence restarts its election timer after `resume_delay`
+    /// (unless it campaigns first).
+    pub(crate) fn enable_quiescence(&self, resume_delay: Duration) {
+        let _ = self.quiescence.set(resume_delay);
+    }
+
+    /// When each peer broker last pinged this one and answered its pings.
+    pub fn liveness(&self) -> &PeerLiveness {
+        &self.liveness
+    }
+
+    /// This process's incarnation.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Whether `group` is quiet here (its Raft timers stopped).
+    pub fn is_quiet(&self, group: u64) -> bool {
+        self.quiet.lock().expect("quiet groups").quiet.contains_key(&group)
+    }
+
+    /// How many write requests `group` has seen (a change means it was not idle).
+    pub(crate) fn activity(&self, group: u64) -> u64 {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        quiet.activity.get(&group).copied().unwrap_or(0)
+    }
+
+    /// Drops what is known of `group` (it is no longer hosted here).
+    pub(crate) fn forget_quiet_state(&self, group: u64) {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        quiet.quiet.remove(&group);
+        quiet.activity.remove(&group);
+        quiet.writes_in_flight.remove(&group);
+    }
+
+    /// Marks `group` quiet and stops its timers — unless, for a leader, a write came since
+    /// `expected_activity` was read or one is under way (a leader must not stop heartbeating
+    /// under a write it is about to propose). Returns whether it did.
+    pub(crate) fn quiesce(
+        &self,
+        group: u64,
+        state: Quiet,
+        raft: &PartitionRaftNode,
+        expected_activity: Option<u64>,
+    ) -> bool {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        let activity = quiet.activity.get(&group).copied().unwrap_or(0);
+        if expected_activity.is_some_and(|expected| expected != activity) || quiet.writes_in_flight.contains_key(&group)
+        {
+            return false;
+        }
+        quiet.quiet.insert(group, state);
+        raft.runtime_config().tick(false);
+        true
+    }
+
+    /// A write reached `group` here: counts it, holds off quiescing until the returned guard
+    /// drops, and wakes the group if it is quiet and led here (a follower's quiet group stays
+    /// so: the write is refused there as NOT_LEADER). Also returns whether it woke it.
+    pub(crate) fn begin_write(&self, group: u64) -> (WriteInFlight, bool) {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        *quiet.activity.entry(group).or_insert(0) += 1;
+        *quiet.writes_in_flight.entry(group).or_insert(0) += 1;
+        let leading = quiet.quiet.get(&group).is_some_and(|q| q.leading);
+        let woke = leading && self.wake_locked(&mut quiet, group, Restart::Now).is_some();
+        let guard = WriteInFlight {
+            groups: self.clone(),
+            group,
+        };
+        (guard, woke)
+    }
+
+    /// Wakes `group` if it is quiet: the leader's timers run again at once and it heartbeats
+    /// (so followers and its lease are fresh without waiting for a tick); a follower's restart
+    /// as `restart` says. Returns what the quiet state was.
+    fn wake_locked(&self, quiet: &mut QuietGroups, group: u64, restart: Restart) -> Option<Quiet> {
+        let state = quiet.quiet.remove(&group)?;
+        let Some(raft) = self.get(group) else {
+            return Some(state);
+        };
+        if state.leading {
+            raft.runtime_config().tick(true);
+            tokio::spawn(async move {
+                let _ = raft.trigger().heartbeat().await;
+            });
+            return Some(state);
+        }
+        match restart {
+            Restart::Now => raft.runtime_config().tick(true),
+            Restart::Campaign => {
+                raft.runtime_config().tick(true);
+                tokio::spawn(async move {
+                    let _ = raft.trigger().elect(true).await;
+                });
+            }
+            Restart::Later => {
+                let delay = self.quiescence.get().copied().unwrap_or(Duration::ZERO);
+                let groups = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    groups.resume_timers(group, &raft);
+                });
+            }
+        }
+        Some(state)
+    }
+
+    /// An append for `group` arrived. One with entries, or from another leader than the one
+    /// the group rests under, takes it out of quiet — returns true, and the caller restarts
+    /// its timers once the append is in ([`Self::resume_timers`]), so the election timer
+    /// counts from this contact, not from before the quiet spell. Any append from the quiet
+    /// group's leader ends a spell of refusing candidates.
+    pub(crate) fn append_arrives(&self, group: u64, has_entries: bool, vote_json: &[u8]) -> bool {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        let Some(state) = quiet.quiet.get_mut(&group) else {
+            return false;
+        };
+        if !has_entries && state.vote_json == vote_json {
+            state.refusing_since = None;
+            return false;
+        }
+        quiet.quiet.remove(&group);
+        true
+    }
+
+    /// Restarts `group`'s timers unless it has been quiesced again meanwhile.
+    pub(crate) fn resume_timers(&self, group: u64, raft: &PartitionRaftNode) {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        if !quiet.quiet.contains_key(&group) {
+            raft.runtime_config().tick(true);
+        }
+    }
+
+    /// A `TransferLeader` for `group` arrived: the target's timers run at once (it campaigns),
+    /// the other voters' later (they must not race it).
+    pub(crate) fn wake_for_transfer(&self, group: u64, raft: &PartitionRaftNode, to: u64) {
+        let me = raft.metrics().borrow_watched().id;
+        let restart = if me == to { Restart::Now } else { Restart::Later };
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        self.wake_locked(&mut quiet, group, restart);
+    }
+
+    /// A peer restarted or came back: the quiet groups led here that it votes in wake (so it
+    /// hears from their leaders); a restart also ends the leadership it held.
+    pub(crate) fn on_peer_event(&self, node: u64, event: PeerEvent) {
+        {
+            let mut quiet = self.quiet.lock().expect("quiet groups");
+            let led_here: Vec<u64> = quiet
+                .quiet
+                .iter()
+                .filter(|(_, q)| q.leading && q.voters.contains(&node))
+                .map(|(group, _)| *group)
+                .collect();
+            if !led_here.is_empty() {
+                tracing::debug!(
+                    node,
+                    ?event,
+                    groups = led_here.len(),
+                    "peer back: waking the groups led here"
+                );
+            }
+            for group in led_here {
+                self.wake_locked(&mut quiet, group, Restart::Now);
+            }
+        }
+        if event == PeerEvent::Restarted {
+            self.on_leader_dead(node);
+        }
+    }
+
+    /// `leader`'s broker is dead (or restarted): the quiet groups it led wake; in each, the
+    /// voter after it campaigns at once (Pre-Vote first), the others restart their election
+    /// timers a while later, so they do not split the vote.
+    pub(crate) fn on_leader_dead(&self, leader: u64) {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        let led_by_it: Vec<(u64, bool)> = quiet
+            .quiet
+            .iter()
+            .filter(|(_, q)| !q.leading && q.leader == leader)
+            .map(|(group, q)| (*group, q.campaigns_first))
+            .collect();
+        for (group, campaigns_first) in led_by_it {
+            let restart = if campaigns_first {
+                Restart::Campaign
+            } else {
+                Restart::Later
+            };
+            self.wake_locked(&mut quiet, group, restart);
+        }
+    }
+
+    /// Whether a (pre-)vote request for `group` is refused because the group is quiet under a
+    /// leader that is alive — it pinged us within `ALIVE_WINDOW` — and the refusals have not
+    /// gone on for `REFUSAL_LIMIT` without an append from it. A leader refusing also wakes, so
+    /// the candidate hears from it. Otherwise a quiet group wakes and votes by openraft's rules
+    /// (which refuse while a lease from the leader's last contact holds).
+    pub(crate) fn refuses_for_live_quiet_leader(
+        &self,
+        group: u64,
+        rpc: &openraft::raft::VoteRequest<super::types::PartitionRaft>,
+    ) -> bool {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        let Some(state) = quiet.quiet.get_mut(&group) else {
+            return false;
+        };
+        let candidate = rpc.vote.leader_id().node_id;
+        if state.leading {
+            if !rpc.leadership_transfer {
+                self.wake_locked(&mut quiet, group, Restart::Now);
+                return true;
+            }
+        } else {
+            let leader_alive = self.liveness.pinged_us_within(state.leader, ALIVE_WINDOW);
+            let refusing_since = *state.refusing_since.get_or_insert_with(Instant::now);
+            let refuse = leader_alive
+                && !rpc.leadership_transfer
+                && candidate != state.leader
+                && refusing_since.elapsed() < REFUSAL_LIMIT;
+            if refuse {
+                return true;
+            }
+        }
+        self.wake_locked(&mut quiet, group, Restart::Later);
+        false
+    }
+
+    /// The follower side of a `Quiesce` request: quiesces each group whose state matches the
+    /// leader's; returns those.
+    pub(crate) fn quiesce_as_follower(&self, request: QuiesceRequest) -> Vec<u64> {
+        if self.quiescence.get().is_none() {
+            return Vec::new();
+        }
+        let mut accepted = Vec::new();
+        for item in request.groups {
+            let Some(raft) = self.get(item.group) else { continue };
+            if self.votes_held(item.group) {
+                continue;
+            }
+            let Some((voters, me)) = follower_agrees(&raft, request.leader, &item.vote_json, &item.last_json) else {
+                continue;
+            };
+            let state = Quiet {
+                leader: request.leader,
+                leading: false,
+                vote_json: item.vote_json,
+                campaigns_first: successor(&voters, request.leader) == Some(me),
+                voters,
+                refusing_since: None,
+            };
+            if self.quiesce(item.group, state, &raft, None) {
+                accepted.push(item.group);
+            }
+        }
+        accepted
     }
 }
 
@@ -186,6 +515,9 @@ pub struct QuiesceConfig {
     pub quiesce_after: Duration,
     /// A peer silent this long is dead: the quiet groups it led wake and elect.
     pub dead_after: Duration,
+    /// How long the followers of a dead leader that do not campaign first wait before their
+    /// election timers run (the election timeout's upper bound).
+    pub resume_delay: Duration,
     /// Groups never quiesced (the controller).
     pub never: HashSet<u64>,
 }
@@ -193,6 +525,7 @@ pub struct QuiesceConfig {
 /// Starts the ping loops (one per peer) and the leader-side scan; they run for the life of the
 /// runtime, or until the returned handles are aborted.
 pub fn spawn(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) -> Vec<tokio::task::JoinHandle<()>> {
+    groups.enable_quiescence(config.resume_delay);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
         .peers
         .iter()
@@ -230,7 +563,8 @@ async fn ping_peer(
             });
             request.set_timeout(dead_after);
             if let Ok(answer) = RaftClient::new(channel).ping(request).await {
-                if let Some(event) = groups.liveness().heard(peer, answer.into_inner().incarnation) {
+                let incarnation = answer.into_inner().incarnation;
+                if let Some(event) = groups.liveness().heard(peer, incarnation, Contact::Answered) {
                     groups.on_peer_event(peer, event);
                 }
             }
@@ -304,6 +638,7 @@ async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig)
                     vote_json: proposal.vote_json,
                     voters: proposal.voters,
                     campaigns_first: false,
+                    refusing_since: None,
                 };
                 if groups.quiesce(proposal.group, quiet, &proposal.raft, Some(proposal.activity)) {
                     idle_since.remove(&proposal.group);
@@ -420,17 +755,35 @@ mod tests {
     #[tokio::test]
     async fn a_new_incarnation_or_a_return_from_silence_is_reported_once() {
         let liveness = PeerLiveness::default();
-        assert_eq!(liveness.heard(2, 7), Some(PeerEvent::Restarted), "first heard of");
-        assert_eq!(liveness.heard(2, 7), None);
+        assert_eq!(
+            liveness.heard(2, 7, Contact::Answered),
+            Some(PeerEvent::Restarted),
+            "first heard of"
+        );
+        assert_eq!(liveness.heard(2, 7, Contact::PingedUs), None);
         assert!(!liveness.declare_dead_if_silent(2, Duration::from_secs(60)));
         assert!(liveness.declare_dead_if_silent(2, Duration::ZERO));
         assert!(
             !liveness.declare_dead_if_silent(2, Duration::ZERO),
             "only the transition"
         );
-        assert_eq!(liveness.heard(2, 7), Some(PeerEvent::BackAlive));
-        assert_eq!(liveness.heard(2, 8), Some(PeerEvent::Restarted));
-        assert!(liveness.heard_within(2, Duration::from_secs(1)));
-        assert!(!liveness.heard_within(3, Duration::from_secs(1)), "never heard of");
+        assert_eq!(
+            liveness.heard(2, 7, Contact::Answered),
+            None,
+            "answers do not revive a leader whose pings do not reach us"
+        );
+        assert_eq!(liveness.heard(2, 7, Contact::PingedUs), Some(PeerEvent::BackAlive));
+        assert_eq!(liveness.heard(2, 8, Contact::Answered), Some(PeerEvent::Restarted));
+        assert!(liveness.pinged_us_within(2, Duration::from_secs(1)));
+        assert!(liveness.since_answered(2).is_some());
+        assert!(!liveness.pinged_us_within(3, Duration::from_secs(1)), "never heard of");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_only_answers_is_dead_as_a_leader() {
+        let liveness = PeerLiveness::default();
+        liveness.heard(2, 7, Contact::Answered);
+        assert!(!liveness.pinged_us_within(2, Duration::from_secs(1)));
+        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO));
     }
 }

@@ -2,12 +2,13 @@
 //! name. Unknown groups get NOT_FOUND, undecodable messages INVALID_ARGUMENT, a shut-down group
 //! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
 
-use super::quiesce::{self, PeerEvent, PeerLiveness, Quiet};
+use super::quiesce::{self, Contact, PeerLiveness, QuietGroups};
 use super::state_machine::PartitionStateMachine;
 use super::types::LogId;
 use super::types::PartitionRaft;
 use super::wire::decode_append;
 use crate::storage::{LostAcknowledged, StoredVote};
+use futures_util::{Stream, StreamExt};
 use proto::raft_v1::raft_server::{Raft as RaftRpc, RaftServer};
 use proto::raft_v1::{
     AppendBatchRequest, AppendBatchResponse, AppendRequest, BatchItemResponse, JsonRequest, JsonResponse, PingRequest,
@@ -15,8 +16,11 @@ use proto::raft_v1::{
 };
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, RwLock};
-use tonic::{Request, Response, Status};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
 
 /// A running partition Raft node.
 pub type PartitionRaftNode = openraft::Raft<PartitionRaft, PartitionStateMachine>;
@@ -28,19 +32,17 @@ pub struct RaftGroups {
     /// Groups whose local replica lost entries it had acknowledged: until the replica has those
     /// entries back they grant votes only to candidates their rule allows (see `CatchUpRule`).
     votes_held: Arc<RwLock<HashMap<u64, CatchUpRule>>>,
-    /// Which groups are quiet, and a count of client requests per group (see `quiesce`). One
-    /// lock for both: a request and a quiesce decision on a group are ordered by it.
-    quiet: Arc<Mutex<QuietGroups>>,
-    /// When each peer broker was last heard from.
-    liveness: PeerLiveness,
+    /// Which groups are quiet, and per group the write requests seen and in flight (see
+    /// `quiesce`). One lock: a write and a quiesce decision on a group are ordered by it.
+    pub(super) quiet: Arc<Mutex<QuietGroups>>,
+    /// When each peer broker last pinged this one and answered its pings.
+    pub(super) liveness: PeerLiveness,
     /// This process's incarnation, sent in pings.
-    incarnation: u64,
-}
-
-#[derive(Default)]
-struct QuietGroups {
-    quiet: HashMap<u64, Quiet>,
-    activity: HashMap<u64, u64>,
+    pub(super) incarnation: u64,
+    /// Set once this broker runs the failure detector (to how long a follower woken by a dead
+    /// leader waits before its election timer runs); until then it never agrees to quiesce, as
+    /// nothing would wake its groups if their leader died.
+    pub(super) quiescence: Arc<OnceLock<Duration>>,
 }
 
 impl Default for RaftGroups {
@@ -51,6 +53,7 @@ impl Default for RaftGroups {
             quiet: Arc::default(),
             liveness: PeerLiveness::default(),
             incarnation: quiesce::new_incarnation(),
+            quiescence: Arc::default(),
         }
     }
 }
@@ -64,11 +67,7 @@ impl RaftGroups {
     /// Stops routing to group `group`, returning its node.
     pub fn remove(&self, group: u64) -> Option<PartitionRaftNode> {
         self.release_votes(group);
-        {
-            let mut quiet = self.quiet.lock().expect("quiet groups");
-            quiet.quiet.remove(&group);
-            quiet.activity.remove(&group);
-        }
+        self.forget_quiet_state(group);
         self.groups.write().expect("raft group map").remove(&group)
     }
 
@@ -99,175 +98,6 @@ impl RaftGroups {
         groups.iter().map(|(id, raft)| (*id, raft.clone())).collect()
     }
 
-    /// When each peer broker was last heard from.
-    pub fn liveness(&self) -> &PeerLiveness {
-        &self.liveness
-    }
-
-    /// This process's incarnation.
-    pub(crate) fn incarnation(&self) -> u64 {
-        self.incarnation
-    }
-
-    /// Whether `group` is quiet here (its Raft timers stopped).
-    pub fn is_quiet(&self, group: u64) -> bool {
-        self.quiet.lock().expect("quiet groups").quiet.contains_key(&group)
-    }
-
-    /// The quiet state of `group`, if it is quiet.
-    pub(crate) fn quiet_state(&self, group: u64) -> Option<Quiet> {
-        self.quiet.lock().expect("quiet groups").quiet.get(&group).cloned()
-    }
-
-    /// How many client requests `group` has seen (a change means it was not idle).
-    pub(crate) fn activity(&self, group: u64) -> u64 {
-        self.quiet
-            .lock()
-            .expect("quiet groups")
-            .activity
-            .get(&group)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Marks `group` quiet and stops its timers — unless a client request came since
-    /// `expected_activity` was read (a leader must not stop heartbeating under a write it is
-    /// about to propose). Returns whether it did.
-    pub(crate) fn quiesce(
-        &self,
-        group: u64,
-        state: Quiet,
-        raft: &PartitionRaftNode,
-        expected_activity: Option<u64>,
-    ) -> bool {
-        let mut quiet = self.quiet.lock().expect("quiet groups");
-        let activity = quiet.activity.get(&group).copied().unwrap_or(0);
-        if expected_activity.is_some_and(|expected| expected != activity) {
-            return false;
-        }
-        quiet.quiet.insert(group, state);
-        raft.runtime_config().tick(false);
-        true
-    }
-
-    /// A client request reached `group`: counts it, and wakes the group if it is quiet.
-    /// Returns whether it woke it.
-    pub(crate) fn note_request(&self, group: u64) -> bool {
-        let mut quiet = self.quiet.lock().expect("quiet groups");
-        *quiet.activity.entry(group).or_insert(0) += 1;
-        self.wake_locked(&mut quiet, group).is_some()
-    }
-
-    /// Wakes `group` if it is quiet: its timers run again, and if it is led here the leader
-    /// heartbeats at once (so followers and the leader's lease are fresh without waiting for a
-    /// tick). Returns what the quiet state was.
-    pub(crate) fn wake(&self, group: u64) -> Option<Quiet> {
-        let mut quiet = self.quiet.lock().expect("quiet groups");
-        self.wake_locked(&mut quiet, group)
-    }
-
-    fn wake_locked(&self, quiet: &mut QuietGroups, group: u64) -> Option<Quiet> {
-        let state = quiet.quiet.remove(&group)?;
-        if let Some(raft) = self.get(group) {
-            raft.runtime_config().tick(true);
-            if state.leading {
-                tokio::spawn(async move {
-                    let _ = raft.trigger().heartbeat().await;
-                });
-            }
-        }
-        Some(state)
-    }
-
-    /// Takes `group` out of the quiet set without restarting its timers: a follower woken by an
-    /// append restarts them only once the append is in (see [`Self::resume_timers`]), so the
-    /// election timer starts from the leader's fresh contact, not from before the quiet spell.
-    fn take_quiet(&self, group: u64) -> Option<Quiet> {
-        self.quiet.lock().expect("quiet groups").quiet.remove(&group)
-    }
-
-    /// Restarts `group`'s timers unless it has been quiesced again meanwhile.
-    fn resume_timers(&self, group: u64, raft: &PartitionRaftNode) {
-        let quiet = self.quiet.lock().expect("quiet groups");
-        if !quiet.quiet.contains_key(&group) {
-            raft.runtime_config().tick(true);
-        }
-    }
-
-    /// A peer restarted or came back: groups led here that it votes in wake (so it hears from
-    /// their leaders); a restart also ends the leadership it held.
-    pub(crate) fn on_peer_event(&self, node: u64, event: PeerEvent) {
-        let led_here: Vec<u64> = {
-            let quiet = self.quiet.lock().expect("quiet groups");
-            quiet
-                .quiet
-                .iter()
-                .filter(|(_, q)| q.leading && q.voters.contains(&node))
-                .map(|(group, _)| *group)
-                .collect()
-        };
-        if !led_here.is_empty() {
-            tracing::debug!(
-                node,
-                ?event,
-                groups = led_here.len(),
-                "peer back: waking the groups led here"
-            );
-        }
-        for group in led_here {
-            self.wake(group);
-        }
-        if event == PeerEvent::Restarted {
-            self.on_leader_dead(node);
-        }
-    }
-
-    /// `leader`'s broker is dead (or restarted): the quiet groups it led wake; in each, the
-    /// voter after it campaigns at once (Pre-Vote first), the others run their election timers.
-    pub(crate) fn on_leader_dead(&self, leader: u64) {
-        let woken: Vec<(u64, Quiet)> = {
-            let mut quiet = self.quiet.lock().expect("quiet groups");
-            let groups: Vec<u64> = quiet
-                .quiet
-                .iter()
-                .filter(|(_, q)| !q.leading && q.leader == leader)
-                .map(|(group, _)| *group)
-                .collect();
-            groups
-                .into_iter()
-                .filter_map(|group| self.wake_locked(&mut quiet, group).map(|q| (group, q)))
-                .collect()
-        };
-        for (group, state) in woken {
-            if !state.campaigns_first {
-                continue;
-            }
-            if let Some(raft) = self.get(group) {
-                tokio::spawn(async move {
-                    let _ = raft.trigger().elect(true).await;
-                });
-            }
-        }
-    }
-
-    /// Whether a vote request for `group` is refused because the group is quiet under a
-    /// leader that is alive; a leader refusing also wakes, so the candidate hears from it. A
-    /// group whose leader looks dead wakes and votes by openraft's rules.
-    fn refuses_for_live_quiet_leader(&self, group: u64, leadership_transfer: bool) -> bool {
-        let Some(state) = self.quiet_state(group) else {
-            return false;
-        };
-        let leader_alive = state.leading || self.liveness.heard_within(state.leader, quiesce::ALIVE_WINDOW);
-        if leader_alive && !leadership_transfer {
-            if state.leading {
-                self.wake(group);
-            }
-            return true;
-        }
-        self.wake(group);
-        false
-    }
-
     /// The tonic service to mount on the broker's internal listener.
     pub fn service(&self) -> RaftServer<RaftGroups> {
         RaftServer::new(self.clone())
@@ -280,10 +110,7 @@ impl RaftGroups {
     async fn append_one(&self, request: AppendRequest) -> Result<Vec<u8>, Status> {
         let group = request.group;
         let raft = self.node(group)?;
-        let wakes = self
-            .quiet_state(group)
-            .is_some_and(|q| !request.entries.is_empty() || q.vote_json != request.vote_json);
-        let woke = wakes && self.take_quiet(group).is_some();
+        let woke = self.append_arrives(group, !request.entries.is_empty(), &request.vote_json);
         let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()));
         let response = match rpc {
             Ok(rpc) => raft
@@ -309,7 +136,7 @@ impl RaftGroups {
     ) -> Option<openraft::raft::VoteResponse<PartitionRaft>> {
         let held = self.votes_held.read().expect("held votes").get(&group).copied();
         let unsafe_candidate = held.is_some_and(|rule| !rule.candidate_is_safe(rpc.last_log_id.as_ref()));
-        if unsafe_candidate || self.refuses_for_live_quiet_leader(group, rpc.leadership_transfer) {
+        if unsafe_candidate || self.refuses_for_live_quiet_leader(group, rpc) {
             // A refusal carrying our own (older) vote: the candidate counts nothing from it.
             let vote = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).vote;
             return Some(openraft::raft::VoteResponse::<PartitionRaft>::new(vote, None, false));
@@ -401,6 +228,45 @@ impl RaftRpc for RaftGroups {
         Ok(Response::new(JsonResponse { json: json.into() }))
     }
 
+    type AppendStreamStream = Pin<Box<dyn Stream<Item = Result<JsonResponse, Status>> + Send + 'static>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let Some(first) = inbound.message().await? else {
+            return Ok(Response::new(Box::pin(futures_util::stream::empty())));
+        };
+        let group = first.group;
+        let raft = self.node(group)?;
+        // Quiescence: a request that wakes the group (see `append_one`) restarts its timers once
+        // openraft has answered it.
+        let woke = Arc::new(AtomicBool::new(false));
+        let (groups, woke_by_request) = (self.clone(), Arc::clone(&woke));
+        let requests = futures_util::stream::once(async move { Ok(first) })
+            .chain(inbound)
+            .scan((), move |_, item: Result<AppendRequest, Status>| {
+                let decoded = item.ok().filter(|request| request.group == group).and_then(|request| {
+                    if groups.append_arrives(group, !request.entries.is_empty(), &request.vote_json) {
+                        woke_by_request.store(true, Ordering::SeqCst);
+                    }
+                    decode_append(request).ok()
+                });
+                futures_util::future::ready(decoded)
+            });
+        let (groups, node) = (self.clone(), raft.clone());
+        let answers = raft.stream_append(requests).map(move |result| {
+            if woke.swap(false, Ordering::SeqCst) {
+                groups.resume_timers(group, &node);
+            }
+            let result = result.map_err(|fatal| Status::unavailable(fatal.to_string()))?;
+            let json = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(JsonResponse { json: json.into() })
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn append_batch(
         &self,
         request: Request<AppendBatchRequest>,
@@ -431,7 +297,10 @@ impl RaftRpc for RaftGroups {
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let request = request.into_inner();
-        if let Some(event) = self.liveness.heard(request.node, request.incarnation) {
+        if let Some(event) = self
+            .liveness
+            .heard(request.node, request.incarnation, Contact::PingedUs)
+        {
             self.on_peer_event(request.node, event);
         }
         Ok(Response::new(PingResponse {
@@ -440,29 +309,8 @@ impl RaftRpc for RaftGroups {
     }
 
     async fn quiesce(&self, request: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
-        let request = request.into_inner();
-        let mut accepted = Vec::new();
-        for item in request.groups {
-            let Some(raft) = self.get(item.group) else { continue };
-            if self.votes_held(item.group) {
-                continue;
-            }
-            let Some((voters, me)) = quiesce::follower_agrees(&raft, request.leader, &item.vote_json, &item.last_json)
-            else {
-                continue;
-            };
-            let state = Quiet {
-                leader: request.leader,
-                leading: false,
-                vote_json: item.vote_json,
-                campaigns_first: quiesce::successor(&voters, request.leader) == Some(me),
-                voters,
-            };
-            if self.quiesce(item.group, state, &raft, None) {
-                accepted.push(item.group);
-            }
-        }
-        Ok(Response::new(QuiesceResponse { quiet: accepted }))
+        let quiet = self.quiesce_as_follower(request.into_inner());
+        Ok(Response::new(QuiesceResponse { quiet }))
     }
 
     async fn transfer_leader(&self, request: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
@@ -470,8 +318,9 @@ impl RaftRpc for RaftGroups {
         let raft = self.node(request.group)?;
         let rpc: openraft::raft::TransferLeaderRequest<PartitionRaft> =
             serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // The target is about to campaign: it needs its timers (and a leader lease) back.
-        self.wake(request.group);
+        // The target is about to campaign: it needs its timers back (the other voters wake
+        // without racing it).
+        self.wake_for_transfer(request.group, &raft, *rpc.to_node_id());
         let response = raft
             .handle_transfer_leader(rpc)
             .await
@@ -488,7 +337,7 @@ impl RaftRpc for RaftGroups {
             meta,
             snapshot: Cursor::new(request.data.to_vec()),
         };
-        let woke = self.take_quiet(request.group).is_some();
+        let woke = self.append_arrives(request.group, true, &request.vote_json);
         let response = raft
             .install_full_snapshot(vote, snapshot)
             .await

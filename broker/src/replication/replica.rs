@@ -8,10 +8,11 @@ use super::log_store::AppendNotifier;
 use super::log_store::PartitionLogStore;
 use super::network::{GroupNetworkFactory, PeerChannels};
 use super::producer_state::{BatchIdentity, SequenceVerdict};
+use super::quiesce::WriteInFlight;
 use super::raft_service::{CatchUpRule, PartitionRaftNode, RaftGroups};
-use super::state_machine::{BatchObserver, PartitionStateMachine, SharedProducerTable};
+use super::state_machine::{AppliedState, BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
-use crate::storage::{FlushHandle, LogConfig, Offset, SegmentLog, StorageError, StoredEntry};
+use crate::storage::{FlushHandle, LogConfig, Offset, RaftIndex, SegmentLog, StorageError, StoredEntry};
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -282,6 +283,37 @@ fn leads_within_lease(metrics: &openraft::RaftMetrics<PartitionRaft>, lease: Dur
             .is_some_and(|acked| acked.elapsed() < lease)
 }
 
+/// The observer's restore point, if the log still holds its last applied entry (same index, same
+/// term and leader); otherwise the observer is told to start over from the whole log. A state
+/// machine ahead of its log would make openraft purge the log up to it, so it is never used.
+fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: u64) -> Option<AppliedState> {
+    let point = observer.restore_point()?;
+    let Some(last) = point.last_applied_entry() else {
+        return Some(point);
+    };
+    let held = log
+        .read_entries(last.index, RaftIndex(last.index.0 + 1))
+        .ok()
+        .and_then(|entries| entries.into_iter().next())
+        .is_some_and(|entry| entry.id == last);
+    if held {
+        tracing::info!(
+            group,
+            index = last.index.0,
+            "state machine resumes from its persisted state"
+        );
+        Some(point)
+    } else {
+        tracing::warn!(
+            group,
+            index = last.index.0,
+            "the log does not hold the persisted state's last entry: rebuilding from the log"
+        );
+        observer.restore_rejected();
+        None
+    }
+}
+
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
 async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, groups: RaftGroups, group: u64, rule: CatchUpRule) {
     if raft
@@ -325,13 +357,16 @@ impl PartitionReplica {
             }),
             None => Arc::clone(&host.raft_config),
         };
+        let state_machine = match observer {
+            Some(observer) => {
+                let start = restore_point_held_by(&log, observer.as_ref(), group);
+                PartitionStateMachine::with_observer(observer, start)
+            }
+            None => PartitionStateMachine::new(),
+        };
         let store = PartitionLogStore::new(log);
         let log = store.log();
         let appended = store.append_notifier();
-        let state_machine = match observer {
-            Some(observer) => PartitionStateMachine::with_observer(observer),
-            None => PartitionStateMachine::new(),
-        };
         let applied_next_offset = state_machine.applied_next_offset();
         let producers = state_machine.producers();
         let network = GroupNetworkFactory::new(group, host.peers.clone());
@@ -423,6 +458,7 @@ impl PartitionReplica {
     /// Appends `batch` and answers once it is committed — a majority holds it durably (per the
     /// topic's fsync policy) — with the offset of its first record. This is `acks=all`.
     pub async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
+        let _writing = self.begin_write();
         self.ready_to_write(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         match self.raft.client_write(RecordBatchPayload::new(batch)).await {
             Ok(response) => self.applied_offset(Ok(response)),
@@ -444,6 +480,7 @@ impl PartitionReplica {
         timeout: Duration,
     ) -> Result<IdempotentAppend, ReplicationError> {
         let deadline = Instant::now() + timeout;
+        let _writing = self.begin_write();
         let mut gap_deadline: Option<Instant> = None;
         loop {
             let term = self.ready_to_write(deadline, true).await?;
@@ -604,13 +641,23 @@ impl PartitionReplica {
     /// leader renews it with one heartbeat round and the group stays quiet — consumers polling
     /// idle partitions do not keep them ticking.
     pub async fn ready_to_read(&self, deadline: Instant) -> Result<u64, ReplicationError> {
-        self.ready_leader(deadline, true, false).await
+        self.ready_leader(deadline, true).await
     }
 
-    /// Waits until this replica can propose a write as the leader, waking a quiet group (the
-    /// write counts as activity): see [`Self::ready_leader`].
-    pub async fn ready_to_write(&self, deadline: Instant, own_term: bool) -> Result<u64, ReplicationError> {
-        self.ready_leader(deadline, own_term, true).await
+    /// Waits until this replica can propose a write as the leader: see [`Self::ready_leader`].
+    /// The caller holds a [`Self::begin_write`] guard, which woke the group if it was quiet.
+    async fn ready_to_write(&self, deadline: Instant, own_term: bool) -> Result<u64, ReplicationError> {
+        self.ready_leader(deadline, own_term).await
+    }
+
+    /// A write starts: it counts as activity, wakes the group if it is quiet and led here, and
+    /// until the guard drops the leader does not quiesce.
+    fn begin_write(&self) -> WriteInFlight {
+        let (guard, woke) = self.groups.begin_write(self.group);
+        if woke {
+            self.renewing_since_now();
+        }
+        guard
     }
 
     /// Waits until this replica is a leader fit to serve a request, and returns its term: it
@@ -620,14 +667,10 @@ impl PartitionReplica {
     /// ago may still hold an old commit index; answering a fetch from it would move the high
     /// watermark backwards).
     ///
-    /// With `wake`, the request counts as activity and a quiet group wakes. A quiet leader
-    /// whose lease lapsed heartbeats at once and the request waits for the quorum's answers. A
-    /// leader that has been awake and lost its lease — cut off from its quorum — is refused at
-    /// once.
-    async fn ready_leader(&self, deadline: Instant, own_term: bool, wake: bool) -> Result<u64, ReplicationError> {
-        if wake && self.groups.note_request(self.group) {
-            self.renewing_since_now();
-        }
+    /// A quiet leader whose lease lapsed heartbeats at once and the request waits for the
+    /// quorum's answers (as does a request that just woke the group). A leader that has been
+    /// awake and lost its lease — cut off from its quorum — is refused at once.
+    async fn ready_leader(&self, deadline: Instant, own_term: bool) -> Result<u64, ReplicationError> {
         let lease = self.lease;
         let own_term_applied = |m: &openraft::RaftMetrics<PartitionRaft>| {
             m.last_applied
@@ -695,6 +738,7 @@ impl PartitionReplica {
     /// `acks=1`: proposes `batch` and answers once the leader's own log holds it (not yet
     /// necessarily replicated or durable), with its offset. Gives up after `timeout`.
     pub async fn append_on_leader(&self, batch: Bytes, timeout: Duration) -> Result<Offset, ReplicationError> {
+        let _writing = self.begin_write();
         self.ready_to_write(Instant::now() + timeout.min(LEADER_WAKE_WAIT), false)
             .await?;
         let (token, appended) = self.appended.register();
@@ -735,6 +779,7 @@ impl PartitionReplica {
 
     /// `acks=0`: proposes `batch` without waiting for anything.
     pub async fn append_without_ack(&self, batch: Bytes) -> Result<(), ReplicationError> {
+        let _writing = self.begin_write();
         self.ready_to_write(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         self.raft
             .client_write_ff(RecordBatchPayload::new(batch), None)
@@ -794,7 +839,7 @@ impl PartitionReplica {
                     // A quiet group exchanges nothing: its followers all held the last entry
                     // when it quiesced, and are as responsive as their brokers' pings.
                     since_last_ack: if quiescent {
-                        self.groups.liveness().since_heard(*node)
+                        self.groups.liveness().since_answered(*node)
                     } else {
                         metrics
                             .heartbeat
@@ -918,6 +963,7 @@ impl PartitionReplica {
         if self.leader() == Some(to) {
             return Ok(());
         }
+        let _writing = self.begin_write();
         self.ready_to_write(Instant::now() + timeout, false).await?;
         self.raft
             .trigger()

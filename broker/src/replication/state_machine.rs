@@ -22,20 +22,41 @@ type Meta = SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64
 type PartitionSnapshot =
     Snapshot<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode, Cursor<Vec<u8>>>;
 
-/// Sees every committed data batch of a group, in log order. After a restart the state
-/// machine re-applies the log from the start, so an observer rebuilds its state the same way.
-/// (Observers hold derived state only; groups with observers are never purged.)
+/// Sees every committed data batch of a group, in log order. An observer may persist what it
+/// derives together with the state machine's position ([`AppliedState`]); after a restart the
+/// state machine then resumes from that position ([`restore_point`](Self::restore_point))
+/// instead of re-applying the whole log. (Groups with observers are never purged, so the log
+/// can always rebuild an observer's state from the start.)
 pub trait BatchObserver: Send + Sync + 'static {
-    /// Called once the batch starting at `base_offset` is committed and applied.
-    fn on_applied(&self, base_offset: Offset, batch: &bytes::Bytes);
+    /// Called once the batch starting at `base_offset` is committed and applied; `applied` is the
+    /// state machine's position with it.
+    fn on_applied(&self, base_offset: Offset, batch: &bytes::Bytes, applied: &AppliedState);
+
+    /// The position the observer's persisted state corresponds to, if it keeps one: the state
+    /// machine starts there, and only later entries are applied (and observed).
+    fn restore_point(&self) -> Option<AppliedState> {
+        None
+    }
+
+    /// The log does not hold the restore point (it lost entries, e.g. to a damaged disk): the
+    /// observer must drop its persisted state; it is fed the whole log again.
+    fn restore_rejected(&self) {}
 }
 
-/// Applied state of a partition.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AppliedState {
+/// Where a state machine stands: the last applied entry, the membership as of it and the offset
+/// the next record gets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppliedState {
     last_applied: Option<LogId>,
     membership: Membership,
     next_offset: Offset,
+}
+
+impl AppliedState {
+    /// The log id of the last applied entry, as the storage layer names entries.
+    pub(crate) fn last_applied_entry(&self) -> Option<crate::storage::EntryId> {
+        self.last_applied.as_ref().map(super::types::entry_id_of)
+    }
 }
 
 /// What a snapshot holds: the applied state and the producer table as of the same entry.
@@ -97,12 +118,16 @@ impl PartitionStateMachine {
         }
     }
 
-    /// A state machine that also reports every applied batch to `observer`.
-    pub fn with_observer(observer: Arc<dyn BatchObserver>) -> Self {
-        PartitionStateMachine {
+    /// A state machine that starts at `start` (an observer's restore point, already checked
+    /// against the log) or at the beginning, and reports every applied batch to `observer`.
+    pub fn with_observer(observer: Arc<dyn BatchObserver>, start: Option<AppliedState>) -> Self {
+        let machine = PartitionStateMachine {
+            state: start.unwrap_or_default(),
             observer: Some(observer),
             ..Self::new()
-        }
+        };
+        machine.publish();
+        machine
     }
 
     /// The offset the next applied record will get: the high watermark once applied entries
@@ -187,7 +212,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                         self.producer_table().record(&identity, base_offset);
                     }
                     if let Some(observer) = &self.observer {
-                        observer.on_applied(base_offset, &batch);
+                        observer.on_applied(base_offset, &batch, &self.state);
                     }
                     Some(AppliedBatch { base_offset })
                 }
