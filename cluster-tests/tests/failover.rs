@@ -7,7 +7,7 @@
 use broker::storage::{FlushWorker, LogConfig, RaftIndex, SegmentLog};
 use bytes::Bytes;
 use client::{Acks, Cluster, RetryPolicy, TopicSpec};
-use cluster_tests::{start_cluster, BrokerProcess};
+use cluster_tests::{start_cluster, stop_all_at_once, BrokerProcess};
 use proto::record_batch::{decode_records, encode_batch, ProducerStamp, Record};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -272,9 +272,7 @@ async fn acknowledged_writes_survive_kill9_of_each_partition_leader() {
         assert!(Instant::now() < deadline, "replicas never caught up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for broker in &mut brokers {
-        broker.stop();
-    }
+    stop_all_at_once(&mut brokers);
     for partition in 0..PARTITIONS {
         let logs: Vec<_> = brokers.iter().map(|b| read_log(&partition_dir(b, partition))).collect();
         for (i, log) in logs.iter().enumerate().skip(1) {

@@ -16,9 +16,9 @@ use cluster_tests::checker::check;
 use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
 use cluster_tests::proxy::FaultProxy;
 use cluster_tests::{
-    connect_when_ready, create_topic, delete_index_files, flip_bit_in_active_segment, free_ports, leaders, log_digest,
-    partition_dir, partitions_held_from_elections, peers_flag, quiet_partitions, read_partition,
-    truncate_active_segment, BrokerProcess,
+    client_overrides, connect_when_ready, create_topic, delete_index_files, describe_on, flip_bit_in_active_segment,
+    leaders, log_digest, partition_dir, partitions_held_from_elections, quiet_partitions, read_partition,
+    stop_all_at_once, truncate_active_segment, BrokerProcess, ProxiedCluster,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,43 +162,11 @@ impl Cluster {
     }
 
     async fn start(root: &std::path::Path) -> Cluster {
-        let ports = free_ports(3);
-        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let peers = peers_flag(&addresses);
-        let mut links = HashMap::new();
-        for from in 1..=3u64 {
-            for to in 1..=3u64 {
-                if from != to {
-                    let target = addresses[to as usize - 1].parse().unwrap();
-                    links.insert((from, to), FaultProxy::start(target).await);
-                }
-            }
-        }
-        let mut client_links = HashMap::new();
-        for id in 1..=3u64 {
-            let target = addresses[id as usize - 1].parse().unwrap();
-            client_links.insert(id, FaultProxy::start(target).await);
-        }
-        let brokers = (1..=3u64)
-            .map(|id| {
-                let overrides: Vec<String> = (1..=3u64)
-                    .filter(|to| *to != id)
-                    .flat_map(|to| {
-                        [
-                            "--dial-override".to_string(),
-                            format!("{}={}", addresses[to as usize - 1], links[&(id, to)].address),
-                        ]
-                    })
-                    .collect();
-                BrokerProcess::start_with(
-                    id,
-                    addresses[id as usize - 1].clone(),
-                    root.join(format!("broker-{id}")),
-                    peers.clone(),
-                    overrides,
-                )
-            })
-            .collect();
+        let ProxiedCluster {
+            brokers,
+            links,
+            client_links,
+        } = ProxiedCluster::start(root).await;
         Cluster {
             brokers,
             links,
@@ -208,10 +176,7 @@ impl Cluster {
 
     /// Where clients should dial each broker's address instead.
     fn client_overrides(&self) -> HashMap<String, String> {
-        self.brokers
-            .iter()
-            .map(|b| (b.address.clone(), self.client_links[&b.id].address.to_string()))
-            .collect()
+        client_overrides(&self.brokers, &self.client_links)
     }
 
     /// Applies `injection`; returns what is worth adding to its label.
@@ -527,7 +492,16 @@ async fn run(plan: Plan) {
         if metadata.topics[0].partitions.iter().all(|p| p.caught_up.len() == 3) {
             break;
         }
-        assert!(Instant::now() < deadline, "replicas never caught up after healing");
+        if Instant::now() >= deadline {
+            let mut views = Vec::new();
+            for process in &cluster.brokers {
+                views.push((process.id, describe_on(&process.address, TOPIC).await));
+            }
+            panic!(
+                "replicas never caught up after healing; leaders' view: {:?}; each broker's own view: {views:?}",
+                metadata.topics[0].partitions
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for partition in 0..PARTITIONS {
@@ -543,9 +517,7 @@ async fn run(plan: Plan) {
             .collect();
         history.record(CHECKER, Outcome::Ok, Operation::FinalRead { partition, records });
     }
-    for broker in &mut cluster.brokers {
-        broker.stop();
-    }
+    stop_all_at_once(&mut cluster.brokers);
     for partition in 0..PARTITIONS {
         for broker in &cluster.brokers {
             let digest = log_digest(&partition_dir(broker, TOPIC, partition));

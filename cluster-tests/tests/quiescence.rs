@@ -7,7 +7,7 @@ use bytes::Bytes;
 use client::{Acks, Admin, Cluster};
 use cluster_tests::{
     connect_when_ready, create_topic, describe_on, leaders, quiet_partitions, read_partition, start_cluster,
-    wait_until_quiet,
+    wait_until_quiet, ProxiedCluster,
 };
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::{BTreeMap, HashMap};
@@ -168,4 +168,67 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
     );
     write_each(&cluster, "last", &mut written).await;
     assert_read_back(&cluster, &written).await;
+}
+
+/// A quiet leader cut off one way from a follower (its pings and appends cannot reach it, the
+/// follower's pings to it are answered) and both ways from the other: the two followers must
+/// elect a new leader. Liveness as a leader is judged by the leader's own pings reaching the
+/// follower — answers to the follower's pings prove nothing about the leader's appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_leader_cut_off_one_way_is_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = ProxiedCluster::start(root.path()).await;
+    let client = connect_when_ready(&cluster.brokers, cluster.client_overrides()).await;
+    create_topic(&client, client::NewTopic::new(TOPIC, 1, 3)).await;
+    let mut written = BTreeMap::new();
+    let value = "before".to_string();
+    client
+        .produce(TOPIC, 0, Acks::All, batch(&value))
+        .await
+        .expect("first write");
+    written.insert(0u32, vec![value]);
+    let all: Vec<u32> = vec![0];
+    let deadline = Instant::now() + QUIET_WAIT;
+    loop {
+        let mut quiet = true;
+        for broker in &cluster.brokers {
+            quiet &= quiet_partitions(&broker.address, broker.id, TOPIC).await.as_deref() == Some(&all[..]);
+        }
+        if quiet {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never quiesced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let leader = leaders(&client, TOPIC).await[&0];
+    let others: Vec<u64> = (1..=3).filter(|b| *b != leader).collect();
+    let (one_way, both_ways) = (others[0], others[1]);
+    cluster.links[&(leader, one_way)].cut();
+    cluster.links[&(leader, both_ways)].cut();
+    cluster.links[&(both_ways, leader)].cut();
+    let cut_at = Instant::now();
+
+    // A write succeeds on a new leader (the client retries until one is elected).
+    let value = "after".to_string();
+    client
+        .produce(TOPIC, 0, Acks::All, batch(&value))
+        .await
+        .expect("the two followers elect a leader");
+    println!(
+        "one-way cut quiet leader replaced, write accepted after {:?}",
+        cut_at.elapsed()
+    );
+    written.get_mut(&0).unwrap().push(value);
+    let new_leader = leaders(&client, TOPIC).await[&0];
+    assert_ne!(new_leader, leader);
+    for proxy in cluster.links.values() {
+        proxy.heal();
+    }
+    let read: Vec<String> = read_partition(&client, TOPIC, 0)
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(read, written[&0]);
 }

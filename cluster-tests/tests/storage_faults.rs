@@ -8,7 +8,7 @@ use bytes::Bytes;
 use client::NewTopic;
 use cluster_tests::{
     connect_when_ready, create_topic, leaders, log_digest, partition_dir, partitions_held_from_elections,
-    read_partition, start_cluster,
+    read_partition, start_cluster, stop_all_at_once,
 };
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::HashMap;
@@ -202,9 +202,7 @@ async fn a_leader_restarted_with_a_torn_tail_leads_again_only_after_an_election(
         assert!(Instant::now() < deadline, "replicas never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for broker in &mut brokers {
-        broker.stop();
-    }
+    stop_all_at_once(&mut brokers);
     let digests: Vec<String> = brokers
         .iter()
         .map(|b| log_digest(&partition_dir(b, REUSE, 0)))
