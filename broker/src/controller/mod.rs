@@ -78,15 +78,14 @@ struct MetadataApplier {
 
 impl BatchObserver for MetadataApplier {
     fn restore_point(&self) -> Option<AppliedState> {
+        // Published only once the log is known to hold the restore point (`Controller::start`).
         let (applied, metadata) = self.store.as_ref()?.load()?;
-        *self.metadata.lock().expect("metadata lock") = metadata.clone();
-        self.publisher.send_replace(Arc::new(metadata));
+        *self.metadata.lock().expect("metadata lock") = metadata;
         Some(applied)
     }
 
     fn restore_rejected(&self) {
         *self.metadata.lock().expect("metadata lock") = ClusterMetadata::default();
-        self.publisher.send_replace(Arc::new(ClusterMetadata::default()));
         if let Some(store) = &self.store {
             store.clear();
         }
@@ -118,6 +117,7 @@ impl BatchObserver for MetadataApplier {
             }
             self.applied_since_start.fetch_add(1, Ordering::Relaxed);
         }
+        drop(outcomes);
         if let Some(store) = &self.store {
             if let Err(error) = store.save(applied, &metadata) {
                 // The log still has the command: a restart re-applies it from there.
@@ -178,6 +178,9 @@ impl Controller {
         let observer: Arc<dyn BatchObserver> = applier.clone();
         let replica =
             PartitionReplica::start(host, CONTROLLER_GROUP, dir, controller_log_config(), Some(observer)).await?;
+        // The restore point (if the log held it) plus whatever was re-applied since.
+        let current = applier.metadata.lock().expect("metadata lock").clone();
+        applier.publisher.send_replace(Arc::new(current));
         if voters.keys().next() == Some(&host.node_id) {
             replica.bootstrap(voters.clone()).await?;
         }

@@ -66,6 +66,9 @@ impl PeerChannels {
     }
 }
 
+/// Shortest wait for a follower to take an `AppendStream` call (connection set-up included).
+const STREAM_SETUP_MIN: Duration = Duration::from_millis(500);
+
 /// The answers of one `AppendStream` session, with what it takes to time them.
 struct AnswerStream {
     answers: tonic::Streaming<proto::raft_v1::JsonResponse>,
@@ -74,6 +77,8 @@ struct AnswerStream {
     received: u64,
     /// Longest wait for the answer to an outstanding request.
     wait: Duration,
+    /// Dropped with the answers: ends the request side.
+    _ends_requests: tokio::sync::oneshot::Sender<()>,
 }
 
 impl AnswerStream {
@@ -97,8 +102,12 @@ impl AnswerStream {
                     // A request went out: from now on the answer is timed.
                     changed = self.sent.changed() => match changed {
                         Ok(()) => continue,
-                        // The request side is done: whatever comes now is the close.
-                        Err(_) => self.answers.message().await,
+                        // The request side is done and everything is answered: what comes
+                        // now is the close.
+                        Err(_) => match tokio::time::timeout(self.wait, self.answers.message()).await {
+                            Ok(answer) => answer,
+                            Err(_) => return None,
+                        },
                     },
                 }
             };
@@ -251,43 +260,56 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
                 let nothing: BoxStream<'s, _> = Box::pin(futures_util::stream::empty());
                 return Ok(nothing);
             };
-            let carries_entries = !first.entries.is_empty();
+            // The heartbeat worker sends a one-item stream (`stream::once`, which reports no
+            // more items once taken); a replication session's stream never knows its end.
+            let lone_request = input.size_hint() == (0, Some(0));
             let session = futures_util::stream::iter(std::iter::once(first)).chain(input);
-            if !carries_entries {
+            if lone_request {
                 return stream_append_sequential(self, session, option).await;
             }
             let group = self.group;
             // Requests sent so far: an answer is awaited (and timed) only while one is
             // outstanding — a session may sit idle between its requests.
             let (sent, sent_watch) = tokio::sync::watch::channel(0u64);
+            // The request side ends when the answer side is dropped (openraft gave up on the
+            // session): left running, it would keep taking appends from openraft's shared
+            // session state and send them where no one reads the answers.
+            let (answers_dropped, answers_gone) = tokio::sync::oneshot::channel::<()>();
             // An entry that cannot be encoded ends the session here; the answers received so
             // far stay in order, and openraft retries the rest.
-            let requests = session.scan((), move |_, request| {
-                let encoded = encode_append(group, request)
-                    .inspect_err(|error| tracing::error!(group, %error, "append not encodable; ending the stream"))
-                    .ok();
-                if encoded.is_some() {
-                    sent.send_modify(|count| *count += 1);
+            let requests = session
+                .scan((), move |_, request| {
+                    let encoded = encode_append(group, request)
+                        .inspect_err(|error| tracing::error!(group, %error, "append not encodable; ending the stream"))
+                        .ok();
+                    if encoded.is_some() {
+                        sent.send_modify(|count| *count += 1);
+                    }
+                    futures_util::future::ready(encoded)
+                })
+                .take_until(answers_gone);
+            let wait = option.hard_ttl();
+            let mut client = self.client()?;
+            let answers = match tokio::time::timeout(wait.max(STREAM_SETUP_MIN), client.append_stream(requests)).await {
+                Ok(answers) => answers.map_err(rpc_error)?.into_inner(),
+                Err(_) => {
+                    let message = format!("append stream not answered within {:?}", wait.max(STREAM_SETUP_MIN));
+                    return Err(RPCError::Unreachable(Unreachable::from_string(message)));
                 }
-                futures_util::future::ready(encoded)
-            });
-            let answers = self
-                .client()?
-                .append_stream(requests)
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
+            };
             let session = AnswerStream {
                 answers,
                 sent: sent_watch,
                 received: 0,
-                wait: option.hard_ttl(),
+                wait,
+                _ends_requests: answers_dropped,
             };
             let results = futures_util::stream::unfold(Some(session), |session| async move {
                 let mut session = session?;
                 let next = session.next_answer().await?;
-                // After a failure the stream ends: openraft starts a new session.
-                let keep = next.is_ok().then_some(session);
+                // After a failure, a conflict or a higher vote the session ends (dropping it
+                // ends the request side too); openraft starts a new one.
+                let keep = matches!(next, Ok(Ok(_))).then_some(session);
                 Some((next, keep))
             });
             let results: BoxStream<'s, _> = Box::pin(results);

@@ -85,6 +85,19 @@ pub(crate) struct QuietGroups {
     writes_in_flight: HashMap<u64, u64>,
 }
 
+/// Restarts a woken group's timers when dropped (see [`RaftGroups::append_arrives`]).
+pub(crate) struct ResumeTimers {
+    groups: RaftGroups,
+    group: u64,
+    raft: PartitionRaftNode,
+}
+
+impl Drop for ResumeTimers {
+    fn drop(&mut self) {
+        self.groups.resume_timers(self.group, &self.raft);
+    }
+}
+
 /// How a woken group's timers restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Restart {
@@ -327,21 +340,31 @@ impl RaftGroups {
     }
 
     /// An append for `group` arrived. One with entries, or from another leader than the one
-    /// the group rests under, takes it out of quiet — returns true, and the caller restarts
-    /// its timers once the append is in ([`Self::resume_timers`]), so the election timer
-    /// counts from this contact, not from before the quiet spell. Any append from the quiet
-    /// group's leader ends a spell of refusing candidates.
-    pub(crate) fn append_arrives(&self, group: u64, has_entries: bool, vote_json: &[u8]) -> bool {
+    /// the group rests under, takes it out of quiet; the returned guard restarts its timers
+    /// when dropped — once the append is in, so the election timer counts from this contact,
+    /// not from before the quiet spell, or when the append's handling ends any other way (a
+    /// dropped connection, an undecodable request): a group out of quiet must never be left
+    /// without timers. Any append from the quiet group's leader ends a spell of refusing
+    /// candidates.
+    pub(crate) fn append_arrives(
+        &self,
+        group: u64,
+        raft: &PartitionRaftNode,
+        has_entries: bool,
+        vote_json: &[u8],
+    ) -> Option<ResumeTimers> {
         let mut quiet = self.quiet.lock().expect("quiet groups");
-        let Some(state) = quiet.quiet.get_mut(&group) else {
-            return false;
-        };
+        let state = quiet.quiet.get_mut(&group)?;
         if !has_entries && state.vote_json == vote_json {
             state.refusing_since = None;
-            return false;
+            return None;
         }
         quiet.quiet.remove(&group);
-        true
+        Some(ResumeTimers {
+            groups: self.clone(),
+            group,
+            raft: raft.clone(),
+        })
     }
 
     /// Restarts `group`'s timers unless it has been quiesced again meanwhile.

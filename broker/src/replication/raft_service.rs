@@ -2,7 +2,7 @@
 //! name. Unknown groups get NOT_FOUND, undecodable messages INVALID_ARGUMENT, a shut-down group
 //! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
 
-use super::quiesce::{self, Contact, PeerLiveness, QuietGroups};
+use super::quiesce::{self, Contact, PeerLiveness, QuietGroups, ResumeTimers};
 use super::state_machine::PartitionStateMachine;
 use super::types::LogId;
 use super::types::PartitionRaft;
@@ -17,7 +17,6 @@ use proto::raft_v1::{
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
@@ -110,19 +109,14 @@ impl RaftGroups {
     async fn append_one(&self, request: AppendRequest) -> Result<Vec<u8>, Status> {
         let group = request.group;
         let raft = self.node(group)?;
-        let woke = self.append_arrives(group, !request.entries.is_empty(), &request.vote_json);
-        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()));
-        let response = match rpc {
-            Ok(rpc) => raft
-                .append_entries(rpc)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string())),
-            Err(status) => Err(status),
-        };
-        if woke {
-            self.resume_timers(group, &raft);
-        }
-        serde_json::to_vec(&response?).map_err(|e| Status::internal(e.to_string()))
+        // Dropped once the append is in — or when this call ends any other way.
+        let _resume = self.append_arrives(group, &raft, !request.entries.is_empty(), &request.vote_json);
+        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let response = raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
     }
 
     /// The vote rules this broker adds to openraft's, for a vote or a pre-vote: a replica that
@@ -241,25 +235,23 @@ impl RaftRpc for RaftGroups {
         let group = first.group;
         let raft = self.node(group)?;
         // Quiescence: a request that wakes the group (see `append_one`) restarts its timers once
-        // openraft has answered it.
-        let woke = Arc::new(AtomicBool::new(false));
-        let (groups, woke_by_request) = (self.clone(), Arc::clone(&woke));
+        // openraft has answered it, or when the stream ends without an answer.
+        let resume: Arc<Mutex<Option<ResumeTimers>>> = Arc::default();
+        let (groups, node, resume_on_answer) = (self.clone(), raft.clone(), Arc::clone(&resume));
         let requests = futures_util::stream::once(async move { Ok(first) })
             .chain(inbound)
             .scan((), move |_, item: Result<AppendRequest, Status>| {
                 let decoded = item.ok().filter(|request| request.group == group).and_then(|request| {
-                    if groups.append_arrives(group, !request.entries.is_empty(), &request.vote_json) {
-                        woke_by_request.store(true, Ordering::SeqCst);
+                    let has_entries = !request.entries.is_empty();
+                    if let Some(guard) = groups.append_arrives(group, &node, has_entries, &request.vote_json) {
+                        *resume.lock().expect("resume guard") = Some(guard);
                     }
                     decode_append(request).ok()
                 });
                 futures_util::future::ready(decoded)
             });
-        let (groups, node) = (self.clone(), raft.clone());
         let answers = raft.stream_append(requests).map(move |result| {
-            if woke.swap(false, Ordering::SeqCst) {
-                groups.resume_timers(group, &node);
-            }
+            drop(resume_on_answer.lock().expect("resume guard").take());
             let result = result.map_err(|fatal| Status::unavailable(fatal.to_string()))?;
             let json = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
             Ok(JsonResponse { json: json.into() })
@@ -337,15 +329,12 @@ impl RaftRpc for RaftGroups {
             meta,
             snapshot: Cursor::new(request.data.to_vec()),
         };
-        let woke = self.append_arrives(request.group, true, &request.vote_json);
+        let _resume = self.append_arrives(request.group, &raft, true, &request.vote_json);
         let response = raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()));
-        if woke {
-            self.resume_timers(request.group, &raft);
-        }
-        json_response(&response?)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        json_response(&response)
     }
 }
 
