@@ -1,0 +1,236 @@
+//! The leader side of quiescence: every scan interval, the groups led here that have been idle
+//! long enough, with every follower holding (and having applied) the leader's last entry, are
+//! proposed to their followers in one `Quiesce` RPC per peer; a group whose followers all
+//! agreed stops its timers. Also the follower's check of such a proposal.
+
+use super::liveness::ping_peer;
+use super::Quiet;
+use crate::replication::raft_service::{PartitionRaftNode, RaftGroups};
+use crate::replication::types::LogId;
+use crate::replication::PeerChannels;
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
+use proto::raft_v1::raft_client::RaftClient;
+use proto::raft_v1::{QuiesceGroup, QuiesceRequest};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the leader looks for groups to quiesce.
+const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest wait for a follower's answer to a quiesce request.
+const QUIESCE_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the leader-side scan needs of a group to quiesce it.
+struct Proposal {
+    group: u64,
+    raft: PartitionRaftNode,
+    vote_json: Bytes,
+    last: LogId,
+    voters: Vec<u64>,
+    activity: u64,
+}
+
+/// Settings of the quiescer.
+#[derive(Debug, Clone)]
+pub struct QuiesceConfig {
+    /// This broker's node id.
+    pub node_id: u64,
+    /// Every other broker: node id → Raft address.
+    pub peers: BTreeMap<u64, String>,
+    /// How long a group stays idle before its leader quiesces it.
+    pub quiesce_after: Duration,
+    /// A peer silent this long is dead: the quiet groups it led wake and elect.
+    pub dead_after: Duration,
+    /// How long the followers of a dead leader that do not campaign first wait before their
+    /// election timers run (the election timeout's upper bound).
+    pub resume_delay: Duration,
+    /// Groups never quiesced (the controller).
+    pub never: HashSet<u64>,
+}
+
+/// Starts the ping loops (one per peer) and the leader-side scan; they run for the life of the
+/// runtime, or until the returned handles are aborted.
+pub fn spawn(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) -> Vec<tokio::task::JoinHandle<()>> {
+    groups.enable_quiescence(config.resume_delay);
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
+        .peers
+        .iter()
+        .map(|(node, address)| {
+            tokio::spawn(ping_peer(
+                groups.clone(),
+                channels.clone(),
+                config.node_id,
+                *node,
+                address.clone(),
+                config.dead_after,
+            ))
+        })
+        .collect();
+    tasks.push(tokio::spawn(scan(groups, channels, config)));
+    tasks
+}
+
+/// The leader side: every scan interval, quiesces the groups led here that have been idle for
+/// `quiesce_after` with every follower holding (and having applied) the leader's last entry.
+async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) {
+    // Per group: the last entry seen and since when it has been the last.
+    let mut idle_since: HashMap<u64, (LogId, Instant, u64)> = HashMap::new();
+    let mut ticker = tokio::time::interval(SCAN_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut proposals = Vec::new();
+        let mut hosted = HashSet::new();
+        for (group, raft) in groups.all() {
+            hosted.insert(group);
+            if config.never.contains(&group) || groups.is_quiet(group) || groups.votes_held(group) {
+                idle_since.remove(&group);
+                continue;
+            }
+            let Some((last, voters, vote_json)) = idle_leader_state(&raft) else {
+                idle_since.remove(&group);
+                continue;
+            };
+            let activity = groups.activity(group);
+            let entry = idle_since.entry(group).or_insert((last, Instant::now(), activity));
+            if entry.0 != last || entry.2 != activity {
+                *entry = (last, Instant::now(), activity);
+                continue;
+            }
+            if entry.1.elapsed() < config.quiesce_after {
+                continue;
+            }
+            proposals.push(Proposal {
+                group,
+                raft,
+                vote_json,
+                last,
+                voters,
+                activity,
+            });
+        }
+        idle_since.retain(|group, _| hosted.contains(group));
+        if proposals.is_empty() {
+            continue;
+        }
+        let accepted = ask_followers(&channels, &config, &proposals).await;
+        for proposal in proposals {
+            let all_agreed = proposal
+                .voters
+                .iter()
+                .filter(|v| **v != config.node_id)
+                .all(|v| accepted.get(v).is_some_and(|quiet| quiet.contains(&proposal.group)));
+            if !all_agreed {
+                continue;
+            }
+            let still_idle = idle_leader_state(&proposal.raft)
+                .is_some_and(|(last, _, vote_json)| last == proposal.last && vote_json == proposal.vote_json);
+            if still_idle {
+                let quiet = Quiet {
+                    leader: config.node_id,
+                    leading: true,
+                    vote_json: proposal.vote_json,
+                    voters: proposal.voters,
+                    campaigns_first: false,
+                    refusing_since: None,
+                };
+                if groups.quiesce(proposal.group, quiet, &proposal.raft, Some(proposal.activity)) {
+                    idle_since.remove(&proposal.group);
+                    tracing::debug!(group = proposal.group, "quiesced");
+                }
+            }
+        }
+    }
+}
+
+/// If this replica leads a group of two or more voters (no learners) whose every voter has
+/// applied its last entry: that entry, the voters and the leader's vote as JSON.
+fn idle_leader_state(raft: &PartitionRaftNode) -> Option<(LogId, Vec<u64>, Bytes)> {
+    let receiver = raft.metrics();
+    let metrics = receiver.borrow_watched();
+    if metrics.state != openraft::ServerState::Leader || !metrics.vote.committed {
+        return None;
+    }
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    if voters.len() < 2 || membership.nodes().count() != voters.len() {
+        return None;
+    }
+    let last = metrics.last_applied?;
+    // Applied, so committed. A follower knows the commit once it has applied the entry too; it
+    // checks that on its side, the leader checks that every voter matched the entry.
+    if metrics.last_log_index != Some(last.index) {
+        return None;
+    }
+    let replication = metrics.replication.as_ref()?;
+    let all_matched = voters
+        .iter()
+        .filter(|v| **v != metrics.id)
+        .all(|v| replication.get(v).cloned().flatten().as_ref() == Some(&last));
+    if !all_matched {
+        return None;
+    }
+    let vote_json = serde_json::to_vec(&metrics.vote).ok()?;
+    Some((last, voters, vote_json.into()))
+}
+
+/// Sends each follower one `Quiesce` request for all its groups; returns, per follower, the
+/// groups it quiesced.
+async fn ask_followers(
+    channels: &PeerChannels,
+    config: &QuiesceConfig,
+    proposals: &[Proposal],
+) -> HashMap<u64, HashSet<u64>> {
+    let mut by_peer: BTreeMap<u64, Vec<QuiesceGroup>> = BTreeMap::new();
+    for proposal in proposals {
+        let last_json: Bytes = match serde_json::to_vec(&proposal.last) {
+            Ok(json) => json.into(),
+            Err(_) => continue,
+        };
+        for voter in proposal.voters.iter().filter(|v| **v != config.node_id) {
+            by_peer.entry(*voter).or_default().push(QuiesceGroup {
+                group: proposal.group,
+                vote_json: proposal.vote_json.clone(),
+                last_json: last_json.clone(),
+            });
+        }
+    }
+    let asks = by_peer.into_iter().map(|(peer, groups)| async move {
+        let address = config.peers.get(&peer)?;
+        let channel = channels.channel(address).ok()?;
+        let mut request = tonic::Request::new(QuiesceRequest {
+            leader: config.node_id,
+            groups,
+        });
+        request.set_timeout(QUIESCE_RPC_TIMEOUT);
+        let answer = RaftClient::new(channel).quiesce(request).await.ok()?;
+        Some((peer, answer.into_inner().quiet.into_iter().collect::<HashSet<u64>>()))
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The follower side of a quiesce request for one group: agrees if this replica follows the
+/// same leader under the same vote, holds exactly the leader's last entry and has applied it.
+pub(crate) fn follower_agrees(
+    raft: &PartitionRaftNode,
+    leader: u64,
+    vote_json: &[u8],
+    last_json: &[u8],
+) -> Option<(Vec<u64>, u64)> {
+    let vote: crate::replication::types::Vote = serde_json::from_slice(vote_json).ok()?;
+    let last: LogId = serde_json::from_slice(last_json).ok()?;
+    let receiver = raft.metrics();
+    let metrics = receiver.borrow_watched();
+    let agrees = metrics.state == openraft::ServerState::Follower
+        && metrics.vote == vote
+        && metrics.vote.committed
+        && metrics.current_leader == Some(leader)
+        && metrics.last_log_index == Some(last.index)
+        && metrics.last_applied.as_ref() == Some(&last);
+    agrees.then(|| (metrics.membership_config.membership().voter_ids().collect(), metrics.id))
+}

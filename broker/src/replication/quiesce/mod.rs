@@ -1,0 +1,99 @@
+//! Quiescence: idle partition groups stop their Raft timers, and one failure detector per peer
+//! broker stands in for their heartbeats.
+//!
+//! A Raft group ticks — election timer on followers, heartbeats from the leader — whether or not
+//! anybody writes; with thousands of partitions that ticking is nearly all of an idle broker's
+//! CPU. A leader whose group has been idle for a while, and whose followers have applied every
+//! entry it has, asks them to quiesce (the `Quiesce` RPC, batched per peer); once all of them
+//! agreed it stops its own timers too. A quiet group costs nothing until:
+//!
+//! - **a client writes to it** (produce, leader transfer): the leader wakes and heartbeats at
+//!   once; the write waits for a quorum to answer that heartbeat (the lease), so a deposed
+//!   leader cannot take it. An append that carries entries wakes each follower it reaches. A
+//!   read (fetch, ListOffsets) renews the lease with one heartbeat round and leaves the group
+//!   quiet.
+//! - **its leader's broker dies**: every broker pings each peer ([`PeerLiveness`], the `Ping`
+//!   RPC). A follower whose leader's pings have not reached it for the dead-after time wakes
+//!   the groups that broker led; one follower per group — the next voter after the leader —
+//!   campaigns at once (with Pre-Vote), the others restart their election timers a little
+//!   later so as not to split the vote.
+//! - **a peer restarts or comes back**: a new incarnation in its pings, or pings after silence,
+//!   wakes the groups led here that it belongs to (so it hears from their leaders), and a
+//!   restart also counts as the death of the leader it was.
+//! - **somebody campaigns**: a vote request for a quiet group whose leader is alive is refused
+//!   for a while (and wakes the group if it is led here, so the candidate hears from its
+//!   leader); if the leader looks dead the group wakes and votes normally.
+//!
+//! Safety does not depend on any of this: quiescence only stops timers, every vote and append
+//! still goes through openraft's rules. What it trades is how a quiet group notices a dead
+//! leader — per broker instead of per group — and one round trip on the first request after
+//! idling.
+
+//!
+//! Parts: [`liveness`] (the per-peer failure detector and its ping loops), `groups` (which
+//! groups are quiet on this broker, and every way one wakes), [`leader`] (the leader-side scan
+//! that quiesces idle groups, and the follower's check of a quiesce request).
+
+mod groups;
+pub mod leader;
+pub mod liveness;
+
+pub(crate) use groups::{QuietGroups, ResumeTimers, WriteInFlight};
+pub use leader::{spawn, QuiesceConfig};
+pub(crate) use liveness::Contact;
+pub use liveness::PeerLiveness;
+
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// A quiesced group as one replica sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Quiet {
+    /// The leader the group was quiesced under.
+    pub leader: u64,
+    /// Whether this replica is that leader.
+    pub leading: bool,
+    /// The leader's vote as appends carry it (JSON): an append with another vote comes from a
+    /// newer leader and wakes the group.
+    pub vote_json: Bytes,
+    /// The group's voters.
+    pub voters: Vec<u64>,
+    /// Whether this follower campaigns first when the leader dies (the voter after the leader).
+    pub campaigns_first: bool,
+    /// When this follower first refused a candidate because the leader looked alive, with no
+    /// append from the leader since: refusals stop a while after (see `REFUSAL_LIMIT`).
+    pub refusing_since: Option<Instant>,
+}
+
+/// A fresh incarnation number for a broker process (or an in-process test node).
+pub(crate) fn new_incarnation() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The voter that campaigns first when `leader` dies: the next one after it in id order.
+pub(crate) fn successor(voters: &[u64], leader: u64) -> Option<u64> {
+    let mut sorted = voters.to_vec();
+    sorted.sort_unstable();
+    let position = sorted.iter().position(|v| *v == leader)?;
+    let next = sorted[(position + 1) % sorted.len()];
+    (next != leader).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_voter_after_the_leader_campaigns_first() {
+        assert_eq!(successor(&[3, 1, 2], 1), Some(2));
+        assert_eq!(successor(&[3, 1, 2], 3), Some(1), "wraps around");
+        assert_eq!(successor(&[1], 1), None, "nobody else");
+        assert_eq!(successor(&[1, 2], 5), None, "the leader is not a voter");
+    }
+}
