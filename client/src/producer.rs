@@ -498,6 +498,14 @@ impl Producer {
         self.shared.topics.read().expect("topic map").get(topic).copied()
     }
 
+    fn remember_layout(&self, topic: &str, layout: TopicLayout) {
+        self.shared
+            .topics
+            .write()
+            .expect("topic map")
+            .insert(topic.to_string(), layout);
+    }
+
     async fn layout(&self, topic: &str) -> Result<TopicLayout, ProduceError> {
         let fresh = |layout: &TopicLayout| Instant::now() < layout.refresh_at;
         if let Some(layout) = self.known_layout(topic).filter(fresh) {
@@ -511,22 +519,7 @@ impl Producer {
         let started = Instant::now();
         let mut backoff = self.shared.config.retry_backoff;
         loop {
-            let outcome = self.shared.cluster.topic_description(topic).await;
-            if let (Some(stale), false) = (stale, matches!(&outcome, Ok(Some(d)) if !d.partitions.is_empty())) {
-                // A refresh that fails keeps the layout in use rather than holding up sends; the
-                // next send after `retry_backoff` tries again.
-                let layout = TopicLayout {
-                    refresh_at: Instant::now() + self.shared.config.retry_backoff,
-                    ..stale
-                };
-                self.shared
-                    .topics
-                    .write()
-                    .expect("topic map")
-                    .insert(topic.to_string(), layout);
-                return Ok(stale);
-            }
-            match outcome {
+            match self.shared.cluster.topic_description(topic).await {
                 Ok(Some(description)) if !description.partitions.is_empty() => {
                     let max_message_bytes = description
                         .configs
@@ -538,14 +531,17 @@ impl Producer {
                         max_message_bytes,
                         refresh_at: Instant::now() + self.shared.config.metadata_max_age,
                     };
-                    self.shared
-                        .topics
-                        .write()
-                        .expect("topic map")
-                        .insert(topic.to_string(), layout);
+                    self.remember_layout(topic, layout);
                     return Ok(layout);
                 }
                 other => {
+                    // A refresh that fails keeps the layout in use rather than holding up sends;
+                    // the next send after `retry_backoff` tries again.
+                    if let Some(stale) = stale {
+                        let refresh_at = Instant::now() + self.shared.config.retry_backoff;
+                        self.remember_layout(topic, TopicLayout { refresh_at, ..stale });
+                        return Ok(stale);
+                    }
                     if started.elapsed() + backoff >= self.shared.config.max_block {
                         return Err(match other {
                             Err(error) => ProduceError::MetadataUnavailable {

@@ -324,10 +324,14 @@ mod tests {
         }
     }
 
+    /// The one controller voter of these tests.
+    fn voters() -> BTreeMap<u64, String> {
+        [(1, "127.0.0.1:1".to_string())].into()
+    }
+
     /// A single-voter controller in `dir`, leading.
     async fn start_leading(flush: &FlushWorker, dir: &Path) -> Controller {
-        let voters: BTreeMap<u64, String> = [(1, "127.0.0.1:1".to_string())].into();
-        let controller = Controller::start(&host(flush), dir, &voters).await.unwrap();
+        let controller = Controller::start(&host(flush), dir, &voters()).await.unwrap();
         controller
             .replica()
             .wait_for_leader(Duration::from_secs(10))
@@ -376,8 +380,7 @@ mod tests {
         stop(controller).await;
 
         // Restarted: the metadata is there before any election, and no command is re-applied.
-        let voters: BTreeMap<u64, String> = [(1, "127.0.0.1:1".to_string())].into();
-        let controller = Controller::start(&host(&flush), dir.path(), &voters).await.unwrap();
+        let controller = Controller::start(&host(&flush), dir.path(), &voters()).await.unwrap();
         assert_eq!(*controller.metadata(), *before, "restored from sled at start");
         stop(controller).await;
         let controller = start_leading(&flush, dir.path()).await;

@@ -237,9 +237,9 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
         decode(&response.into_inner().json)
     }
 
-    /// A replication session: a heartbeat (a lone empty append) goes through the per-peer
-    /// coalescer like any empty append; appends carrying entries go over one `AppendStream`
-    /// call, pipelined, each answer awaited at most the RPC's hard TTL.
+    /// A lone request (the heartbeat worker's) goes unary, so a heartbeat is coalesced per peer
+    /// like any empty append; a replication session goes over one `AppendStream` call,
+    /// pipelined, each outstanding answer awaited at most the RPC's hard TTL.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -289,11 +289,12 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
                 })
                 .take_until(answers_gone);
             let wait = option.hard_ttl();
+            let setup = wait.max(STREAM_SETUP_MIN);
             let mut client = self.client()?;
-            let answers = match tokio::time::timeout(wait.max(STREAM_SETUP_MIN), client.append_stream(requests)).await {
+            let answers = match tokio::time::timeout(setup, client.append_stream(requests)).await {
                 Ok(answers) => answers.map_err(rpc_error)?.into_inner(),
                 Err(_) => {
-                    let message = format!("append stream not answered within {:?}", wait.max(STREAM_SETUP_MIN));
+                    let message = format!("append stream not answered within {setup:?}");
                     return Err(RPCError::Unreachable(Unreachable::from_string(message)));
                 }
             };

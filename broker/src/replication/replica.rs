@@ -8,7 +8,7 @@ use super::log_store::AppendNotifier;
 use super::log_store::PartitionLogStore;
 use super::network::{GroupNetworkFactory, PeerChannels};
 use super::producer_state::{BatchIdentity, SequenceVerdict};
-use super::quiesce::WriteInFlight;
+use super::quiesce::{heartbeat_now, WriteInFlight};
 use super::raft_service::{CatchUpRule, PartitionRaftNode, RaftGroups};
 use super::state_machine::{AppliedState, BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
@@ -459,7 +459,7 @@ impl PartitionReplica {
     /// topic's fsync policy) — with the offset of its first record. This is `acks=all`.
     pub async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
         let _writing = self.begin_write();
-        self.ready_to_write(Instant::now() + LEADER_WAKE_WAIT, false).await?;
+        self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         match self.raft.client_write(RecordBatchPayload::new(batch)).await {
             Ok(response) => self.applied_offset(Ok(response)),
             Err(RaftError::APIError(error)) => self.applied_offset(Err(error)),
@@ -483,7 +483,7 @@ impl PartitionReplica {
         let _writing = self.begin_write();
         let mut gap_deadline: Option<Instant> = None;
         loop {
-            let term = self.ready_to_write(deadline, true).await?;
+            let term = self.ready_leader(deadline, true).await?;
             // Mark what has been seen before deciding, so a change right after is not missed.
             let mut applied = self.applied_next_offset.clone();
             applied.mark_unchanged();
@@ -644,14 +644,9 @@ impl PartitionReplica {
         self.ready_leader(deadline, true).await
     }
 
-    /// Waits until this replica can propose a write as the leader: see [`Self::ready_leader`].
-    /// The caller holds a [`Self::begin_write`] guard, which woke the group if it was quiet.
-    async fn ready_to_write(&self, deadline: Instant, own_term: bool) -> Result<u64, ReplicationError> {
-        self.ready_leader(deadline, own_term).await
-    }
-
     /// A write starts: it counts as activity, wakes the group if it is quiet and led here, and
-    /// until the guard drops the leader does not quiesce.
+    /// until the guard drops the leader does not quiesce. Writes hold it across
+    /// [`Self::ready_leader`] and their proposal.
     fn begin_write(&self) -> WriteInFlight {
         let (guard, woke) = self.groups.begin_write(self.group);
         if woke {
@@ -696,10 +691,7 @@ impl PartitionReplica {
         if self.groups.is_quiet(self.group) {
             // Quiet, so nothing renews the lease on its own: one heartbeat round does.
             self.renewing_since_now();
-            let raft = self.raft.clone();
-            tokio::spawn(async move {
-                let _ = raft.trigger().heartbeat().await;
-            });
+            heartbeat_now(&self.raft);
         } else {
             let receiver = self.raft.metrics();
             let metrics = receiver.borrow_watched();
@@ -739,7 +731,7 @@ impl PartitionReplica {
     /// necessarily replicated or durable), with its offset. Gives up after `timeout`.
     pub async fn append_on_leader(&self, batch: Bytes, timeout: Duration) -> Result<Offset, ReplicationError> {
         let _writing = self.begin_write();
-        self.ready_to_write(Instant::now() + timeout.min(LEADER_WAKE_WAIT), false)
+        self.ready_leader(Instant::now() + timeout.min(LEADER_WAKE_WAIT), false)
             .await?;
         let (token, appended) = self.appended.register();
         // The responder matters even though the answer comes at append: openraft may refuse
@@ -780,7 +772,7 @@ impl PartitionReplica {
     /// `acks=0`: proposes `batch` without waiting for anything.
     pub async fn append_without_ack(&self, batch: Bytes) -> Result<(), ReplicationError> {
         let _writing = self.begin_write();
-        self.ready_to_write(Instant::now() + LEADER_WAKE_WAIT, false).await?;
+        self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         self.raft
             .client_write_ff(RecordBatchPayload::new(batch), None)
             .await
@@ -964,7 +956,7 @@ impl PartitionReplica {
             return Ok(());
         }
         let _writing = self.begin_write();
-        self.ready_to_write(Instant::now() + timeout, false).await?;
+        self.ready_leader(Instant::now() + timeout, false).await?;
         self.raft
             .trigger()
             .transfer_leader(to)

@@ -5,7 +5,7 @@
 
 use super::leader::follower_agrees;
 use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW};
-use super::{successor, Quiet};
+use super::{heartbeat_now, successor, Quiet};
 use crate::replication::raft_service::{PartitionRaftNode, RaftGroups};
 use openraft::async_runtime::watch::WatchReceiver;
 use proto::raft_v1::QuiesceRequest;
@@ -156,9 +156,7 @@ impl RaftGroups {
         };
         if state.leading {
             raft.runtime_config().tick(true);
-            tokio::spawn(async move {
-                let _ = raft.trigger().heartbeat().await;
-            });
+            heartbeat_now(&raft);
             return Some(state);
         }
         match restart {

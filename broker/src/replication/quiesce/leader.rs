@@ -6,7 +6,7 @@
 use super::liveness::ping_peer;
 use super::Quiet;
 use crate::replication::raft_service::{PartitionRaftNode, RaftGroups};
-use crate::replication::types::LogId;
+use crate::replication::types::{LogId, Vote};
 use crate::replication::PeerChannels;
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -25,9 +25,17 @@ const QUIESCE_RPC_TIMEOUT: Duration = Duration::from_secs(1);
 struct Proposal {
     group: u64,
     raft: PartitionRaftNode,
-    vote_json: Bytes,
+    vote: Vote,
     last: LogId,
     voters: Vec<u64>,
+    activity: u64,
+}
+
+/// A group led here as the scan last saw it: its last entry, since when that has been the last,
+/// and the write requests it had seen then.
+struct IdleSince {
+    last: LogId,
+    since: Instant,
     activity: u64,
 }
 
@@ -74,8 +82,7 @@ pub fn spawn(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) 
 /// The leader side: every scan interval, quiesces the groups led here that have been idle for
 /// `quiesce_after` with every follower holding (and having applied) the leader's last entry.
 async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) {
-    // Per group: the last entry seen and since when it has been the last.
-    let mut idle_since: HashMap<u64, (LogId, Instant, u64)> = HashMap::new();
+    let mut idle_since: HashMap<u64, IdleSince> = HashMap::new();
     let mut ticker = tokio::time::interval(SCAN_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -88,23 +95,32 @@ async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig)
                 idle_since.remove(&group);
                 continue;
             }
-            let Some((last, voters, vote_json)) = idle_leader_state(&raft) else {
+            let Some((last, voters, vote)) = idle_leader_state(&raft) else {
                 idle_since.remove(&group);
                 continue;
             };
             let activity = groups.activity(group);
-            let entry = idle_since.entry(group).or_insert((last, Instant::now(), activity));
-            if entry.0 != last || entry.2 != activity {
-                *entry = (last, Instant::now(), activity);
+            let seen = IdleSince {
+                last,
+                since: Instant::now(),
+                activity,
+            };
+            let entry = idle_since.entry(group).or_insert(seen);
+            if entry.last != last || entry.activity != activity {
+                *entry = IdleSince {
+                    last,
+                    since: Instant::now(),
+                    activity,
+                };
                 continue;
             }
-            if entry.1.elapsed() < config.quiesce_after {
+            if entry.since.elapsed() < config.quiesce_after {
                 continue;
             }
             proposals.push(Proposal {
                 group,
                 raft,
-                vote_json,
+                vote,
                 last,
                 voters,
                 activity,
@@ -125,12 +141,15 @@ async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig)
                 continue;
             }
             let still_idle = idle_leader_state(&proposal.raft)
-                .is_some_and(|(last, _, vote_json)| last == proposal.last && vote_json == proposal.vote_json);
+                .is_some_and(|(last, _, vote)| last == proposal.last && vote == proposal.vote);
+            let Ok(vote_json) = serde_json::to_vec(&proposal.vote) else {
+                continue;
+            };
             if still_idle {
                 let quiet = Quiet {
                     leader: config.node_id,
                     leading: true,
-                    vote_json: proposal.vote_json,
+                    vote_json: vote_json.into(),
                     voters: proposal.voters,
                     campaigns_first: false,
                     refusing_since: None,
@@ -145,8 +164,9 @@ async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig)
 }
 
 /// If this replica leads a group of two or more voters (no learners) whose every voter has
-/// applied its last entry: that entry, the voters and the leader's vote as JSON.
-fn idle_leader_state(raft: &PartitionRaftNode) -> Option<(LogId, Vec<u64>, Bytes)> {
+/// applied its last entry: that entry, the voters and the leader's vote. (Run for every group
+/// led here at every scan: nothing is serialized until a group is proposed.)
+fn idle_leader_state(raft: &PartitionRaftNode) -> Option<(LogId, Vec<u64>, Vote)> {
     let receiver = raft.metrics();
     let metrics = receiver.borrow_watched();
     if metrics.state != openraft::ServerState::Leader || !metrics.vote.committed {
@@ -171,8 +191,7 @@ fn idle_leader_state(raft: &PartitionRaftNode) -> Option<(LogId, Vec<u64>, Bytes
     if !all_matched {
         return None;
     }
-    let vote_json = serde_json::to_vec(&metrics.vote).ok()?;
-    Some((last, voters, vote_json.into()))
+    Some((last, voters, metrics.vote))
 }
 
 /// Sends each follower one `Quiesce` request for all its groups; returns, per follower, the
@@ -184,14 +203,15 @@ async fn ask_followers(
 ) -> HashMap<u64, HashSet<u64>> {
     let mut by_peer: BTreeMap<u64, Vec<QuiesceGroup>> = BTreeMap::new();
     for proposal in proposals {
-        let last_json: Bytes = match serde_json::to_vec(&proposal.last) {
-            Ok(json) => json.into(),
-            Err(_) => continue,
+        let (Ok(last_json), Ok(vote_json)) = (serde_json::to_vec(&proposal.last), serde_json::to_vec(&proposal.vote))
+        else {
+            continue;
         };
+        let (last_json, vote_json): (Bytes, Bytes) = (last_json.into(), vote_json.into());
         for voter in proposal.voters.iter().filter(|v| **v != config.node_id) {
             by_peer.entry(*voter).or_default().push(QuiesceGroup {
                 group: proposal.group,
-                vote_json: proposal.vote_json.clone(),
+                vote_json: vote_json.clone(),
                 last_json: last_json.clone(),
             });
         }
@@ -222,7 +242,7 @@ pub(crate) fn follower_agrees(
     vote_json: &[u8],
     last_json: &[u8],
 ) -> Option<(Vec<u64>, u64)> {
-    let vote: crate::replication::types::Vote = serde_json::from_slice(vote_json).ok()?;
+    let vote: Vote = serde_json::from_slice(vote_json).ok()?;
     let last: LogId = serde_json::from_slice(last_json).ok()?;
     let receiver = raft.metrics();
     let metrics = receiver.borrow_watched();

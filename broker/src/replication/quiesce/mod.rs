@@ -43,6 +43,7 @@ pub use leader::{spawn, QuiesceConfig};
 pub(crate) use liveness::Contact;
 pub use liveness::PeerLiveness;
 
+use super::raft_service::PartitionRaftNode;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -65,6 +66,15 @@ pub(crate) struct Quiet {
     /// When this follower first refused a candidate because the leader looked alive, with no
     /// append from the leader since: refusals stop a while after (see `REFUSAL_LIMIT`).
     pub refusing_since: Option<Instant>,
+}
+
+/// Has `raft` (a leader) heartbeat now rather than at its next tick — which a quiet group never
+/// has: a woken leader, or a quiet one renewing its lease for a read.
+pub(crate) fn heartbeat_now(raft: &PartitionRaftNode) {
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let _ = raft.trigger().heartbeat().await;
+    });
 }
 
 /// A fresh incarnation number for a broker process (or an in-process test node).
