@@ -16,9 +16,10 @@ mod consumer;
 mod error;
 pub mod partitioner;
 mod producer;
+mod retry;
 
 pub use admin::{Admin, AdminError, ClusterDescription, NewTopic};
-pub use cluster::{Cluster, FetchedBatch, ProduceAck, RetryPolicy};
+pub use cluster::{Cluster, FetchedBatch, ProduceAck};
 pub use consumer::{ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use producer::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
@@ -26,3 +27,4 @@ pub use proto::record_batch::{Compression, RecordHeader};
 pub use proto::v1::{
     Acks, BrokerDescription, ErrorCode, MetadataResponse, OffsetSpec, PartitionDescription, TopicDescription, TopicSpec,
 };
+pub use retry::RetryPolicy;
