@@ -8,6 +8,9 @@
 //! - [`Cluster`]: what they share — connects to any broker, learns the cluster from it and
 //!   routes each call (topic changes to the controller, partition calls to the leader),
 //!   following `NOT_LEADER` / `NOT_CONTROLLER` hints and retrying retriable errors.
+//!
+//! Every retry in the crate follows one rule, `retry::Backoff` (doubling, capped, within a
+//! deadline); which wire codes are retriable is `ErrorCode::is_retriable`, shared with the broker.
 #![deny(missing_docs)]
 
 mod admin;
