@@ -1,6 +1,11 @@
 //! Connection management and request routing.
+//!
+//! A [`Cluster`] learns brokers, leaders and the controller from metadata answers, keeps one
+//! lazy channel per broker, and sends each call where it belongs, retrying retriable errors by
+//! the client's one rule ([`crate::retry::Backoff`]).
 
 use crate::error::ClientError;
+use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
@@ -12,29 +17,6 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
-
-/// How long and how often to retry retriable errors.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Give up once this much time has passed since the call began.
-    pub deadline: Duration,
-    /// First backoff; doubles up to `max_backoff`.
-    pub initial_backoff: Duration,
-    /// Largest backoff.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            deadline: Duration::from_secs(30),
-            // Kafka's retry.backoff.ms is 100 ms; a leader change is the common retriable error
-            // and a long backoff would add directly to the failover time a producer sees.
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(100),
-        }
-    }
-}
 
 /// A batch read from a partition.
 #[derive(Debug, Clone)]
@@ -103,8 +85,8 @@ impl Cluster {
             }
         };
         Ok(BrokerClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024))
+            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES))
     }
 
     fn unreachable(address: &str, status: tonic::Status) -> ClientError {
@@ -121,24 +103,26 @@ impl Cluster {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let started = Instant::now();
-        let mut backoff = self.retry.initial_backoff;
+        let backoff = self.retry.backoff();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match attempt().await {
+            let error = match attempt().await {
                 Ok(value) => return Ok(value),
-                Err(error) if error.is_retriable() && started.elapsed() + backoff < self.retry.deadline => {
+                Err(error) if !error.is_retriable() => return Err(error),
+                Err(error) => error,
+            };
+            match backoff.retry_after(attempts, started.elapsed(), self.retry.deadline) {
+                Some(wait) => {
                     tracing::debug!(%error, attempts, "retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    tokio::time::sleep(wait).await;
                 }
-                Err(error) if error.is_retriable() => {
+                None => {
                     return Err(ClientError::RetriesExhausted {
                         attempts,
                         last: Box::new(error),
                     })
                 }
-                Err(error) => return Err(error),
             }
         }
     }

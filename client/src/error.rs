@@ -44,19 +44,8 @@ impl ClientError {
     /// Whether retrying the same call may succeed (leader moved, timeout, unreachable broker).
     pub fn is_retriable(&self) -> bool {
         match self {
-            // UNKNOWN_TOPIC_OR_PARTITION is retriable as in Kafka: a broker that just restarted
-            // may not have re-applied the metadata yet. A topic that really does not exist
-            // fails at the deadline, with this code as the last error.
-            ClientError::Broker { code, .. } => matches!(
-                code,
-                ErrorCode::NotLeader
-                    | ErrorCode::UnknownTopicOrPartition
-                    | ErrorCode::NotController
-                    | ErrorCode::RequestTimedOut
-                    | ErrorCode::NotEnoughReplicas
-                    | ErrorCode::StorageUnavailable
-                    | ErrorCode::CorruptData
-            ),
+            // The list of retriable codes is shared with the broker (`ErrorCode::is_retriable`).
+            ClientError::Broker { code, .. } => code.is_retriable(),
             ClientError::Unreachable { .. } => true,
             ClientError::RetriesExhausted { .. } => false,
         }

@@ -8,6 +8,9 @@
 //! - [`Cluster`]: what they share — connects to any broker, learns the cluster from it and
 //!   routes each call (topic changes to the controller, partition calls to the leader),
 //!   following `NOT_LEADER` / `NOT_CONTROLLER` hints and retrying retriable errors.
+//!
+//! Every retry in the crate follows one rule, `retry::Backoff` (doubling, capped, within a
+//! deadline); which wire codes are retriable is `ErrorCode::is_retriable`, shared with the broker.
 #![deny(missing_docs)]
 
 mod admin;
@@ -16,9 +19,10 @@ mod consumer;
 mod error;
 pub mod partitioner;
 mod producer;
+mod retry;
 
 pub use admin::{Admin, AdminError, ClusterDescription, NewTopic};
-pub use cluster::{Cluster, FetchedBatch, ProduceAck, RetryPolicy};
+pub use cluster::{Cluster, FetchedBatch, ProduceAck};
 pub use consumer::{ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use producer::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
@@ -26,3 +30,4 @@ pub use proto::record_batch::{Compression, RecordHeader};
 pub use proto::v1::{
     Acks, BrokerDescription, ErrorCode, MetadataResponse, OffsetSpec, PartitionDescription, TopicDescription, TopicSpec,
 };
+pub use retry::RetryPolicy;

@@ -273,6 +273,12 @@ impl ProducerStamp {
     };
 }
 
+/// The sequence number `count` records after `sequence`: sequences wrap from `i32::MAX` to 0,
+/// as in Kafka, so a producer never runs out of them.
+pub fn next_sequence(sequence: i32, count: i32) -> i32 {
+    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// Encodes `records` as one uncompressed v2 batch with `base_offset` 0.
 ///
 /// Panics only if `records` is empty, which is a caller bug: a batch holds at least one record.
@@ -501,6 +507,16 @@ fn get_nullable_bytes(buf: &mut Bytes) -> Option<Option<Bytes>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sequences_wrap_from_i32_max_to_zero() {
+        assert_eq!(next_sequence(0, 5), 5);
+        assert_eq!(next_sequence(i32::MAX - 2, 2), i32::MAX);
+        assert_eq!(next_sequence(i32::MAX - 2, 3), 0);
+        assert_eq!(next_sequence(i32::MAX, 1), 0);
+        assert_eq!(next_sequence(i32::MAX - 1, 10), 8);
+        assert_eq!(next_sequence(7, 0), 7);
+    }
 
     fn record(key: &str, value: &str, timestamp: i64) -> Record {
         Record {

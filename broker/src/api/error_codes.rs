@@ -51,18 +51,10 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
     }
 }
 
-/// Whether a client may retry a request that failed with `code` without changing it.
+/// Whether a client may retry a request that failed with `code` without changing it (the one
+/// list is `ErrorCode::is_retriable`, in `proto`).
 pub fn is_retriable(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::StorageUnavailable
-            | ErrorCode::CorruptData
-            | ErrorCode::NotLeader
-            | ErrorCode::UnknownTopicOrPartition
-            | ErrorCode::NotController
-            | ErrorCode::RequestTimedOut
-            | ErrorCode::NotEnoughReplicas
-    )
+    code.is_retriable()
 }
 
 #[cfg(test)]
