@@ -8,6 +8,10 @@
 
 use std::time::Duration;
 
+/// Kafka's retry jitter (KIP-580): each wait is within ±20 % of the doubled one (and never above
+/// the cap).
+pub const RETRY_JITTER: f64 = 0.2;
+
 /// How long and how often the [`Cluster`](crate::Cluster) retries retriable errors.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -34,7 +38,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The backoff this policy retries with.
     pub(crate) fn backoff(&self) -> Backoff {
-        Backoff::new(self.initial_backoff, self.max_backoff)
+        Backoff::jittered(self.initial_backoff, self.max_backoff)
     }
 }
 
@@ -43,8 +47,8 @@ impl RetryPolicy {
 /// `[1 - jitter, 1 + jitter]` (then capped), so clients that failed together do not retry in
 /// step; the factor is a hash of a seed and the failure count, so it is reproducible.
 ///
-/// The client's loops use it without jitter today (the waits they have always had); a loop
-/// that wants jitter calls [`with_jitter`](Self::with_jitter).
+/// The client's loops use [`Backoff::jittered`]: Kafka's ±20 % (KIP-580), seeded per loop, so
+/// producers that lost the same leader spread their retries instead of arriving together.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     initial: Duration,
@@ -54,6 +58,15 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Doubling from `initial` up to `max` with Kafka's jitter ([`RETRY_JITTER`]), from a seed
+    /// drawn for this backoff: what the client's retry loops use.
+    pub fn jittered(initial: Duration, max: Duration) -> Backoff {
+        use std::hash::BuildHasher;
+        // RandomState is keyed afresh per instance: a cheap, std-only source of a seed.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        Backoff::new(initial, max).with_jitter(RETRY_JITTER, seed)
+    }
+
     /// Doubling from `initial` up to `max`, without jitter.
     pub fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff {
@@ -66,9 +79,6 @@ impl Backoff {
 
     /// The same, each wait scaled by a factor within `1 ± fraction` (`fraction` is clamped to
     /// `0..=1`), drawn from `seed` and the failure count.
-    // No loop uses jitter yet: turning it on changes retry timing, which this crate's loops
-    // keep as it was (10 ms doubling, Kafka's `retry.backoff.ms` without KIP-580's jitter).
-    #[allow(dead_code)]
     pub fn with_jitter(self, fraction: f64, seed: u64) -> Backoff {
         Backoff {
             jitter: if fraction.is_nan() {
@@ -149,10 +159,20 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_policy_defaults_are_10ms_doubling_to_100ms() {
+    fn the_cluster_policy_defaults_are_10ms_doubling_to_100ms_with_kafkas_jitter() {
         let backoff = RetryPolicy::default().backoff();
-        let waits: Vec<Duration> = (1..=6).map(|n| backoff.delay(n)).collect();
-        assert_eq!(waits, [ms(10), ms(20), ms(40), ms(80), ms(100), ms(100)]);
+        let plain = [ms(10), ms(20), ms(40), ms(80), ms(100), ms(100)];
+        for (failures, plain) in (1..=6).zip(plain) {
+            let wait = backoff.delay(failures);
+            assert!(
+                wait >= plain.mul_f64(1.0 - RETRY_JITTER) && wait <= plain.mul_f64(1.0 + RETRY_JITTER).min(ms(100)),
+                "{failures}: {wait:?}"
+            );
+        }
+        // Two loops' seeds differ, so their waits do (with overwhelming likelihood).
+        let waits: std::collections::HashSet<Duration> =
+            (0..20).map(|_| RetryPolicy::default().backoff().delay(3)).collect();
+        assert!(waits.len() > 1, "every loop drew the same jitter");
     }
 
     #[test]

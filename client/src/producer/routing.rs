@@ -97,7 +97,7 @@ impl LayoutCache {
             known => known,
         };
         let started = Instant::now();
-        let backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+        let backoff = Backoff::jittered(config.retry_backoff, config.retry_backoff_max);
         let mut failures = 0;
         loop {
             let answer = cluster.topic_description(topic).await;

@@ -81,7 +81,7 @@ impl PartitionTask {
             max_in_flight: config.max_in_flight,
             delivery_timeout: config.delivery_timeout,
             request_timeout: config.request_timeout,
-            backoff: Backoff::new(config.retry_backoff, config.retry_backoff_max),
+            backoff: Backoff::jittered(config.retry_backoff, config.retry_backoff_max),
         };
         let accumulator = Accumulator::new(
             max_batch_bytes(config.batch_size, layout.max_message_bytes),
