@@ -45,10 +45,7 @@ fn rack_interleaved(brokers: &[Candidate<'_>]) -> Vec<u64> {
     }
     let mut racks: std::collections::BTreeMap<&str, Vec<u64>> = std::collections::BTreeMap::new();
     for broker in &sorted {
-        racks
-            .entry(broker.rack.unwrap_or(""))
-            .or_default()
-            .push(broker.id);
+        racks.entry(broker.rack.unwrap_or("")).or_default().push(broker.id);
     }
     let longest = racks.values().map(Vec::len).max().unwrap_or(0);
     (0..longest)
@@ -67,7 +64,10 @@ mod tests {
     #[test]
     fn round_robin_without_racks() {
         let brokers = [broker(1, None), broker(2, None), broker(3, None)];
-        assert_eq!(place_replicas(&brokers, 3, 2, 0), vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+        assert_eq!(
+            place_replicas(&brokers, 3, 2, 0),
+            vec![vec![1, 2], vec![2, 3], vec![3, 1]]
+        );
         assert_eq!(place_replicas(&brokers, 1, 3, 1), vec![vec![2, 3, 1]]);
     }
 
