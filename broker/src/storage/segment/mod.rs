@@ -92,7 +92,30 @@ impl Segment {
             .map_err(|e| StorageError::io(&log_path, e))?;
         let (positions, _) = SparseIndex::open(&dir.join(format!("{stem}.index")))?;
         let (times, _) = SparseIndex::open(&dir.join(format!("{stem}.timeindex")))?;
-        Ok(Segment {
+        Ok(Segment::before_any_frame(
+            first_index,
+            base_offset,
+            log_path,
+            file,
+            (positions, times),
+            now_ms,
+            index_interval,
+        ))
+    }
+
+    /// A segment over `file` whose state says it holds no frame yet: what [`create`](Self::create)
+    /// returns, and what [`open`](Self::open) starts from before recovering the state from the
+    /// file.
+    fn before_any_frame(
+        first_index: RaftIndex,
+        base_offset: Offset,
+        log_path: PathBuf,
+        file: File,
+        (positions, times): (SparseIndex<PositionEntry>, SparseIndex<TimeEntry>),
+        now_ms: i64,
+        index_interval: u32,
+    ) -> Segment {
+        Segment {
             first_index,
             base_offset,
             log_path,
@@ -107,7 +130,7 @@ impl Segment {
             index_interval: u64::from(index_interval),
             bytes_since_position_entry: 0,
             bytes_since_time_entry: 0,
-        })
+        }
     }
 
     /// Raft index of the first entry (the segment's name).

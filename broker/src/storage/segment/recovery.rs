@@ -65,22 +65,16 @@ impl Segment {
         let file_len = file.metadata().map_err(|e| StorageError::io(&log_path, e))?.len();
         let (positions, positions_load) = SparseIndex::open(&dir.join(format!("{stem}.index")))?;
         let (times, times_load) = SparseIndex::open(&dir.join(format!("{stem}.timeindex")))?;
-        let mut segment = Segment {
+        let mut segment = Segment::before_any_frame(
             first_index,
             base_offset,
             log_path,
-            file: Arc::new(file),
-            size: file_len,
-            last: None,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            created_at_ms: now_ms,
-            positions,
-            times,
-            index_interval: u64::from(index_interval),
-            bytes_since_position_entry: 0,
-            bytes_since_time_entry: 0,
-        };
+            file,
+            (positions, times),
+            now_ms,
+            index_interval,
+        );
+        segment.size = file_len;
         let indexes_intact = positions_load == IndexLoad::Intact
             && times_load == IndexLoad::Intact
             && segment.indexes_match_log(file_len)?;
