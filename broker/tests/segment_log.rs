@@ -488,20 +488,38 @@ fn fsync_always_reports_durability_after_group_commit() {
     for i in 0..200 {
         let durable = Arc::clone(&durable);
         let tx = tx.clone();
+        // The worker's round counters, read before the append and when it is reported durable
+        // (the callback runs on the worker, between rounds).
+        let observer = flush.handle();
+        let started_before_append = observer.stats().rounds_started.load(Ordering::Relaxed);
         log.append(
             vec![data_entry(i, 1, T0, 100)],
             T0,
             Box::new(move |result| {
                 result.unwrap();
                 durable.fetch_add(1, Ordering::SeqCst);
-                tx.send(()).unwrap();
+                let stats = observer.stats();
+                let started = stats.rounds_started.load(Ordering::Relaxed);
+                let finished = stats.rounds.load(Ordering::Relaxed);
+                tx.send((started_before_append, started, finished)).unwrap();
             }),
         )
         .unwrap();
     }
     for _ in 0..200 {
-        rx.recv_timeout(Duration::from_secs(60))
+        let (started_before_append, started, finished) = rx
+            .recv_timeout(Duration::from_secs(60))
             .expect("every append becomes durable");
+        // Reported durable only after its fsync: no round was mid-fsync, and a round that began
+        // after the append had finished.
+        assert_eq!(
+            finished, started,
+            "reported durable while its round's fsyncs were still running"
+        );
+        assert!(
+            finished > started_before_append,
+            "reported durable before any fsync begun after the append had finished"
+        );
     }
     assert_eq!(durable.load(Ordering::SeqCst), 200);
     let stats = flush.handle();

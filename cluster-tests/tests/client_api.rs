@@ -301,7 +301,7 @@ async fn leadership_moves_to_the_replica_an_operator_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_producer_picks_up_a_topic_that_gained_partitions_after_metadata_max_age() {
+async fn the_producer_picks_up_a_topic_recreated_with_more_partitions_after_metadata_max_age() {
     let root = tempfile::tempdir().unwrap();
     let brokers = start_cluster(root.path(), 3);
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;

@@ -2,7 +2,7 @@
 //! Every controller replica applies the same commands in the same order and so holds the same
 //! metadata. No IO, no clock.
 
-use super::placement::place_replicas;
+use super::placement::{place_replicas, Candidate};
 use crate::storage::LogConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -228,7 +228,14 @@ impl ClusterMetadata {
             } => {
                 // Start the round-robin at a point derived from the topic count, so leaders of
                 // successive topics spread over brokers too.
-                let brokers: Vec<&BrokerInfo> = self.brokers.values().collect();
+                let brokers: Vec<Candidate<'_>> = self
+                    .brokers
+                    .values()
+                    .map(|b| Candidate {
+                        id: b.id,
+                        rack: b.rack.as_deref(),
+                    })
+                    .collect();
                 let placement = place_replicas(&brokers, partitions, replication_factor, self.topics.len());
                 let assignments = placement
                     .into_iter()

@@ -1,7 +1,17 @@
 //! Replica placement for new topics: round-robin across brokers, rack-aware when racks are
 //! set, with preferred leaders spread evenly. Pure.
+//!
+//! It sees a broker only as a [`Candidate`] (id and rack), so it depends on nothing of the
+//! metadata it serves: `metadata` calls placement, never the other way round.
 
-use super::metadata::BrokerInfo;
+/// A broker that may hold replicas, as placement sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    /// Node id.
+    pub id: u64,
+    /// Its rack, if racks are configured.
+    pub rack: Option<&'a str>,
+}
 
 /// Replica lists for `partitions` partitions of `replication_factor` replicas each. The first
 /// replica of each list is the preferred leader. `start` offsets the round-robin (e.g. by topic
@@ -11,7 +21,7 @@ use super::metadata::BrokerInfo;
 /// racks, brokers are first interleaved rack by rack (r1-b1, r2-b1, r3-b1, r1-b2, ...), so
 /// consecutive replicas land on different racks whenever there are enough racks.
 pub fn place_replicas(
-    brokers: &[&BrokerInfo],
+    brokers: &[Candidate<'_>],
     partitions: u32,
     replication_factor: u32,
     start: usize,
@@ -27,18 +37,15 @@ pub fn place_replicas(
         .collect()
 }
 
-fn rack_interleaved(brokers: &[&BrokerInfo]) -> Vec<u64> {
-    let mut sorted: Vec<&BrokerInfo> = brokers.to_vec();
+fn rack_interleaved(brokers: &[Candidate<'_>]) -> Vec<u64> {
+    let mut sorted: Vec<Candidate<'_>> = brokers.to_vec();
     sorted.sort_by_key(|b| b.id);
     if sorted.iter().all(|b| b.rack.is_none()) {
         return sorted.iter().map(|b| b.id).collect();
     }
     let mut racks: std::collections::BTreeMap<&str, Vec<u64>> = std::collections::BTreeMap::new();
     for broker in &sorted {
-        racks
-            .entry(broker.rack.as_deref().unwrap_or(""))
-            .or_default()
-            .push(broker.id);
+        racks.entry(broker.rack.unwrap_or("")).or_default().push(broker.id);
     }
     let longest = racks.values().map(Vec::len).max().unwrap_or(0);
     (0..longest)
@@ -50,20 +57,18 @@ fn rack_interleaved(brokers: &[&BrokerInfo]) -> Vec<u64> {
 mod tests {
     use super::*;
 
-    fn broker(id: u64, rack: Option<&str>) -> BrokerInfo {
-        BrokerInfo {
-            id,
-            address: String::new(),
-            rack: rack.map(str::to_string),
-        }
+    fn broker(id: u64, rack: Option<&str>) -> Candidate<'_> {
+        Candidate { id, rack }
     }
 
     #[test]
     fn round_robin_without_racks() {
         let brokers = [broker(1, None), broker(2, None), broker(3, None)];
-        let refs: Vec<&BrokerInfo> = brokers.iter().collect();
-        assert_eq!(place_replicas(&refs, 3, 2, 0), vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
-        assert_eq!(place_replicas(&refs, 1, 3, 1), vec![vec![2, 3, 1]]);
+        assert_eq!(
+            place_replicas(&brokers, 3, 2, 0),
+            vec![vec![1, 2], vec![2, 3], vec![3, 1]]
+        );
+        assert_eq!(place_replicas(&brokers, 1, 3, 1), vec![vec![2, 3, 1]]);
     }
 
     #[test]
@@ -74,11 +79,10 @@ mod tests {
             broker(3, Some("b")),
             broker(4, Some("b")),
         ];
-        let refs: Vec<&BrokerInfo> = brokers.iter().collect();
-        for replicas in place_replicas(&refs, 8, 2, 0) {
+        for replicas in place_replicas(&brokers, 8, 2, 0) {
             let racks: Vec<_> = replicas
                 .iter()
-                .map(|id| brokers.iter().find(|b| b.id == *id).unwrap().rack.clone())
+                .map(|id| brokers.iter().find(|b| b.id == *id).unwrap().rack)
                 .collect();
             assert_ne!(racks[0], racks[1], "{replicas:?} share a rack");
         }

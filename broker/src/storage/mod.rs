@@ -21,6 +21,20 @@
 //!
 //! **Must not depend on:** openraft, tonic, the controller or groups. The replication layer
 //! adapts this log to openraft's storage traits; nothing here knows Raft's types.
+//!
+//! **Files:**
+//! - `log/` — [`SegmentLog`], one partition replica's log: `mod.rs` its writes (append, roll,
+//!   truncate, purge, retention, vote and committed), `recovery.rs` opening it after a restart,
+//!   `read.rs` reads by Raft index, offset and timestamp, `recent.rs` the newest entries kept in
+//!   memory for replication reads.
+//! - `segment/` — one `.log` file and its indexes: `mod.rs` create, append, truncate;
+//!   `recovery.rs` the scan on open (verify, rebuild indexes, cut a torn tail); `read.rs` frames
+//!   from a position and the index lookups.
+//! - `frame.rs` the on-disk frame (header, CRC) codec; `index.rs` the sparse position and time
+//!   indexes; `state_file.rs` `raft-state.json`; `acknowledged.rs` `acknowledged.mark`.
+//! - `flush.rs` the group-commit [`FlushWorker`]; `retention.rs` which segments retention
+//!   deletes (pure); `config.rs` [`LogConfig`]; `types.rs` the index and offset newtypes;
+//!   `error.rs` [`StorageError`]; `metrics.rs` the subsystem's metrics.
 
 pub mod acknowledged;
 pub mod config;

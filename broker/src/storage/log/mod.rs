@@ -9,19 +9,33 @@
 //! Concurrency: plain synchronous methods; writers take `&mut self`, readers `&self`. The
 //! owner wraps it in a lock and never holds that lock across an `.await` or an fsync (fsyncs
 //! happen on the flush worker).
+//!
+//! Files: this one holds the log's shape and its writes (append, roll, truncate, purge,
+//! retention, the Raft state); `recovery.rs` opens a log after a restart; `read.rs` serves
+//! reads by Raft index, by offset and by timestamp; `recent.rs` keeps the newest entries in
+//! memory for replication reads. `recovery.rs` and `read.rs` extend [`SegmentLog`]'s `impl` from
+//! child modules, which see its private fields; nothing outside this folder does.
 
-use super::acknowledged::{AcknowledgedMark, MarkOnOpen};
+mod read;
+mod recent;
+mod recovery;
+
+pub use recent::RECENT_ENTRIES_BYTES;
+pub use recovery::{LostAcknowledged, RecoveryReport};
+
+use super::acknowledged::AcknowledgedMark;
 use super::config::{FsyncPolicy, LogConfig};
 use super::error::{StorageError, StorageResult};
 use super::flush::{DurableCallback, FlushHandle, SyncTarget};
 use super::frame::{encode_frame, FrameHeader, MAX_BODY_LEN};
 use super::metrics;
 use super::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
-use super::segment::{parse_segment_name, OpenMode, ReadFrame, Segment, Visit};
+use super::segment::{ReadFrame, Segment};
 use super::state_file::{sync_dir, PersistedState, PurgedPrefix, StateFile, StoredVote};
 use super::types::{EntryId, EntryKind, Offset, RaftIndex};
 use bytes::Bytes;
-use proto::record_batch::{decode_records, BatchHeader};
+use proto::record_batch::BatchHeader;
+use recent::RecentEntries;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,32 +78,6 @@ impl From<ReadFrame> for StoredEntry {
     }
 }
 
-/// What opening a log found and repaired.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Segments opened.
-    pub segments: usize,
-    /// Bytes of torn tail cut off the active segment.
-    pub truncated_bytes: u64,
-    /// Bytes cut off the active segment from a corrupt frame that valid frames followed.
-    pub corrupt_bytes_cut: u64,
-    /// Segments whose index files were rebuilt.
-    pub rebuilt_indexes: usize,
-    /// Set when the log ends before entries this replica had reported durable (or had known
-    /// committed): storage lost acknowledged data. See [`acknowledged`](super::acknowledged).
-    pub lost_acknowledged: Option<LostAcknowledged>,
-}
-
-/// How much acknowledged data a recovered log is missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LostAcknowledged {
-    /// Entries up to this one had been reported durable (or known committed); the log now ends
-    /// before it.
-    Through(EntryId),
-    /// The acknowledged mark itself was damaged, so what was lost is unknown.
-    Unknown,
-}
-
 /// A summary of one segment, for operators and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -114,122 +102,11 @@ pub struct SegmentLog {
     flusher: FlushHandle,
     failed: Arc<AtomicBool>,
     acknowledged: Arc<AcknowledgedMark>,
-    /// The newest entries as appended (bodies shared, not copied), always a contiguous run
-    /// ending at the last entry: a leader replicates what it just appended from here instead of
-    /// reading it back from the page cache. At most [`RECENT_ENTRIES_BYTES`] of bodies.
-    recent: std::collections::VecDeque<StoredEntry>,
-    recent_bytes: usize,
+    /// The newest entries as appended, for replication reads (see [`RecentEntries`]).
+    recent: RecentEntries,
 }
 
-/// Body bytes of the newest entries each log keeps in memory for replication reads.
-pub const RECENT_ENTRIES_BYTES: usize = 1024 * 1024;
-
 impl SegmentLog {
-    /// Opens (or creates) the log in `dir`, recovering from a crash: a torn tail of the active
-    /// segment is cut, missing or stale indexes are rebuilt. Corruption anywhere else is
-    /// returned as [`StorageError::Corrupt`].
-    pub fn open(
-        dir: &Path,
-        config: LogConfig,
-        flusher: FlushHandle,
-        now_ms: i64,
-    ) -> StorageResult<(SegmentLog, RecoveryReport)> {
-        config.validate()?;
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-        let state = StateFile::load(dir)?;
-        let mut first_indexes = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-            if let Some(index) = entry.file_name().to_str().and_then(parse_segment_name) {
-                first_indexes.push(index);
-            }
-        }
-        first_indexes.sort();
-        let mut report = RecoveryReport::default();
-        let mut segments: Vec<Segment> = Vec::with_capacity(first_indexes.len());
-        let mut next_offset = state.state().purged.map_or(Offset(0), |p| p.next_offset);
-        for (position, first_index) in first_indexes.iter().enumerate() {
-            let is_active = position + 1 == first_indexes.len();
-            let mode = if is_active { OpenMode::ScanAll } else { OpenMode::Sealed };
-            let (segment, recovery) = Segment::open(
-                dir,
-                *first_index,
-                next_offset,
-                now_ms,
-                config.index_interval_bytes,
-                mode,
-            )?;
-            if let Some(previous) = segments.last() {
-                let expected = previous.last().map(|h| h.id.index.0 + 1);
-                if expected != Some(first_index.0) {
-                    return Err(StorageError::Corrupt {
-                        path: segment.log_path().to_path_buf(),
-                        position: 0,
-                        reason: format!(
-                            "segment starts at {first_index} but the previous one ends at {:?}",
-                            previous.last().map(|h| h.id.index.0)
-                        ),
-                    });
-                }
-            }
-            report.truncated_bytes += recovery.truncated_bytes;
-            report.corrupt_bytes_cut += recovery.corrupt_bytes_cut;
-            report.rebuilt_indexes += usize::from(recovery.rebuilt_index);
-            next_offset = segment.next_offset();
-            segments.push(segment);
-        }
-        // An empty active segment is what a crash right after a roll (or a torn first frame)
-        // leaves; drop it so the log ends with its last entry and the next append starts a
-        // segment named after its own index.
-        if segments.last().is_some_and(|s| s.last().is_none()) {
-            let empty = segments.pop().expect("checked non-empty");
-            empty.delete_files()?;
-        }
-        report.segments = segments.len();
-        let (acknowledged, mark) = AcknowledgedMark::open(dir)?;
-        let mut log = SegmentLog {
-            dir: dir.to_path_buf(),
-            config,
-            segments,
-            state,
-            flusher,
-            failed: Arc::new(AtomicBool::new(false)),
-            acknowledged: Arc::new(acknowledged),
-            recent: std::collections::VecDeque::new(),
-            recent_bytes: 0,
-        };
-        log.drop_purged_segments()?;
-        report.lost_acknowledged = log.check_acknowledged(mark);
-        if report.corrupt_bytes_cut > 0 && report.lost_acknowledged.is_none() && mark == MarkOnOpen::Absent {
-            // Whole entries were lost, and no mark says whether any had been acknowledged.
-            report.lost_acknowledged = Some(LostAcknowledged::Unknown);
-        }
-        Ok((log, report))
-    }
-
-    /// Compares the recovered log with what was acknowledged before the restart. If the log
-    /// ends before the last committed entry the state file remembers, that entry is clamped to
-    /// the log's end, so Raft re-applies only what exists; the replication layer then keeps the
-    /// replica out of elections until it has the lost entries back.
-    fn check_acknowledged(&mut self, mark: MarkOnOpen) -> Option<LostAcknowledged> {
-        let end = self.last_entry_id().map_or(0, |id| id.index.0);
-        let committed = self.committed().filter(|c| c.index.0 > end);
-        if committed.is_some() {
-            self.state.set_committed_lazily(self.last_entry_id());
-        }
-        let marked = match mark {
-            MarkOnOpen::Unreadable => return Some(LostAcknowledged::Unknown),
-            MarkOnOpen::Absent => None,
-            MarkOnOpen::Entry(id) => Some(id).filter(|id| id.index.0 > end),
-        };
-        // The later in log order: a mark from an older leader names no entry beyond the commit.
-        marked
-            .into_iter()
-            .chain(committed)
-            .max_by_key(|id| (id.term, id.leader_node, id.index))
-            .map(LostAcknowledged::Through)
-    }
-
     /// The directory holding this log.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -386,11 +263,10 @@ impl SegmentLog {
                 // What reached the files is uncertain now: keep no in-memory copy that could
                 // disagree with them.
                 self.recent.clear();
-                self.recent_bytes = 0;
                 return Err(error);
             }
         };
-        self.remember_recent(appended);
+        self.recent.remember(appended);
 
         match self.config.fsync {
             FsyncPolicy::Always => self.flusher.sync_then(touched, on_durable),
@@ -424,41 +300,6 @@ impl SegmentLog {
         }
         self.write_to_active(&mut buffer, &mut headers)?;
         Ok(touched)
-    }
-
-    fn remember_recent(&mut self, appended: Vec<StoredEntry>) {
-        for entry in appended {
-            if entry.body.len() > RECENT_ENTRIES_BYTES {
-                // Too large to keep: start over after it, so the run stays contiguous.
-                self.recent.clear();
-                self.recent_bytes = 0;
-                continue;
-            }
-            self.recent_bytes += entry.body.len();
-            self.recent.push_back(entry);
-            while self.recent_bytes > RECENT_ENTRIES_BYTES {
-                let evicted = self.recent.pop_front().expect("bytes counted belong to entries");
-                self.recent_bytes -= evicted.body.len();
-            }
-        }
-    }
-
-    fn forget_recent_after(&mut self, last_kept: Option<RaftIndex>) {
-        while self
-            .recent
-            .back()
-            .is_some_and(|e| last_kept.is_none_or(|k| e.id.index > k))
-        {
-            let dropped = self.recent.pop_back().expect("checked");
-            self.recent_bytes -= dropped.body.len();
-        }
-    }
-
-    fn forget_recent_through(&mut self, last: RaftIndex) {
-        while self.recent.front().is_some_and(|e| e.id.index <= last) {
-            let dropped = self.recent.pop_front().expect("checked");
-            self.recent_bytes -= dropped.body.len();
-        }
     }
 
     fn write_to_active(&mut self, buffer: &mut Vec<u8>, headers: &mut Vec<FrameHeader>) -> StorageResult<()> {
@@ -525,7 +366,7 @@ impl SegmentLog {
                 )));
             }
         }
-        self.forget_recent_after(last_kept);
+        self.recent.forget_after(last_kept);
         let mut removed_files = false;
         while let Some(active) = self.segments.last() {
             if last_kept.is_some_and(|k| active.first_index() <= k) {
@@ -562,7 +403,7 @@ impl SegmentLog {
         let mut state = self.state.state().clone();
         state.purged = Some(PurgedPrefix { last, next_offset });
         self.state.store(state)?;
-        self.forget_recent_through(last.index);
+        self.recent.forget_through(last.index);
         self.drop_purged_segments()
     }
 
@@ -588,114 +429,6 @@ impl SegmentLog {
             segment.delete_files()?;
         }
         Ok(())
-    }
-
-    /// Entries with Raft index in `[start, end)`, skipping purged ones.
-    pub fn read_entries(&self, start: RaftIndex, end: RaftIndex) -> StorageResult<Vec<StoredEntry>> {
-        let start = self.first_index().map_or(start, |first| start.max(first));
-        let mut entries = Vec::new();
-        if start >= end {
-            return Ok(entries);
-        }
-        if self.recent.front().is_some_and(|first| first.id.index <= start) {
-            // The run ends at the last entry, so it holds all of [start, end) that exists.
-            let skip = (start.0 - self.recent[0].id.index.0) as usize;
-            let take = (end.0 - start.0).min(usize::MAX as u64) as usize;
-            return Ok(self.recent.iter().skip(skip).take(take).cloned().collect());
-        }
-        let first_segment = self
-            .segments
-            .partition_point(|s| s.first_index() <= start)
-            .saturating_sub(1);
-        for segment in &self.segments[first_segment..] {
-            if segment.first_index() >= end {
-                break;
-            }
-            let frames = segment.read_frames(segment.position_for_index(start), usize::MAX, |h| {
-                if h.id.index >= end {
-                    Visit::Stop
-                } else if h.id.index < start {
-                    Visit::Skip
-                } else {
-                    Visit::Take
-                }
-            })?;
-            entries.extend(frames.into_iter().map(StoredEntry::from));
-        }
-        Ok(entries)
-    }
-
-    /// Data batches from the one holding `from` on, up to `max_bytes` (but always at least one
-    /// batch if any is available), never including a batch that starts at or after
-    /// `upper_bound` (the high watermark).
-    pub fn read_batches(&self, from: Offset, max_bytes: usize, upper_bound: Offset) -> StorageResult<Vec<StoredEntry>> {
-        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
-        if from < log_start || from > log_end {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: from,
-                log_start,
-                log_end,
-            });
-        }
-        let mut batches = Vec::new();
-        let mut bytes_left = max_bytes;
-        let first_segment = self.segments.partition_point(|s| s.next_offset() <= from);
-        for segment in &self.segments[first_segment..] {
-            let frames = segment.read_frames(segment.position_for_offset(from), bytes_left, |h| {
-                if h.base_offset >= upper_bound {
-                    Visit::Stop
-                } else if h.kind != EntryKind::Data || h.next_offset() <= from {
-                    Visit::Skip
-                } else {
-                    Visit::Take
-                }
-            })?;
-            for frame in frames {
-                let len = frame.body.len();
-                if !batches.is_empty() && len > bytes_left {
-                    return Ok(batches);
-                }
-                bytes_left = bytes_left.saturating_sub(len);
-                batches.push(StoredEntry::from(frame));
-            }
-            if bytes_left == 0 || segment.next_offset() >= upper_bound {
-                break;
-            }
-        }
-        Ok(batches)
-    }
-
-    /// The offset of the first record whose timestamp is ≥ `timestamp`, if any.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> StorageResult<Option<Offset>> {
-        let log_start = self.log_start_offset();
-        for segment in &self.segments {
-            if segment.max_timestamp() < timestamp {
-                continue;
-            }
-            let mut found = None;
-            let frames = segment.read_frames(segment.position_for_timestamp(timestamp), usize::MAX, |h| {
-                if found.is_some() {
-                    Visit::Stop
-                } else if h.kind == EntryKind::Data && h.max_timestamp >= timestamp && h.next_offset() > log_start {
-                    found = Some(*h);
-                    Visit::Take
-                } else {
-                    Visit::Skip
-                }
-            })?;
-            if let Some(frame) = frames.into_iter().next() {
-                // Find the exact record; a batch we cannot decode answers with its base offset.
-                let exact = decode_records(&frame.body).ok().and_then(|records| {
-                    records
-                        .iter()
-                        .find(|r| r.timestamp >= timestamp)
-                        .map(|r| Offset(frame.header.base_offset.0 + r.offset_delta as u64))
-                });
-                let offset = exact.unwrap_or(frame.header.base_offset).max(log_start);
-                return Ok(Some(offset));
-            }
-        }
-        Ok(None)
     }
 
     /// The stored vote.
