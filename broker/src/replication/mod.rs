@@ -12,6 +12,7 @@
 //!
 //! **Must not depend on:** the API layer. (It does use tonic: the Raft transport lives here.)
 
+pub mod catch_up;
 mod coalescer;
 mod idempotence;
 pub mod isr;
@@ -19,6 +20,7 @@ pub mod log_store;
 pub mod network;
 pub mod producer_state;
 pub mod quiesce;
+pub mod raft_node;
 pub mod raft_service;
 pub mod replica;
 pub mod state_machine;

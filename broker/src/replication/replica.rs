@@ -2,6 +2,7 @@
 //! partition on this broker, with the operations the API layer needs (append with acks=all,
 //! read up to the high watermark, leadership).
 
+use super::catch_up::CatchUpRule;
 use super::idempotence::{Admission, InFlightBatches};
 use super::isr::{in_sync_replicas, FollowerProgress, IsrBounds};
 use super::log_store::AppendNotifier;
@@ -9,7 +10,8 @@ use super::log_store::PartitionLogStore;
 use super::network::{GroupNetworkFactory, PeerChannels};
 use super::producer_state::{BatchIdentity, SequenceVerdict};
 use super::quiesce::{heartbeat_now, WriteInFlight};
-use super::raft_service::{CatchUpRule, PartitionRaftNode, RaftGroups};
+use super::raft_node::{HostedGroups, PartitionRaftNode};
+use super::raft_service::RaftGroups;
 use super::state_machine::{AppliedState, BatchObserver, PartitionStateMachine, SharedProducerTable};
 use super::types::{PartitionRaft, RecordBatchPayload};
 use crate::storage::{FlushHandle, LogConfig, Offset, RaftIndex, SegmentLog, StorageError, StoredEntry};
@@ -315,7 +317,7 @@ fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: 
 }
 
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
-async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, groups: RaftGroups, group: u64, rule: CatchUpRule) {
+async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, hosted: HostedGroups, group: u64, rule: CatchUpRule) {
     if raft
         .wait(None)
         .metrics(|m| rule.is_met(m), "holds every entry it had acknowledged")
@@ -323,7 +325,7 @@ async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, groups: RaftGr
         .is_ok()
     {
         raft.runtime_config().elect(true);
-        groups.release_votes(group);
+        hosted.release_votes(group);
         tracing::info!(
             group,
             "caught up after losing acknowledged entries: takes part in elections again"
@@ -376,10 +378,11 @@ impl PartitionReplica {
                 group,
                 message: e.to_string(),
             })?;
+        let hosted = host.groups.hosted();
         // (A hold left by an earlier start of this group in this process would outlive it.)
-        host.groups.release_votes(group);
+        hosted.release_votes(group);
         if let Some(rule) = caught_up {
-            host.groups.hold_votes(group, rule);
+            hosted.hold_votes(group, rule);
             tracing::warn!(
                 group,
                 lost = ?report.lost_acknowledged,
@@ -387,12 +390,12 @@ impl PartitionReplica {
             );
             tokio::spawn(rejoin_elections_once_caught_up(
                 raft.clone(),
-                host.groups.clone(),
+                hosted.clone(),
                 group,
                 rule,
             ));
         }
-        host.groups.insert(group, raft.clone());
+        hosted.insert(group, raft.clone());
         Ok(PartitionReplica {
             group,
             raft,
@@ -648,7 +651,7 @@ impl PartitionReplica {
     /// until the guard drops the leader does not quiesce. Writes hold it across
     /// [`Self::ready_leader`] and their proposal.
     fn begin_write(&self) -> WriteInFlight {
-        let (guard, woke) = self.groups.begin_write(self.group);
+        let (guard, woke) = self.groups.quiescence().begin_write(self.group);
         if woke {
             self.renewing_since_now();
         }
