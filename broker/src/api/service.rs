@@ -6,7 +6,7 @@ use crate::controller::metadata::{ClusterMetadata, MetadataCommand, TopicMetadat
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
 use crate::replication::producer_state::BatchIdentity;
-use crate::replication::{IsrBounds, PartitionReplica, ReplicationError};
+use crate::replication::{self, AppendBatch, IsrBounds, PartitionReplica, ReplicationError};
 use crate::storage::Offset;
 use proto::record_batch::{verify_crc, BatchHeader, NO_PRODUCER_ID};
 use proto::v1::broker_server::{Broker, BrokerServer};
@@ -271,9 +271,13 @@ impl Broker for BrokerApi {
             0 => DEFAULT_PRODUCE_TIMEOUT,
             ms => Duration::from_millis(u64::from(ms)),
         };
-        let acks = Acks::try_from(request.acks).unwrap_or(Acks::All);
-        if header.producer_id != NO_PRODUCER_ID {
-            if acks != Acks::All {
+        let acks = match Acks::try_from(request.acks).unwrap_or(Acks::All) {
+            Acks::None => replication::Acks::None,
+            Acks::Leader => replication::Acks::Leader,
+            Acks::All => replication::Acks::All,
+        };
+        let batch = if header.producer_id != NO_PRODUCER_ID {
+            if acks != replication::Acks::All {
                 let message = "idempotent batches need acks=all (as in Kafka)".to_string();
                 return Ok(produce_error(ErrorCode::InvalidRequest, message, None));
             }
@@ -290,36 +294,18 @@ impl Broker for BrokerApi {
                 header.base_sequence,
                 header.record_count,
             );
-            let outcome = replica.append_idempotent(request.records, identity, timeout).await;
-            return Ok(Response::new(match outcome {
-                Ok(appended) => ProduceResponse {
-                    error: ErrorCode::None as i32,
-                    message: String::new(),
-                    base_offset: Some(appended.base_offset.0),
-                    leader: None,
-                    duplicate: appended.duplicate,
-                },
-                Err(error) => replication_failure(error),
-            }));
-        }
-        let outcome: Result<Option<Offset>, ReplicationError> = match acks {
-            Acks::None => replica.append_without_ack(request.records).await.map(|()| None),
-            Acks::Leader => replica.append_on_leader(request.records, timeout).await.map(Some),
-            Acks::All => match tokio::time::timeout(timeout, replica.append_committed(request.records)).await {
-                Ok(result) => result.map(Some),
-                Err(_) => Err(ReplicationError::Timeout {
-                    group: 0,
-                    what: format!("commit within {timeout:?} (the write may still commit)"),
-                }),
-            },
+            AppendBatch::idempotent(request.records, identity)
+        } else {
+            AppendBatch::plain(request.records)
         };
-        Ok(Response::new(match outcome {
-            Ok(base_offset) => ProduceResponse {
+        let deadline = tokio::time::Instant::now() + timeout;
+        Ok(Response::new(match replica.append(batch, acks, deadline).await {
+            Ok(outcome) => ProduceResponse {
                 error: ErrorCode::None as i32,
                 message: String::new(),
-                base_offset: base_offset.map(|o| o.0),
+                base_offset: outcome.base_offset.map(|o| o.0),
                 leader: None,
-                duplicate: false,
+                duplicate: outcome.duplicate,
             },
             Err(error) => replication_failure(error),
         }))
