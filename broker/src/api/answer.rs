@@ -1,5 +1,6 @@
-//! The one way a handler answers a refusal: a [`Refusal`] (wire code, message, and whom to retry
-//! at) put into the RPC's response by [`Refused`]. The code always comes from
+//! The one way a handler answers a refusal: handlers return `Result<Response, Refusal>` (a
+//! [`Refusal`]: wire code, message, and whom to retry at), and [`answer`] puts a refusal into the
+//! RPC's response through [`Refused`]. The code always comes from
 //! [`error_codes`](super::error_codes), the single wire mapping.
 
 use super::error_codes::{controller_error_code, replication_error_code};
@@ -47,54 +48,42 @@ impl Refusal {
     }
 }
 
+/// The response to send: the handler's, or its refusal.
+pub(super) fn answer<R: Refused>(result: Result<R, Refusal>) -> R {
+    result.unwrap_or_else(R::refused)
+}
+
 /// A response that can carry a [`Refusal`]: every other field is left empty.
 pub(super) trait Refused {
     /// The response refusing the request.
     fn refused(refusal: Refusal) -> Self;
 }
 
-impl Refused for ProduceResponse {
-    fn refused(refusal: Refusal) -> Self {
-        ProduceResponse {
-            error: refusal.code as i32,
-            message: refusal.message,
-            leader: refusal.leader,
-            ..ProduceResponse::default()
+/// The partition RPCs' responses: a refusal is `error`, `message` and the `leader` to retry at,
+/// every other field empty.
+macro_rules! refused_naming_the_leader {
+    ($($response:ty),*) => {$(
+        impl Refused for $response {
+            // (Some of these responses have no other field.)
+            #[allow(clippy::needless_update)]
+            fn refused(refusal: Refusal) -> Self {
+                Self {
+                    error: refusal.code as i32,
+                    message: refusal.message,
+                    leader: refusal.leader,
+                    ..Self::default()
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl Refused for FetchResponse {
-    fn refused(refusal: Refusal) -> Self {
-        FetchResponse {
-            error: refusal.code as i32,
-            message: refusal.message,
-            leader: refusal.leader,
-            ..FetchResponse::default()
-        }
-    }
-}
-
-impl Refused for ListOffsetsResponse {
-    fn refused(refusal: Refusal) -> Self {
-        ListOffsetsResponse {
-            error: refusal.code as i32,
-            message: refusal.message,
-            offset: None,
-            leader: refusal.leader,
-        }
-    }
-}
-
-impl Refused for TransferLeadershipResponse {
-    fn refused(refusal: Refusal) -> Self {
-        TransferLeadershipResponse {
-            error: refusal.code as i32,
-            message: refusal.message,
-            leader: refusal.leader,
-        }
-    }
-}
+refused_naming_the_leader!(
+    ProduceResponse,
+    FetchResponse,
+    ListOffsetsResponse,
+    TransferLeadershipResponse
+);
 
 impl Refused for InitProducerIdResponse {
     fn refused(refusal: Refusal) -> Self {

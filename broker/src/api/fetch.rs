@@ -2,7 +2,7 @@
 //! leader fit to answer (`ready_to_read`), then read committed data or offsets. A refusal from
 //! readiness names the leader as this replica knows it.
 
-use super::answer::{Refusal, Refused};
+use super::answer::Refusal;
 use super::convert;
 use super::service::BrokerApi;
 use crate::replication::PartitionReplica;
@@ -18,32 +18,27 @@ const READ_READINESS_WAIT: Duration = Duration::from_secs(2);
 
 /// Waits until `replica` may answer a read, or the refusal naming the leader.
 async fn ready_to_read(replica: &PartitionReplica) -> Result<(), Refusal> {
-    match replica.ready_to_read(Instant::now() + READ_READINESS_WAIT).await {
-        Ok(_) => Ok(()),
-        Err(error) => Err(Refusal::replication(&error).naming(replica.leader())),
-    }
+    replica
+        .ready_to_read(Instant::now() + READ_READINESS_WAIT)
+        .await
+        .map(|_term| ())
+        .map_err(|error| Refusal::replication(&error).naming(replica.leader()))
 }
 
 /// Committed batches from the requested offset, long-polling for new ones if asked to.
-pub(super) async fn fetch(api: &BrokerApi, request: FetchRequest) -> FetchResponse {
-    let replica = match api.replica(&request.topic, request.partition) {
-        Ok(replica) => replica,
-        Err(refusal) => return FetchResponse::refused(refusal),
-    };
-    if let Err(refusal) = ready_to_read(&replica).await {
-        return FetchResponse::refused(refusal);
-    }
+pub(super) async fn fetch(api: &BrokerApi, request: FetchRequest) -> Result<FetchResponse, Refusal> {
+    let replica = api.replica(&request.topic, request.partition)?;
+    ready_to_read(&replica).await?;
     let read = convert::fetch(&request);
     if let Some(wait) = read.long_poll {
         if read.from >= replica.high_watermark() {
             replica.wait_for_high_watermark_above(read.from, wait).await;
         }
     }
-    let committed = match replica.read_committed(read.from, read.max_bytes) {
-        Ok(committed) => committed,
-        Err(error) => return FetchResponse::refused(Refusal::replication(&error)),
-    };
-    FetchResponse {
+    let committed = replica
+        .read_committed(read.from, read.max_bytes)
+        .map_err(|error| Refusal::replication(&error))?;
+    Ok(FetchResponse {
         error: ErrorCode::None as i32,
         message: String::new(),
         high_watermark: committed.offsets.high_watermark.0,
@@ -57,34 +52,28 @@ pub(super) async fn fetch(api: &BrokerApi, request: FetchRequest) -> FetchRespon
             })
             .collect(),
         leader: None,
-    }
+    })
 }
 
 /// The earliest, latest (high watermark) or first-at-a-timestamp offset.
-pub(super) async fn list_offsets(api: &BrokerApi, request: ListOffsetsRequest) -> ListOffsetsResponse {
-    let replica = match api.replica(&request.topic, request.partition) {
-        Ok(replica) => replica,
-        Err(refusal) => return ListOffsetsResponse::refused(refusal),
-    };
-    if let Err(refusal) = ready_to_read(&replica).await {
-        return ListOffsetsResponse::refused(refusal);
-    }
-    let offsets = match replica.committed_offsets() {
-        Ok(offsets) => offsets,
-        Err(error) => return ListOffsetsResponse::refused(Refusal::replication(&error)),
-    };
+pub(super) async fn list_offsets(api: &BrokerApi, request: ListOffsetsRequest) -> Result<ListOffsetsResponse, Refusal> {
+    let replica = api.replica(&request.topic, request.partition)?;
+    ready_to_read(&replica).await?;
+    let offsets = replica
+        .committed_offsets()
+        .map_err(|error| Refusal::replication(&error))?;
     let offset = match convert::offset_spec(request.spec) {
         OffsetSpec::Earliest => Some(offsets.log_start_offset.0),
         OffsetSpec::Latest => Some(offsets.high_watermark.0),
-        OffsetSpec::Timestamp => match replica.offset_for_timestamp(request.timestamp) {
-            Ok(offset) => offset.map(|o| o.0),
-            Err(error) => return ListOffsetsResponse::refused(Refusal::replication(&error)),
-        },
+        OffsetSpec::Timestamp => replica
+            .offset_for_timestamp(request.timestamp)
+            .map_err(|error| Refusal::replication(&error))?
+            .map(|o| o.0),
     };
-    ListOffsetsResponse {
+    Ok(ListOffsetsResponse {
         error: ErrorCode::None as i32,
         message: String::new(),
         offset,
         leader: None,
-    }
+    })
 }

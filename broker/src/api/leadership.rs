@@ -1,17 +1,17 @@
 //! The TransferLeadership RPC: hands a partition's leadership to another of its replicas
 //! (operators moving leaders, the nemesis).
 
-use super::answer::{Refusal, Refused};
+use super::answer::Refusal;
 use super::convert;
 use super::service::BrokerApi;
 use proto::v1::{ErrorCode, TransferLeadershipRequest, TransferLeadershipResponse};
 
 /// Transfers the leadership to `request.to`, which must hold a replica of the partition.
-pub(super) async fn transfer(api: &BrokerApi, request: TransferLeadershipRequest) -> TransferLeadershipResponse {
-    let replica = match api.replica(&request.topic, request.partition) {
-        Ok(replica) => replica,
-        Err(refusal) => return TransferLeadershipResponse::refused(refusal),
-    };
+pub(super) async fn transfer(
+    api: &BrokerApi,
+    request: TransferLeadershipRequest,
+) -> Result<TransferLeadershipResponse, Refusal> {
+    let replica = api.replica(&request.topic, request.partition)?;
     let hosts_a_replica = api
         .controller()
         .metadata()
@@ -24,15 +24,16 @@ pub(super) async fn transfer(api: &BrokerApi, request: TransferLeadershipRequest
             "broker {} holds no replica of {}/{}",
             request.to, request.topic, request.partition
         );
-        return TransferLeadershipResponse::refused(Refusal::new(ErrorCode::InvalidRequest, message));
+        return Err(Refusal::new(ErrorCode::InvalidRequest, message));
     }
     let timeout = convert::transfer_timeout(request.timeout_ms);
-    match replica.transfer_leadership(request.to, timeout).await {
-        Ok(()) => TransferLeadershipResponse {
-            error: ErrorCode::None as i32,
-            message: String::new(),
-            leader: None,
-        },
-        Err(error) => TransferLeadershipResponse::refused(Refusal::replication(&error).naming(replica.leader())),
-    }
+    replica
+        .transfer_leadership(request.to, timeout)
+        .await
+        .map_err(|error| Refusal::replication(&error).naming(replica.leader()))?;
+    Ok(TransferLeadershipResponse {
+        error: ErrorCode::None as i32,
+        message: String::new(),
+        leader: None,
+    })
 }

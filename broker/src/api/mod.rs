@@ -16,10 +16,11 @@
 //!
 //! [`topic_config`] is the wire form of topic configs.
 //!
-//! **Adding an RPC family** (consumer groups come next): give it its own file here — decode
-//! with a function in `convert`, call its subsystem, answer refusals through
-//! `answer::Refused`, map new errors in [`error_codes`] only — and add one delegating line per
-//! method to [`service`]. Do not grow an existing family's file with it.
+//! **Adding an RPC family** (consumer groups come next): give it its own file here, each
+//! handler decode → call → encode — decode with a function in `convert`, call its subsystem,
+//! return `Result<Response, answer::Refusal>` (implement `answer::Refused` for a new response
+//! type), map new errors in [`error_codes`] only — and add one delegating line per method to
+//! [`service`]. Do not grow an existing family's file with it.
 //!
 //! **Must not depend on:** openraft (replication keeps it inside), or any subsystem's internals
 //! beyond its public operations.

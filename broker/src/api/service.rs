@@ -2,7 +2,7 @@
 //! its request to its RPC family's module in one line. What the families share lives here: the
 //! subsystems they call and the lookup of the local replica a partition request is for.
 
-use super::answer::Refusal;
+use super::answer::{answer, Refusal};
 use super::{fetch, leadership, produce, producer_ids, topics};
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
@@ -96,31 +96,37 @@ impl Broker for BrokerApi {
     }
 
     async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
-        Ok(Response::new(produce::produce(self, request.into_inner()).await))
+        Ok(Response::new(answer(
+            produce::produce(self, request.into_inner()).await,
+        )))
     }
 
     async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
-        Ok(Response::new(fetch::fetch(self, request.into_inner()).await))
+        Ok(Response::new(answer(fetch::fetch(self, request.into_inner()).await)))
     }
 
     async fn list_offsets(
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
-        Ok(Response::new(fetch::list_offsets(self, request.into_inner()).await))
+        Ok(Response::new(answer(
+            fetch::list_offsets(self, request.into_inner()).await,
+        )))
     }
 
     async fn transfer_leadership(
         &self,
         request: Request<TransferLeadershipRequest>,
     ) -> Result<Response<TransferLeadershipResponse>, Status> {
-        Ok(Response::new(leadership::transfer(self, request.into_inner()).await))
+        Ok(Response::new(answer(
+            leadership::transfer(self, request.into_inner()).await,
+        )))
     }
 
     async fn init_producer_id(
         &self,
         _request: Request<InitProducerIdRequest>,
     ) -> Result<Response<InitProducerIdResponse>, Status> {
-        Ok(Response::new(producer_ids::init_producer_id(self).await))
+        Ok(Response::new(answer(producer_ids::init_producer_id(self).await)))
     }
 }
