@@ -6,10 +6,12 @@
 //! ## Map
 //! - [`storage`]: segments, indexes, recovery, retention, group commit. Knows nothing of Raft.
 //! - [`replication`]: everything openraft — the type config, the adapter that makes a
-//!   [`storage::SegmentLog`] openraft's log store, the partition state machine.
+//!   [`storage::SegmentLog`] openraft's log store, the partition state machine, the replica API
+//!   (`PartitionReplica::append`, reads, lease, status) and quiescence.
 //! - [`controller`]: cluster metadata (brokers, topics, assignments) in Raft group 0.
 //! - [`partition`]: the partition replicas this broker hosts, kept in line with the metadata.
-//! - [`api`]: the wire ⇄ domain boundary; today the error-code mapping.
+//! - [`api`]: the wire ⇄ domain boundary: the `broker.v1` service, one file per RPC family,
+//!   request conversions, error answers and the one error-code mapping.
 //! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!

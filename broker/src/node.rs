@@ -184,7 +184,7 @@ pub async fn run(
     let quiescer = match config.raft.quiesce_after_ms {
         0 => Vec::new(),
         quiesce_after_ms => quiesce::spawn(
-            host.groups.clone(),
+            host.groups.quiescence().clone(),
             host.peers.clone(),
             QuiesceConfig {
                 node_id: config.node_id,

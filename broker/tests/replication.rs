@@ -1,7 +1,9 @@
 //! In-process multi-node tests of partition replication: three Raft replicas of one partition,
 //! each behind its own real gRPC server on loopback, talking the `raft.v1` transport.
 
-use broker::replication::{PartitionReplica, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
+use broker::replication::{
+    Acks, IsrBounds, PartitionReplica, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError,
+};
 use broker::storage::{FlushWorker, FsyncPolicy, LogConfig, Offset};
 use bytes::Bytes;
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
@@ -109,6 +111,24 @@ fn batch(seq: u64) -> Bytes {
     encode_batch(&records, ProducerStamp::NONE)
 }
 
+/// `acks=all`: the batch's offset once committed (giving up after `WAIT`).
+async fn append_committed(replica: &PartitionReplica, batch: Bytes) -> Result<Offset, ReplicationError> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let outcome = replica.append(batch.into(), Acks::All, deadline).await?;
+    Ok(outcome.base_offset.expect("acks=all answers with an offset"))
+}
+
+/// `acks=1`: the batch's offset once in the leader's log (giving up after `timeout`).
+async fn append_on_leader(
+    replica: &PartitionReplica,
+    batch: Bytes,
+    timeout: Duration,
+) -> Result<Offset, ReplicationError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = replica.append(batch.into(), Acks::Leader, deadline).await?;
+    Ok(outcome.base_offset.expect("acks=1 answers with an offset"))
+}
+
 async fn cluster(root: &std::path::Path, peers: &PeerChannels) -> Vec<Node> {
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -160,7 +180,7 @@ async fn three_replicas_commit_fail_over_and_catch_up_to_identical_logs() {
     let leader = leader_of(&nodes).await;
 
     for seq in 0..60 {
-        let offset = nodes[leader].replica().append_committed(batch(seq)).await.unwrap();
+        let offset = append_committed(nodes[leader].replica(), batch(seq)).await.unwrap();
         assert_eq!(offset, Offset(seq * 3), "offsets are dense and assigned in order");
     }
     assert_eq!(nodes[leader].replica().high_watermark(), Offset(180));
@@ -175,7 +195,7 @@ async fn three_replicas_commit_fail_over_and_catch_up_to_identical_logs() {
 
     // A follower refuses writes and names the leader, so clients can re-route.
     let follower = (leader + 1) % 3;
-    match nodes[follower].replica().append_committed(batch(999)).await {
+    match append_committed(nodes[follower].replica(), batch(999)).await {
         Err(ReplicationError::NotLeader { leader: Some(id), .. }) => assert_eq!(id, nodes[leader].id),
         other => panic!("expected NotLeader, got {other:?}"),
     }
@@ -187,7 +207,7 @@ async fn three_replicas_commit_fail_over_and_catch_up_to_identical_logs() {
     let leader = leader_of(&nodes).await;
     assert_ne!(leader, old_leader);
     let offset = loop {
-        match nodes[leader].replica().append_committed(batch(60)).await {
+        match append_committed(nodes[leader].replica(), batch(60)).await {
             Ok(offset) => break offset,
             Err(ReplicationError::NotLeader { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(other) => panic!("write after failover failed: {other}"),
@@ -199,7 +219,7 @@ async fn three_replicas_commit_fail_over_and_catch_up_to_identical_logs() {
     );
     assert_eq!(offset, Offset(180));
     for seq in 61..80 {
-        let offset = nodes[leader].replica().append_committed(batch(seq)).await.unwrap();
+        let offset = append_committed(nodes[leader].replica(), batch(seq)).await.unwrap();
         assert_eq!(offset, Offset(seq * 3));
     }
 
@@ -229,17 +249,17 @@ async fn writes_commit_with_one_replica_down_and_never_with_two() {
     let peers = PeerChannels::default();
     let mut nodes = cluster(root.path(), &peers).await;
     let leader = leader_of(&nodes).await;
-    nodes[leader].replica().append_committed(batch(0)).await.unwrap();
+    append_committed(nodes[leader].replica(), batch(0)).await.unwrap();
 
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     nodes[followers[0]].stop().await;
-    let offset = nodes[leader].replica().append_committed(batch(1)).await.unwrap();
+    let offset = append_committed(nodes[leader].replica(), batch(1)).await.unwrap();
     assert_eq!(offset, Offset(3), "a majority (2 of 3) commits");
 
     nodes[followers[1]].stop().await;
     let attempt = tokio::time::timeout(
         Duration::from_secs(3),
-        nodes[leader].replica().append_committed(batch(2)),
+        append_committed(nodes[leader].replica(), batch(2)),
     )
     .await;
     match attempt {
@@ -324,9 +344,9 @@ impl Drop for LinkProxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_after_healing() {
-    let root = tempfile::tempdir().unwrap();
+/// Three nodes whose every directed link `i -> j` (by position) goes through its own proxy, the
+/// group bootstrapped.
+async fn cluster_behind_proxies(root: &std::path::Path) -> (Vec<Node>, HashMap<(usize, usize), LinkProxy>) {
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -346,36 +366,41 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
             .map(|to| (servers[to].to_string(), links[&(i, to)].address.to_string()))
             .collect();
         let peers = PeerChannels::with_dial_overrides(overrides);
-        nodes.push(
-            Node::start_on(
-                i as u64 + 1,
-                listener,
-                root.path().join(format!("node{}", i + 1)),
-                peers,
-            )
-            .await,
-        );
+        nodes.push(Node::start_on(i as u64 + 1, listener, root.join(format!("node{}", i + 1)), peers).await);
     }
     let members: BTreeMap<u64, String> = nodes.iter().map(|n| (n.id, n.address.to_string())).collect();
     nodes[0].replica().bootstrap(members).await.unwrap();
 
+    (nodes, links)
+}
+
+/// Cuts both directions of every link of node `node`.
+fn isolate(links: &HashMap<(usize, usize), LinkProxy>, node: usize) {
+    for ((from, to), link) in links {
+        if *from == node || *to == node {
+            link.cut();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_after_healing() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, links) = cluster_behind_proxies(root.path()).await;
+
     let old = leader_of(&nodes).await;
     for seq in 0..5 {
-        nodes[old].replica().append_committed(batch(seq)).await.unwrap();
+        append_committed(nodes[old].replica(), batch(seq)).await.unwrap();
     }
     assert_eq!(nodes[old].replica().high_watermark(), Offset(15));
 
     // Isolate the leader: both directions of its links.
-    for ((from, to), link) in &links {
-        if *from == old || *to == old {
-            link.cut();
-        }
-    }
+    isolate(&links, old);
     // It still appends locally (acks=1) but cannot commit (acks=all never succeeds).
     let stale = nodes[old].replica();
-    let local = stale.append_on_leader(batch(100), Duration::from_secs(2)).await;
+    let local = append_on_leader(stale, batch(100), Duration::from_secs(2)).await;
     assert_eq!(local.unwrap(), Offset(15), "appended to the isolated leader's own log");
-    let committed = tokio::time::timeout(Duration::from_secs(2), stale.append_committed(batch(101))).await;
+    let committed = tokio::time::timeout(Duration::from_secs(2), append_committed(stale, batch(101))).await;
     assert!(
         !matches!(committed, Ok(Ok(_))),
         "false ack from an isolated leader: {committed:?}"
@@ -399,12 +424,12 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
         assert!(Instant::now() < deadline, "the majority never elected a leader");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let offset = nodes[new].replica().append_committed(batch(200)).await.unwrap();
+    let offset = append_committed(nodes[new].replica(), batch(200)).await.unwrap();
     assert_eq!(offset, Offset(15));
     // The old leader's lease has lapsed by now: acks=1 is refused as NOT_LEADER (retriable
     // elsewhere), neither acknowledged nor left hanging until the timeout.
     let started = Instant::now();
-    let refused = stale.append_on_leader(batch(102), Duration::from_secs(10)).await;
+    let refused = append_on_leader(stale, batch(102), Duration::from_secs(10)).await;
     assert!(
         matches!(refused, Err(ReplicationError::NotLeader { .. })),
         "acks=1 on a leader without a lease: {refused:?}"
@@ -433,6 +458,49 @@ async fn a_partitioned_leader_never_exposes_uncommitted_appends_and_drops_them_a
         .batches;
     assert_eq!(healed[0].body, batch(200));
 
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+/// Issue 10, item 8: a leader cut off from its quorum keeps believing it leads, but once its
+/// lease has lapsed it stops serving — and its status must say so. Before the fix it went on
+/// reporting itself as leader with every follower in sync (their last acknowledgement was
+/// still within the ISR's 10 s lag bound), so metadata sent clients to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_lapsed_reports_no_isr_and_no_leadership() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, links) = cluster_behind_proxies(root.path()).await;
+    let old = leader_of(&nodes).await;
+    append_committed(nodes[old].replica(), batch(0)).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let status = nodes[old].replica().status(IsrBounds::default());
+        if status.isr.len() == 3 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the ISR never reached 3: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.is_leader);
+    assert_eq!(status.leader, Some(nodes[old].id));
+
+    isolate(&links, old);
+    let stale = nodes[old].replica();
+    let deadline = Instant::now() + WAIT;
+    while stale.is_leader() {
+        assert!(Instant::now() < deadline, "the isolated leader's lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = stale.status(IsrBounds::default());
+    assert!(!status.is_leader, "a lapsed lease claims leadership: {status:?}");
+    assert_eq!(status.leader, None, "a lapsed leader names itself: {status:?}");
+    assert!(status.isr.is_empty(), "a lapsed leader reports an ISR: {status:?}");
+    assert!(status.caught_up.is_empty(), "{status:?}");
+
+    for link in links.values() {
+        link.heal();
+    }
     for node in &mut nodes {
         node.stop().await;
     }

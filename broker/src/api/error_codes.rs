@@ -28,6 +28,8 @@ pub fn replication_error_code(error: &ReplicationError) -> ErrorCode {
         ReplicationError::Storage(storage) => storage_error_code(storage),
         ReplicationError::Timeout { .. } => ErrorCode::RequestTimedOut,
         ReplicationError::Raft { .. } => ErrorCode::NotEnoughReplicas,
+        ReplicationError::InvalidTimers(_) => ErrorCode::InvalidConfig,
+        ReplicationError::IdempotenceNeedsAcksAll { .. } => ErrorCode::InvalidRequest,
         ReplicationError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         ReplicationError::ProducerFenced { .. } => ErrorCode::InvalidProducerEpoch,
         ReplicationError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,

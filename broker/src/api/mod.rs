@@ -3,9 +3,35 @@
 //! **One job:** translate between `proto::v1` messages and the broker's subsystems. Handlers
 //! decode, call a subsystem, encode; they hold no state and do no IO of their own.
 //!
-//! **Owns:** the single mapping from internal errors to wire error codes ([`error_codes`]).
-//! [`service`] is the `broker.v1` gRPC service; [`topic_config`] the wire form of topic configs.
+//! **Owns:** the single mapping from internal errors to wire error codes ([`error_codes`]), the
+//! one way a refusal becomes a response (`answer`), and the request → domain conversions
+//! (`convert`: stamp, size and acks validation, defaults). [`service`] is the `broker.v1` gRPC
+//! service; its methods delegate in one line to a module per RPC family:
+//!
+//! - `produce`: Produce.
+//! - `fetch`: Fetch and ListOffsets (the reads).
+//! - `topics`: Metadata, DescribeTopics, CreateTopics, DeleteTopics.
+//! - `leadership`: TransferLeadership.
+//! - `producer_ids`: InitProducerId.
+//!
+//! [`topic_config`] is the wire form of topic configs.
+//!
+//! **Adding an RPC family** (consumer groups come next): give it its own file here, each
+//! handler decode → call → encode — decode with a function in `convert`, call its subsystem,
+//! return `Result<Response, answer::Refusal>` (implement `answer::Refused` for a new response
+//! type), map new errors in [`error_codes`] only — and add one delegating line per method to
+//! [`service`]. Do not grow an existing family's file with it.
+//!
+//! **Must not depend on:** openraft (replication keeps it inside), or any subsystem's internals
+//! beyond its public operations.
 
+mod answer;
+mod convert;
 pub mod error_codes;
+mod fetch;
+mod leadership;
+mod produce;
+mod producer_ids;
 pub mod service;
 pub mod topic_config;
+mod topics;

@@ -18,7 +18,7 @@ pub mod metadata;
 pub mod placement;
 pub mod store;
 
-use crate::replication::{AppliedState, BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
+use crate::replication::{Acks, AppliedState, BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
 use crate::storage::{FsyncPolicy, LogConfig, Offset};
 use bytes::Bytes;
 use metadata::{ClusterMetadata, MetadataCommand, MetadataError};
@@ -31,6 +31,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::MetadataStore;
 use tokio::sync::watch;
 
+/// How long a metadata command may wait to commit. Commands waited without a bound of their own
+/// before appends took a deadline; a day keeps that: the caller (a gRPC call with its own
+/// deadline, the registration loop) gives up long before.
+const COMMIT_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Raft group id of the controller.
 pub const CONTROLLER_GROUP: u64 = 0;
 /// How many command outcomes are remembered for proposers to collect.
@@ -238,9 +242,14 @@ impl Controller {
             }],
             ProducerStamp::NONE,
         );
-        let offset = self.replica.append_committed(batch).await?;
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        let offset = self
+            .replica
+            .append(batch.into(), Acks::All, deadline)
+            .await?
+            .base_offset;
         let outcomes = self.applier.outcomes.lock().expect("outcomes lock");
-        match outcomes.iter().rev().find(|(at, _)| *at == offset) {
+        match outcomes.iter().rev().find(|(at, _)| Some(*at) == offset) {
             Some((_, outcome)) => Ok(outcome.clone()?),
             None => Ok(()),
         }

@@ -2,99 +2,86 @@
 //! name. Unknown groups get NOT_FOUND, undecodable messages INVALID_ARGUMENT, a shut-down group
 //! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
 
-use super::quiesce::{self, Contact, PeerLiveness, QuietGroups, ResumeTimers};
-use super::state_machine::PartitionStateMachine;
-use super::types::LogId;
+use super::quiesce::{Contact, PeerLiveness, Quiescence, ResumeTimers};
+use super::raft_node::{HostedGroups, PartitionRaftNode};
 use super::types::PartitionRaft;
 use super::wire::decode_append;
-use crate::storage::{LostAcknowledged, StoredVote};
 use futures_util::{Stream, StreamExt};
 use proto::raft_v1::raft_server::{Raft as RaftRpc, RaftServer};
 use proto::raft_v1::{
     AppendBatchRequest, AppendBatchResponse, AppendRequest, BatchItemResponse, JsonRequest, JsonResponse, PingRequest,
     PingResponse, QuiesceRequest, QuiesceResponse, SnapshotRequest,
 };
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status, Streaming};
 
-/// A running partition Raft node.
-pub type PartitionRaftNode = openraft::Raft<PartitionRaft, PartitionStateMachine>;
-
-/// The Raft groups hosted by this broker, by group id.
+/// The Raft groups hosted by this broker and the router of `raft.v1` calls to them, with the
+/// broker's quiescence state (which groups are quiet, peer liveness), which those calls consult
+/// and update. Cheap to clone; clones share.
 #[derive(Clone)]
 pub struct RaftGroups {
-    groups: Arc<RwLock<HashMap<u64, PartitionRaftNode>>>,
-    /// Groups whose local replica lost entries it had acknowledged: until the replica has those
-    /// entries back they grant votes only to candidates their rule allows (see `CatchUpRule`).
-    votes_held: Arc<RwLock<HashMap<u64, CatchUpRule>>>,
-    /// Which groups are quiet, and per group the write requests seen and in flight (see
-    /// `quiesce`). One lock: a write and a quiesce decision on a group are ordered by it.
-    pub(super) quiet: Arc<Mutex<QuietGroups>>,
-    /// When each peer broker last pinged this one and answered its pings.
-    pub(super) liveness: PeerLiveness,
-    /// This process's incarnation, sent in pings.
-    pub(super) incarnation: u64,
-    /// Set once this broker runs the failure detector (to how long a follower woken by a dead
-    /// leader waits before its election timer runs); until then it never agrees to quiesce, as
-    /// nothing would wake its groups if their leader died.
-    pub(super) quiescence: Arc<OnceLock<Duration>>,
+    hosted: HostedGroups,
+    quiescence: Quiescence,
 }
 
 impl Default for RaftGroups {
     fn default() -> Self {
+        let hosted = HostedGroups::default();
         RaftGroups {
-            groups: Arc::default(),
-            votes_held: Arc::default(),
-            quiet: Arc::default(),
-            liveness: PeerLiveness::default(),
-            incarnation: quiesce::new_incarnation(),
-            quiescence: Arc::default(),
+            quiescence: Quiescence::new(hosted.clone()),
+            hosted,
         }
     }
 }
 
 impl RaftGroups {
+    /// The nodes hosted here and the groups whose votes are held.
+    pub(crate) fn hosted(&self) -> &HostedGroups {
+        &self.hosted
+    }
+
+    /// This broker's quiescence state (see `replication::quiesce`).
+    pub fn quiescence(&self) -> &Quiescence {
+        &self.quiescence
+    }
+
     /// Makes `raft` reachable as group `group`.
     pub fn insert(&self, group: u64, raft: PartitionRaftNode) {
-        self.groups.write().expect("raft group map").insert(group, raft);
+        self.hosted.insert(group, raft);
     }
 
     /// Stops routing to group `group`, returning its node.
     pub fn remove(&self, group: u64) -> Option<PartitionRaftNode> {
-        self.release_votes(group);
-        self.forget_quiet_state(group);
-        self.groups.write().expect("raft group map").remove(&group)
-    }
-
-    /// Refuses the vote requests of `group` that `rule` does not allow, until
-    /// [`release_votes`](Self::release_votes).
-    pub(crate) fn hold_votes(&self, group: u64, rule: CatchUpRule) {
-        self.votes_held.write().expect("held votes").insert(group, rule);
+        self.hosted.release_votes(group);
+        self.quiescence.forget_quiet_state(group);
+        self.hosted.remove(group)
     }
 
     /// Lets `group` vote again.
     pub fn release_votes(&self, group: u64) {
-        self.votes_held.write().expect("held votes").remove(&group);
+        self.hosted.release_votes(group);
     }
 
     /// Whether `group` refuses votes now.
     pub fn votes_held(&self, group: u64) -> bool {
-        self.votes_held.read().expect("held votes").contains_key(&group)
+        self.hosted.votes_held(group)
+    }
+
+    /// Whether `group` is quiet here (its Raft timers stopped).
+    pub fn is_quiet(&self, group: u64) -> bool {
+        self.quiescence.is_quiet(group)
+    }
+
+    /// When each peer broker last pinged this one and answered its pings.
+    pub fn liveness(&self) -> &PeerLiveness {
+        self.quiescence.liveness()
     }
 
     /// The node of group `group`, if hosted here.
     pub fn get(&self, group: u64) -> Option<PartitionRaftNode> {
-        self.groups.read().expect("raft group map").get(&group).cloned()
-    }
-
-    /// Every hosted group with its node.
-    pub(crate) fn all(&self) -> Vec<(u64, PartitionRaftNode)> {
-        let groups = self.groups.read().expect("raft group map");
-        groups.iter().map(|(id, raft)| (*id, raft.clone())).collect()
+        self.hosted.get(group)
     }
 
     /// The tonic service to mount on the broker's internal listener.
@@ -110,7 +97,9 @@ impl RaftGroups {
         let group = request.group;
         let raft = self.node(group)?;
         // Dropped once the append is in — or when this call ends any other way.
-        let _resume = self.append_arrives(group, &raft, !request.entries.is_empty(), &request.vote_json);
+        let _resume = self
+            .quiescence
+            .append_arrives(group, &raft, !request.entries.is_empty(), &request.vote_json);
         let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let response = raft
             .append_entries(rpc)
@@ -128,9 +117,9 @@ impl RaftGroups {
         raft: &PartitionRaftNode,
         rpc: &openraft::raft::VoteRequest<PartitionRaft>,
     ) -> Option<openraft::raft::VoteResponse<PartitionRaft>> {
-        let held = self.votes_held.read().expect("held votes").get(&group).copied();
+        let held = self.hosted.held_votes_rule(group);
         let unsafe_candidate = held.is_some_and(|rule| !rule.candidate_is_safe(rpc.last_log_id.as_ref()));
-        if unsafe_candidate || self.refuses_for_live_quiet_leader(group, rpc) {
+        if unsafe_candidate || self.quiescence.refuses_candidate(group, rpc) {
             // A refusal carrying our own (older) vote: the candidate counts nothing from it.
             let vote = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).vote;
             return Some(openraft::raft::VoteResponse::<PartitionRaft>::new(vote, None, false));
@@ -157,56 +146,6 @@ impl RaftGroups {
     fn node(&self, group: u64) -> Result<PartitionRaftNode, Status> {
         self.get(group)
             .ok_or_else(|| Status::not_found(format!("raft group {group} is not hosted on this broker")))
-    }
-}
-
-/// When a replica that lost acknowledged entries holds everything it had acknowledged again,
-/// and whom it may vote for until then.
-///
-/// A committed entry the replica lost is, by Raft's leader completeness, in the log of every
-/// leader since; so the replica holds it again once it has applied (that is, matched a leader's
-/// log through) either the lost entry's index, or any entry of a later leader — whose log has
-/// every entry of earlier leaders before its own. Until then it does not campaign, and it votes
-/// only for a candidate whose last entry is at or after the lost one in Raft's log order: such
-/// a log holds everything the replica had (log matching), so the vote cannot help elect a
-/// leader without a committed entry — and two replicas that lost entries do not stall a
-/// partition whose third replica has them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CatchUpRule {
-    /// Applying an entry at this index or beyond is enough.
-    index: u64,
-    /// Applying an entry of a leader after this one (term, node) is enough.
-    leader: (u64, u64),
-}
-
-impl CatchUpRule {
-    pub(crate) fn after(lost: LostAcknowledged, vote: Option<StoredVote>) -> CatchUpRule {
-        match lost {
-            LostAcknowledged::Through(id) => CatchUpRule {
-                index: id.index.0,
-                leader: (id.term, id.leader_node),
-            },
-            // The mark is unreadable: anything up to the last term this replica voted in may
-            // be missing, so only a leader elected after that will do.
-            LostAcknowledged::Unknown => CatchUpRule {
-                index: u64::MAX,
-                leader: (vote.map_or(0, |v| v.term), u64::MAX),
-            },
-        }
-    }
-
-    pub(crate) fn is_met(&self, metrics: &openraft::RaftMetrics<PartitionRaft>) -> bool {
-        metrics.last_applied.as_ref().is_some_and(|applied| {
-            applied.index >= self.index || (applied.leader_id.term, applied.leader_id.node_id) > self.leader
-        })
-    }
-
-    /// Whether a candidate whose last entry is `last` holds everything the replica lost.
-    fn candidate_is_safe(&self, last: Option<&LogId>) -> bool {
-        last.is_some_and(|last| {
-            let leader = (last.leader_id.term, last.leader_id.node_id);
-            leader > self.leader || (leader == self.leader && last.index >= self.index)
-        })
     }
 }
 
@@ -243,7 +182,10 @@ impl RaftRpc for RaftGroups {
             .scan((), move |_, item: Result<AppendRequest, Status>| {
                 let decoded = item.ok().filter(|request| request.group == group).and_then(|request| {
                     let has_entries = !request.entries.is_empty();
-                    if let Some(guard) = groups.append_arrives(group, &node, has_entries, &request.vote_json) {
+                    if let Some(guard) = groups
+                        .quiescence
+                        .append_arrives(group, &node, has_entries, &request.vote_json)
+                    {
                         *resume.lock().expect("resume guard") = Some(guard);
                     }
                     decode_append(request).ok()
@@ -290,18 +232,19 @@ impl RaftRpc for RaftGroups {
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let request = request.into_inner();
         if let Some(event) = self
-            .liveness
+            .quiescence
+            .liveness()
             .heard(request.node, request.incarnation, Contact::PingedUs)
         {
-            self.on_peer_event(request.node, event);
+            self.quiescence.on_peer_event(request.node, event);
         }
         Ok(Response::new(PingResponse {
-            incarnation: self.incarnation,
+            incarnation: self.quiescence.incarnation(),
         }))
     }
 
     async fn quiesce(&self, request: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
-        let quiet = self.quiesce_as_follower(request.into_inner());
+        let quiet = self.quiescence.quiesce_as_follower(request.into_inner());
         Ok(Response::new(QuiesceResponse { quiet }))
     }
 
@@ -312,7 +255,8 @@ impl RaftRpc for RaftGroups {
             serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // The target is about to campaign: it needs its timers back (the other voters wake
         // without racing it).
-        self.wake_for_transfer(request.group, &raft, *rpc.to_node_id());
+        self.quiescence
+            .wake_for_transfer(request.group, &raft, *rpc.to_node_id());
         let response = raft
             .handle_transfer_leader(rpc)
             .await
@@ -329,52 +273,13 @@ impl RaftRpc for RaftGroups {
             meta,
             snapshot: Cursor::new(request.data.to_vec()),
         };
-        let _resume = self.append_arrives(request.group, &raft, true, &request.vote_json);
+        let _resume = self
+            .quiescence
+            .append_arrives(request.group, &raft, true, &request.vote_json);
         let response = raft
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         json_response(&response)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::replication::types::log_id_of;
-    use crate::storage::{EntryId, RaftIndex};
-
-    fn log_id(term: u64, node: u64, index: u64) -> LogId {
-        log_id_of(&EntryId {
-            term,
-            leader_node: node,
-            index: RaftIndex(index),
-        })
-    }
-
-    #[test]
-    fn a_replica_that_lost_entries_votes_only_for_logs_that_hold_them() {
-        let lost = EntryId {
-            term: 5,
-            leader_node: 2,
-            index: RaftIndex(100),
-        };
-        let rule = CatchUpRule::after(LostAcknowledged::Through(lost), None);
-        assert!(rule.candidate_is_safe(Some(&log_id(5, 2, 100))));
-        assert!(rule.candidate_is_safe(Some(&log_id(5, 2, 140))));
-        assert!(rule.candidate_is_safe(Some(&log_id(6, 1, 90))), "a later leader's log");
-        assert!(!rule.candidate_is_safe(Some(&log_id(5, 2, 99))));
-        assert!(!rule.candidate_is_safe(Some(&log_id(4, 3, 500))));
-        assert!(!rule.candidate_is_safe(None));
-
-        // Unknown loss: only a log with an entry of a term after the replica's last vote.
-        let vote = StoredVote {
-            term: 7,
-            node: 1,
-            committed: false,
-        };
-        let rule = CatchUpRule::after(LostAcknowledged::Unknown, Some(vote));
-        assert!(!rule.candidate_is_safe(Some(&log_id(7, 3, 1_000))));
-        assert!(rule.candidate_is_safe(Some(&log_id(8, 1, 10))));
     }
 }

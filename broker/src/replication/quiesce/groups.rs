@@ -1,26 +1,46 @@
-//! Which partition groups are quiet on this broker, and every way one wakes: a write, an
-//! append, a campaign, a peer's restart or death. Kept on [`RaftGroups`] (the router that
-//! receives those messages) under one lock, so a write and a quiesce decision on a group are
-//! ordered.
+//! This broker's quiescence state ([`Quiescence`]): which partition groups are quiet here, the
+//! peers' liveness, and every way a group wakes — a write, an append, a campaign, a peer's
+//! restart or death. The Raft router (`raft_service`) and the replicas call into it; the rules
+//! it applies are the pure functions of [`rules`](super::rules).
+//!
+//! One lock over the quiet state, so a write and a quiesce decision on a group are ordered.
 
-use super::leader::follower_agrees;
 use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW};
-use super::{heartbeat_now, successor, Quiet};
-use crate::replication::raft_service::{PartitionRaftNode, RaftGroups};
+use super::rules::{
+    answer_candidate, follower_agrees, successor, Candidacy, CandidateAnswer, FollowerView, QuiesceProposal,
+};
+use super::{heartbeat_now, new_incarnation, Quiet};
+use crate::replication::raft_node::{HostedGroups, PartitionRaftNode};
+use crate::replication::types::{LogId, PartitionRaft, Vote};
 use openraft::async_runtime::watch::WatchReceiver;
 use proto::raft_v1::QuiesceRequest;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a quiet follower refuses candidates for a leader it hears pings from but no append:
-/// a leader alive enough to ping but not reaching this group (its core stopped, a link fault
-/// the pings do not share) must not keep the group leaderless. A live leader woken by the
-/// candidate reaches the group well within it.
-const REFUSAL_LIMIT: Duration = Duration::from_millis(750);
+/// This broker's quiescence state. Cheap to clone; clones share. Created with the broker's
+/// [`HostedGroups`] (to reach the Raft nodes it stops and wakes) and owned by its `RaftGroups`.
+#[derive(Clone)]
+pub struct Quiescence {
+    /// The Raft nodes hosted here.
+    hosted: HostedGroups,
+    /// Which groups are quiet, and per group the write requests seen and in flight. One lock:
+    /// a write and a quiesce decision on a group are ordered by it.
+    quiet: Arc<Mutex<QuietGroups>>,
+    /// When each peer broker last pinged this one and answered its pings.
+    liveness: PeerLiveness,
+    /// This process's incarnation, sent in pings.
+    incarnation: u64,
+    /// Set once this broker runs the failure detector (to how long a follower woken by a dead
+    /// leader waits before its election timer runs); until then it never agrees to quiesce, as
+    /// nothing would wake its groups if their leader died.
+    resume_delay: Arc<OnceLock<Duration>>,
+}
+
 /// Which groups are quiet here, and per group the writes seen and in flight.
 #[derive(Default)]
-pub(crate) struct QuietGroups {
+struct QuietGroups {
     quiet: HashMap<u64, Quiet>,
     /// Write requests seen per group: a change means the group was not idle.
     activity: HashMap<u64, u64>,
@@ -28,9 +48,9 @@ pub(crate) struct QuietGroups {
     writes_in_flight: HashMap<u64, u64>,
 }
 
-/// Restarts a woken group's timers when dropped (see [`RaftGroups::append_arrives`]).
+/// Restarts a woken group's timers when dropped (see [`Quiescence::append_arrives`]).
 pub(crate) struct ResumeTimers {
-    groups: RaftGroups,
+    groups: Quiescence,
     group: u64,
     raft: PartitionRaftNode,
 }
@@ -56,7 +76,7 @@ enum Restart {
 
 /// A write on its way through a group: while one is, the group's leader does not quiesce.
 pub(crate) struct WriteInFlight {
-    groups: RaftGroups,
+    groups: Quiescence,
     group: u64,
 }
 
@@ -72,12 +92,28 @@ impl Drop for WriteInFlight {
     }
 }
 
-impl RaftGroups {
+impl Quiescence {
+    /// Quiescence state for the groups in `hosted`; no group quiet, the failure detector off.
+    pub(crate) fn new(hosted: HostedGroups) -> Self {
+        Quiescence {
+            hosted,
+            quiet: Arc::default(),
+            liveness: PeerLiveness::default(),
+            incarnation: new_incarnation(),
+            resume_delay: Arc::default(),
+        }
+    }
+
+    /// The Raft nodes hosted here.
+    pub(crate) fn hosted(&self) -> &HostedGroups {
+        &self.hosted
+    }
+
     /// This broker runs the failure detector from now on and may agree to quiesce; a follower
     /// woken by a dead leader's silence restarts its election timer after `resume_delay`
     /// (unless it campaigns first).
     pub(crate) fn enable_quiescence(&self, resume_delay: Duration) {
-        let _ = self.quiescence.set(resume_delay);
+        let _ = self.resume_delay.set(resume_delay);
     }
 
     /// When each peer broker last pinged this one and answered its pings.
@@ -151,7 +187,7 @@ impl RaftGroups {
     /// as `restart` says. Returns what the quiet state was.
     fn wake_locked(&self, quiet: &mut QuietGroups, group: u64, restart: Restart) -> Option<Quiet> {
         let state = quiet.quiet.remove(&group)?;
-        let Some(raft) = self.get(group) else {
+        let Some(raft) = self.hosted.get(group) else {
             return Some(state);
         };
         if state.leading {
@@ -168,7 +204,7 @@ impl RaftGroups {
                 });
             }
             Restart::Later => {
-                let delay = self.quiescence.get().copied().unwrap_or(Duration::ZERO);
+                let delay = self.resume_delay.get().copied().unwrap_or(Duration::ZERO);
                 let groups = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -273,56 +309,78 @@ impl RaftGroups {
         }
     }
 
-    /// Whether a (pre-)vote request for `group` is refused because the group is quiet under a
-    /// leader that is alive — it pinged us within `ALIVE_WINDOW` — and the refusals have not
-    /// gone on for `REFUSAL_LIMIT` without an append from it. A leader refusing also wakes, so
-    /// the candidate hears from it. Otherwise a quiet group wakes and votes by openraft's rules
-    /// (which refuse while a lease from the leader's last contact holds).
-    pub(crate) fn refuses_for_live_quiet_leader(
-        &self,
-        group: u64,
-        rpc: &openraft::raft::VoteRequest<crate::replication::types::PartitionRaft>,
-    ) -> bool {
+    /// Whether a (pre-)vote request for `group` is refused because the group is quiet (see
+    /// [`answer_candidate`] for the rule: a quiet leader refuses and wakes, a quiet follower
+    /// refuses while its leader pinged us within `ALIVE_WINDOW`, for at most `REFUSAL_LIMIT`).
+    /// Otherwise a quiet group wakes and votes by openraft's rules (which refuse while a lease
+    /// from the leader's last contact holds).
+    pub(crate) fn refuses_candidate(&self, group: u64, rpc: &openraft::raft::VoteRequest<PartitionRaft>) -> bool {
         let mut quiet = self.quiet.lock().expect("quiet groups");
         let Some(state) = quiet.quiet.get_mut(&group) else {
             return false;
         };
-        let candidate = rpc.vote.leader_id().node_id;
-        if state.leading {
-            if !rpc.leadership_transfer {
-                self.wake_locked(&mut quiet, group, Restart::Now);
-                return true;
+        let leader_alive = !state.leading && self.liveness.pinged_us_within(state.leader, ALIVE_WINDOW);
+        let candidacy = Candidacy {
+            candidate: rpc.vote.leader_id().node_id,
+            leadership_transfer: rpc.leadership_transfer,
+        };
+        match answer_candidate(state, leader_alive, candidacy, Instant::now()) {
+            CandidateAnswer::Refuse { since } => {
+                state.refusing_since = Some(since);
+                true
             }
-        } else {
-            let leader_alive = self.liveness.pinged_us_within(state.leader, ALIVE_WINDOW);
-            let refusing_since = *state.refusing_since.get_or_insert_with(Instant::now);
-            let refuse = leader_alive
-                && !rpc.leadership_transfer
-                && candidate != state.leader
-                && refusing_since.elapsed() < REFUSAL_LIMIT;
-            if refuse {
-                return true;
+            CandidateAnswer::RefuseAndWake => {
+                self.wake_locked(&mut quiet, group, Restart::Now);
+                true
+            }
+            CandidateAnswer::WakeAndVote => {
+                self.wake_locked(&mut quiet, group, Restart::Later);
+                false
             }
         }
-        self.wake_locked(&mut quiet, group, Restart::Later);
-        false
     }
 
     /// The follower side of a `Quiesce` request: quiesces each group whose state matches the
-    /// leader's; returns those.
+    /// leader's (see [`follower_agrees`]); returns those.
     pub(crate) fn quiesce_as_follower(&self, request: QuiesceRequest) -> Vec<u64> {
-        if self.quiescence.get().is_none() {
+        let runs_failure_detector = self.resume_delay.get().is_some();
+        if !runs_failure_detector {
             return Vec::new();
         }
         let mut accepted = Vec::new();
         for item in request.groups {
-            let Some(raft) = self.get(item.group) else { continue };
-            if self.votes_held(item.group) {
-                continue;
-            }
-            let Some((voters, me)) = follower_agrees(&raft, request.leader, &item.vote_json, &item.last_json) else {
+            let Some(raft) = self.hosted.get(item.group) else {
                 continue;
             };
+            let (Ok(vote), Ok(last)) = (
+                serde_json::from_slice::<Vote>(&item.vote_json),
+                serde_json::from_slice::<LogId>(&item.last_json),
+            ) else {
+                continue;
+            };
+            let proposal = QuiesceProposal {
+                leader: request.leader,
+                vote,
+                last,
+            };
+            let (view, voters, me) = {
+                let receiver = raft.metrics();
+                let metrics = receiver.borrow_watched();
+                let view = FollowerView {
+                    runs_failure_detector,
+                    votes_held: self.hosted.votes_held(item.group),
+                    is_follower: metrics.state == openraft::ServerState::Follower,
+                    vote: metrics.vote,
+                    current_leader: metrics.current_leader,
+                    last_log_index: metrics.last_log_index,
+                    last_applied: metrics.last_applied,
+                };
+                let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+                (view, voters, metrics.id)
+            };
+            if !follower_agrees(&view, &proposal) {
+                continue;
+            }
             let state = Quiet {
                 leader: request.leader,
                 leading: false,

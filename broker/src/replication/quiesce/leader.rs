@@ -1,11 +1,13 @@
 //! The leader side of quiescence: every scan interval, the groups led here that have been idle
 //! long enough, with every follower holding (and having applied) the leader's last entry, are
 //! proposed to their followers in one `Quiesce` RPC per peer; a group whose followers all
-//! agreed stops its timers. Also the follower's check of such a proposal.
+//! agreed stops its timers. (The follower's side is `Quiescence::quiesce_as_follower`, its rule
+//! [`follower_agrees`](super::rules::follower_agrees).)
 
+use super::groups::Quiescence;
 use super::liveness::ping_peer;
 use super::Quiet;
-use crate::replication::raft_service::{PartitionRaftNode, RaftGroups};
+use crate::replication::raft_node::PartitionRaftNode;
 use crate::replication::types::{LogId, Vote};
 use crate::replication::PeerChannels;
 use bytes::Bytes;
@@ -59,7 +61,7 @@ pub struct QuiesceConfig {
 
 /// Starts the ping loops (one per peer) and the leader-side scan; they run for the life of the
 /// runtime, or until the returned handles are aborted.
-pub fn spawn(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) -> Vec<tokio::task::JoinHandle<()>> {
     groups.enable_quiescence(config.resume_delay);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
         .peers
@@ -81,7 +83,7 @@ pub fn spawn(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) 
 
 /// The leader side: every scan interval, quiesces the groups led here that have been idle for
 /// `quiesce_after` with every follower holding (and having applied) the leader's last entry.
-async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig) {
+async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) {
     let mut idle_since: HashMap<u64, IdleSince> = HashMap::new();
     let mut ticker = tokio::time::interval(SCAN_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,9 +91,9 @@ async fn scan(groups: RaftGroups, channels: PeerChannels, config: QuiesceConfig)
         ticker.tick().await;
         let mut proposals = Vec::new();
         let mut hosted = HashSet::new();
-        for (group, raft) in groups.all() {
+        for (group, raft) in groups.hosted().all() {
             hosted.insert(group);
-            if config.never.contains(&group) || groups.is_quiet(group) || groups.votes_held(group) {
+            if config.never.contains(&group) || groups.is_quiet(group) || groups.hosted().votes_held(group) {
                 idle_since.remove(&group);
                 continue;
             }
@@ -232,25 +234,4 @@ async fn ask_followers(
         .into_iter()
         .flatten()
         .collect()
-}
-
-/// The follower side of a quiesce request for one group: agrees if this replica follows the
-/// same leader under the same vote, holds exactly the leader's last entry and has applied it.
-pub(crate) fn follower_agrees(
-    raft: &PartitionRaftNode,
-    leader: u64,
-    vote_json: &[u8],
-    last_json: &[u8],
-) -> Option<(Vec<u64>, u64)> {
-    let vote: Vote = serde_json::from_slice(vote_json).ok()?;
-    let last: LogId = serde_json::from_slice(last_json).ok()?;
-    let receiver = raft.metrics();
-    let metrics = receiver.borrow_watched();
-    let agrees = metrics.state == openraft::ServerState::Follower
-        && metrics.vote == vote
-        && metrics.vote.committed
-        && metrics.current_leader == Some(leader)
-        && metrics.last_log_index == Some(last.index)
-        && metrics.last_applied.as_ref() == Some(&last);
-    agrees.then(|| (metrics.membership_config.membership().voter_ids().collect(), metrics.id))
 }

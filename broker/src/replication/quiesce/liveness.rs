@@ -2,7 +2,7 @@
 //! [`PeerLiveness`] keeps when each peer last pinged us and last answered, with its
 //! incarnation (a restart shows as a new one).
 
-use crate::replication::raft_service::RaftGroups;
+use super::groups::Quiescence;
 use crate::replication::PeerChannels;
 use proto::raft_v1::raft_client::RaftClient;
 use proto::raft_v1::PingRequest;
@@ -121,7 +121,7 @@ impl PeerLiveness {
 /// Pings `peer` every [`PING_INTERVAL`] for the life of the task; declares it dead (and wakes
 /// the quiet groups it led) once its pings stop reaching us.
 pub(super) async fn ping_peer(
-    groups: RaftGroups,
+    groups: Quiescence,
     channels: PeerChannels,
     me: u64,
     peer: u64,

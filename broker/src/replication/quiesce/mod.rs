@@ -30,20 +30,28 @@
 //! idling.
 
 //!
-//! Parts: [`liveness`] (the per-peer failure detector and its ping loops), `groups` (which
-//! groups are quiet on this broker, and every way one wakes), [`leader`] (the leader-side scan
-//! that quiesces idle groups, and the follower's check of a quiesce request).
+//! Parts: [`rules`] (the rules as pure functions: a follower agrees to go quiet, a quiet
+//! replica answers a candidate — the refusal window —, which follower campaigns first),
+//! [`liveness`] (the per-peer failure detector and its ping loops), [`groups`] ([`Quiescence`]:
+//! which groups are quiet on this broker, and every way one wakes), [`leader`] (the leader-side
+//! scan that quiesces idle groups).
+//!
+//! Dependencies: this module owns its state and reaches the Raft nodes through
+//! [`HostedGroups`](super::raft_node::HostedGroups); the Raft router (`raft_service`) and the
+//! replicas call into it, never the other way round.
 
-mod groups;
+pub mod groups;
 pub mod leader;
 pub mod liveness;
+pub mod rules;
 
-pub(crate) use groups::{QuietGroups, ResumeTimers, WriteInFlight};
+pub use groups::Quiescence;
+pub(crate) use groups::{ResumeTimers, WriteInFlight};
 pub use leader::{spawn, QuiesceConfig};
 pub(crate) use liveness::Contact;
 pub use liveness::PeerLiveness;
 
-use super::raft_service::PartitionRaftNode;
+use super::raft_node::PartitionRaftNode;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -64,7 +72,7 @@ pub(crate) struct Quiet {
     /// Whether this follower campaigns first when the leader dies (the voter after the leader).
     pub campaigns_first: bool,
     /// When this follower first refused a candidate because the leader looked alive, with no
-    /// append from the leader since: refusals stop a while after (see `REFUSAL_LIMIT`).
+    /// append from the leader since: refusals stop a while after (see [`rules::REFUSAL_LIMIT`]).
     pub refusing_since: Option<Instant>,
 }
 
@@ -84,26 +92,4 @@ pub(crate) fn new_incarnation() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The voter that campaigns first when `leader` dies: the next one after it in id order.
-pub(crate) fn successor(voters: &[u64], leader: u64) -> Option<u64> {
-    let mut sorted = voters.to_vec();
-    sorted.sort_unstable();
-    let position = sorted.iter().position(|v| *v == leader)?;
-    let next = sorted[(position + 1) % sorted.len()];
-    (next != leader).then_some(next)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_voter_after_the_leader_campaigns_first() {
-        assert_eq!(successor(&[3, 1, 2], 1), Some(2));
-        assert_eq!(successor(&[3, 1, 2], 3), Some(1), "wraps around");
-        assert_eq!(successor(&[1], 1), None, "nobody else");
-        assert_eq!(successor(&[1, 2], 5), None, "the leader is not a voter");
-    }
 }

@@ -1,0 +1,143 @@
+//! The one way a handler answers a refusal: handlers return `Result<Response, Refusal>` (a
+//! [`Refusal`]: wire code, message, and whom to retry at), and [`answer`] puts a refusal into the
+//! RPC's response through [`Refused`]. The code always comes from
+//! [`error_codes`](super::error_codes), the single wire mapping.
+
+use super::error_codes::{controller_error_code, replication_error_code};
+use crate::controller::ControllerError;
+use crate::replication::ReplicationError;
+use proto::v1::{
+    ErrorCode, FetchResponse, InitProducerIdResponse, ListOffsetsResponse, ProduceResponse, TopicResult,
+    TransferLeadershipResponse,
+};
+
+/// Why a request was refused, in wire terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Refusal {
+    /// The wire error code.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Where to retry: the partition's leader (or, for controller requests, the controller).
+    pub leader: Option<u64>,
+}
+
+impl Refusal {
+    /// A refusal the API decides itself (lookup, validation), naming no leader.
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            leader: None,
+        }
+    }
+
+    /// A replication error, naming no leader (see [`Self::naming`]).
+    pub(super) fn replication(error: &ReplicationError) -> Self {
+        Refusal::new(replication_error_code(error), error.to_string())
+    }
+
+    /// A controller error; `controller` is the controller leader as this broker knows it.
+    pub(super) fn controller(error: &ControllerError, controller: Option<u64>) -> Self {
+        Refusal::new(controller_error_code(error), error.to_string()).naming(controller)
+    }
+
+    /// The same refusal, naming `leader` as the one to retry at.
+    pub(super) fn naming(self, leader: Option<u64>) -> Self {
+        Refusal { leader, ..self }
+    }
+}
+
+/// The response to send: the handler's, or its refusal.
+pub(super) fn answer<R: Refused>(result: Result<R, Refusal>) -> R {
+    result.unwrap_or_else(R::refused)
+}
+
+/// A response that can carry a [`Refusal`]: every other field is left empty.
+pub(super) trait Refused {
+    /// The response refusing the request.
+    fn refused(refusal: Refusal) -> Self;
+}
+
+/// The partition RPCs' responses: a refusal is `error`, `message` and the `leader` to retry at,
+/// every other field empty.
+macro_rules! refused_naming_the_leader {
+    ($($response:ty),*) => {$(
+        impl Refused for $response {
+            // (Some of these responses have no other field.)
+            #[allow(clippy::needless_update)]
+            fn refused(refusal: Refusal) -> Self {
+                Self {
+                    error: refusal.code as i32,
+                    message: refusal.message,
+                    leader: refusal.leader,
+                    ..Self::default()
+                }
+            }
+        }
+    )*};
+}
+
+refused_naming_the_leader!(
+    ProduceResponse,
+    FetchResponse,
+    ListOffsetsResponse,
+    TransferLeadershipResponse
+);
+
+impl Refused for InitProducerIdResponse {
+    fn refused(refusal: Refusal) -> Self {
+        InitProducerIdResponse {
+            error: refusal.code as i32,
+            message: refusal.message,
+            producer_id: -1,
+            producer_epoch: -1,
+            controller: refusal.leader,
+        }
+    }
+}
+
+impl Refused for TopicResult {
+    /// Without the topic's name: set it on the result.
+    fn refused(refusal: Refusal) -> Self {
+        TopicResult {
+            name: String::new(),
+            error: refusal.code as i32,
+            message: refusal.message,
+            controller: refusal.leader,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_fills_only_the_error_fields() {
+        let refusal = Refusal::new(ErrorCode::NotLeader, "elsewhere").naming(Some(3));
+        let produce = ProduceResponse::refused(refusal.clone());
+        assert_eq!(
+            produce,
+            ProduceResponse {
+                error: ErrorCode::NotLeader as i32,
+                message: "elsewhere".into(),
+                base_offset: None,
+                leader: Some(3),
+                duplicate: false,
+            }
+        );
+        let init = InitProducerIdResponse::refused(refusal);
+        assert_eq!(
+            (init.producer_id, init.producer_epoch, init.controller),
+            (-1, -1, Some(3))
+        );
+        let timeout = ReplicationError::Timeout {
+            group: 4,
+            what: "a leader".into(),
+        };
+        let refusal = Refusal::replication(&timeout);
+        assert_eq!((refusal.code, refusal.leader), (ErrorCode::RequestTimedOut, None));
+        assert!(refusal.message.contains("group 4"), "{}", refusal.message);
+    }
+}

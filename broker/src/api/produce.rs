@@ -1,0 +1,32 @@
+//! The produce RPC: validate the request into a batch and acks (`convert`), append it on the
+//! partition's local replica (`PartitionReplica::append`), answer with its offset or the refusal.
+
+use super::answer::Refusal;
+use super::convert;
+use super::service::BrokerApi;
+use proto::v1::{ErrorCode, ProduceRequest, ProduceResponse};
+use tokio::time::Instant;
+
+/// Appends the request's batch; a `NOT_LEADER` refusal names the leader to retry at.
+pub(super) async fn produce(api: &BrokerApi, request: ProduceRequest) -> Result<ProduceResponse, Refusal> {
+    let replica = api.replica(&request.topic, request.partition)?;
+    let max_message_bytes = api
+        .controller()
+        .metadata()
+        .topics
+        .get(&request.topic)
+        .map_or(u32::MAX, |t| t.config.max_message_bytes);
+    let produce = convert::produce(request, max_message_bytes)?;
+    let deadline = Instant::now() + produce.timeout;
+    let outcome = replica
+        .append(produce.batch, produce.acks, deadline)
+        .await
+        .map_err(|error| Refusal::replication(&error).naming(error.leader()))?;
+    Ok(ProduceResponse {
+        error: ErrorCode::None as i32,
+        message: String::new(),
+        base_offset: outcome.base_offset.map(|offset| offset.0),
+        leader: None,
+        duplicate: outcome.duplicate,
+    })
+}

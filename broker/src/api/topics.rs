@@ -1,0 +1,138 @@
+//! The metadata and topic RPCs: Metadata and DescribeTopics (brokers, controller, and per
+//! partition its replicas and — from the local replica's status — leader and ISR), CreateTopics
+//! and DeleteTopics (commands submitted to the controller).
+
+use super::answer::{Refusal, Refused};
+use super::service::BrokerApi;
+use super::topic_config::{log_config_from_map, log_config_to_map};
+use crate::controller::metadata::{MetadataCommand, TopicMetadata};
+use proto::v1::{
+    BrokerDescription, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, MetadataRequest, MetadataResponse,
+    PartitionDescription, TopicDescription, TopicResult, TopicResults,
+};
+
+/// The cluster as this broker knows it, for the requested topics (all when none are named);
+/// `detailed` (DescribeTopics) adds offsets, quiet state and configs.
+pub(super) fn metadata(api: &BrokerApi, request: MetadataRequest, detailed: bool) -> MetadataResponse {
+    let metadata = api.controller().metadata();
+    let names: Vec<String> = if request.topics.is_empty() {
+        metadata.topics.keys().cloned().collect()
+    } else {
+        request.topics
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| match metadata.topics.get(&name) {
+            Some(topic) => describe_topic(api, topic, detailed),
+            None => TopicDescription {
+                name: name.clone(),
+                error: ErrorCode::UnknownTopicOrPartition as i32,
+                message: format!("unknown topic {name:?}"),
+                ..TopicDescription::default()
+            },
+        })
+        .collect();
+    MetadataResponse {
+        brokers: metadata
+            .brokers
+            .values()
+            .map(|b| BrokerDescription {
+                id: b.id,
+                address: b.address.clone(),
+                rack: b.rack.clone(),
+            })
+            .collect(),
+        controller: api.controller().leader(),
+        topics,
+    }
+}
+
+fn describe_topic(api: &BrokerApi, topic: &TopicMetadata, detailed: bool) -> TopicDescription {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|assignment| {
+            let mut description = PartitionDescription {
+                partition: assignment.partition,
+                replicas: assignment.replicas.clone(),
+                ..PartitionDescription::default()
+            };
+            if let Some(replica) = api.partitions().get(&topic.name, assignment.partition) {
+                let status = replica.status(api.isr_bounds());
+                description.leader = status.leader;
+                description.isr = status.isr;
+                if detailed {
+                    description.high_watermark = Some(status.high_watermark.0);
+                    description.log_start_offset = Some(status.log_start_offset.0);
+                    description.caught_up = status.caught_up;
+                    description.held_from_elections = status.held_from_elections;
+                    description.quiescent = status.quiescent;
+                }
+            }
+            description
+        })
+        .collect();
+    TopicDescription {
+        name: topic.name.clone(),
+        error: ErrorCode::None as i32,
+        message: String::new(),
+        replication_factor: topic.replication_factor,
+        partitions,
+        configs: if detailed {
+            log_config_to_map(&topic.config)
+        } else {
+            Default::default()
+        },
+    }
+}
+
+/// Creates each topic, one controller command each.
+pub(super) async fn create(api: &BrokerApi, request: CreateTopicsRequest) -> TopicResults {
+    let mut results = Vec::new();
+    for spec in request.topics {
+        let command = log_config_from_map(&spec.configs)
+            .map(|config| MetadataCommand::CreateTopic {
+                name: spec.name.clone(),
+                partitions: spec.partitions,
+                replication_factor: spec.replication_factor,
+                config,
+            })
+            .map_err(|message| Refusal::new(ErrorCode::InvalidConfig, message));
+        results.push(topic_command(api, spec.name, command).await);
+    }
+    TopicResults { results }
+}
+
+/// Deletes each topic, one controller command each.
+pub(super) async fn delete(api: &BrokerApi, request: DeleteTopicsRequest) -> TopicResults {
+    let mut results = Vec::new();
+    for name in request.topics {
+        let command = Ok(MetadataCommand::DeleteTopic { name: name.clone() });
+        results.push(topic_command(api, name, command).await);
+    }
+    TopicResults { results }
+}
+
+/// Submits `command` for topic `name` (unless converting the request already failed).
+async fn topic_command(api: &BrokerApi, name: String, command: Result<MetadataCommand, Refusal>) -> TopicResult {
+    let outcome = match command {
+        Ok(command) => api
+            .controller()
+            .submit(command)
+            .await
+            .map_err(|error| Refusal::controller(&error, api.controller().leader())),
+        Err(refusal) => Err(refusal),
+    };
+    match outcome {
+        Ok(()) => TopicResult {
+            name,
+            error: ErrorCode::None as i32,
+            message: String::new(),
+            controller: None,
+        },
+        Err(refusal) => TopicResult {
+            name,
+            ..TopicResult::refused(refusal)
+        },
+    }
+}

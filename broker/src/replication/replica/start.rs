@@ -1,0 +1,211 @@
+//! Start-up and shutdown of a replica, group membership, and vote holding: a replica whose
+//! storage lost entries it had acknowledged takes no part in elections until it holds them
+//! again (see `CatchUpRule`).
+
+use super::{PartitionReplica, ReplicaHost, ReplicationError};
+use crate::replication::catch_up::CatchUpRule;
+use crate::replication::idempotence::InFlightBatches;
+use crate::replication::log_store::PartitionLogStore;
+use crate::replication::network::GroupNetworkFactory;
+use crate::replication::raft_node::{HostedGroups, PartitionRaftNode};
+use crate::replication::state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
+use crate::storage::{LogConfig, RaftIndex, SegmentLog};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The observer's restore point, if the log still holds its last applied entry (same index, same
+/// term and leader); otherwise the observer is told to start over from the whole log. A state
+/// machine ahead of its log would make openraft purge the log up to it, so it is never used.
+fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: u64) -> Option<AppliedState> {
+    let point = observer.restore_point()?;
+    let Some(last) = point.last_applied_entry() else {
+        return Some(point);
+    };
+    let held = log
+        .read_entries(last.index, RaftIndex(last.index.0 + 1))
+        .ok()
+        .and_then(|entries| entries.into_iter().next())
+        .is_some_and(|entry| entry.id == last);
+    if held {
+        tracing::info!(
+            group,
+            index = last.index.0,
+            "state machine resumes from its persisted state"
+        );
+        Some(point)
+    } else {
+        tracing::warn!(
+            group,
+            index = last.index.0,
+            "the log does not hold the persisted state's last entry: rebuilding from the log"
+        );
+        observer.restore_rejected();
+        None
+    }
+}
+
+/// Waits until `rule` is met, then lets the replica vote and campaign again.
+async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, hosted: HostedGroups, group: u64, rule: CatchUpRule) {
+    if raft
+        .wait(None)
+        .metrics(|m| rule.is_met(m), "holds every entry it had acknowledged")
+        .await
+        .is_ok()
+    {
+        raft.runtime_config().elect(true);
+        hosted.release_votes(group);
+        tracing::info!(
+            group,
+            "caught up after losing acknowledged entries: takes part in elections again"
+        );
+    }
+}
+
+impl PartitionReplica {
+    /// Opens the log in `dir` and starts the Raft node of `group` on `host`, reachable through
+    /// the host's group router. An `observer` sees every committed batch (the controller uses
+    /// it to build cluster metadata).
+    pub async fn start(
+        host: &ReplicaHost,
+        group: u64,
+        dir: &Path,
+        log_config: LogConfig,
+        observer: Option<Arc<dyn BatchObserver>>,
+    ) -> Result<PartitionReplica, ReplicationError> {
+        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
+        if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
+            tracing::warn!(group, ?report, "partition log recovered");
+        }
+        let caught_up = report
+            .lost_acknowledged
+            .map(|lost| CatchUpRule::after(lost, log.vote()));
+        let raft_config = match caught_up {
+            // Elections stay off from the very first tick, not from a moment after start.
+            Some(_) => Arc::new(openraft::Config {
+                enable_elect: false,
+                ..(*host.raft_config).clone()
+            }),
+            None => Arc::clone(&host.raft_config),
+        };
+        let state_machine = match observer {
+            Some(observer) => {
+                let start = restore_point_held_by(&log, observer.as_ref(), group);
+                PartitionStateMachine::with_observer(observer, start)
+            }
+            None => PartitionStateMachine::new(),
+        };
+        let store = PartitionLogStore::new(log);
+        let log = store.log();
+        let appended = store.append_notifier();
+        let applied_next_offset = state_machine.applied_next_offset();
+        let producers = state_machine.producers();
+        let network = GroupNetworkFactory::new(group, host.peers.clone());
+        let raft = openraft::Raft::new(host.node_id, raft_config, network, store, state_machine)
+            .await
+            .map_err(|e| ReplicationError::Raft {
+                group,
+                message: e.to_string(),
+            })?;
+        let hosted = host.groups.hosted();
+        // (A hold left by an earlier start of this group in this process would outlive it.)
+        hosted.release_votes(group);
+        if let Some(rule) = caught_up {
+            hosted.hold_votes(group, rule);
+            tracing::warn!(
+                group,
+                lost = ?report.lost_acknowledged,
+                "storage lost entries this replica had acknowledged: it takes no part in elections until it has them back"
+            );
+            tokio::spawn(rejoin_elections_once_caught_up(
+                raft.clone(),
+                hosted.clone(),
+                group,
+                rule,
+            ));
+        }
+        hosted.insert(group, raft.clone());
+        Ok(PartitionReplica {
+            group,
+            raft,
+            log,
+            applied_next_offset,
+            appended,
+            groups: host.groups.clone(),
+            producers,
+            in_flight: Arc::new(tokio::sync::Mutex::new(InFlightBatches::default())),
+            proposals: watch::Sender::new(0),
+            lease: Duration::from_millis(host.raft_config.election_timeout_max),
+            renewing_since: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Adds `node` (reachable at `address`) as a non-voting learner; only the leader can.
+    pub async fn add_learner(&self, node: u64, address: String) -> Result<(), ReplicationError> {
+        self.raft
+            .add_learner(node, BasicNode { addr: address }, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ReplicationError::NotLeader {
+                    group: self.group,
+                    leader: forward.leader_id,
+                },
+                other => ReplicationError::Raft {
+                    group: self.group,
+                    message: other.to_string(),
+                },
+            })
+    }
+
+    /// The voters and learners of the group, by node id.
+    pub fn members(&self) -> Vec<u64> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Forms the group with `members` (node id → Raft address) if it has never been formed;
+    /// a no-op on a group that already has a membership.
+    pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<(), ReplicationError> {
+        let members: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, address)| (id, BasicNode { addr: address }))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ReplicationError::Raft {
+                group: self.group,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Stops the Raft node and closes the log durably.
+    pub async fn shutdown(&self) -> Result<(), ReplicationError> {
+        self.groups.remove(self.group);
+        self.raft.shutdown().await.map_err(|e| ReplicationError::Raft {
+            group: self.group,
+            message: e.to_string(),
+        })?;
+        let mut log = self.log.write().map_err(|_| self.poisoned())?;
+        Ok(log.close()?)
+    }
+}

@@ -1,0 +1,109 @@
+//! What a replica reports of its partition ([`ReplicaStatus`]): leader, voters, in-sync
+//! replicas and offsets, for metadata and operators.
+//!
+//! The ISR is the leader's view, so only a leader that may serve reports one: a leader whose
+//! lease lapsed (cut off from its quorum, see `lease`) reports no ISR and no leadership — it
+//! would otherwise present followers it has not heard from for seconds as in sync, and itself
+//! as the partition's leader, while another replica may already lead.
+
+use super::lease::{lease_standing, LeaseStanding};
+use super::read::CommittedOffsets;
+use super::PartitionReplica;
+use crate::replication::isr::{in_sync_replicas, FollowerProgress, IsrBounds};
+use crate::storage::Offset;
+use openraft::async_runtime::watch::WatchReceiver;
+
+/// What a replica knows of its partition, for metadata and operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The leader, if known (never this replica while its lease has lapsed).
+    pub leader: Option<u64>,
+    /// Whether this replica is that leader (and its lease has not lapsed).
+    pub is_leader: bool,
+    /// Voting replicas of the group.
+    pub voters: Vec<u64>,
+    /// In-sync replicas (computed on a leader whose lease has not lapsed; empty elsewhere).
+    pub isr: Vec<u64>,
+    /// Replicas holding everything the leader holds (leader's view; empty elsewhere).
+    pub caught_up: Vec<u64>,
+    /// The high watermark as this replica knows it.
+    pub high_watermark: Offset,
+    /// First offset in the local log.
+    pub log_start_offset: Offset,
+    /// Next offset of the local log (including uncommitted entries).
+    pub log_end_offset: Offset,
+    /// This replica lost entries it had acknowledged and takes no part in elections until it
+    /// has them back.
+    pub held_from_elections: bool,
+    /// The group is quiet here: idle, its Raft timers stopped (see `replication::quiesce`).
+    pub quiescent: bool,
+}
+
+impl PartitionReplica {
+    /// Leader, voters, ISR and offsets of this replica.
+    pub fn status(&self, bounds: IsrBounds) -> ReplicaStatus {
+        use openraft::Instant as _;
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let quiescent = self.groups.is_quiet(self.group);
+        let leads = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
+        let lapsed = leads && lease_standing(self.lease_facts(&metrics, quiescent)) == LeaseStanding::Lapsed;
+        let is_leader = leads && !lapsed;
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let (isr, caught_up) = if is_leader {
+            let followers: Vec<FollowerProgress> = voters
+                .iter()
+                .map(|node| FollowerProgress {
+                    node: *node,
+                    matched_index: metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(node).cloned().flatten())
+                        .map(|log_id| log_id.index),
+                    // A quiet group exchanges nothing: its followers all held the last entry
+                    // when it quiesced, and are as responsive as their brokers' pings.
+                    since_last_ack: if quiescent {
+                        self.groups.liveness().since_answered(*node)
+                    } else {
+                        metrics
+                            .heartbeat
+                            .as_ref()
+                            .and_then(|h| h.get(node).cloned().flatten())
+                            .map(|at| at.elapsed())
+                    },
+                })
+                .collect();
+            (
+                in_sync_replicas(metrics.id, metrics.last_log_index, &followers, bounds),
+                in_sync_replicas(
+                    metrics.id,
+                    metrics.last_log_index,
+                    &followers,
+                    IsrBounds {
+                        max_lag_entries: 0,
+                        max_lag_time: bounds.max_lag_time,
+                    },
+                ),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let offsets = self.committed_offsets().unwrap_or(CommittedOffsets {
+            log_start_offset: Offset(0),
+            high_watermark: self.high_watermark(),
+            log_end_offset: Offset(0),
+        });
+        ReplicaStatus {
+            // A lapsed leader does not know who leads now.
+            leader: if lapsed { None } else { metrics.current_leader },
+            is_leader,
+            voters,
+            isr,
+            caught_up,
+            high_watermark: offsets.high_watermark,
+            log_start_offset: offsets.log_start_offset,
+            log_end_offset: offsets.log_end_offset,
+            held_from_elections: self.groups.votes_held(self.group),
+            quiescent,
+        }
+    }
+}
