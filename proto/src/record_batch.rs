@@ -273,6 +273,14 @@ impl ProducerStamp {
     };
 }
 
+/// Now as a record timestamp: milliseconds since the Unix epoch (0 if the clock is before it).
+/// The one clock reading the producer, the log and the broker stamp batches and segments with.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The sequence number `count` records after `sequence`: sequences wrap from `i32::MAX` to 0,
 /// as in Kafka, so a producer never runs out of them.
 pub fn next_sequence(sequence: i32, count: i32) -> i32 {

@@ -36,8 +36,8 @@ impl BrokerApi {
     /// The tonic service to mount.
     pub fn into_service(self) -> BrokerServer<BrokerApi> {
         BrokerServer::new(self)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES)
     }
 
     /// This broker's controller replica.

@@ -18,7 +18,6 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 /// The log store of one partition replica.
@@ -93,12 +92,6 @@ impl PartitionLogStore {
     pub fn log(&self) -> Arc<RwLock<SegmentLog>> {
         Arc::clone(&self.log)
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn lock_poisoned() -> io::Error {
@@ -244,8 +237,12 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
             .collect::<io::Result<Vec<_>>>()?;
         let offsets = {
             let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-            log.append(entries, now_ms(), Box::new(move |result| callback.io_completed(result)))
-                .map_err(io::Error::from)?
+            log.append(
+                entries,
+                proto::record_batch::now_ms(),
+                Box::new(move |result| callback.io_completed(result)),
+            )
+            .map_err(io::Error::from)?
         };
         let appended: Vec<(ProposalToken, Offset)> = tokens.into_iter().zip(offsets).collect();
         self.appended.appended(&appended);

@@ -6,6 +6,7 @@
 //! retried batch is answered with its original offset instead of being appended again.
 
 use crate::storage::Offset;
+use proto::record_batch::next_sequence;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -35,14 +36,9 @@ impl BatchIdentity {
             producer_id,
             epoch,
             first_sequence,
-            last_sequence: advance(first_sequence, record_count - 1),
+            last_sequence: next_sequence(first_sequence, record_count - 1),
         }
     }
-}
-
-/// `sequence + by`, wrapping from `i32::MAX` to 0.
-fn advance(sequence: i32, by: i32) -> i32 {
-    ((i64::from(sequence) + i64::from(by)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 /// Whether `a` comes at or before `b` in wrapping sequence order (within half the range).
@@ -134,7 +130,7 @@ pub fn judge(epoch_and_last: Option<(i16, Option<i32>)>, batch: &BatchIdentity) 
         Some((_, None)) if batch.first_sequence == 0 => SequenceVerdict::Append,
         Some((_, None)) => SequenceVerdict::Gap { expected: 0 },
         Some((_, Some(last))) => {
-            let expected = advance(last, 1);
+            let expected = next_sequence(last, 1);
             if batch.first_sequence == expected {
                 SequenceVerdict::Append
             } else if sequence_at_or_before(batch.first_sequence, last) {

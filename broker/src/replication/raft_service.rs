@@ -87,8 +87,8 @@ impl RaftGroups {
     /// The tonic service to mount on the broker's internal listener.
     pub fn service(&self) -> RaftServer<RaftGroups> {
         RaftServer::new(self.clone())
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES)
     }
 
     /// Hands one append to its group; answers with openraft's response as JSON. An append

@@ -72,12 +72,6 @@ pub struct Producer {
     shared: Arc<Shared>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Producer {
     /// A producer over `cluster` with `config`.
     pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Result<Producer, ProduceError> {

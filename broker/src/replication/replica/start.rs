@@ -16,14 +16,8 @@ use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The observer's restore point, if the log still holds its last applied entry (same index, same
 /// term and leader); otherwise the observer is told to start over from the whole log. A state
@@ -84,7 +78,7 @@ impl PartitionReplica {
         log_config: LogConfig,
         observer: Option<Arc<dyn BatchObserver>>,
     ) -> Result<PartitionReplica, ReplicationError> {
-        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), now_ms())?;
+        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), proto::record_batch::now_ms())?;
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }
