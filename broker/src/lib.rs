@@ -10,6 +10,8 @@
 //! - [`controller`]: cluster metadata (brokers, topics, assignments) in Raft group 0.
 //! - [`partition`]: the partition replicas this broker hosts, kept in line with the metadata.
 //! - [`api`]: the wire ⇄ domain boundary; today the error-code mapping.
+//! - [`metrics`]: the Prometheus recorder and the admin HTTP endpoint (`/metrics`, `/health`,
+//!   `/ready`).
 //! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!
@@ -24,6 +26,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod perf;

@@ -33,15 +33,9 @@ impl LocalCluster {
             .map(|l| l.local_addr().map(|a| a.to_string()))
             .collect::<Result<_, _>>()?;
         drop(listeners);
-        let brokers = super::dev::spawn_local_brokers(&addresses, dir, Some("error"), env)?;
+        let brokers = super::dev::spawn_local_brokers(&addresses, None, dir, Some("error"), env)?;
         let cluster = connect(&addresses.join(","));
-        let started = Instant::now();
-        while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < 3 {
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("brokers did not register within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::dev::wait_until_registered(&cluster, 3, Duration::from_secs(60)).await?;
         Ok(LocalCluster {
             brokers,
             cluster,
