@@ -15,6 +15,10 @@ struct Cli {
     /// A broker to contact (comma-separated for several); defaults to where `broker dev` listens.
     #[arg(long, global = true, env = "BROKER_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// How admin commands print results: `text` for people, `json` for scripts (field names
+    /// are stable, see docs/operations.md). Exit codes: 0 done, 1 failed, 2 bad usage.
+    #[arg(long, global = true, value_enum, default_value_t = cli::output::OutputFormat::Text)]
+    output: cli::output::OutputFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,10 +147,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Dev(args) => cli::dev::run(args).await,
-            Command::Topic { command } => admin::topic(&cli.bootstrap, command).await,
+            Command::Topic { command } => admin::topic(&cli.bootstrap, command, cli.output).await,
             Command::Cluster {
                 command: ClusterCommand::Status,
-            } => admin::cluster_status(&cli.bootstrap).await,
+            } => admin::cluster_status(&cli.bootstrap, cli.output).await,
             Command::Produce { topic, partition, acks } => {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }
