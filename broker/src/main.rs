@@ -5,7 +5,7 @@ mod cli;
 
 use anyhow::Context;
 use broker::perf::storage::{self, StoragePerfOptions};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::admin::{self, StartAt, TopicCommand};
 use std::path::PathBuf;
 
@@ -67,6 +67,11 @@ enum Command {
         /// Stop after this many records.
         #[arg(long)]
         max: Option<usize>,
+    },
+    /// Print a shell completion script (`broker completions bash > /etc/bash_completion.d/broker`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Benchmarks that ship with the broker.
     Perf {
@@ -167,6 +172,10 @@ fn main() -> anyhow::Result<()> {
                     (false, None) => StartAt::End,
                 };
                 admin::consume(&cli.bootstrap, &topic, partition, start, max).await
+            }
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "broker", &mut std::io::stdout());
+                Ok(())
             }
             Command::Perf {
                 target: PerfTarget::Storage(args),

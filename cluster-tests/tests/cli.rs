@@ -193,3 +193,23 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     let after = stdout(&cli(&bootstrap, &["topic", "list"], None));
     assert!(!after.contains("clicks"), "{after}");
 }
+
+#[test]
+fn shell_completions_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = cli("127.0.0.1:1", &["completions", shell], None);
+        assert!(
+            output.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let script = stdout(&output);
+        for word in ["topic", "cluster", "consume", "perf"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    assert_eq!(
+        cli("127.0.0.1:1", &["completions", "tcsh"], None).status.code(),
+        Some(2)
+    );
+}
