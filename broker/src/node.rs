@@ -182,6 +182,11 @@ pub async fn run(
     // logs; `/ready` says so until the controller is known.
     let started: Arc<OnceLock<Started>> = Arc::new(OnceLock::new());
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    if admin.is_some() {
+        // Installed before anything records, so no count from start-up is lost; without an
+        // admin listener nothing is installed and the `metrics` macros cost a no-op call.
+        crate::metrics::recorder();
+    }
     let admin_task = admin.map(|listener| {
         let probes = admin_probes(config.node_id, Arc::clone(&started));
         tokio::spawn(async move {
@@ -247,6 +252,7 @@ pub async fn run(
     // may never close on their own, so the drain is bounded.
     let (draining, drain_started) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(crate::metrics::requests::RequestMetricsLayer)
         .add_service(host.groups.service())
         .add_service(api.into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {

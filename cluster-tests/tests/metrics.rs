@@ -144,6 +144,27 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
         .find(|sample| sample.metric == "storage_fsyncs_total")
         .expect("storage_fsyncs_total exported");
     assert!(matches!(fsyncs.value, Value::Counter(_)), "{:?}", fsyncs.value);
+    // Every request is counted and timed per API: the produce requests went to the partitions'
+    // leaders, spread over the brokers.
+    let mut produce_requests = 0.0;
+    let mut produce_timings = 0;
+    for admin in &admins {
+        let scrape = scrape(admin).await;
+        for sample in &scrape.samples {
+            if sample.labels.get("api") != Some("Produce") {
+                continue;
+            }
+            match &sample.value {
+                Value::Counter(n) if sample.metric == "broker_requests_total" => produce_requests += n,
+                Value::Histogram(buckets) if sample.metric == "broker_request_duration_seconds" => {
+                    produce_timings += buckets.last().map_or(0.0, |b| b.count) as u64
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(produce_requests >= 1.0, "no Produce request counted");
+    assert_eq!(produce_timings as f64, produce_requests, "every Produce request timed");
     wait_for_scrapes(&admins, "no under-replicated partition", |scrapes| {
         scrapes
             .iter()

@@ -2,7 +2,8 @@
 //! admin HTTP endpoint that serves it (`/metrics`, `/health`, `/ready`).
 //!
 //! Owns: the one process-wide recorder ([`recorder`]), its histogram buckets, and the admin
-//! listener ([`endpoint`]). Subsystems record through the `metrics` macros in their own
+//! listener ([`endpoint`]), and the per-request counts and latencies measured around the gRPC
+//! server ([`requests`]). Subsystems record through the `metrics` macros in their own
 //! `metrics.rs` (e.g. `storage/metrics.rs`); nothing here knows their names. Pure cores record
 //! nothing.
 //!
@@ -14,6 +15,7 @@
 //! through a closure the node gives it.
 
 pub mod endpoint;
+pub mod requests;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
