@@ -144,6 +144,19 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
         .find(|sample| sample.metric == "storage_fsyncs_total")
         .expect("storage_fsyncs_total exported");
     assert!(matches!(fsyncs.value, Value::Counter(_)), "{:?}", fsyncs.value);
+    // Every flush round is timed: the histogram's count is the rounds counter.
+    let rounds = value(&after, "storage_flush_rounds_total");
+    let timed = after
+        .samples
+        .iter()
+        .find_map(|sample| match &sample.value {
+            Value::Histogram(buckets) if sample.metric == "storage_flush_round_duration_seconds" => {
+                buckets.last().map(|b| b.count)
+            }
+            _ => None,
+        })
+        .expect("storage_flush_round_duration_seconds exported as a histogram");
+    assert!(timed >= 1.0 && timed <= rounds, "{timed} timed rounds of {rounds}");
     // Every request is counted and timed per API: the produce requests went to the partitions'
     // leaders, spread over the brokers.
     let mut produce_requests = 0.0;

@@ -1,5 +1,5 @@
-//! Storage metrics, recorded through the `metrics` facade (exported by the broker's
-//! Prometheus endpoint). Only the IO shells call these; the pure codecs record nothing.
+//! Storage metrics, recorded through the `metrics` facade (served on the broker's admin
+//! endpoint, `/metrics`, when it has one: `crate::metrics`). Only the IO shells call these; the pure codecs record nothing.
 
 /// A frame failed validation outside a torn tail.
 pub fn corrupt_frame() {
@@ -21,10 +21,12 @@ pub fn appended(bytes: u64) {
     metrics::counter!("storage_appended_bytes_total").increment(bytes);
 }
 
-/// One group-commit round of the flush worker, with the files it synced.
-pub fn flush_round(files_synced: u64) {
+/// One group-commit round of the flush worker: the files it synced and how long their fsyncs
+/// took together (what an acks=all write waits for on this broker).
+pub fn flush_round(files_synced: u64, duration: std::time::Duration) {
     metrics::counter!("storage_flush_rounds_total").increment(1);
     metrics::counter!("storage_fsyncs_total").increment(files_synced);
+    metrics::histogram!("storage_flush_round_duration_seconds").record(duration);
 }
 
 /// An fsync failed; the log concerned is now failed.
