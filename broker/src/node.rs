@@ -186,9 +186,13 @@ pub async fn run(
         // Installed before anything records, so no count from start-up is lost; without an
         // admin listener nothing is installed and the `metrics` macros cost a no-op call.
         crate::metrics::recorder();
+        crate::metrics::requests::describe();
+        crate::metrics::disk::describe();
+        crate::storage::metrics::describe();
+        partition_metrics::describe();
     }
     let admin_task = admin.map(|listener| {
-        let probes = admin_probes(config.node_id, Arc::clone(&started));
+        let probes = admin_probes(config.node_id, config.data_dir.clone(), Arc::clone(&started));
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = admin_stopped.await;
@@ -302,7 +306,7 @@ struct Started {
 
 /// Readiness (a controller leader is known and this broker is registered in the metadata) and
 /// the partition gauges refreshed before each scrape.
-fn admin_probes(node_id: u64, started: Arc<OnceLock<Started>>) -> AdminProbes {
+fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>) -> AdminProbes {
     let for_ready = Arc::clone(&started);
     AdminProbes {
         ready: Arc::new(move || {
@@ -316,6 +320,7 @@ fn admin_probes(node_id: u64, started: Arc<OnceLock<Started>>) -> AdminProbes {
             Ok(())
         }),
         before_scrape: Arc::new(move || {
+            crate::metrics::disk::record(&data_dir);
             if let Some(started) = started.get() {
                 partition_metrics::record(&started.partitions, IsrBounds::default());
             }

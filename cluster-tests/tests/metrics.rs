@@ -6,7 +6,8 @@
 use client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
 use cluster_tests::{connect_when_ready, create_topic, free_ports, peers_flag, BrokerProcess};
 use prometheus_parse::{Scrape, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,6 +179,7 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     }
     assert!(produce_requests >= 1.0, "no Produce request counted");
     assert_eq!(produce_timings as f64, produce_requests, "every Produce request timed");
+    check_deploy_files_and_docs_name_only_exported_metrics(&after);
     wait_for_scrapes(&admins, "no under-replicated partition", |scrapes| {
         scrapes
             .iter()
@@ -185,4 +187,70 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     })
     .await;
     drop(brokers);
+}
+
+/// The metric names a PromQL expression uses: tokens of our prefixes, with a histogram's
+/// `_bucket` / `_sum` / `_count` series mapped to the histogram.
+fn metric_names_in(expression: &str, exported: &BTreeSet<String>) -> Vec<String> {
+    expression
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| token.starts_with("broker_") || token.starts_with("storage_"))
+        .map(|token| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| token.strip_suffix(suffix).filter(|base| exported.contains(*base)))
+                .unwrap_or(token)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every metric the Grafana dashboard and the alert rules in `deploy/` query is one a real
+/// broker exports, every exported metric has a help text, and the table in
+/// `docs/operations.md` lists exactly the exported metrics.
+fn check_deploy_files_and_docs_name_only_exported_metrics(scrape: &Scrape) {
+    let exported: BTreeSet<String> = scrape.samples.iter().map(|s| s.metric.clone()).collect();
+    for name in &exported {
+        assert!(scrape.docs.contains_key(name), "{name} is exported without a help text");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut expressions = Vec::new();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/broker-dashboard.json")).unwrap())
+            .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            expressions.push(("dashboard", target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
+    for line in rules.lines() {
+        if let Some(expression) = line.trim().strip_prefix("expr:") {
+            expressions.push(("alert rules", expression.to_string()));
+        }
+    }
+    assert!(expressions.len() >= 10, "{expressions:?}");
+    let mut queried = BTreeSet::new();
+    for (file, expression) in &expressions {
+        for name in metric_names_in(expression, &exported) {
+            assert!(
+                exported.contains(&name),
+                "the {file} query `{expression}` names {name}, which no broker exports"
+            );
+            queried.insert(name);
+        }
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+    let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let documented: BTreeSet<String> = operations
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split(['`', '{']).next())
+        .filter(|name| name.starts_with("broker_") || name.starts_with("storage_"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        documented, exported,
+        "docs/operations.md's metric table and the exposition differ"
+    );
 }

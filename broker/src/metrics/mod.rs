@@ -14,6 +14,7 @@
 //! Must not depend on: storage, replication or the controller — the endpoint learns readiness
 //! through a closure the node gives it.
 
+pub mod disk;
 pub mod endpoint;
 pub mod requests;
 

@@ -42,6 +42,25 @@ pub fn api_label(path: &str) -> &'static str {
         .map_or("unknown", |(_, label)| label)
 }
 
+/// Registers the request metrics of every known method with their help texts, so each
+/// method's series exist (at zero) before its first request.
+pub fn describe() {
+    metrics::describe_counter!(
+        "broker_requests_total",
+        metrics::Unit::Count,
+        "gRPC requests answered, per method."
+    );
+    metrics::describe_histogram!(
+        "broker_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from a request's arrival to its answer's headers, per method."
+    );
+    for (_, api) in KNOWN_METHODS {
+        metrics::counter!("broker_requests_total", "api" => *api).absolute(0);
+        let _ = metrics::histogram!("broker_request_duration_seconds", "api" => *api);
+    }
+}
+
 /// The tower layer that wraps the gRPC server.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestMetricsLayer;

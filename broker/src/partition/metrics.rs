@@ -23,6 +23,39 @@ pub struct ReplicaCounts {
     pub held_from_elections: u64,
 }
 
+/// The gauges and their help texts.
+const GAUGES: [(&str, &str); 6] = [
+    (
+        "broker_partition_replicas",
+        "Partition replicas hosted (the controller group not counted).",
+    ),
+    ("broker_partitions_led", "Partitions this broker leads."),
+    (
+        "broker_partitions_under_replicated",
+        "Led partitions whose in-sync replicas are fewer than their voters.",
+    ),
+    (
+        "broker_partition_replicas_without_leader",
+        "Hosted replicas that know no leader.",
+    ),
+    (
+        "broker_partition_replicas_quiet",
+        "Replicas whose group is quiet (Raft timers stopped).",
+    ),
+    (
+        "broker_partition_replicas_held_from_elections",
+        "Replicas held out of elections after losing acknowledged entries.",
+    ),
+];
+
+/// Registers the gauges with their help texts, at zero until the first scrape samples them.
+pub fn describe() {
+    for (name, help) in GAUGES {
+        metrics::describe_gauge!(name, metrics::Unit::Count, help);
+        metrics::gauge!(name).set(0.0);
+    }
+}
+
 /// Samples every replica's status and sets the gauges.
 pub fn record(partitions: &PartitionManager, bounds: IsrBounds) {
     let mut counts = ReplicaCounts::default();
@@ -45,10 +78,15 @@ pub fn record(partitions: &PartitionManager, bounds: IsrBounds) {
             counts.held_from_elections += 1;
         }
     }
-    metrics::gauge!("broker_partition_replicas").set(counts.hosted as f64);
-    metrics::gauge!("broker_partitions_led").set(counts.led as f64);
-    metrics::gauge!("broker_partitions_under_replicated").set(counts.under_replicated as f64);
-    metrics::gauge!("broker_partition_replicas_without_leader").set(counts.without_leader as f64);
-    metrics::gauge!("broker_partition_replicas_quiet").set(counts.quiet as f64);
-    metrics::gauge!("broker_partition_replicas_held_from_elections").set(counts.held_from_elections as f64);
+    let values = [
+        counts.hosted,
+        counts.led,
+        counts.under_replicated,
+        counts.without_leader,
+        counts.quiet,
+        counts.held_from_elections,
+    ];
+    for ((name, _), value) in GAUGES.iter().zip(values) {
+        metrics::gauge!(*name).set(value as f64);
+    }
 }

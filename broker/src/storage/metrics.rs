@@ -33,3 +33,43 @@ pub fn flush_round(files_synced: u64, duration: std::time::Duration) {
 pub fn fsync_failed() {
     metrics::counter!("storage_fsync_errors_total").increment(1);
 }
+
+/// Registers every storage metric with its help text and a zero value, so a scrape shows all
+/// of them from the start (an alert on `rate(storage_fsync_errors_total[5m])` needs the series
+/// before the first error). Called once by the node after it installs the recorder.
+pub fn describe() {
+    let counters = [
+        (
+            "storage_corrupt_frames_total",
+            "Frames that failed validation outside a torn tail.",
+        ),
+        (
+            "storage_torn_tail_truncations_total",
+            "Torn writes cut off a log's end at recovery.",
+        ),
+        (
+            "storage_index_rebuilds_total",
+            "Missing or stale indexes rebuilt from their log.",
+        ),
+        (
+            "storage_appended_bytes_total",
+            "Bytes of frames appended to partition logs.",
+        ),
+        ("storage_flush_rounds_total", "Group-commit rounds of the flush worker."),
+        ("storage_fsyncs_total", "Files fdatasync'ed by the flush worker."),
+        (
+            "storage_fsync_errors_total",
+            "Failed fsyncs (the log concerned refuses writes).",
+        ),
+    ];
+    for (name, help) in counters {
+        metrics::describe_counter!(name, metrics::Unit::Count, help);
+        metrics::counter!(name).absolute(0);
+    }
+    metrics::describe_histogram!(
+        "storage_flush_round_duration_seconds",
+        metrics::Unit::Seconds,
+        "How long a group-commit round's fsyncs took together."
+    );
+    let _ = metrics::histogram!("storage_flush_round_duration_seconds");
+}
