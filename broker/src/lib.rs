@@ -4,16 +4,28 @@
 //! by its own Raft group; the Raft log *is* the partition log.
 //!
 //! ## Map
-//! - [`storage`]: segments, indexes, recovery, retention, group commit. Knows nothing of Raft.
+//! - [`storage`]: segments (`segment/`: recovery, reads), the log over them (`log/`: recovery,
+//!   reads, the recent-entries cache), indexes, retention decisions, group commit
+//!   (`flush.rs`). Knows nothing of Raft.
 //! - [`replication`]: everything openraft — the type config, the adapter that makes a
 //!   [`storage::SegmentLog`] openraft's log store, the partition state machine, the replica API
-//!   (`PartitionReplica::append`, reads, lease, status) and quiescence.
+//!   (`replica/`: `PartitionReplica::append`, reads, lease, status) and quiescence
+//!   (`quiesce/`, its rules pure in `rules.rs`).
 //! - [`controller`]: cluster metadata (brokers, topics, assignments) in Raft group 0.
-//! - [`partition`]: the partition replicas this broker hosts, kept in line with the metadata.
+//! - [`partition`]: the partition replicas this broker hosts, kept in line with the metadata,
+//!   and their gauges.
 //! - [`api`]: the wire ⇄ domain boundary: the `broker.v1` service, one file per RPC family,
 //!   request conversions, error answers and the one error-code mapping.
+//! - [`metrics`]: the Prometheus recorder, the admin HTTP endpoint (`/metrics`, `/health`,
+//!   `/ready`) and per-request counts and latencies.
 //! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
+//!
+//! Where new subsystems go: a consumer-group coordinator is a `coordinator/` folder beside
+//! `controller/` (its state materialised from `__consumer_offsets` through the same
+//! `BatchObserver` seam), with its RPC family as one more file in `api/`; an HTTP application
+//! such as the email-event service is its own workspace crate on top of `client/`, never a
+//! dependency of this library.
 //!
 //! ## How a write flows (today)
 //! ```text
@@ -26,6 +38,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod perf;

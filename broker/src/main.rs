@@ -5,7 +5,7 @@ mod cli;
 
 use anyhow::Context;
 use broker::perf::storage::{self, StoragePerfOptions};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::admin::{self, StartAt, TopicCommand};
 use std::path::PathBuf;
 
@@ -15,6 +15,10 @@ struct Cli {
     /// A broker to contact (comma-separated for several); defaults to where `broker dev` listens.
     #[arg(long, global = true, env = "BROKER_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// How admin commands print results: `text` for people, `json` for scripts (field names
+    /// are stable, see docs/operations.md). Exit codes: 0 done, 1 failed, 2 bad usage.
+    #[arg(long, global = true, value_enum, default_value_t = cli::output::OutputFormat::Text)]
+    output: cli::output::OutputFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +67,11 @@ enum Command {
         /// Stop after this many records.
         #[arg(long)]
         max: Option<usize>,
+    },
+    /// Print a shell completion script (`broker completions bash > /etc/bash_completion.d/broker`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Benchmarks that ship with the broker.
     Perf {
@@ -143,10 +152,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Dev(args) => cli::dev::run(args).await,
-            Command::Topic { command } => admin::topic(&cli.bootstrap, command).await,
+            Command::Topic { command } => admin::topic(&cli.bootstrap, command, cli.output).await,
             Command::Cluster {
                 command: ClusterCommand::Status,
-            } => admin::cluster_status(&cli.bootstrap).await,
+            } => admin::cluster_status(&cli.bootstrap, cli.output).await,
             Command::Produce { topic, partition, acks } => {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }
@@ -163,6 +172,10 @@ fn main() -> anyhow::Result<()> {
                     (false, None) => StartAt::End,
                 };
                 admin::consume(&cli.bootstrap, &topic, partition, start, max).await
+            }
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "broker", &mut std::io::stdout());
+                Ok(())
             }
             Command::Perf {
                 target: PerfTarget::Storage(args),

@@ -4,7 +4,8 @@
 use crate::api::service::BrokerApi;
 use crate::controller::metadata::{BrokerInfo, MetadataCommand};
 use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
-use crate::partition::PartitionManager;
+use crate::metrics::endpoint::AdminProbes;
+use crate::partition::{metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use crate::storage::FlushWorker;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,6 +64,9 @@ pub struct BrokerConfig {
     pub node_id: u64,
     /// Address to listen on (client API and Raft transport share it).
     pub listen: SocketAddr,
+    /// Address of the admin HTTP endpoint (`/metrics`, `/health`, `/ready`); none by default.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// Address peers and clients reach this broker at (default: `listen`).
     #[serde(default)]
     pub advertise: Option<String>,
@@ -151,13 +155,53 @@ impl BrokerConfig {
     }
 }
 
+/// The sockets a broker serves on, bound by its caller (so tests bind port 0).
+pub struct Listeners {
+    /// The client API (`broker.v1`) and the Raft transport (`raft.v1`).
+    pub api: TcpListener,
+    /// The admin HTTP endpoint (`/metrics`, `/health`, `/ready`), if served.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Only the API listener: no admin endpoint.
+    pub fn api_only(api: TcpListener) -> Listeners {
+        Listeners { api, admin: None }
+    }
+}
+
 /// Runs a broker until `shutdown` resolves, then stops it cleanly (logs closed durably).
 pub async fn run(
     mut config: BrokerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     config.validate()?;
+    let Listeners { api: listener, admin } = listeners;
+    // The admin endpoint comes up first, so `/health` answers while the broker recovers its
+    // logs; `/ready` says so until the controller is known.
+    let started: Arc<OnceLock<Started>> = Arc::new(OnceLock::new());
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    if admin.is_some() {
+        // Installed before anything records, so no count from start-up is lost; without an
+        // admin listener nothing is installed and the `metrics` macros cost a no-op call.
+        crate::metrics::recorder();
+        crate::metrics::requests::describe();
+        crate::metrics::disk::describe();
+        crate::storage::metrics::describe();
+        partition_metrics::describe();
+    }
+    let admin_task = admin.map(|listener| {
+        let probes = admin_probes(config.node_id, config.data_dir.clone(), Arc::clone(&started));
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = admin_stopped.await;
+            };
+            if let Err(error) = crate::metrics::endpoint::serve(listener, probes, shutdown).await {
+                tracing::error!(%error, "admin endpoint failed");
+            }
+        })
+    });
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
         context: format!("creating {}", config.data_dir.display()),
         source,
@@ -179,6 +223,10 @@ pub async fn run(
     let voters = config.voters();
     let controller = Arc::new(Controller::start(&host, &config.data_dir.join("controller"), &voters).await?);
     let partitions = Arc::new(PartitionManager::new(host.clone(), config.data_dir.clone()));
+    let _ = started.set(Started {
+        controller: Arc::clone(&controller),
+        partitions: Arc::clone(&partitions),
+    });
     let follower = tokio::spawn(Arc::clone(&partitions).follow(controller.subscribe()));
     let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
     let quiescer = match config.raft.quiesce_after_ms {
@@ -208,6 +256,7 @@ pub async fn run(
     // may never close on their own, so the drain is bounded.
     let (draining, drain_started) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(crate::metrics::requests::RequestMetricsLayer)
         .add_service(host.groups.service())
         .add_service(api.into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
@@ -229,6 +278,10 @@ pub async fn run(
         }
     };
     tracing::info!(node = config.node_id, "server stopped; stopping replicas");
+    let _ = stop_admin.send(());
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     membership.abort();
     for task in quiescer {
         task.abort();
@@ -243,6 +296,36 @@ pub async fn run(
     drop(flush);
     tracing::info!(node = config.node_id, "broker stopped");
     Ok(served?)
+}
+
+/// The parts of a running broker the admin endpoint looks at, once they exist.
+struct Started {
+    controller: Arc<Controller>,
+    partitions: Arc<PartitionManager>,
+}
+
+/// Readiness (a controller leader is known and this broker is registered in the metadata) and
+/// the partition gauges refreshed before each scrape.
+fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>) -> AdminProbes {
+    let for_ready = Arc::clone(&started);
+    AdminProbes {
+        ready: Arc::new(move || {
+            let started = for_ready.get().ok_or("recovering local state")?;
+            if started.controller.leader().is_none() {
+                return Err("no controller leader known yet".into());
+            }
+            if !started.controller.metadata().brokers.contains_key(&node_id) {
+                return Err(format!("broker {node_id} not registered with the controller yet"));
+            }
+            Ok(())
+        }),
+        before_scrape: Arc::new(move || {
+            crate::metrics::disk::record(&data_dir);
+            if let Some(started) = started.get() {
+                partition_metrics::record(&started.partitions, IsrBounds::default());
+            }
+        }),
+    }
 }
 
 /// While this broker leads the controller: registers every configured broker in the metadata
@@ -297,6 +380,7 @@ mod tests {
         let mut config = BrokerConfig {
             node_id: 4,
             listen: "127.0.0.1:9095".parse().unwrap(),
+            admin_listen: None,
             advertise: None,
             peers: ["3=h:3", "1=h:1", "2=h:2"].iter().map(|p| p.parse().unwrap()).collect(),
             data_dir: "/tmp/x".into(),

@@ -45,6 +45,7 @@ impl Cluster {
             let config = BrokerConfig {
                 node_id: i as u64 + 1,
                 listen: listener.local_addr().unwrap(),
+                admin_listen: None,
                 advertise: None,
                 peers: peers.clone(),
                 data_dir: dir.path().join(format!("broker{}", i + 1)),
@@ -54,9 +55,13 @@ impl Cluster {
             };
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
-            nodes.push(tokio::spawn(node::run(config, listener, async {
-                let _ = stopped.await;
-            })));
+            nodes.push(tokio::spawn(node::run(
+                config,
+                node::Listeners::api_only(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )));
         }
         Cluster {
             addresses,

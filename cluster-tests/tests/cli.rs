@@ -63,6 +63,45 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     assert!(String::from_utf8_lossy(&too_wide.stderr).contains("InvalidReplicationFactor"));
     assert!(stdout(&cli(&bootstrap, &["topic", "list"], None)).contains("clicks\tpartitions=4\treplication_factor=3"));
 
+    // Scriptable output: one JSON document with stable field names; exit 1 on failure, 2 on
+    // bad usage (docs/operations.md).
+    assert_eq!(duplicate.status.code(), Some(1));
+    assert_eq!(cli(&bootstrap, &["topic", "create"], None).status.code(), Some(2));
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(&bootstrap, &["topic", "list", "--output", "json"], None))).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "clicks" && t["partitions"] == 4 && t["replication_factor"] == 3),
+        "{listed}"
+    );
+    let described: serde_json::Value = serde_json::from_str(&stdout(&cli(
+        &bootstrap,
+        &["--output", "json", "topic", "describe", "clicks"],
+        None,
+    )))
+    .unwrap();
+    let topic = &described[0];
+    assert_eq!(topic["name"], "clicks");
+    assert_eq!(topic["replication_factor"], 3);
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 4, "{topic}");
+    for partition in topic["partitions"].as_array().unwrap() {
+        assert_eq!(partition["replicas"].as_array().unwrap().len(), 3, "{partition}");
+        assert!(partition["leader"].is_u64(), "{partition}");
+        assert!(partition["quiet"].is_boolean(), "{partition}");
+    }
+    let failed = cli(&bootstrap, &["topic", "create", "clicks", "--output", "json"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    let outcome: serde_json::Value = serde_json::from_str(&stdout(&failed)).unwrap();
+    assert_eq!(outcome[0]["topic"], "clicks");
+    assert_eq!(outcome[0]["ok"], false);
+    assert!(
+        outcome[0]["error"].as_str().unwrap().contains("TopicAlreadyExists"),
+        "{outcome}"
+    );
+
     // Keyed lines go to murmur2(key) % 4, like a Kafka producer would send them.
     let keys = ["alice", "bob", "carol", "dave", "erin", "frank"];
     let input: String = keys.iter().map(|k| format!("{k}\tclicked-{k}\n")).collect();
@@ -108,6 +147,22 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     }
     assert_eq!(seen, keys.len());
 
+    let status: serde_json::Value = serde_json::from_str(&stdout(&cli(
+        &bootstrap,
+        &["cluster", "status", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert!(status["controller"].is_u64(), "{status}");
+    assert_eq!(status["brokers"].as_array().unwrap().len(), 3, "{status}");
+    assert!(
+        status["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "clicks" && t["under_replicated_partitions"].is_u64()),
+        "{status}"
+    );
     let status = stdout(&cli(&bootstrap, &["cluster", "status"], None));
     assert!(status.contains("controller: "), "{status}");
     assert_eq!(status.matches("broker ").count(), 3, "{status}");
@@ -137,4 +192,24 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     assert!(cli(&bootstrap, &["topic", "delete", "clicks"], None).status.success());
     let after = stdout(&cli(&bootstrap, &["topic", "list"], None));
     assert!(!after.contains("clicks"), "{after}");
+}
+
+#[test]
+fn shell_completions_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = cli("127.0.0.1:1", &["completions", shell], None);
+        assert!(
+            output.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let script = stdout(&output);
+        for word in ["topic", "cluster", "consume", "perf"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    assert_eq!(
+        cli("127.0.0.1:1", &["completions", "tcsh"], None).status.code(),
+        Some(2)
+    );
 }

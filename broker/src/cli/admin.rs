@@ -1,5 +1,9 @@
 //! Admin commands against a running cluster: topics, cluster status, produce, consume.
 
+use super::output::{
+    print_json, BrokerView, ClusterView, LeaderMoved, OutputFormat, PartitionView, TopicOutcome, TopicSummary,
+    TopicView,
+};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use client::{
@@ -69,25 +73,47 @@ pub fn connect(bootstrap: &str) -> Arc<Cluster> {
     ))
 }
 
-fn check_outcomes(outcomes: Vec<Result<String, client::AdminError>>, verb: &str) -> anyhow::Result<()> {
-    let mut failed = false;
-    for outcome in outcomes {
-        match outcome {
-            Ok(name) => println!("{verb} topic {name}"),
-            Err(error) => {
-                failed = true;
-                eprintln!("error: {error}");
+fn check_outcomes(
+    outcomes: Vec<Result<String, client::AdminError>>,
+    names: &[String],
+    verb: &str,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let outcomes: Vec<TopicOutcome> = outcomes
+        .into_iter()
+        .zip(names)
+        .map(|(outcome, name)| match outcome {
+            Ok(name) => TopicOutcome {
+                topic: name,
+                ok: true,
+                error: None,
+            },
+            Err(error) => TopicOutcome {
+                topic: name.clone(),
+                ok: false,
+                error: Some(error.to_string()),
+            },
+        })
+        .collect();
+    match output {
+        OutputFormat::Json => print_json(&outcomes)?,
+        OutputFormat::Text => {
+            for outcome in &outcomes {
+                match &outcome.error {
+                    None => println!("{verb} topic {}", outcome.topic),
+                    Some(error) => eprintln!("error: {error}"),
+                }
             }
         }
     }
-    if failed {
+    if outcomes.iter().any(|o| !o.ok) {
         bail!("not every topic could be {verb}");
     }
     Ok(())
 }
 
 /// Runs a `broker topic` command.
-pub async fn topic(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
+pub async fn topic(bootstrap: &str, command: TopicCommand, output: OutputFormat) -> anyhow::Result<()> {
     let admin = Admin::new(connect(bootstrap));
     match command {
         TopicCommand::Create {
@@ -96,39 +122,71 @@ pub async fn topic(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()>
             replication_factor,
             configs,
         } => {
-            let mut topic = NewTopic::new(name, partitions, replication_factor);
+            let mut topic = NewTopic::new(name.clone(), partitions, replication_factor);
             topic.configs = configs.into_iter().collect();
-            check_outcomes(admin.create_topics(vec![topic]).await?, "created")
+            check_outcomes(admin.create_topics(vec![topic]).await?, &[name], "created", output)
         }
-        TopicCommand::Delete { name } => check_outcomes(admin.delete_topics(vec![name]).await?, "deleted"),
+        TopicCommand::Delete { name } => check_outcomes(
+            admin.delete_topics(vec![name.clone()]).await?,
+            &[name],
+            "deleted",
+            output,
+        ),
         TopicCommand::MoveLeader { name, partition, to } => {
             admin.transfer_leadership(&name, partition, to).await?;
-            println!("{name}/{partition} is led by broker {to}");
+            match output {
+                OutputFormat::Json => print_json(&LeaderMoved {
+                    topic: name,
+                    partition,
+                    leader: to,
+                })?,
+                OutputFormat::Text => println!("{name}/{partition} is led by broker {to}"),
+            }
             Ok(())
         }
         TopicCommand::List => {
-            for topic in admin.list_topics().await? {
-                println!(
-                    "{}\tpartitions={}\treplication_factor={}",
-                    topic.name,
-                    topic.partitions.len(),
-                    topic.replication_factor
-                );
+            let topics: Vec<TopicSummary> = admin
+                .list_topics()
+                .await?
+                .into_iter()
+                .map(|topic| TopicSummary {
+                    partitions: topic.partitions.len(),
+                    name: topic.name,
+                    replication_factor: topic.replication_factor,
+                })
+                .collect();
+            match output {
+                OutputFormat::Json => print_json(&topics)?,
+                OutputFormat::Text => {
+                    for topic in topics {
+                        println!(
+                            "{}\tpartitions={}\treplication_factor={}",
+                            topic.name, topic.partitions, topic.replication_factor
+                        );
+                    }
+                }
             }
             Ok(())
         }
         TopicCommand::Describe { name } => {
+            let mut views = Vec::new();
             for topic in admin.describe_topics(vec![name]).await? {
                 if topic.error != ErrorCode::None as i32 {
                     bail!("{}", topic.message);
                 }
-                println!("topic {}  replication_factor={}", topic.name, topic.replication_factor);
-                let mut configs: Vec<_> = topic.configs.into_iter().collect();
-                configs.sort();
-                for (key, value) in configs {
-                    println!("  {key}={value}");
+                views.push(TopicView::from(&topic));
+            }
+            match output {
+                OutputFormat::Json => print_json(&views)?,
+                OutputFormat::Text => {
+                    for topic in views {
+                        println!("topic {}  replication_factor={}", topic.name, topic.replication_factor);
+                        for (key, value) in &topic.configs {
+                            println!("  {key}={value}");
+                        }
+                        print_partitions(&topic.partitions);
+                    }
                 }
-                print_partitions(&topic.partitions);
             }
             Ok(())
         }
@@ -139,7 +197,7 @@ fn list(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn print_partitions(partitions: &[proto::v1::PartitionDescription]) {
+fn print_partitions(partitions: &[PartitionView]) {
     // `quiet`: the leader's group is idle with its Raft timers stopped (docs/architecture.md).
     println!("  partition  leader  replicas  isr  high_watermark  log_start  quiet");
     for p in partitions {
@@ -152,22 +210,28 @@ fn print_partitions(partitions: &[proto::v1::PartitionDescription]) {
             list(&p.isr),
             opt(p.high_watermark),
             opt(p.log_start_offset),
-            if p.quiescent { "yes" } else { "no" }
+            if p.quiet { "yes" } else { "no" }
         );
     }
 }
 
 /// `broker cluster status`: brokers, controller, and every partition's leader, replicas, ISR
 /// and high watermark.
-pub async fn cluster_status(bootstrap: &str) -> anyhow::Result<()> {
+pub async fn cluster_status(bootstrap: &str, output: OutputFormat) -> anyhow::Result<()> {
     let metadata = Admin::new(connect(bootstrap)).describe_cluster().await?;
+    let view = ClusterView {
+        controller: metadata.controller,
+        brokers: metadata.brokers.iter().map(BrokerView::from).collect(),
+        topics: metadata.topics.iter().map(TopicView::from).collect(),
+    };
+    if output == OutputFormat::Json {
+        return print_json(&view);
+    }
     println!(
         "controller: {}",
-        metadata
-            .controller
-            .map_or("(none elected)".to_string(), |c| c.to_string())
+        view.controller.map_or("(none elected)".to_string(), |c| c.to_string())
     );
-    for broker in &metadata.brokers {
+    for broker in &view.brokers {
         println!(
             "broker {}  {}{}",
             broker.id,
@@ -175,16 +239,11 @@ pub async fn cluster_status(bootstrap: &str) -> anyhow::Result<()> {
             broker.rack.as_ref().map_or(String::new(), |r| format!("  rack={r}"))
         );
     }
-    for topic in &metadata.topics {
+    for topic in &view.topics {
         println!("topic {}", topic.name);
         print_partitions(&topic.partitions);
-        let under = topic
-            .partitions
-            .iter()
-            .filter(|p| p.leader.is_some() && p.isr.len() < p.replicas.len())
-            .count();
-        if under > 0 {
-            println!("  under-replicated partitions: {under}");
+        if topic.under_replicated_partitions > 0 {
+            println!("  under-replicated partitions: {}", topic.under_replicated_partitions);
         }
     }
     Ok(())

@@ -16,12 +16,18 @@ pub struct DevArgs {
     /// Port of broker 1; brokers 2 and 3 use the next two.
     #[arg(long, default_value_t = 9092)]
     base_port: u16,
+    /// Admin HTTP port (`/metrics`, `/health`, `/ready`) of broker 1; brokers 2 and 3 use the
+    /// next two.
+    #[arg(long, default_value_t = 9644)]
+    admin_base_port: u16,
 }
 
 /// Starts one `broker serve` process per address (node ids 1..), each with its data in
-/// `data_dir/broker-<id>`, all stopping when their standard input closes.
+/// `data_dir/broker-<id>` and, when `admin_addresses` are given, its admin endpoint on the
+/// matching one; all stop when their standard input closes.
 pub fn spawn_local_brokers(
     addresses: &[String],
+    admin_addresses: Option<&[String]>,
     data_dir: &std::path::Path,
     log_filter: Option<&str>,
     env: &[(String, String)],
@@ -49,6 +55,12 @@ pub fn spawn_local_brokers(
             .arg("--data-dir")
             .arg(data_dir.join(format!("broker-{}", i + 1)))
             .arg("--exit-on-stdin-close")
+            .args(
+                admin_addresses
+                    .map(|admin| ["--admin-listen", admin[i].as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::piped())
             .kill_on_drop(true);
         if let Some(filter) = log_filter {
@@ -60,10 +72,24 @@ pub fn spawn_local_brokers(
     Ok(children)
 }
 
-/// Starts the three brokers and waits for Ctrl-C.
+/// Starts the three brokers, waits until all have registered with an elected controller (so
+/// a `--replication-factor 3` topic can be created at once), prints where everything is, and
+/// waits for Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let addresses: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    let mut children = spawn_local_brokers(&addresses, &args.data_dir, None, &[])?;
+    let admins: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", args.admin_base_port + i))
+        .collect();
+    let mut children = spawn_local_brokers(&addresses, Some(&admins), &args.data_dir, None, &[])?;
+    let cluster = super::admin::connect(&addresses.join(","));
+    tokio::select! {
+        registered = wait_until_registered(&cluster, addresses.len(), Duration::from_secs(60)) => registered?,
+        _ = tokio::signal::ctrl_c() => {
+            println!("stopping before the cluster was ready...");
+            stop_brokers(&mut children).await;
+            return Ok(());
+        }
+    }
     for (i, child) in children.iter().enumerate() {
         println!(
             "broker {} (pid {}) on {}, data in {}",
@@ -72,19 +98,44 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             addresses[i],
             args.data_dir.join(format!("broker-{}", i + 1)).display()
         );
+        println!(
+            "  metrics http://{0}/metrics  health http://{0}/health  ready http://{0}/ready",
+            admins[i]
+        );
     }
     println!(
         "bootstrap: {}    (e.g. `broker topic create demo --partitions 3`)",
         addresses[0]
     );
     println!("Ctrl-C stops the cluster; kill one broker's pid to watch failover.");
+    println!("ready");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     println!("stopping...");
-    for child in &mut children {
+    stop_brokers(&mut children).await;
+    Ok(())
+}
+
+/// Waits until `count` brokers are registered in the cluster metadata (which also means a
+/// controller leader was elected: registrations are its commands).
+pub async fn wait_until_registered(cluster: &client::Cluster, count: usize, timeout: Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < count {
+        if started.elapsed() > timeout {
+            anyhow::bail!("brokers did not register within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Asks each broker to stop cleanly (closing its standard input) and kills any that has not
+/// stopped within 10 s.
+async fn stop_brokers(children: &mut [Child]) {
+    for child in children.iter_mut() {
         // Closing a broker's standard input asks it to shut down cleanly.
         drop(child.stdin.take());
     }
-    for child in &mut children {
+    for child in children.iter_mut() {
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .is_err()
@@ -92,5 +143,4 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             child.kill().await.ok();
         }
     }
-    Ok(())
 }

@@ -22,26 +22,23 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts three brokers with data under `dir` (emptied first) and `env` added to their
-    /// environment (e.g. `BROKER_QUIESCE_AFTER_MS`), and waits for them.
-    pub async fn start(dir: &Path, env: &[(String, String)]) -> anyhow::Result<LocalCluster> {
+    /// environment (e.g. `BROKER_QUIESCE_AFTER_MS`), and waits for them. With `admin`, each
+    /// also serves its admin endpoint, so its metrics recorder is on (what metrics cost).
+    pub async fn start(dir: &Path, env: &[(String, String)], admin: bool) -> anyhow::Result<LocalCluster> {
         let _ = std::fs::remove_dir_all(dir);
-        let listeners: Vec<TcpListener> = (0..3)
+        let listeners: Vec<TcpListener> = (0..6)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<_, _>>()?;
-        let addresses: Vec<String> = listeners
+        let mut addresses: Vec<String> = listeners
             .iter()
             .map(|l| l.local_addr().map(|a| a.to_string()))
             .collect::<Result<_, _>>()?;
         drop(listeners);
-        let brokers = super::dev::spawn_local_brokers(&addresses, dir, Some("error"), env)?;
+        let admins = addresses.split_off(3);
+        let brokers =
+            super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, Some("error"), env)?;
         let cluster = connect(&addresses.join(","));
-        let started = Instant::now();
-        while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < 3 {
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("brokers did not register within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::dev::wait_until_registered(&cluster, 3, Duration::from_secs(60)).await?;
         Ok(LocalCluster {
             brokers,
             cluster,

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod dev;
 pub mod local_cluster;
+pub mod output;
 pub mod perf_idle;
 pub mod perf_produce;
 pub mod serve;

@@ -63,7 +63,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .map(|ms| ("BROKER_QUIESCE_AFTER_MS".to_string(), ms.to_string()))
         .into_iter()
         .collect();
-    let local = LocalCluster::start(&args.dir, &env).await?;
+    let local = LocalCluster::start(&args.dir, &env, false).await?;
     let led_after = local
         .create_topic("idle", args.partitions, Duration::from_secs(600))
         .await?;

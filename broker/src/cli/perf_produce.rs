@@ -45,6 +45,10 @@ pub struct ProduceArgs {
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-produce")]
     dir: PathBuf,
+    /// Brokers serve their admin endpoint, so their Prometheus recorder is on: compare a run
+    /// with and one without to see what metrics cost.
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// What one partition's acknowledgements showed.
@@ -94,7 +98,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let Some(compression) = Compression::from_name(&args.compression) else {
         bail!("--compression {:?}: expected none, lz4 or zstd", args.compression);
     };
-    let local = LocalCluster::start(&args.dir, &[]).await?;
+    let local = LocalCluster::start(&args.dir, &[], args.metrics).await?;
     local
         .create_topic("perf", args.partitions, Duration::from_secs(120))
         .await?;
@@ -140,7 +144,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let stop_at = started + Duration::from_secs(args.seconds);
     let mut sent = 0u64;
     let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let progress = SendProgress::new(args.seconds);
     loop {
+        if sent % 8192 == 0 {
+            progress.update(started.elapsed(), sent);
+        }
         // Latency counts from before `send`, so time blocked on a full buffer is included
         // (as in Kafka's producer-perf-test).
         let now = Instant::now();
@@ -164,6 +172,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         sent += 1;
     }
     drop(senders);
+    progress.finish(sent);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let (mut acked, mut failed, mut last_ack, mut first_error) = (0u64, 0u64, started, None);
     for collector in collectors {
@@ -193,8 +202,14 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let megabytes_per_second = records_per_second * args.record_size as f64 / 1e6;
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{} B records, acks={}, {} partitions RF=3, batch.size={} linger.ms={} compression={}",
-        args.record_size, args.acks, args.partitions, args.batch_size, args.linger_ms, args.compression
+        "{} B records, acks={}, {} partitions RF=3, batch.size={} linger.ms={} compression={}, broker metrics {}",
+        args.record_size,
+        args.acks,
+        args.partitions,
+        args.batch_size,
+        args.linger_ms,
+        args.compression,
+        if args.metrics { "on" } else { "off" }
     );
     println!(
         "sent {sent}, acknowledged {acked}, failed {failed} in {elapsed:.2} s: {records_per_second:.0} records/s, {megabytes_per_second:.1} MB/s"
@@ -211,4 +226,33 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         println!("first failure: {error}");
     }
     Ok(())
+}
+
+/// Live progress of the sending phase on standard error (hidden when it is not a terminal, so
+/// logs and pipes get only the summary).
+struct SendProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl SendProgress {
+    fn new(seconds: u64) -> SendProgress {
+        let bar = indicatif::ProgressBar::new(seconds * 1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("sending [{bar:30}] {elapsed}/{duration} {msg}")
+                .expect("a valid progress template")
+                .progress_chars("=> "),
+        );
+        SendProgress { bar }
+    }
+
+    fn update(&self, elapsed: Duration, sent: u64) {
+        self.bar.set_position(elapsed.as_millis() as u64);
+        let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
+        self.bar.set_message(format!("{sent} records sent ({rate:.0}/s)"));
+    }
+
+    fn finish(&self, sent: u64) {
+        self.bar
+            .finish_with_message(format!("{sent} records sent; waiting for the last acknowledgements"));
+    }
 }

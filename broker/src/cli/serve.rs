@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BROKER_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the admin HTTP endpoint: `/metrics` (Prometheus), `/health`, `/ready`.
+    #[arg(long, env = "BROKER_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Address others reach this broker at (default: --listen).
     #[arg(long, env = "BROKER_ADVERTISE")]
     advertise: Option<String>,
@@ -58,6 +61,7 @@ impl ServeArgs {
             None => BrokerConfig {
                 node_id: self.node_id.context("--node-id is required without --config")?,
                 listen: self.listen.context("--listen is required without --config")?,
+                admin_listen: None,
                 advertise: None,
                 peers: Vec::new(),
                 data_dir: self
@@ -74,6 +78,9 @@ impl ServeArgs {
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if self.admin_listen.is_some() {
+            config.admin_listen = self.admin_listen;
         }
         if self.advertise.is_some() {
             config.advertise = self.advertise;
@@ -98,9 +105,17 @@ impl ServeArgs {
 /// Runs one broker until Ctrl-C, SIGTERM or (optionally) standard input closing.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, exit_on_stdin_close) = args.into_config()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let api = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let admin = match config.admin_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the admin endpoint {address}"))?,
+        ),
+        None => None,
+    };
     let shutdown = async move {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -119,7 +134,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             () = stdin_closed => {}
         }
     };
-    node::run(config, listener, shutdown).await?;
+    node::run(config, node::Listeners { api, admin }, shutdown).await?;
     Ok(())
 }
 

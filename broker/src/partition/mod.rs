@@ -10,6 +10,8 @@
 //!
 //! **Must not depend on:** the API layer.
 
+pub mod metrics;
+
 use crate::controller::metadata::ClusterMetadata;
 use crate::replication::{PartitionReplica, ReplicaHost, ReplicationError};
 use std::collections::{BTreeMap, HashMap};
@@ -60,6 +62,17 @@ impl PartitionManager {
             .expect("partition map")
             .get(&key)
             .map(|r| Arc::clone(&r.replica))
+    }
+
+    /// Every replica this broker runs (a snapshot: replicas started or stopped afterwards are
+    /// not reflected).
+    pub fn replicas(&self) -> Vec<(TopicPartition, Arc<PartitionReplica>)> {
+        self.running
+            .read()
+            .expect("partition map")
+            .iter()
+            .map(|(key, r)| (key.clone(), Arc::clone(&r.replica)))
+            .collect()
     }
 
     /// Starts and stops replicas so that exactly this broker's assignments run.

@@ -203,11 +203,12 @@ fn run(receiver: Receiver<Request>, stats: &FlushStats) {
         }
         let targets: Vec<SyncTarget> = to_sync.into_values().collect();
         stats.rounds_started.fetch_add(1, Ordering::Relaxed);
+        let round_started = std::time::Instant::now();
         let results = sync_files(&targets);
         stats.rounds.fetch_add(1, Ordering::Relaxed);
         stats.fsyncs.fetch_add(targets.len() as u64, Ordering::Relaxed);
         stats.requests.fetch_add(callbacks.len() as u64, Ordering::Relaxed);
-        metrics::flush_round(targets.len() as u64);
+        metrics::flush_round(targets.len() as u64, round_started.elapsed());
         let failures: HashMap<usize, String> = results.into_iter().flatten().collect();
         for (keys, callback) in callbacks {
             match keys.iter().find_map(|k| failures.get(k)) {

@@ -1,5 +1,5 @@
-//! Storage metrics, recorded through the `metrics` facade (exported by the broker's
-//! Prometheus endpoint). Only the IO shells call these; the pure codecs record nothing.
+//! Storage metrics, recorded through the `metrics` facade (served on the broker's admin
+//! endpoint, `/metrics`, when it has one: `crate::metrics`). Only the IO shells call these; the pure codecs record nothing.
 
 /// A frame failed validation outside a torn tail.
 pub fn corrupt_frame() {
@@ -21,13 +21,55 @@ pub fn appended(bytes: u64) {
     metrics::counter!("storage_appended_bytes_total").increment(bytes);
 }
 
-/// One group-commit round of the flush worker, with the files it synced.
-pub fn flush_round(files_synced: u64) {
+/// One group-commit round of the flush worker: the files it synced and how long their fsyncs
+/// took together (what an acks=all write waits for on this broker).
+pub fn flush_round(files_synced: u64, duration: std::time::Duration) {
     metrics::counter!("storage_flush_rounds_total").increment(1);
     metrics::counter!("storage_fsyncs_total").increment(files_synced);
+    metrics::histogram!("storage_flush_round_duration_seconds").record(duration);
 }
 
 /// An fsync failed; the log concerned is now failed.
 pub fn fsync_failed() {
     metrics::counter!("storage_fsync_errors_total").increment(1);
+}
+
+/// Registers every storage metric with its help text and a zero value, so a scrape shows all
+/// of them from the start (an alert on `rate(storage_fsync_errors_total[5m])` needs the series
+/// before the first error). Called once by the node after it installs the recorder.
+pub fn describe() {
+    let counters = [
+        (
+            "storage_corrupt_frames_total",
+            "Frames that failed validation outside a torn tail.",
+        ),
+        (
+            "storage_torn_tail_truncations_total",
+            "Torn writes cut off a log's end at recovery.",
+        ),
+        (
+            "storage_index_rebuilds_total",
+            "Missing or stale indexes rebuilt from their log.",
+        ),
+        (
+            "storage_appended_bytes_total",
+            "Bytes of frames appended to partition logs.",
+        ),
+        ("storage_flush_rounds_total", "Group-commit rounds of the flush worker."),
+        ("storage_fsyncs_total", "Files fdatasync'ed by the flush worker."),
+        (
+            "storage_fsync_errors_total",
+            "Failed fsyncs (the log concerned refuses writes).",
+        ),
+    ];
+    for (name, help) in counters {
+        metrics::describe_counter!(name, metrics::Unit::Count, help);
+        metrics::counter!(name).absolute(0);
+    }
+    metrics::describe_histogram!(
+        "storage_flush_round_duration_seconds",
+        metrics::Unit::Seconds,
+        "How long a group-commit round's fsyncs took together."
+    );
+    let _ = metrics::histogram!("storage_flush_round_duration_seconds");
 }

@@ -43,7 +43,7 @@ pub mod flush;
 pub mod frame;
 pub mod index;
 pub mod log;
-mod metrics;
+pub mod metrics;
 pub mod retention;
 pub mod segment;
 pub mod state_file;

@@ -1,0 +1,256 @@
+//! The admin endpoint of real broker processes (`--admin-listen`): `/health` answers while the
+//! process is up, `/ready` once the broker has joined the cluster, and `/metrics` serves the
+//! Prometheus text exposition — parsed here with a parser crate — whose figures move with the
+//! traffic the test sends.
+
+use client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
+use cluster_tests::{connect_when_ready, create_topic, free_ports, peers_flag, BrokerProcess};
+use prometheus_parse::{Scrape, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` over HTTP/1.0 (one request per connection, the body delimited by the close):
+/// the status code and the body.
+async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+async fn scrape(address: &str) -> Scrape {
+    let (status, body) = http_get(address, "/metrics").await.expect("scraping /metrics");
+    assert_eq!(status, 200, "{body}");
+    Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("a valid Prometheus exposition")
+}
+
+/// The value of an unlabelled counter or gauge (0 when the broker has not recorded it yet).
+fn value(scrape: &Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{name} is not a counter or gauge"),
+        })
+        .sum()
+}
+
+/// Polls every admin endpoint until `check` holds for the scrapes of all of them.
+async fn wait_for_scrapes(admins: &[String], what: &str, check: impl Fn(&[Scrape]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut scrapes = Vec::new();
+        for admin in admins {
+            scrapes.push(scrape(admin).await);
+        }
+        if check(&scrapes) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traffic() {
+    let root = tempfile::tempdir().unwrap();
+    let ports = free_ports(6);
+    let addresses: Vec<String> = ports[..3].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let admins: Vec<String> = ports[3..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers = peers_flag(&addresses);
+    let brokers: Vec<BrokerProcess> = (0..3)
+        .map(|i| {
+            BrokerProcess::start_with(
+                i as u64 + 1,
+                addresses[i].clone(),
+                root.path().join(format!("broker-{}", i + 1)),
+                peers.clone(),
+                vec!["--admin-listen".into(), admins[i].clone()],
+            )
+        })
+        .collect();
+
+    // Ready means: a controller leader is known and this broker is registered with it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for admin in &admins {
+        loop {
+            match http_get(admin, "/ready").await {
+                Ok((200, body)) => {
+                    assert_eq!(body, "ready\n");
+                    break;
+                }
+                Ok((503, body)) => assert!(body.starts_with("not ready: "), "{body}"),
+                Ok((status, body)) => panic!("/ready answered {status}: {body}"),
+                Err(_) => {} // not listening yet
+            }
+            assert!(Instant::now() < deadline, "{admin} never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(http_get(admin, "/health").await.unwrap(), (200, "ok\n".to_string()));
+    }
+    let (status, _) = http_get(&admins[0], "/no-such-page").await.unwrap();
+    assert_eq!(status, 404);
+
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new("observed", 3, 3)).await;
+    wait_for_scrapes(&admins, "3 replicas on each broker and 3 leaders in all", |scrapes| {
+        scrapes.iter().all(|s| value(s, "broker_partition_replicas") == 3.0)
+            && scrapes.iter().map(|s| value(s, "broker_partitions_led")).sum::<f64>() == 3.0
+    })
+    .await;
+
+    let mut before = Vec::new();
+    for admin in &admins {
+        before.push(scrape(admin).await);
+    }
+    // 2,000 records of 100 bytes, acks=all: every broker hosts a replica of each partition, so
+    // every broker appends at least 200,000 bytes and, under fsync=always, fsyncs them.
+    let producer = Producer::new(Arc::clone(&cluster), ProducerConfig::default()).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..2_000u32 {
+        let record = ProducerRecord::new("observed", vec![b'x'; 100]).key(i.to_string());
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await;
+
+    wait_for_scrapes(&admins, "every replica's appends and fsyncs counted", |after| {
+        after.iter().zip(&before).all(|(after, before)| {
+            value(after, "storage_appended_bytes_total") - value(before, "storage_appended_bytes_total") >= 200_000.0
+                && value(after, "storage_fsyncs_total") > value(before, "storage_fsyncs_total")
+                && value(after, "storage_flush_rounds_total") > value(before, "storage_flush_rounds_total")
+        })
+    })
+    .await;
+    let after = scrape(&admins[0]).await;
+    let fsyncs = after
+        .samples
+        .iter()
+        .find(|sample| sample.metric == "storage_fsyncs_total")
+        .expect("storage_fsyncs_total exported");
+    assert!(matches!(fsyncs.value, Value::Counter(_)), "{:?}", fsyncs.value);
+    // Every flush round is timed: the histogram's count is the rounds counter.
+    let rounds = value(&after, "storage_flush_rounds_total");
+    let timed = after
+        .samples
+        .iter()
+        .find_map(|sample| match &sample.value {
+            Value::Histogram(buckets) if sample.metric == "storage_flush_round_duration_seconds" => {
+                buckets.last().map(|b| b.count)
+            }
+            _ => None,
+        })
+        .expect("storage_flush_round_duration_seconds exported as a histogram");
+    assert!(timed >= 1.0 && timed <= rounds, "{timed} timed rounds of {rounds}");
+    // Every request is counted and timed per API: the produce requests went to the partitions'
+    // leaders, spread over the brokers.
+    let mut produce_requests = 0.0;
+    let mut produce_timings = 0;
+    for admin in &admins {
+        let scrape = scrape(admin).await;
+        for sample in &scrape.samples {
+            if sample.labels.get("api") != Some("Produce") {
+                continue;
+            }
+            match &sample.value {
+                Value::Counter(n) if sample.metric == "broker_requests_total" => produce_requests += n,
+                Value::Histogram(buckets) if sample.metric == "broker_request_duration_seconds" => {
+                    produce_timings += buckets.last().map_or(0.0, |b| b.count) as u64
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(produce_requests >= 1.0, "no Produce request counted");
+    assert_eq!(produce_timings as f64, produce_requests, "every Produce request timed");
+    check_deploy_files_and_docs_name_only_exported_metrics(&after);
+    wait_for_scrapes(&admins, "no under-replicated partition", |scrapes| {
+        scrapes
+            .iter()
+            .all(|s| value(s, "broker_partitions_under_replicated") == 0.0)
+    })
+    .await;
+    drop(brokers);
+}
+
+/// The metric names a PromQL expression uses: tokens of our prefixes, with a histogram's
+/// `_bucket` / `_sum` / `_count` series mapped to the histogram.
+fn metric_names_in(expression: &str, exported: &BTreeSet<String>) -> Vec<String> {
+    expression
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| token.starts_with("broker_") || token.starts_with("storage_"))
+        .map(|token| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| token.strip_suffix(suffix).filter(|base| exported.contains(*base)))
+                .unwrap_or(token)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every metric the Grafana dashboard and the alert rules in `deploy/` query is one a real
+/// broker exports, every exported metric has a help text, and the table in
+/// `docs/operations.md` lists exactly the exported metrics.
+fn check_deploy_files_and_docs_name_only_exported_metrics(scrape: &Scrape) {
+    let exported: BTreeSet<String> = scrape.samples.iter().map(|s| s.metric.clone()).collect();
+    for name in &exported {
+        assert!(scrape.docs.contains_key(name), "{name} is exported without a help text");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut expressions = Vec::new();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/broker-dashboard.json")).unwrap())
+            .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            expressions.push(("dashboard", target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
+    for line in rules.lines() {
+        if let Some(expression) = line.trim().strip_prefix("expr:") {
+            expressions.push(("alert rules", expression.to_string()));
+        }
+    }
+    assert!(expressions.len() >= 10, "{expressions:?}");
+    let mut queried = BTreeSet::new();
+    for (file, expression) in &expressions {
+        for name in metric_names_in(expression, &exported) {
+            assert!(
+                exported.contains(&name),
+                "the {file} query `{expression}` names {name}, which no broker exports"
+            );
+            queried.insert(name);
+        }
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+    let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let documented: BTreeSet<String> = operations
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split(['`', '{']).next())
+        .filter(|name| name.starts_with("broker_") || name.starts_with("storage_"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        documented, exported,
+        "docs/operations.md's metric table and the exposition differ"
+    );
+}
