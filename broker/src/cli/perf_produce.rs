@@ -146,7 +146,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let progress = SendProgress::new(args.seconds);
     loop {
-        if sent % 8192 == 0 {
+        if sent.is_multiple_of(8192) {
             progress.update(started.elapsed(), sent);
         }
         // Latency counts from before `send`, so time blocked on a full buffer is included

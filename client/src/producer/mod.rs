@@ -108,7 +108,7 @@ impl Producer {
             .await?;
         let record_bytes = Record {
             offset_delta: 0,
-            timestamp: record.timestamp.unwrap_or_else(now_ms),
+            timestamp: record.timestamp.unwrap_or_else(proto::record_batch::now_ms),
             key: record.key,
             value: record.value,
             headers: record.headers,
