@@ -34,10 +34,10 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
-    /// Cluster-wide views.
+    /// Cluster-wide views (`status`, `partitions`) and `balance-leaders`.
     Cluster {
         #[command(subcommand)]
-        command: ClusterCommand,
+        command: cli::cluster::ClusterCommand,
     },
     /// Produce lines of standard input (`key<TAB>value` or `value`); keyed lines go to the
     /// partition Kafka's default partitioner picks (murmur2), unkeyed ones to partition 0.
@@ -88,12 +88,6 @@ enum PerfTarget {
     Idle(cli::perf_idle::IdleArgs),
     /// Records/s, MB/s and latency of the batching producer against three local brokers.
     Produce(cli::perf_produce::ProduceArgs),
-}
-
-#[derive(Subcommand)]
-enum ClusterCommand {
-    /// Brokers, controller, and every partition's leader, replicas, ISR and high watermark.
-    Status,
 }
 
 #[derive(clap::Args)]
@@ -153,9 +147,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Topic { command } => admin::topic(&cli.bootstrap, command, cli.output).await,
-            Command::Cluster {
-                command: ClusterCommand::Status,
-            } => admin::cluster_status(&cli.bootstrap, cli.output).await,
+            Command::Cluster { command } => cli::cluster::run(&cli.bootstrap, command, cli.output).await,
             Command::Produce { topic, partition, acks } => {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }

@@ -124,6 +124,14 @@ impl Admin {
         outcomes.pop().map_or(Ok(()), |outcome| outcome.map(|_| ()))
     }
 
+    /// Grows `topic` to `total` partitions (Kafka's `createPartitions`). Existing partitions
+    /// keep their records; producers see the new count once they refresh the topic's layout
+    /// (`metadata_max_age`), and keyed records then hash over the new count, as in Kafka.
+    pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<(), AdminError> {
+        let mut outcomes = per_topic(self.cluster.create_partitions(topic, total).await?);
+        outcomes.pop().map_or(Ok(()), |outcome| outcome.map(|_| ()))
+    }
+
     /// Deletes topics; one outcome per topic, in order.
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<Vec<Result<String, AdminError>>, ClientError> {
         Ok(per_topic(self.cluster.delete_topics(names).await?))

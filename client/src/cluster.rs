@@ -9,8 +9,9 @@ use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
-    Acks, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, OffsetSpec, ProduceRequest, TopicDescription, TopicResult, TopicSpec,
+    Acks, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetSpec, ProduceRequest,
+    TopicDescription, TopicResult, TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -250,6 +251,15 @@ impl Cluster {
         self.topic_results(|mut client| {
             let topics = topics.clone();
             async move { client.create_topics(CreateTopicsRequest { topics }).await }
+        })
+        .await
+    }
+
+    /// Grows `topic` to `total` partitions (served by the controller); one result.
+    pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<Vec<TopicResult>, ClientError> {
+        self.topic_results(|mut client| {
+            let topic = topic.to_string();
+            async move { client.create_partitions(CreatePartitionsRequest { topic, total }).await }
         })
         .await
     }

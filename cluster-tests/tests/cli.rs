@@ -77,20 +77,34 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
             .any(|t| t["name"] == "clicks" && t["partitions"] == 4 && t["replication_factor"] == 3),
         "{listed}"
     );
-    let described: serde_json::Value = serde_json::from_str(&stdout(&cli(
-        &bootstrap,
-        &["--output", "json", "topic", "describe", "clicks"],
-        None,
-    )))
-    .unwrap();
+    // Leaders are elected a moment after creation: describe until every partition has one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let described = loop {
+        let described: serde_json::Value = serde_json::from_str(&stdout(&cli(
+            &bootstrap,
+            &["--output", "json", "topic", "describe", "clicks"],
+            None,
+        )))
+        .unwrap();
+        if described[0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["leader"].is_u64())
+        {
+            break described;
+        }
+        assert!(Instant::now() < deadline, "leaders never elected: {described}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let topic = &described[0];
     assert_eq!(topic["name"], "clicks");
     assert_eq!(topic["replication_factor"], 3);
     assert_eq!(topic["partitions"].as_array().unwrap().len(), 4, "{topic}");
     for partition in topic["partitions"].as_array().unwrap() {
         assert_eq!(partition["replicas"].as_array().unwrap().len(), 3, "{partition}");
-        assert!(partition["leader"].is_u64(), "{partition}");
         assert!(partition["quiet"].is_boolean(), "{partition}");
+        assert!(partition["high_watermark"].is_u64(), "{partition}");
     }
     let failed = cli(&bootstrap, &["topic", "create", "clicks", "--output", "json"], None);
     assert_eq!(failed.status.code(), Some(1));
@@ -188,6 +202,49 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+
+    // balance-leaders moves leadership back to each partition's preferred replica (the first
+    // of its replicas): partition 0 was just moved away from it unless broker 2 was preferred.
+    let balanced = cli(&bootstrap, &["cluster", "balance-leaders", "--output", "json"], None);
+    assert!(
+        balanced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&balanced.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&balanced)).unwrap();
+    assert_eq!(report["failed"].as_array().unwrap().len(), 0, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = cli(&bootstrap, &["cluster", "partitions", "--output", "json"], None);
+        let rows: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+        let clicks: Vec<&serde_json::Value> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["topic"] == "clicks")
+            .collect();
+        assert_eq!(clicks.len(), 4, "{rows}");
+        if clicks.iter().all(|r| r["leader"] == r["replicas"][0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaders never all preferred: {rows}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = stdout(&cli(&bootstrap, &["cluster", "partitions"], None));
+    assert!(text.lines().any(|l| l.starts_with("clicks")), "{text}");
+
+    // Topics grow, never shrink.
+    let shrink = cli(&bootstrap, &["topic", "add-partitions", "clicks", "--partitions", "3"], None);
+    assert_eq!(shrink.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&shrink.stderr).contains("can only grow"),
+        "{}",
+        String::from_utf8_lossy(&shrink.stderr)
+    );
+    let grown = cli(&bootstrap, &["topic", "add-partitions", "clicks", "--partitions", "6"], None);
+    assert!(grown.status.success(), "{}", String::from_utf8_lossy(&grown.stderr));
+    let listed = stdout(&cli(&bootstrap, &["topic", "list"], None));
+    assert!(listed.contains("clicks\tpartitions=6"), "{listed}");
 
     assert!(cli(&bootstrap, &["topic", "delete", "clicks"], None).status.success());
     let after = stdout(&cli(&bootstrap, &["topic", "list"], None));

@@ -340,3 +340,60 @@ async fn the_producer_picks_up_a_topic_recreated_with_more_partitions_after_meta
     }
     producer.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_gains_partitions_keeps_its_records_and_the_producer_follows() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new("widens", 1, 3)).await;
+    let config = ProducerConfig {
+        metadata_max_age: Duration::from_millis(300),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(Arc::clone(&cluster), config).unwrap();
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| client::partitioner::partition_for_key(k.as_bytes(), 4) != 0)
+        .unwrap();
+    let expected = client::partitioner::partition_for_key(key.as_bytes(), 4);
+    let keyed = |value: &'static str| ProducerRecord::new("widens", value).key(key.clone());
+    let first = producer.send_and_wait(keyed("before")).await.unwrap();
+    assert_eq!(first.partition, 0, "one partition");
+
+    let admin = client::Admin::new(Arc::clone(&cluster));
+    admin.create_partitions("widens", 4).await.unwrap();
+    // Partitions only grow; a topic that does not exist cannot grow.
+    let shrink = admin.create_partitions("widens", 2).await.unwrap_err();
+    assert_eq!(shrink.code(), Some(ErrorCode::InvalidPartitions), "{shrink}");
+    assert!(shrink.to_string().contains("can only grow"), "{shrink}");
+    let unknown = admin.create_partitions("no-such-topic", 5).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(ErrorCode::UnknownTopicOrPartition), "{unknown}");
+
+    // The new partitions elect leaders; keyed records re-hash over four once the producer's
+    // layout is refreshed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent = producer.send_and_wait(keyed("after")).await.unwrap();
+        if sent.partition == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keyed records never moved to partition {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    producer.close().await;
+    let description = admin.describe_topics(vec!["widens".into()]).await.unwrap();
+    assert_eq!(description[0].partitions.len(), 4);
+
+    // The record written before the topic grew is where it was.
+    let mut consumer = Consumer::new(Arc::clone(&cluster), ConsumerConfig::default());
+    consumer.assign(vec![("widens".into(), 0)]).await.unwrap();
+    let offset = first.offset.expect("acks=all answers with the offset");
+    consumer.seek("widens", 0, SeekTo::Offset(offset)).await.unwrap();
+    let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
+    let value = records.first().and_then(|r| r.value.clone());
+    assert_eq!(value.as_deref(), Some(&b"before"[..]));
+}

@@ -49,6 +49,7 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
             MetadataError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            MetadataError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
         },
     }
 }

@@ -9,9 +9,10 @@ use crate::partition::PartitionManager;
 use crate::replication::{IsrBounds, PartitionReplica};
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
-    CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, TopicResults, TransferLeadershipRequest, TransferLeadershipResponse,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicResults, TransferLeadershipRequest,
+    TransferLeadershipResponse,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -89,6 +90,13 @@ impl Broker for BrokerApi {
 
     async fn create_topics(&self, request: Request<CreateTopicsRequest>) -> Result<Response<TopicResults>, Status> {
         Ok(Response::new(topics::create(self, request.into_inner()).await))
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<CreatePartitionsRequest>,
+    ) -> Result<Response<TopicResults>, Status> {
+        Ok(Response::new(topics::add_partitions(self, request.into_inner()).await))
     }
 
     async fn delete_topics(&self, request: Request<DeleteTopicsRequest>) -> Result<Response<TopicResults>, Status> {

@@ -1,14 +1,14 @@
 //! The metadata and topic RPCs: Metadata and DescribeTopics (brokers, controller, and per
 //! partition its replicas and — from the local replica's status — leader and ISR), CreateTopics
-//! and DeleteTopics (commands submitted to the controller).
+//! CreatePartitions and DeleteTopics (commands submitted to the controller).
 
 use super::answer::{Refusal, Refused};
 use super::service::BrokerApi;
 use super::topic_config::{log_config_from_map, log_config_to_map};
 use crate::controller::metadata::{MetadataCommand, TopicMetadata};
 use proto::v1::{
-    BrokerDescription, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, MetadataRequest, MetadataResponse,
-    PartitionDescription, TopicDescription, TopicResult, TopicResults,
+    BrokerDescription, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, MetadataRequest,
+    MetadataResponse, PartitionDescription, TopicDescription, TopicResult, TopicResults,
 };
 
 /// The cluster as this broker knows it, for the requested topics (all when none are named);
@@ -101,6 +101,17 @@ pub(super) async fn create(api: &BrokerApi, request: CreateTopicsRequest) -> Top
         results.push(topic_command(api, spec.name, command).await);
     }
     TopicResults { results }
+}
+
+/// Grows a topic's partition count (one controller command).
+pub(super) async fn add_partitions(api: &BrokerApi, request: CreatePartitionsRequest) -> TopicResults {
+    let command = Ok(MetadataCommand::AddPartitions {
+        name: request.topic.clone(),
+        total: request.total,
+    });
+    TopicResults {
+        results: vec![topic_command(api, request.topic, command).await],
+    }
 }
 
 /// Deletes each topic, one controller command each.

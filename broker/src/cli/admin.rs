@@ -1,9 +1,6 @@
 //! Admin commands against a running cluster: topics, cluster status, produce, consume.
 
-use super::output::{
-    print_json, BrokerView, ClusterView, LeaderMoved, OutputFormat, PartitionView, TopicOutcome, TopicSummary,
-    TopicView,
-};
+use super::output::{print_json, LeaderMoved, OutputFormat, PartitionView, TopicOutcome, TopicSummary, TopicView};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use client::{
@@ -37,6 +34,15 @@ pub enum TopicCommand {
     Describe {
         /// Topic name.
         name: String,
+    },
+    /// Grow a topic to more partitions (existing ones keep their data; keyed records re-hash
+    /// over the new count, as in Kafka).
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The partition count wanted (more than it has).
+        #[arg(long)]
+        partitions: u32,
     },
     /// Delete a topic and its data.
     Delete {
@@ -132,6 +138,10 @@ pub async fn topic(bootstrap: &str, command: TopicCommand, output: OutputFormat)
             "deleted",
             output,
         ),
+        TopicCommand::AddPartitions { name, partitions } => {
+            let outcome = admin.create_partitions(&name, partitions).await.map(|()| name.clone());
+            check_outcomes(vec![outcome], &[name], "grown", output)
+        }
         TopicCommand::MoveLeader { name, partition, to } => {
             admin.transfer_leadership(&name, partition, to).await?;
             match output {
@@ -197,7 +207,8 @@ fn list(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn print_partitions(partitions: &[PartitionView]) {
+/// Prints partitions as the table `topic describe` and `cluster status` share.
+pub(super) fn print_partitions(partitions: &[PartitionView]) {
     // `quiet`: the leader's group is idle with its Raft timers stopped (docs/architecture.md).
     println!("  partition  leader  replicas  isr  high_watermark  log_start  quiet");
     for p in partitions {
@@ -213,40 +224,6 @@ fn print_partitions(partitions: &[PartitionView]) {
             if p.quiet { "yes" } else { "no" }
         );
     }
-}
-
-/// `broker cluster status`: brokers, controller, and every partition's leader, replicas, ISR
-/// and high watermark.
-pub async fn cluster_status(bootstrap: &str, output: OutputFormat) -> anyhow::Result<()> {
-    let metadata = Admin::new(connect(bootstrap)).describe_cluster().await?;
-    let view = ClusterView {
-        controller: metadata.controller,
-        brokers: metadata.brokers.iter().map(BrokerView::from).collect(),
-        topics: metadata.topics.iter().map(TopicView::from).collect(),
-    };
-    if output == OutputFormat::Json {
-        return print_json(&view);
-    }
-    println!(
-        "controller: {}",
-        view.controller.map_or("(none elected)".to_string(), |c| c.to_string())
-    );
-    for broker in &view.brokers {
-        println!(
-            "broker {}  {}{}",
-            broker.id,
-            broker.address,
-            broker.rack.as_ref().map_or(String::new(), |r| format!("  rack={r}"))
-        );
-    }
-    for topic in &view.topics {
-        println!("topic {}", topic.name);
-        print_partitions(&topic.partitions);
-        if topic.under_replicated_partitions > 0 {
-            println!("  under-replicated partitions: {}", topic.under_replicated_partitions);
-        }
-    }
-    Ok(())
 }
 
 fn parse_acks(text: &str) -> anyhow::Result<Acks> {

@@ -1,6 +1,7 @@
 //! The `broker` command line: the server (`serve`, `dev`), admin commands and benchmarks.
 
 pub mod admin;
+pub mod cluster;
 pub mod dev;
 pub mod local_cluster;
 pub mod output;

@@ -91,6 +91,15 @@ pub enum MetadataCommand {
         /// Log settings.
         config: LogConfig,
     },
+    /// Grows a topic to `total` partitions (Kafka's CreatePartitions): the existing partitions
+    /// keep their replicas and data; the new ones are placed as a new topic's would be,
+    /// continuing the round-robin from the topic's partition count.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The partition count wanted (more than the topic has).
+        total: u32,
+    },
     /// Deletes a topic.
     DeleteTopic {
         /// Topic name.
@@ -137,6 +146,16 @@ pub enum MetadataError {
     /// Log settings out of range.
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
+    /// Partitions can be added, never removed (records are routed by partition count).
+    #[error("topic {topic:?} has {current} partitions; it can only grow (asked for {requested})")]
+    PartitionCountNotIncreased {
+        /// Topic name.
+        topic: String,
+        /// Its partition count.
+        current: u32,
+        /// The count asked for.
+        requested: u32,
+    },
 }
 
 /// Checks a topic name: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -190,6 +209,30 @@ impl ClusterMetadata {
                 config
                     .validate()
                     .map_err(|e| MetadataError::InvalidConfig(e.to_string()))
+            }
+            MetadataCommand::AddPartitions { name, total } => {
+                let topic = self
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                let current = topic.partitions.len() as u32;
+                if *total <= current {
+                    return Err(MetadataError::PartitionCountNotIncreased {
+                        topic: name.clone(),
+                        current,
+                        requested: *total,
+                    });
+                }
+                if *total > MAX_PARTITIONS {
+                    return Err(MetadataError::InvalidPartitions(*total));
+                }
+                if topic.replication_factor as usize > self.brokers.len() {
+                    return Err(MetadataError::InvalidReplicationFactor {
+                        requested: topic.replication_factor,
+                        brokers: self.brokers.len(),
+                    });
+                }
+                Ok(())
             }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.contains_key(name) {
@@ -260,6 +303,37 @@ impl ClusterMetadata {
                     },
                 );
             }
+            MetadataCommand::AddPartitions { name, total } => {
+                let brokers: Vec<Candidate<'_>> = self
+                    .brokers
+                    .values()
+                    .map(|b| Candidate {
+                        id: b.id,
+                        rack: b.rack.as_deref(),
+                    })
+                    .collect();
+                let topic = self.topics.get(&name).expect("checked above");
+                let current = topic.partitions.len() as u32;
+                let placement = place_replicas(&brokers, total - current, topic.replication_factor, current as usize);
+                let added: Vec<PartitionAssignment> = placement
+                    .into_iter()
+                    .zip(current..total)
+                    .map(|(replicas, partition)| {
+                        let group = self.next_group;
+                        self.next_group += 1;
+                        PartitionAssignment {
+                            partition,
+                            group,
+                            replicas,
+                        }
+                    })
+                    .collect();
+                self.topics
+                    .get_mut(&name)
+                    .expect("checked above")
+                    .partitions
+                    .extend(added);
+            }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
             }
@@ -308,6 +382,62 @@ mod tests {
             replication_factor: rf,
             config: LogConfig::default(),
         }
+    }
+
+    #[test]
+    fn partitions_are_added_never_removed_and_old_ones_keep_their_replicas() {
+        let mut metadata = with_brokers(3);
+        metadata.apply(create("orders", 2, 3)).unwrap();
+        let before = metadata.topics["orders"].partitions.clone();
+        let next_group = metadata.next_group;
+        metadata
+            .apply(MetadataCommand::AddPartitions {
+                name: "orders".into(),
+                total: 5,
+            })
+            .unwrap();
+        let after = &metadata.topics["orders"].partitions;
+        assert_eq!(after.len(), 5);
+        assert_eq!(&after[..2], &before[..], "existing partitions unchanged");
+        for (i, added) in after[2..].iter().enumerate() {
+            assert_eq!(added.partition, 2 + i as u32);
+            assert_eq!(added.group, next_group + i as u64, "fresh group ids, never reused");
+            let mut replicas = added.replicas.clone();
+            replicas.sort_unstable();
+            assert_eq!(replicas, vec![1, 2, 3]);
+        }
+        // Leaders (first replicas) of the new partitions spread over the brokers.
+        let leaders: std::collections::BTreeSet<u64> = after[2..].iter().map(|p| p.replicas[0]).collect();
+        assert_eq!(leaders.len(), 3);
+
+        let refused = |metadata: &ClusterMetadata, name: &str, total| {
+            metadata
+                .check(&MetadataCommand::AddPartitions {
+                    name: name.into(),
+                    total,
+                })
+                .unwrap_err()
+        };
+        assert_eq!(
+            refused(&metadata, "orders", 5),
+            MetadataError::PartitionCountNotIncreased {
+                topic: "orders".into(),
+                current: 5,
+                requested: 5
+            }
+        );
+        assert!(matches!(
+            refused(&metadata, "orders", 3),
+            MetadataError::PartitionCountNotIncreased { .. }
+        ));
+        assert_eq!(
+            refused(&metadata, "orders", MAX_PARTITIONS + 1),
+            MetadataError::InvalidPartitions(MAX_PARTITIONS + 1)
+        );
+        assert_eq!(
+            refused(&metadata, "nope", 9),
+            MetadataError::UnknownTopic("nope".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! `broker cluster ...`: the cluster-wide views (`status`, `partitions`) and moving leadership
+//! back to preferred replicas (`balance-leaders`).
+
+use super::admin::{connect, print_partitions};
+use super::output::{print_json, BrokerView, ClusterView, OutputFormat, PartitionView, TopicView};
+use anyhow::bail;
+use client::Admin;
+use proto::v1::TopicDescription;
+use serde::Serialize;
+
+/// `broker cluster ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Brokers, controller, and every partition's leader, replicas, ISR and high watermark.
+    Status,
+    /// Every partition of every topic, one line each: leader, replicas, ISR, high watermark, log
+    /// start.
+    Partitions,
+    /// Move each partition's leadership back to its preferred replica (the first of its
+    /// replicas, where topic creation put it) if that replica is in sync.
+    BalanceLeaders,
+}
+
+/// Runs a `broker cluster` command.
+pub async fn run(bootstrap: &str, command: ClusterCommand, output: OutputFormat) -> anyhow::Result<()> {
+    let admin = Admin::new(connect(bootstrap));
+    let metadata = admin.describe_cluster().await?;
+    match command {
+        ClusterCommand::Status => {
+            let view = ClusterView {
+                controller: metadata.controller,
+                brokers: metadata.brokers.iter().map(BrokerView::from).collect(),
+                topics: metadata.topics.iter().map(TopicView::from).collect(),
+            };
+            print_status(&view, output)
+        }
+        ClusterCommand::Partitions => {
+            let rows: Vec<PartitionRow> = metadata
+                .topics
+                .iter()
+                .flat_map(|topic| {
+                    topic.partitions.iter().map(|p| PartitionRow {
+                        topic: topic.name.clone(),
+                        partition: PartitionView::from(p),
+                    })
+                })
+                .collect();
+            match output {
+                OutputFormat::Json => print_json(&rows),
+                OutputFormat::Text => {
+                    println!(
+                        "{:<24} {:>9}  {:>6}  {:>8}  {:>5}  {:>14}  {:>9}",
+                        "topic", "partition", "leader", "replicas", "isr", "high_watermark", "log_start"
+                    );
+                    for row in rows {
+                        let p = &row.partition;
+                        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                        println!(
+                            "{:<24} {:>9}  {:>6}  {:>8}  {:>5}  {:>14}  {:>9}",
+                            row.topic,
+                            p.partition,
+                            opt(p.leader),
+                            ids(&p.replicas),
+                            ids(&p.isr),
+                            opt(p.high_watermark),
+                            opt(p.log_start_offset)
+                        );
+                    }
+                    Ok(())
+                }
+            }
+        }
+        ClusterCommand::BalanceLeaders => {
+            let mut report = BalanceReport::default();
+            for planned in leadership_moves(&metadata.topics) {
+                match admin
+                    .transfer_leadership(&planned.topic, planned.partition, planned.to)
+                    .await
+                {
+                    Ok(()) => report.moved.push(planned),
+                    Err(error) => report.failed.push(FailedMove {
+                        planned,
+                        error: error.to_string(),
+                    }),
+                }
+            }
+            match output {
+                OutputFormat::Json => print_json(&report)?,
+                OutputFormat::Text => {
+                    for m in &report.moved {
+                        println!("{}/{}: leader {} -> {}", m.topic, m.partition, m.from, m.to);
+                    }
+                    for f in &report.failed {
+                        eprintln!(
+                            "error: {}/{} could not move to broker {}: {}",
+                            f.planned.topic, f.planned.partition, f.planned.to, f.error
+                        );
+                    }
+                    println!("moved {} partition leaders", report.moved.len());
+                }
+            }
+            if !report.failed.is_empty() {
+                bail!(
+                    "{} leadership moves failed (run it again once the cluster is healthy)",
+                    report.failed.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_status(view: &ClusterView, output: OutputFormat) -> anyhow::Result<()> {
+    if output == OutputFormat::Json {
+        return print_json(view);
+    }
+    println!(
+        "controller: {}",
+        view.controller.map_or("(none elected)".to_string(), |c| c.to_string())
+    );
+    for broker in &view.brokers {
+        println!(
+            "broker {}  {}{}",
+            broker.id,
+            broker.address,
+            broker.rack.as_ref().map_or(String::new(), |r| format!("  rack={r}"))
+        );
+    }
+    for topic in &view.topics {
+        println!("topic {}", topic.name);
+        print_partitions(&topic.partitions);
+        if topic.under_replicated_partitions > 0 {
+            println!("  under-replicated partitions: {}", topic.under_replicated_partitions);
+        }
+    }
+    Ok(())
+}
+
+fn ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A line of `cluster partitions`.
+#[derive(Serialize, Debug)]
+struct PartitionRow {
+    topic: String,
+    #[serde(flatten)]
+    partition: PartitionView,
+}
+
+/// A leadership move `balance-leaders` makes.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeadershipMove {
+    /// Topic name.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Its leader now.
+    pub from: u64,
+    /// Its preferred replica.
+    pub to: u64,
+}
+
+#[derive(Serialize, Debug)]
+struct FailedMove {
+    #[serde(flatten)]
+    planned: LeadershipMove,
+    error: String,
+}
+
+#[derive(Serialize, Debug, Default)]
+struct BalanceReport {
+    moved: Vec<LeadershipMove>,
+    failed: Vec<FailedMove>,
+}
+
+/// The moves that put every partition's leadership on its preferred replica (the first of its
+/// replicas): only for partitions that have a leader elsewhere and whose preferred replica is
+/// in sync (moving to a replica that lags would stall writes until it caught up).
+pub fn leadership_moves(topics: &[TopicDescription]) -> Vec<LeadershipMove> {
+    topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().filter_map(|p| {
+                let preferred = *p.replicas.first()?;
+                let leader = p.leader?;
+                (leader != preferred && p.isr.contains(&preferred)).then(|| LeadershipMove {
+                    topic: topic.name.clone(),
+                    partition: p.partition,
+                    from: leader,
+                    to: preferred,
+                })
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::v1::PartitionDescription;
+
+    fn partition(partition: u32, leader: Option<u64>, replicas: &[u64], isr: &[u64]) -> PartitionDescription {
+        PartitionDescription {
+            partition,
+            leader,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn moves_only_to_an_in_sync_preferred_replica() {
+        let topic = TopicDescription {
+            name: "t".into(),
+            partitions: vec![
+                partition(0, Some(1), &[1, 2, 3], &[1, 2, 3]), // already preferred
+                partition(1, Some(3), &[2, 3, 1], &[1, 2, 3]), // moves to 2
+                partition(2, Some(1), &[3, 1, 2], &[1, 2]),    // 3 lags: stays
+                partition(3, None, &[1, 2, 3], &[]),           // leaderless: nothing to move from
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            leadership_moves(&[topic]),
+            vec![LeadershipMove {
+                topic: "t".into(),
+                partition: 1,
+                from: 3,
+                to: 2
+            }]
+        );
+    }
+}
