@@ -187,6 +187,7 @@ pub async fn run(
         // admin listener nothing is installed and the `metrics` macros cost a no-op call.
         crate::metrics::recorder();
         crate::metrics::requests::describe();
+        crate::api::metrics::describe();
         crate::metrics::disk::describe();
         crate::storage::metrics::describe();
         partition_metrics::describe();

@@ -234,14 +234,22 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     assert!(text.lines().any(|l| l.starts_with("clicks")), "{text}");
 
     // Topics grow, never shrink.
-    let shrink = cli(&bootstrap, &["topic", "add-partitions", "clicks", "--partitions", "3"], None);
+    let shrink = cli(
+        &bootstrap,
+        &["topic", "add-partitions", "clicks", "--partitions", "3"],
+        None,
+    );
     assert_eq!(shrink.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&shrink.stderr).contains("can only grow"),
         "{}",
         String::from_utf8_lossy(&shrink.stderr)
     );
-    let grown = cli(&bootstrap, &["topic", "add-partitions", "clicks", "--partitions", "6"], None);
+    let grown = cli(
+        &bootstrap,
+        &["topic", "add-partitions", "clicks", "--partitions", "6"],
+        None,
+    );
     assert!(grown.status.success(), "{}", String::from_utf8_lossy(&grown.stderr));
     let listed = stdout(&cli(&bootstrap, &["topic", "list"], None));
     assert!(listed.contains("clicks\tpartitions=6"), "{listed}");

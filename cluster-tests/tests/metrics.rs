@@ -179,7 +179,38 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     }
     assert!(produce_requests >= 1.0, "no Produce request counted");
     assert_eq!(produce_timings as f64, produce_requests, "every Produce request timed");
-    check_deploy_files_and_docs_name_only_exported_metrics(&after);
+    // Produce counts what the leaders accepted: every record once (no retry counted twice).
+    let mut scrapes = Vec::new();
+    for admin in &admins {
+        scrapes.push(scrape(admin).await);
+    }
+    let produced: f64 = scrapes.iter().map(|s| value(s, "broker_produced_records_total")).sum();
+    assert_eq!(produced, 2_000.0, "records counted by the leaders");
+    // A refused request is counted by API and error code (on the controller, which answers it).
+    let admin_client = client::Admin::new(Arc::clone(&cluster));
+    let refused = admin_client.create_partitions("no-such-topic", 2).await.unwrap_err();
+    assert_eq!(refused.code(), Some(client::ErrorCode::UnknownTopicOrPartition));
+    let mut errors = 0.0;
+    let mut scrapes = Vec::new();
+    for admin in &admins {
+        let scrape = scrape(admin).await;
+        errors += scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "broker_request_errors_total"
+                    && s.labels.get("api") == Some("TopicCommands")
+                    && s.labels.get("code") == Some("UNKNOWN_TOPIC_OR_PARTITION")
+            })
+            .map(|s| match s.value {
+                Value::Counter(n) => n,
+                _ => 0.0,
+            })
+            .sum::<f64>();
+        scrapes.push(scrape);
+    }
+    assert_eq!(errors, 1.0, "the refusal counted once, by API and code");
+    check_deploy_files_and_docs_name_only_exported_metrics(&scrapes);
     wait_for_scrapes(&admins, "no under-replicated partition", |scrapes| {
         scrapes
             .iter()
@@ -205,12 +236,15 @@ fn metric_names_in(expression: &str, exported: &BTreeSet<String>) -> Vec<String>
         .collect()
 }
 
-/// Every metric the Grafana dashboard and the alert rules in `deploy/` query is one a real
-/// broker exports, every exported metric has a help text, and the table in
+/// Every metric the Grafana dashboard and the alert rules in `deploy/` query is one the real
+/// brokers export (`scrapes`: one per broker), every exported metric has a help text, and the table in
 /// `docs/operations.md` lists exactly the exported metrics.
-fn check_deploy_files_and_docs_name_only_exported_metrics(scrape: &Scrape) {
+fn check_deploy_files_and_docs_name_only_exported_metrics(scrapes: &[Scrape]) {
     // The parser reports a histogram's `_sum` and `_count` lines as samples of their own.
-    let names: BTreeSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    let names: BTreeSet<&str> = scrapes
+        .iter()
+        .flat_map(|scrape| scrape.samples.iter().map(|s| s.metric.as_str()))
+        .collect();
     let exported: BTreeSet<String> = names
         .iter()
         .filter(|name| {
@@ -221,7 +255,10 @@ fn check_deploy_files_and_docs_name_only_exported_metrics(scrape: &Scrape) {
         .map(|name| name.to_string())
         .collect();
     for name in &exported {
-        assert!(scrape.docs.contains_key(name), "{name} is exported without a help text");
+        assert!(
+            scrapes.iter().any(|scrape| scrape.docs.contains_key(name)),
+            "{name} is exported without a help text"
+        );
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut expressions = Vec::new();

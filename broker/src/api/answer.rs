@@ -48,13 +48,27 @@ impl Refusal {
     }
 }
 
-/// The response to send: the handler's, or its refusal.
+/// The response to send: the handler's, or its refusal (counted).
 pub(super) fn answer<R: Refused>(result: Result<R, Refusal>) -> R {
-    result.unwrap_or_else(R::refused)
+    result.unwrap_or_else(|refusal| {
+        count_refusal(R::API, refusal.code);
+        R::refused(refusal)
+    })
+}
+
+/// Counts a refused request: `broker_request_errors_total{api, code}`. Both labels are bounded
+/// (the RPC families below and the wire codes of `ErrorCode`), so the series stay few.
+pub(super) fn count_refusal(api: &'static str, code: ErrorCode) {
+    // The label is the code's name as docs/error-codes.md writes it (`NOT_LEADER`).
+    let code = code.as_str_name().trim_start_matches("ERROR_CODE_");
+    metrics::counter!("broker_request_errors_total", "api" => api, "code" => code).increment(1);
 }
 
 /// A response that can carry a [`Refusal`]: every other field is left empty.
 pub(super) trait Refused {
+    /// The RPC (family) whose response this is, as the `api` label of error counts.
+    const API: &'static str;
+
     /// The response refusing the request.
     fn refused(refusal: Refusal) -> Self;
 }
@@ -62,8 +76,10 @@ pub(super) trait Refused {
 /// The partition RPCs' responses: a refusal is `error`, `message` and the `leader` to retry at,
 /// every other field empty.
 macro_rules! refused_naming_the_leader {
-    ($($response:ty),*) => {$(
+    ($($response:ty => $api:literal),*) => {$(
         impl Refused for $response {
+            const API: &'static str = $api;
+
             // (Some of these responses have no other field.)
             #[allow(clippy::needless_update)]
             fn refused(refusal: Refusal) -> Self {
@@ -79,13 +95,15 @@ macro_rules! refused_naming_the_leader {
 }
 
 refused_naming_the_leader!(
-    ProduceResponse,
-    FetchResponse,
-    ListOffsetsResponse,
-    TransferLeadershipResponse
+    ProduceResponse => "Produce",
+    FetchResponse => "Fetch",
+    ListOffsetsResponse => "ListOffsets",
+    TransferLeadershipResponse => "TransferLeadership"
 );
 
 impl Refused for InitProducerIdResponse {
+    const API: &'static str = "InitProducerId";
+
     fn refused(refusal: Refusal) -> Self {
         InitProducerIdResponse {
             error: refusal.code as i32,
@@ -98,6 +116,9 @@ impl Refused for InitProducerIdResponse {
 }
 
 impl Refused for TopicResult {
+    /// CreateTopics, DeleteTopics and CreatePartitions answer with these.
+    const API: &'static str = "TopicCommands";
+
     /// Without the topic's name: set it on the result.
     fn refused(refusal: Refusal) -> Self {
         TopicResult {

@@ -37,6 +37,8 @@ pub(super) struct Produce {
     pub acks: Acks,
     /// How long the producer waits for the acknowledgement.
     pub timeout: Duration,
+    /// Records in the batch (from its header).
+    pub record_count: u32,
 }
 
 /// Validates a produce request's batch against the topic's `max_message_bytes`, its header and
@@ -64,6 +66,7 @@ pub(super) fn produce(request: ProduceRequest, max_message_bytes: u32) -> Result
             batch: AppendBatch::plain(records),
             acks,
             timeout,
+            record_count: header.record_count.max(0) as u32,
         });
     }
     if acks != Acks::All {
@@ -89,6 +92,7 @@ pub(super) fn produce(request: ProduceRequest, max_message_bytes: u32) -> Result
         batch: AppendBatch::idempotent(records, identity),
         acks,
         timeout,
+        record_count: header.record_count.max(0) as u32,
     })
 }
 

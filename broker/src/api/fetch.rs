@@ -4,6 +4,7 @@
 
 use super::answer::Refusal;
 use super::convert;
+use super::metrics;
 use super::service::BrokerApi;
 use crate::replication::PartitionReplica;
 use proto::v1::{
@@ -38,6 +39,7 @@ pub(super) async fn fetch(api: &BrokerApi, request: FetchRequest) -> Result<Fetc
     let committed = replica
         .read_committed(read.from, read.max_bytes)
         .map_err(|error| Refusal::replication(&error))?;
+    metrics::fetched(committed.batches.iter().map(|b| b.body.len()).sum());
     Ok(FetchResponse {
         error: ErrorCode::None as i32,
         message: String::new(),

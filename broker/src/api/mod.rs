@@ -14,7 +14,8 @@
 //! - `leadership`: TransferLeadership.
 //! - `producer_ids`: InitProducerId.
 //!
-//! [`topic_config`] is the wire form of topic configs.
+//! [`topic_config`] is the wire form of topic configs; [`metrics`] counts bytes and records
+//! produced and fetched, and refusals per error code.
 //!
 //! **Adding an RPC family** (consumer groups come next): give it its own file here, each
 //! handler decode → call → encode — decode with a function in `convert`, call its subsystem,
@@ -30,6 +31,7 @@ mod convert;
 pub mod error_codes;
 mod fetch;
 mod leadership;
+pub mod metrics;
 mod produce;
 mod producer_ids;
 pub mod service;

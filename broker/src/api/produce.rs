@@ -3,6 +3,7 @@
 
 use super::answer::Refusal;
 use super::convert;
+use super::metrics;
 use super::service::BrokerApi;
 use proto::v1::{ErrorCode, ProduceRequest, ProduceResponse};
 use tokio::time::Instant;
@@ -18,10 +19,14 @@ pub(super) async fn produce(api: &BrokerApi, request: ProduceRequest) -> Result<
         .map_or(u32::MAX, |t| t.config.max_message_bytes);
     let produce = convert::produce(request, max_message_bytes)?;
     let deadline = Instant::now() + produce.timeout;
+    let (bytes, records) = (produce.batch.records.len(), produce.record_count);
     let outcome = replica
         .append(produce.batch, produce.acks, deadline)
         .await
         .map_err(|error| Refusal::replication(&error).naming(error.leader()))?;
+    if !outcome.duplicate {
+        metrics::produced(bytes, records);
+    }
     Ok(ProduceResponse {
         error: ErrorCode::None as i32,
         message: String::new(),

@@ -2,7 +2,7 @@
 //! partition its replicas and — from the local replica's status — leader and ISR), CreateTopics
 //! CreatePartitions and DeleteTopics (commands submitted to the controller).
 
-use super::answer::{Refusal, Refused};
+use super::answer::{count_refusal, Refusal, Refused};
 use super::service::BrokerApi;
 use super::topic_config::{log_config_from_map, log_config_to_map};
 use crate::controller::metadata::{MetadataCommand, TopicMetadata};
@@ -141,9 +141,12 @@ async fn topic_command(api: &BrokerApi, name: String, command: Result<MetadataCo
             message: String::new(),
             controller: None,
         },
-        Err(refusal) => TopicResult {
-            name,
-            ..TopicResult::refused(refusal)
-        },
+        Err(refusal) => {
+            count_refusal(TopicResult::API, refusal.code);
+            TopicResult {
+                name,
+                ..TopicResult::refused(refusal)
+            }
+        }
     }
 }
