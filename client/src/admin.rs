@@ -132,6 +132,19 @@ impl Admin {
         outcomes.pop().map_or(Ok(()), |outcome| outcome.map(|_| ()))
     }
 
+    /// Changes `topic`'s configs (Kafka's `incrementalAlterConfigs`): each key of `set` takes
+    /// its value, each key of `reset` goes back to its default; the rest stay. Running
+    /// replicas apply the change within moments.
+    pub async fn alter_topic_config(
+        &self,
+        topic: &str,
+        set: HashMap<String, String>,
+        reset: Vec<String>,
+    ) -> Result<(), AdminError> {
+        let mut outcomes = per_topic(self.cluster.alter_topic_config(topic, set, reset).await?);
+        outcomes.pop().map_or(Ok(()), |outcome| outcome.map(|_| ()))
+    }
+
     /// Deletes topics; one outcome per topic, in order.
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<Vec<Result<String, AdminError>>, ClientError> {
         Ok(per_topic(self.cluster.delete_topics(names).await?))

@@ -9,9 +9,9 @@ use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
-    Acks, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest,
-    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetSpec, ProduceRequest,
-    TopicDescription, TopicResult, TopicSpec,
+    Acks, AlterTopicConfigRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode,
+    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetSpec,
+    ProduceRequest, TopicDescription, TopicResult, TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -260,6 +260,25 @@ impl Cluster {
         self.topic_results(|mut client| {
             let topic = topic.to_string();
             async move { client.create_partitions(CreatePartitionsRequest { topic, total }).await }
+        })
+        .await
+    }
+
+    /// Changes `topic`'s configs: `set` overrides keys, `reset` restores their defaults (served
+    /// by the controller); one result.
+    pub async fn alter_topic_config(
+        &self,
+        topic: &str,
+        set: HashMap<String, String>,
+        reset: Vec<String>,
+    ) -> Result<Vec<TopicResult>, ClientError> {
+        self.topic_results(|mut client| {
+            let (topic, set, reset) = (topic.to_string(), set.clone(), reset.clone());
+            async move {
+                client
+                    .alter_topic_config(AlterTopicConfigRequest { topic, set, reset })
+                    .await
+            }
         })
         .await
     }

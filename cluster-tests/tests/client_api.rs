@@ -300,63 +300,69 @@ async fn leadership_moves_to_the_replica_an_operator_names() {
     assert_eq!(refused.code(), Some(client::ErrorCode::InvalidRequest), "{refused}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_producer_picks_up_a_topic_recreated_with_more_partitions_after_metadata_max_age() {
-    let root = tempfile::tempdir().unwrap();
-    let brokers = start_cluster(root.path(), 3);
+/// A cluster with a one-partition topic `name`, and a producer that refreshes topic layouts
+/// every 300 ms (so it notices a layout change quickly).
+async fn one_partition_topic_and_a_producer(
+    root: &std::path::Path,
+    name: &str,
+) -> (Vec<cluster_tests::BrokerProcess>, Arc<client::Cluster>, Producer) {
+    let brokers = start_cluster(root, 3);
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;
-    create_topic(&cluster, client::NewTopic::new("grows", 1, 3)).await;
+    create_topic(&cluster, client::NewTopic::new(name, 1, 3)).await;
     let config = ProducerConfig {
         metadata_max_age: Duration::from_millis(300),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(Arc::clone(&cluster), config).unwrap();
-    // A key that lands on another partition once there are four.
+    (brokers, cluster, producer)
+}
+
+/// Sends `record()` until one lands on `partition` (the producer refreshed its layout), for at
+/// most a minute.
+async fn send_until_it_lands_on(producer: &Producer, record: impl Fn() -> ProducerRecord, partition: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while producer.send_and_wait(record()).await.unwrap().partition != partition {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keyed records never moved to partition {partition}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A key that lands on another partition than 0 once a topic has `partitions`, and that one.
+fn key_off_partition_zero_among(partitions: u32) -> (String, u32) {
     let key = (0..)
         .map(|i| format!("key-{i}"))
-        .find(|k| client::partitioner::partition_for_key(k.as_bytes(), 4) != 0)
+        .find(|k| client::partitioner::partition_for_key(k.as_bytes(), partitions) != 0)
         .unwrap();
-    let expected = client::partitioner::partition_for_key(key.as_bytes(), 4);
+    let partition = client::partitioner::partition_for_key(key.as_bytes(), partitions);
+    (key, partition)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_picks_up_a_topic_recreated_with_more_partitions_after_metadata_max_age() {
+    let root = tempfile::tempdir().unwrap();
+    let (_brokers, cluster, producer) = one_partition_topic_and_a_producer(root.path(), "grows").await;
+    let (key, expected) = key_off_partition_zero_among(4);
     let keyed = || ProducerRecord::new("grows", "v").key(key.clone());
     let first = producer.send_and_wait(keyed()).await.unwrap();
     assert_eq!(first.partition, 0, "one partition");
 
-    // The topic comes back with four partitions (this cluster has no "add partitions" call
-    // yet; recreating it is the layout change a producer must survive).
+    // The topic comes back with four partitions: a layout change a producer must survive, like
+    // a topic that grows (the next test).
     let admin = client::Admin::new(Arc::clone(&cluster));
     admin.delete_topic("grows").await.unwrap();
     create_topic(&cluster, client::NewTopic::new("grows", 4, 3)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let sent = producer.send_and_wait(keyed()).await.unwrap();
-        if sent.partition == expected {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "keyed records never moved to partition {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    send_until_it_lands_on(&producer, keyed, expected).await;
     producer.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_gains_partitions_keeps_its_records_and_the_producer_follows() {
     let root = tempfile::tempdir().unwrap();
-    let brokers = start_cluster(root.path(), 3);
-    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
-    create_topic(&cluster, client::NewTopic::new("widens", 1, 3)).await;
-    let config = ProducerConfig {
-        metadata_max_age: Duration::from_millis(300),
-        ..ProducerConfig::default()
-    };
-    let producer = Producer::new(Arc::clone(&cluster), config).unwrap();
-    let key = (0..)
-        .map(|i| format!("key-{i}"))
-        .find(|k| client::partitioner::partition_for_key(k.as_bytes(), 4) != 0)
-        .unwrap();
-    let expected = client::partitioner::partition_for_key(key.as_bytes(), 4);
+    let (_brokers, cluster, producer) = one_partition_topic_and_a_producer(root.path(), "widens").await;
+    let (key, expected) = key_off_partition_zero_among(4);
     let keyed = |value: &'static str| ProducerRecord::new("widens", value).key(key.clone());
     let first = producer.send_and_wait(keyed("before")).await.unwrap();
     assert_eq!(first.partition, 0, "one partition");
@@ -372,18 +378,7 @@ async fn a_topic_gains_partitions_keeps_its_records_and_the_producer_follows() {
 
     // The new partitions elect leaders; keyed records re-hash over four once the producer's
     // layout is refreshed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let sent = producer.send_and_wait(keyed("after")).await.unwrap();
-        if sent.partition == expected {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "keyed records never moved to partition {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    send_until_it_lands_on(&producer, || keyed("after"), expected).await;
     producer.close().await;
     let description = admin.describe_topics(vec!["widens".into()]).await.unwrap();
     assert_eq!(description[0].partitions.len(), 4);
@@ -396,4 +391,129 @@ async fn a_topic_gains_partitions_keeps_its_records_and_the_producer_follows() {
     let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
     let value = records.first().and_then(|r| r.value.clone());
     assert_eq!(value.as_deref(), Some(&b"before"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_change_on_a_running_cluster_and_its_replicas_apply_them() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(
+        &cluster,
+        NewTopic::new("tuned", 1, 3).config("max_message_bytes", "2048"),
+    )
+    .await;
+    let admin = Admin::new(Arc::clone(&cluster));
+    let producer_config = || ProducerConfig {
+        delivery_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(2),
+        ..ProducerConfig::default()
+    };
+    let large = || ProducerRecord::new("tuned", vec![7u8; 4096]);
+    let small = Producer::new(Arc::clone(&cluster), producer_config()).unwrap();
+    let refused = small.send(large()).await.err().unwrap();
+    assert!(matches!(refused, ProduceError::RecordTooLarge { .. }), "{refused}");
+
+    // Bad changes are refused whole, naming what is wrong.
+    let unknown_key = admin
+        .alter_topic_config("tuned", HashMap::from([("colour".into(), "blue".into())]), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_key.code(), Some(ErrorCode::InvalidConfig), "{unknown_key}");
+    let bad_value = admin
+        .alter_topic_config("tuned", HashMap::from([("segment_bytes".into(), "1".into())]), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(bad_value.code(), Some(ErrorCode::InvalidConfig), "{bad_value}");
+    let unknown_topic = admin
+        .alter_topic_config("nope", HashMap::from([("segment_bytes".into(), "1024".into())]), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown_topic.code(),
+        Some(ErrorCode::UnknownTopicOrPartition),
+        "{unknown_topic}"
+    );
+
+    // Larger batches, and segments of 1 KiB so every replica's log rolls often from now on.
+    admin
+        .alter_topic_config(
+            "tuned",
+            HashMap::from([
+                ("max_message_bytes".into(), "8192".into()),
+                ("segment_bytes".into(), "1024".into()),
+            ]),
+            vec![],
+        )
+        .await
+        .unwrap();
+    for broker in &brokers {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let configs = cluster_tests::describe_on(&broker.address, "tuned")
+                .await
+                .map(|t| t.configs)
+                .unwrap_or_default();
+            if configs.get("max_message_bytes").map(String::as_str) == Some("8192") {
+                assert_eq!(configs.get("segment_bytes").map(String::as_str), Some("1024"));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} never saw the change",
+                broker.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let producer = Producer::new(Arc::clone(&cluster), producer_config()).unwrap();
+    producer.send_and_wait(large()).await.unwrap();
+    for i in 0..20u32 {
+        producer
+            .send_and_wait(ProducerRecord::new("tuned", vec![b'a'; 500]).key(i.to_string()))
+            .await
+            .unwrap();
+    }
+    producer.close().await;
+    // Every replica, followers included, rolled its segments at the new size.
+    for broker in &brokers {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let dir = cluster_tests::partition_dir(broker, "tuned", 0);
+            let segments = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
+                .count();
+            if segments >= 5 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} has {segments} segments",
+                broker.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // A reset key goes back to its default.
+    admin
+        .alter_topic_config("tuned", HashMap::new(), vec!["max_message_bytes".into()])
+        .await
+        .unwrap();
+    // (Brokers apply the controller's change a moment apart: ask until the answering one has.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let described = admin.describe_topics(vec!["tuned".into()]).await.unwrap();
+        let configs = &described[0].configs;
+        if configs.get("max_message_bytes").map(String::as_str) == Some("1048576") {
+            assert_eq!(configs.get("segment_bytes").map(String::as_str), Some("1024"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reset never showed: {configs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

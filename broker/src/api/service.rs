@@ -9,10 +9,10 @@ use crate::partition::PartitionManager;
 use crate::replication::{IsrBounds, PartitionReplica};
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicResults, TransferLeadershipRequest,
-    TransferLeadershipResponse,
+    AlterTopicConfigRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode,
+    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicResults,
+    TransferLeadershipRequest, TransferLeadershipResponse,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -97,6 +97,13 @@ impl Broker for BrokerApi {
         request: Request<CreatePartitionsRequest>,
     ) -> Result<Response<TopicResults>, Status> {
         Ok(Response::new(topics::add_partitions(self, request.into_inner()).await))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<TopicResults>, Status> {
+        Ok(Response::new(topics::alter_config(self, request.into_inner()).await))
     }
 
     async fn delete_topics(&self, request: Request<DeleteTopicsRequest>) -> Result<Response<TopicResults>, Status> {

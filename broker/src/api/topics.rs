@@ -1,14 +1,15 @@
 //! The metadata and topic RPCs: Metadata and DescribeTopics (brokers, controller, and per
 //! partition its replicas and — from the local replica's status — leader and ISR), CreateTopics
-//! CreatePartitions and DeleteTopics (commands submitted to the controller).
+//! CreatePartitions, AlterTopicConfig and DeleteTopics (commands submitted to the controller).
 
 use super::answer::{count_refusal, Refusal, Refused};
 use super::service::BrokerApi;
 use super::topic_config::{log_config_from_map, log_config_to_map};
 use crate::controller::metadata::{MetadataCommand, TopicMetadata};
+use crate::storage::LogConfig;
 use proto::v1::{
-    BrokerDescription, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, MetadataRequest,
-    MetadataResponse, PartitionDescription, TopicDescription, TopicResult, TopicResults,
+    AlterTopicConfigRequest, BrokerDescription, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    ErrorCode, MetadataRequest, MetadataResponse, PartitionDescription, TopicDescription, TopicResult, TopicResults,
 };
 
 /// The cluster as this broker knows it, for the requested topics (all when none are named);
@@ -112,6 +113,45 @@ pub(super) async fn add_partitions(api: &BrokerApi, request: CreatePartitionsReq
     TopicResults {
         results: vec![topic_command(api, request.topic, command).await],
     }
+}
+
+/// Changes a topic's configs: the request's changes merged into the topic's current settings
+/// as this broker knows them (concurrent changes to one topic: the last one wins, whole).
+pub(super) async fn alter_config(api: &BrokerApi, request: AlterTopicConfigRequest) -> TopicResults {
+    let current = api
+        .controller()
+        .metadata()
+        .topics
+        .get(&request.topic)
+        .map(|t| t.config.clone());
+    let command = match current {
+        None => Err(Refusal::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("unknown topic {:?}", request.topic),
+        )),
+        Some(current) => merged_config(&current, &request)
+            .map(|config| MetadataCommand::AlterTopicConfig {
+                name: request.topic.clone(),
+                config,
+            })
+            .map_err(|message| Refusal::new(ErrorCode::InvalidConfig, message)),
+    };
+    TopicResults {
+        results: vec![topic_command(api, request.topic, command).await],
+    }
+}
+
+/// `current` with the request's keys set and reset (to their defaults); an unknown key or a bad
+/// value refuses the whole change.
+fn merged_config(current: &LogConfig, request: &AlterTopicConfigRequest) -> Result<LogConfig, String> {
+    let mut configs = log_config_to_map(current);
+    for key in &request.reset {
+        if configs.remove(key).is_none() {
+            return Err(format!("unknown topic config {key:?}"));
+        }
+    }
+    configs.extend(request.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    log_config_from_map(&configs)
 }
 
 /// Deletes each topic, one controller command each.

@@ -44,6 +44,18 @@ pub enum TopicCommand {
         #[arg(long)]
         partitions: u32,
     },
+    /// Change a topic's configs: `--set key=value` overrides, `--reset key` restores the
+    /// default; running replicas apply the change within moments.
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// `key=value` to set (repeatable).
+        #[arg(long = "set", value_parser = parse_key_value)]
+        set: Vec<(String, String)>,
+        /// Key to put back to its default (repeatable).
+        #[arg(long = "reset")]
+        reset: Vec<String>,
+    },
     /// Delete a topic and its data.
     Delete {
         /// Topic name.
@@ -141,6 +153,16 @@ pub async fn topic(bootstrap: &str, command: TopicCommand, output: OutputFormat)
         TopicCommand::AddPartitions { name, partitions } => {
             let outcome = admin.create_partitions(&name, partitions).await.map(|()| name.clone());
             check_outcomes(vec![outcome], &[name], "grown", output)
+        }
+        TopicCommand::AlterConfig { name, set, reset } => {
+            if set.is_empty() && reset.is_empty() {
+                bail!("nothing to change: give --set key=value or --reset key");
+            }
+            let outcome = admin
+                .alter_topic_config(&name, set.into_iter().collect(), reset)
+                .await
+                .map(|()| name.clone());
+            check_outcomes(vec![outcome], &[name], "altered", output)
         }
         TopicCommand::MoveLeader { name, partition, to } => {
             admin.transfer_leadership(&name, partition, to).await?;

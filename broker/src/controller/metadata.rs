@@ -100,6 +100,14 @@ pub enum MetadataCommand {
         /// The partition count wanted (more than the topic has).
         total: u32,
     },
+    /// Replaces a topic's log settings (the API merges the caller's changes into the current
+    /// settings); running replicas take them on their next reconcile.
+    AlterTopicConfig {
+        /// Topic name.
+        name: String,
+        /// The settings from now on.
+        config: LogConfig,
+    },
     /// Deletes a topic.
     DeleteTopic {
         /// Topic name.
@@ -234,6 +242,14 @@ impl ClusterMetadata {
                 }
                 Ok(())
             }
+            MetadataCommand::AlterTopicConfig { name, config } => {
+                if !self.topics.contains_key(name) {
+                    return Err(MetadataError::UnknownTopic(name.clone()));
+                }
+                config
+                    .validate()
+                    .map_err(|e| MetadataError::InvalidConfig(e.to_string()))
+            }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.contains_key(name) {
                     Ok(())
@@ -271,28 +287,7 @@ impl ClusterMetadata {
             } => {
                 // Start the round-robin at a point derived from the topic count, so leaders of
                 // successive topics spread over brokers too.
-                let brokers: Vec<Candidate<'_>> = self
-                    .brokers
-                    .values()
-                    .map(|b| Candidate {
-                        id: b.id,
-                        rack: b.rack.as_deref(),
-                    })
-                    .collect();
-                let placement = place_replicas(&brokers, partitions, replication_factor, self.topics.len());
-                let assignments = placement
-                    .into_iter()
-                    .enumerate()
-                    .map(|(partition, replicas)| {
-                        let group = self.next_group;
-                        self.next_group += 1;
-                        PartitionAssignment {
-                            partition: partition as u32,
-                            group,
-                            replicas,
-                        }
-                    })
-                    .collect();
+                let assignments = self.place(0, partitions, replication_factor, self.topics.len());
                 self.topics.insert(
                     name.clone(),
                     TopicMetadata {
@@ -304,35 +299,17 @@ impl ClusterMetadata {
                 );
             }
             MetadataCommand::AddPartitions { name, total } => {
-                let brokers: Vec<Candidate<'_>> = self
-                    .brokers
-                    .values()
-                    .map(|b| Candidate {
-                        id: b.id,
-                        rack: b.rack.as_deref(),
-                    })
-                    .collect();
                 let topic = self.topics.get(&name).expect("checked above");
-                let current = topic.partitions.len() as u32;
-                let placement = place_replicas(&brokers, total - current, topic.replication_factor, current as usize);
-                let added: Vec<PartitionAssignment> = placement
-                    .into_iter()
-                    .zip(current..total)
-                    .map(|(replicas, partition)| {
-                        let group = self.next_group;
-                        self.next_group += 1;
-                        PartitionAssignment {
-                            partition,
-                            group,
-                            replicas,
-                        }
-                    })
-                    .collect();
+                let (current, replication_factor) = (topic.partitions.len() as u32, topic.replication_factor);
+                let added = self.place(current, total - current, replication_factor, current as usize);
                 self.topics
                     .get_mut(&name)
                     .expect("checked above")
                     .partitions
                     .extend(added);
+            }
+            MetadataCommand::AlterTopicConfig { name, config } => {
+                self.topics.get_mut(&name).expect("checked above").config = config;
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
@@ -345,6 +322,33 @@ impl ClusterMetadata {
             }
         }
         Ok(())
+    }
+
+    /// Places partitions `first..first + count` on the registered brokers (round-robin from
+    /// `start`, rack-aware) and gives each a fresh Raft group id.
+    fn place(&mut self, first: u32, count: u32, replication_factor: u32, start: usize) -> Vec<PartitionAssignment> {
+        let brokers: Vec<Candidate<'_>> = self
+            .brokers
+            .values()
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.as_deref(),
+            })
+            .collect();
+        let placement = place_replicas(&brokers, count, replication_factor, start);
+        placement
+            .into_iter()
+            .zip(first..first + count)
+            .map(|(replicas, partition)| {
+                let group = self.next_group;
+                self.next_group += 1;
+                PartitionAssignment {
+                    partition,
+                    group,
+                    replicas,
+                }
+            })
+            .collect()
     }
 
     /// Every partition assignment that includes broker `node`, with its topic.
@@ -437,6 +441,44 @@ mod tests {
         assert_eq!(
             refused(&metadata, "nope", 9),
             MetadataError::UnknownTopic("nope".into())
+        );
+    }
+
+    #[test]
+    fn a_topics_config_is_replaced_only_by_a_valid_one() {
+        let mut metadata = with_brokers(3);
+        metadata.apply(create("orders", 2, 3)).unwrap();
+        let config = LogConfig {
+            max_message_bytes: 8192,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        metadata
+            .apply(MetadataCommand::AlterTopicConfig {
+                name: "orders".into(),
+                config: config.clone(),
+            })
+            .unwrap();
+        assert_eq!(metadata.topics["orders"].config, config);
+        let unknown = MetadataCommand::AlterTopicConfig {
+            name: "nope".into(),
+            config: config.clone(),
+        };
+        assert_eq!(
+            metadata.check(&unknown),
+            Err(MetadataError::UnknownTopic("nope".into()))
+        );
+        let invalid = MetadataCommand::AlterTopicConfig {
+            name: "orders".into(),
+            config: LogConfig {
+                segment_bytes: 1,
+                ..LogConfig::default()
+            },
+        };
+        assert!(matches!(metadata.apply(invalid), Err(MetadataError::InvalidConfig(_))));
+        assert_eq!(
+            metadata.topics["orders"].config, config,
+            "a refused command changes nothing"
         );
     }
 

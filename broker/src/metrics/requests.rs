@@ -18,6 +18,7 @@ const KNOWN_METHODS: &[(&str, &str)] = &[
     ("/broker.v1.Broker/CreateTopics", "CreateTopics"),
     ("/broker.v1.Broker/DeleteTopics", "DeleteTopics"),
     ("/broker.v1.Broker/CreatePartitions", "CreatePartitions"),
+    ("/broker.v1.Broker/AlterTopicConfig", "AlterTopicConfig"),
     ("/broker.v1.Broker/DescribeTopics", "DescribeTopics"),
     ("/broker.v1.Broker/Produce", "Produce"),
     ("/broker.v1.Broker/Fetch", "Fetch"),

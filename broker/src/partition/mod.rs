@@ -32,6 +32,8 @@ struct Running {
     group: u64,
     dir: PathBuf,
     replica: Arc<PartitionReplica>,
+    /// The log settings the replica runs with (changed by AlterTopicConfig).
+    config: crate::storage::LogConfig,
 }
 
 /// The partition replicas of this broker.
@@ -112,11 +114,22 @@ impl PartitionManager {
         }
 
         for (key, (group, replicas, config)) in wanted {
-            if self.running.read().expect("partition map").contains_key(&key) {
+            if let Some(running) = self.running.write().expect("partition map").get_mut(&key) {
+                if running.config != config {
+                    match running.replica.set_log_config(config.clone()) {
+                        Ok(()) => {
+                            tracing::info!(topic = %key.topic, partition = key.partition, "log settings changed");
+                            running.config = config;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, topic = %key.topic, partition = key.partition, "could not apply new log settings")
+                        }
+                    }
+                }
                 continue;
             }
             let dir = self.dir.join(format!("{}-{}-g{}", key.topic, key.partition, group));
-            let replica = PartitionReplica::start(&self.host, group, &dir, config, None).await?;
+            let replica = PartitionReplica::start(&self.host, group, &dir, config.clone(), None).await?;
             if replicas.first() == Some(&me) {
                 let members: BTreeMap<u64, String> = replicas
                     .iter()
@@ -131,6 +144,7 @@ impl PartitionManager {
                     group,
                     dir,
                     replica: Arc::new(replica),
+                    config,
                 },
             );
         }

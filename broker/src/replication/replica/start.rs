@@ -1,4 +1,4 @@
-//! Start-up and shutdown of a replica, group membership, and vote holding: a replica whose
+//! Start-up and shutdown of a replica, its log settings, group membership, and vote holding: a replica whose
 //! storage lost entries it had acknowledged takes no part in elections until it holds them
 //! again (see `CatchUpRule`).
 
@@ -190,6 +190,13 @@ impl PartitionReplica {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// Replaces the log's settings (a topic's configs changed): segment size and age, fsync
+    /// policy, index interval and retention apply to what is written from now on.
+    pub fn set_log_config(&self, config: LogConfig) -> Result<(), ReplicationError> {
+        let mut log = self.log.write().map_err(|_| self.poisoned())?;
+        Ok(log.set_config(config)?)
     }
 
     /// Stops the Raft node and closes the log durably.
