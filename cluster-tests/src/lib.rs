@@ -107,13 +107,34 @@ impl BrokerProcess {
 
     /// SIGSTOP (`pause = true`) or SIGCONT: the process freezes with its sockets open.
     pub fn signal_pause(&self, pause: bool) {
+        self.signal(if pause { "STOP" } else { "CONT" });
+    }
+
+    /// Sends the signal named `name` (`TERM`, `INT`, `STOP`, ...) to the process.
+    pub fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
-            let signal = if pause { "-STOP" } else { "-CONT" };
             let status = Command::new("kill")
-                .args([signal, &child.id().to_string()])
+                .args([&format!("-{name}"), &child.id().to_string()])
                 .status()
                 .expect("running kill");
-            assert!(status.success(), "kill {signal} failed");
+            assert!(status.success(), "kill -{name} failed");
+        }
+    }
+
+    /// Waits up to `timeout` for the process to end by itself: its exit status, or `None` if
+    /// it still runs.
+    pub fn wait_for_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("polling the broker process") {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -564,4 +585,23 @@ pub fn stop_all_at_once(brokers: &mut [BrokerProcess]) {
     for broker in brokers.iter_mut() {
         broker.kill9();
     }
+}
+
+/// `GET path` over HTTP/1.0 (one request per connection, the body delimited by the close): the
+/// status code and the body. For the brokers' admin endpoint.
+pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
 }

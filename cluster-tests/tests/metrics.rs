@@ -4,31 +4,12 @@
 //! traffic the test sends.
 
 use client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
-use cluster_tests::{connect_when_ready, create_topic, free_ports, peers_flag, BrokerProcess};
+use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, peers_flag, BrokerProcess};
 use prometheus_parse::{Scrape, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` over HTTP/1.0 (one request per connection, the body delimited by the close):
-/// the status code and the body.
-async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
-}
 
 async fn scrape(address: &str) -> Scrape {
     let (status, body) = http_get(address, "/metrics").await.expect("scraping /metrics");

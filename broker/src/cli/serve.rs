@@ -5,7 +5,9 @@ use broker::node::{self, BrokerConfig, Peer};
 use broker::replication::RaftTimers;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Flags of `broker serve`; each overrides the config file.
 #[derive(clap::Args, Debug)]
@@ -40,6 +42,10 @@ pub struct ServeArgs {
     /// Dial B instead of A for broker-to-broker traffic (`A=B`, repeatable).
     #[arg(long = "dial-override", value_parser = parse_override)]
     dial_overrides: Vec<(String, String)>,
+    /// Longest a stop may take (ms) before the process exits anyway: a replica stuck in its
+    /// shutdown must not keep the broker alive; default 15000 (the 3 s drain plus closing logs).
+    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 15_000)]
+    shutdown_timeout_ms: u64,
     /// Stop when standard input closes (used by `broker dev` so brokers never outlive it).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
@@ -52,7 +58,7 @@ fn parse_override(text: &str) -> Result<(String, String), String> {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<(BrokerConfig, bool)> {
+    fn into_config(self) -> anyhow::Result<(BrokerConfig, ProcessOptions)> {
         let mut config = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -98,13 +104,19 @@ impl ServeArgs {
         if let Some(voters) = self.controller_voters {
             config.controller_voters = voters;
         }
-        Ok((config, self.exit_on_stdin_close))
+        Ok((
+            config,
+            ProcessOptions {
+                exit_on_stdin_close: self.exit_on_stdin_close,
+                shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            },
+        ))
     }
 }
 
 /// Runs one broker until Ctrl-C, SIGTERM or (optionally) standard input closing.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, exit_on_stdin_close) = args.into_config()?;
+    let (config, options) = args.into_config()?;
     let api = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -117,10 +129,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = async move {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let stdin_closed = async {
-            if exit_on_stdin_close {
+            if options.exit_on_stdin_close {
                 let mut sink = [0u8; 64];
                 let mut stdin = tokio::io::stdin();
                 while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
@@ -133,9 +144,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => {}
             () = stdin_closed => {}
         }
+        tracing::warn!(
+            "stopping: draining requests and closing logs (at most {:?}; a second Ctrl-C or SIGTERM exits at once)",
+            options.shutdown_timeout
+        );
+        tokio::spawn(exit_if_stop_stalls(terminate, options.shutdown_timeout));
     };
     node::run(config, node::Listeners { api, admin }, shutdown).await?;
     Ok(())
+}
+
+/// How the process runs besides the broker's own config.
+struct ProcessOptions {
+    /// Stop when standard input closes.
+    exit_on_stdin_close: bool,
+    /// Longest a stop may take.
+    shutdown_timeout: Duration,
+}
+
+/// Runs once a stop has begun: exits the process at once on a second Ctrl-C or SIGTERM (the
+/// operator insists), or with an error once `timeout` has passed without the stop completing.
+/// Exiting skips closing the logs cleanly, which loses nothing acknowledged: acks=all records
+/// are fsynced before they are acknowledged (`fsync = always`); under `interval`/`never` the
+/// unsynced tail is what a crash would lose too, and replication restores it.
+async fn exit_if_stop_stalls(mut terminate: Signal, timeout: Duration) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("second Ctrl-C: exiting now");
+            std::process::exit(130);
+        }
+        _ = terminate.recv() => {
+            tracing::warn!("second SIGTERM: exiting now");
+            std::process::exit(143);
+        }
+        () = tokio::time::sleep(timeout) => {
+            tracing::error!("stop did not complete within {timeout:?}; exiting");
+            std::process::exit(1);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Request counts and latencies per gRPC method, measured by a tower layer around the whole
-//! server, so no handler has to remember to record them: `broker_requests_total{api}` and
-//! `broker_request_duration_seconds{api}` (time until the response's headers, which for the
-//! streaming `Fetch`-style calls is the first answer).
+//! Request counts, latencies and requests in flight per gRPC method, measured by a tower layer
+//! around the whole server, so no handler has to remember to record them:
+//! `broker_requests_total{api}`, `broker_request_duration_seconds{api}` (time until the
+//! response's headers, which for a streaming call is its first answer) and
+//! `broker_requests_in_flight{api}`.
 //!
 //! The `api` label is bounded: it is the method name only for the methods of `broker.v1` and
 //! `raft.v1` (listed below, checked against the `.proto` files by a test); any other path a
@@ -57,7 +58,13 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time from a request's arrival to its answer's headers, per method."
     );
+    metrics::describe_gauge!(
+        "broker_requests_in_flight",
+        metrics::Unit::Count,
+        "Requests being answered, per method (long-poll fetches included)."
+    );
     for (_, api) in KNOWN_METHODS {
+        metrics::gauge!("broker_requests_in_flight", "api" => *api).set(0.0);
         metrics::counter!("broker_requests_total", "api" => *api).absolute(0);
         let _ = metrics::histogram!("broker_request_duration_seconds", "api" => *api);
     }
@@ -97,13 +104,34 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let api = api_label(request.uri().path());
         let started = Instant::now();
+        let in_flight = InFlight::begin(api);
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await;
+            drop(in_flight);
             metrics::counter!("broker_requests_total", "api" => api).increment(1);
             metrics::histogram!("broker_request_duration_seconds", "api" => api).record(started.elapsed());
             response
         })
+    }
+}
+
+/// One request being answered, counted in `broker_requests_in_flight{api}` until it is
+/// answered or its caller goes away (the guard is dropped either way).
+struct InFlight {
+    api: &'static str,
+}
+
+impl InFlight {
+    fn begin(api: &'static str) -> InFlight {
+        metrics::gauge!("broker_requests_in_flight", "api" => api).increment(1.0);
+        InFlight { api }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("broker_requests_in_flight", "api" => self.api).decrement(1.0);
     }
 }
 
