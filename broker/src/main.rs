@@ -51,18 +51,22 @@ enum Command {
         #[arg(long, default_value = "all")]
         acks: String,
     },
-    /// Print records of a partition.
+    /// Print records of a topic (every partition, or `--partition`), `key<TAB>value` per line or
+    /// JSON with `--output json`.
     Consume {
         /// Topic name.
         topic: String,
-        /// Partition to read.
-        #[arg(long, default_value_t = 0)]
-        partition: u32,
+        /// Partition to read (default: every partition of the topic).
+        #[arg(long)]
+        partition: Option<u32>,
+        /// Print `partition<TAB>offset<TAB>` before each record.
+        #[arg(long)]
+        print_offsets: bool,
         /// Start at the log start offset (default: only new records).
         #[arg(long, conflicts_with = "offset")]
         from_beginning: bool,
-        /// Start at this offset.
-        #[arg(long)]
+        /// Start at this offset (of the one `--partition`).
+        #[arg(long, requires = "partition")]
         offset: Option<u64>,
         /// Stop after this many records.
         #[arg(long)]
@@ -142,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Dev(args) => cli::dev::run(args).await,
@@ -154,6 +158,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume {
                 topic,
                 partition,
+                print_offsets,
                 from_beginning,
                 offset,
                 max,
@@ -163,7 +168,7 @@ fn main() -> anyhow::Result<()> {
                     (false, Some(offset)) => StartAt::Offset(offset),
                     (false, None) => StartAt::End,
                 };
-                admin::consume(&cli.bootstrap, &topic, partition, start, max).await
+                admin::consume(&cli.bootstrap, &topic, partition, start, max, print_offsets, cli.output).await
             }
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "broker", &mut std::io::stdout());
@@ -179,5 +184,9 @@ fn main() -> anyhow::Result<()> {
                 target: PerfTarget::Produce(args),
             } => cli::perf_produce::run(args).await.context("produce benchmark"),
         }
-    })
+    });
+    // A blocking read of standard input (`serve --exit-on-stdin-close`) cannot be cancelled;
+    // dropping the runtime would wait for it forever after a SIGTERM stop.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

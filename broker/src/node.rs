@@ -280,8 +280,11 @@ pub async fn run(
     };
     tracing::info!(node = config.node_id, "server stopped; stopping replicas");
     let _ = stop_admin.send(());
-    if let Some(task) = admin_task {
-        let _ = task.await;
+    if let Some(mut task) = admin_task {
+        // A scraper that keeps its connection open must not hold up closing the logs.
+        if tokio::time::timeout(Duration::from_secs(1), &mut task).await.is_err() {
+            task.abort();
+        }
     }
     membership.abort();
     for task in quiescer {

@@ -98,11 +98,14 @@ impl Backoff {
         // so the multiplication cannot overflow into a panic.
         let exponent = failures.saturating_sub(1).min(31);
         let doubled = self.initial.checked_mul(1 << exponent).unwrap_or(Duration::MAX);
+        // Capped before the jitter too, so waits at the cap still spread (over [max·(1−j), max])
+        // instead of every client retrying in step once the cap is reached.
+        let capped = doubled.min(self.max);
         let jittered = if self.jitter > 0.0 {
             let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit_sample(self.seed, failures);
-            Duration::try_from_secs_f64(doubled.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+            Duration::try_from_secs_f64(capped.as_secs_f64() * factor).unwrap_or(Duration::MAX)
         } else {
-            doubled
+            capped
         };
         jittered.min(self.max)
     }
@@ -169,10 +172,17 @@ mod tests {
                 "{failures}: {wait:?}"
             );
         }
-        // Two loops' seeds differ, so their waits do (with overwhelming likelihood).
-        let waits: std::collections::HashSet<Duration> =
-            (0..20).map(|_| RetryPolicy::default().backoff().delay(3)).collect();
-        assert!(waits.len() > 1, "every loop drew the same jitter");
+        // Two loops' seeds differ, so their waits do (with overwhelming likelihood), at the cap
+        // too: clients that keep failing do not retry in step.
+        for failures in [3, 9] {
+            let waits: std::collections::HashSet<Duration> = (0..20)
+                .map(|_| RetryPolicy::default().backoff().delay(failures))
+                .collect();
+            assert!(
+                waits.len() > 1,
+                "every loop drew the same wait after {failures} failures"
+            );
+        }
     }
 
     #[test]
@@ -187,8 +197,9 @@ mod tests {
                     "{seed}/{failures}: {wait:?}"
                 );
             }
-            // 1600 ms ± 20 % is above the cap either way.
-            assert_eq!(backoff.delay(5), ms(1000));
+            // At the cap the waits still spread, over [80 %, 100 %] of it.
+            let at_cap = backoff.delay(5);
+            assert!(at_cap >= ms(800) && at_cap <= ms(1000), "{seed}: {at_cap:?}");
         }
     }
 

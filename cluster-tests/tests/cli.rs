@@ -161,6 +161,60 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     }
     assert_eq!(seen, keys.len());
 
+    // Without --partition, consume reads every partition; --print-offsets and --output json
+    // say where each record is.
+    let all = cli(
+        &bootstrap,
+        &["consume", "clicks", "--from-beginning", "--max", "6", "--print-offsets"],
+        None,
+    );
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    let mut printed: Vec<(u32, String)> = stdout(&all)
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 4, "partition, offset, key, value: {line}");
+            fields[1].parse::<u64>().expect("an offset");
+            (
+                fields[0].parse().expect("a partition"),
+                format!("{}\t{}", fields[2], fields[3]),
+            )
+        })
+        .collect();
+    printed.sort();
+    let mut expected: Vec<(u32, String)> = keys
+        .iter()
+        .map(|k| (partition_for_key(k.as_bytes(), 4), format!("{k}\tclicked-{k}")))
+        .collect();
+    expected.sort();
+    assert_eq!(printed, expected);
+    let json = cli(
+        &bootstrap,
+        &[
+            "consume",
+            "clicks",
+            "--from-beginning",
+            "--max",
+            "6",
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    let records: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 6);
+    for record in &records {
+        let key = record["key"].as_str().unwrap();
+        assert_eq!(record["partition"], partition_for_key(key.as_bytes(), 4), "{record}");
+        assert_eq!(record["value"], format!("clicked-{key}"));
+        assert!(record["offset"].is_u64() && record["timestamp"].is_i64(), "{record}");
+    }
+    let offset_alone = cli(&bootstrap, &["consume", "clicks", "--offset", "3"], None);
+    assert_eq!(offset_alone.status.code(), Some(2), "--offset needs --partition");
+
     let status: serde_json::Value = serde_json::from_str(&stdout(&cli(
         &bootstrap,
         &["cluster", "status", "--output", "json"],
@@ -215,6 +269,8 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     assert_eq!(report["failed"].as_array().unwrap().len(), 0, "{report}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        // (The preferred replica may still be catching up into the ISR: balance again.)
+        assert!(cli(&bootstrap, &["cluster", "balance-leaders"], None).status.success());
         let listed = cli(&bootstrap, &["cluster", "partitions", "--output", "json"], None);
         let rows: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
         let clicks: Vec<&serde_json::Value> = rows

@@ -14,8 +14,8 @@
 //! - `leadership`: TransferLeadership.
 //! - `producer_ids`: InitProducerId.
 //!
-//! [`topic_config`] is the wire form of topic configs; [`metrics`] counts bytes and records
-//! produced and fetched, and refusals per error code.
+//! [`metrics`] counts bytes and records produced and fetched, and refusals per error code.
+//! (Topic configs by name ⇄ `LogConfig` is `storage::settings`.)
 //!
 //! **Adding an RPC family** (consumer groups come next): give it its own file here, each
 //! handler decode → call → encode — decode with a function in `convert`, call its subsystem,
@@ -35,5 +35,4 @@ pub mod metrics;
 mod produce;
 mod producer_ids;
 pub mod service;
-pub mod topic_config;
 mod topics;

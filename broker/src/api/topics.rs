@@ -4,9 +4,8 @@
 
 use super::answer::{count_refusal, Refusal, Refused};
 use super::service::BrokerApi;
-use super::topic_config::{log_config_from_map, log_config_to_map};
 use crate::controller::metadata::{MetadataCommand, TopicMetadata};
-use crate::storage::LogConfig;
+use crate::storage::settings::{log_config_from_map, log_config_to_map};
 use proto::v1::{
     AlterTopicConfigRequest, BrokerDescription, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     ErrorCode, MetadataRequest, MetadataResponse, PartitionDescription, TopicDescription, TopicResult, TopicResults,
@@ -115,43 +114,17 @@ pub(super) async fn add_partitions(api: &BrokerApi, request: CreatePartitionsReq
     }
 }
 
-/// Changes a topic's configs: the request's changes merged into the topic's current settings
-/// as this broker knows them (concurrent changes to one topic: the last one wins, whole).
+/// Changes a topic's configs: the controller merges the changes into the topic's settings as
+/// it applies the command, so a change never undoes one committed before it.
 pub(super) async fn alter_config(api: &BrokerApi, request: AlterTopicConfigRequest) -> TopicResults {
-    let current = api
-        .controller()
-        .metadata()
-        .topics
-        .get(&request.topic)
-        .map(|t| t.config.clone());
-    let command = match current {
-        None => Err(Refusal::new(
-            ErrorCode::UnknownTopicOrPartition,
-            format!("unknown topic {:?}", request.topic),
-        )),
-        Some(current) => merged_config(&current, &request)
-            .map(|config| MetadataCommand::AlterTopicConfig {
-                name: request.topic.clone(),
-                config,
-            })
-            .map_err(|message| Refusal::new(ErrorCode::InvalidConfig, message)),
-    };
+    let command = Ok(MetadataCommand::AlterTopicConfig {
+        name: request.topic.clone(),
+        set: request.set.into_iter().collect(),
+        reset: request.reset,
+    });
     TopicResults {
         results: vec![topic_command(api, request.topic, command).await],
     }
-}
-
-/// `current` with the request's keys set and reset (to their defaults); an unknown key or a bad
-/// value refuses the whole change.
-fn merged_config(current: &LogConfig, request: &AlterTopicConfigRequest) -> Result<LogConfig, String> {
-    let mut configs = log_config_to_map(current);
-    for key in &request.reset {
-        if configs.remove(key).is_none() {
-            return Err(format!("unknown topic config {key:?}"));
-        }
-    }
-    configs.extend(request.set.iter().map(|(k, v)| (k.clone(), v.clone())));
-    log_config_from_map(&configs)
 }
 
 /// Deletes each topic, one controller command each.

@@ -46,6 +46,7 @@ pub enum TopicCommand {
     },
     /// Change a topic's configs: `--set key=value` overrides, `--reset key` restores the
     /// default; running replicas apply the change within moments.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["set", "reset"])))]
     AlterConfig {
         /// Topic name.
         name: String,
@@ -155,9 +156,6 @@ pub async fn topic(bootstrap: &str, command: TopicCommand, output: OutputFormat)
             check_outcomes(vec![outcome], &[name], "grown", output)
         }
         TopicCommand::AlterConfig { name, set, reset } => {
-            if set.is_empty() && reset.is_empty() {
-                bail!("nothing to change: give --set key=value or --reset key");
-            }
             let outcome = admin
                 .alter_topic_config(&name, set.into_iter().collect(), reset)
                 .await
@@ -301,38 +299,72 @@ pub enum StartAt {
     Offset(u64),
 }
 
-/// `broker consume`: prints records (`key<TAB>value` or `value`), up to `max` of them.
+/// `broker consume`: prints records of one partition, or of every partition of the topic, as
+/// `key<TAB>value` lines (with `--print-offsets`, `partition<TAB>offset<TAB>` first), or as one
+/// JSON object per record with `--output json`.
 pub async fn consume(
     bootstrap: &str,
     topic: &str,
-    partition: u32,
+    partition: Option<u32>,
     start: StartAt,
     max: Option<usize>,
+    print_offsets: bool,
+    output: OutputFormat,
 ) -> anyhow::Result<()> {
+    let cluster = connect(bootstrap);
+    let partitions: Vec<u32> = match partition {
+        Some(partition) => vec![partition],
+        None => {
+            let topics = Admin::new(Arc::clone(&cluster))
+                .describe_topics(vec![topic.to_string()])
+                .await?;
+            match topics.first() {
+                Some(t) if t.error == ErrorCode::None as i32 => t.partitions.iter().map(|p| p.partition).collect(),
+                Some(t) => bail!("{}", t.message),
+                None => bail!("unknown topic {topic:?}"),
+            }
+        }
+    };
     let config = ConsumerConfig {
         auto_offset_reset: OffsetReset::None,
         ..ConsumerConfig::default()
     };
-    let mut consumer = Consumer::new(connect(bootstrap), config);
-    consumer.assign(vec![(topic.to_string(), partition)]).await?;
-    let to = match start {
-        StartAt::Beginning => SeekTo::Earliest,
-        StartAt::End => SeekTo::Latest,
-        StartAt::Offset(offset) => SeekTo::Offset(offset),
-    };
-    consumer.seek(topic, partition, to).await?;
+    let mut consumer = Consumer::new(cluster, config);
+    consumer
+        .assign(partitions.iter().map(|p| (topic.to_string(), *p)).collect())
+        .await?;
+    for partition in &partitions {
+        let to = match start {
+            StartAt::Beginning => SeekTo::Earliest,
+            StartAt::End => SeekTo::Latest,
+            StartAt::Offset(offset) => SeekTo::Offset(offset),
+        };
+        consumer.seek(topic, *partition, to).await?;
+    }
     let mut printed = 0usize;
     let stdout = std::io::stdout();
     loop {
         for record in consumer.poll(Duration::from_secs(1)).await? {
-            let value = record
-                .value
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default();
+            let text = |bytes: &Option<Bytes>| bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
             let mut out = stdout.lock();
-            match record.key {
-                Some(key) => writeln!(out, "{}\t{value}", String::from_utf8_lossy(&key))?,
-                None => writeln!(out, "{value}")?,
+            if output == OutputFormat::Json {
+                let line = ConsumedRecord {
+                    partition: record.partition,
+                    offset: record.offset,
+                    timestamp: record.timestamp,
+                    key: text(&record.key),
+                    value: text(&record.value),
+                };
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            } else {
+                if print_offsets {
+                    write!(out, "{}\t{}\t", record.partition, record.offset)?;
+                }
+                let value = text(&record.value).unwrap_or_default();
+                match text(&record.key) {
+                    Some(key) => writeln!(out, "{key}\t{value}")?,
+                    None => writeln!(out, "{value}")?,
+                }
             }
             printed += 1;
             if max.is_some_and(|max| printed >= max) {
@@ -340,4 +372,14 @@ pub async fn consume(
             }
         }
     }
+}
+
+/// A record as `consume --output json` prints it (one JSON object per line).
+#[derive(serde::Serialize)]
+struct ConsumedRecord {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<String>,
+    value: Option<String>,
 }

@@ -76,6 +76,10 @@ pub fn spawn_local_brokers(
 /// a `--replication-factor 3` topic can be created at once), prints where everything is, and
 /// waits for Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.base_port.checked_add(2).is_some() && args.admin_base_port.checked_add(2).is_some(),
+        "--base-port and --admin-base-port need two more ports above them (at most 65533)"
+    );
     let addresses: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
     let admins: Vec<String> = (0..3)
         .map(|i| format!("127.0.0.1:{}", args.admin_base_port + i))

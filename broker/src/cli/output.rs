@@ -145,8 +145,11 @@ pub struct LeaderMoved {
     pub leader: u64,
 }
 
-/// Prints `value` as one JSON document.
+/// Prints `value` as one JSON document (a closed pipe, as in `... | head`, is an error, not a
+/// panic).
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! metadata. No IO, no clock.
 
 use super::placement::{place_replicas, Candidate};
+use crate::storage::settings::log_config_with_changes;
 use crate::storage::LogConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,13 +101,16 @@ pub enum MetadataCommand {
         /// The partition count wanted (more than the topic has).
         total: u32,
     },
-    /// Replaces a topic's log settings (the API merges the caller's changes into the current
-    /// settings); running replicas take them on their next reconcile.
+    /// Changes a topic's log settings: `set` keys take their values, `reset` keys go back to
+    /// their defaults, merged into the settings as of this command (so concurrent changes to
+    /// different keys both hold); running replicas take them on their next reconcile.
     AlterTopicConfig {
         /// Topic name.
         name: String,
-        /// The settings from now on.
-        config: LogConfig,
+        /// Settings to change, by name.
+        set: BTreeMap<String, String>,
+        /// Settings back to their defaults, by name.
+        reset: Vec<String>,
     },
     /// Deletes a topic.
     DeleteTopic {
@@ -242,13 +246,14 @@ impl ClusterMetadata {
                 }
                 Ok(())
             }
-            MetadataCommand::AlterTopicConfig { name, config } => {
-                if !self.topics.contains_key(name) {
-                    return Err(MetadataError::UnknownTopic(name.clone()));
-                }
-                config
-                    .validate()
-                    .map_err(|e| MetadataError::InvalidConfig(e.to_string()))
+            MetadataCommand::AlterTopicConfig { name, set, reset } => {
+                let topic = self
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                log_config_with_changes(&topic.config, set, reset)
+                    .map(|_| ())
+                    .map_err(MetadataError::InvalidConfig)
             }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.contains_key(name) {
@@ -308,8 +313,9 @@ impl ClusterMetadata {
                     .partitions
                     .extend(added);
             }
-            MetadataCommand::AlterTopicConfig { name, config } => {
-                self.topics.get_mut(&name).expect("checked above").config = config;
+            MetadataCommand::AlterTopicConfig { name, set, reset } => {
+                let topic = self.topics.get_mut(&name).expect("checked above");
+                topic.config = log_config_with_changes(&topic.config, &set, &reset).expect("checked above");
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
@@ -445,40 +451,42 @@ mod tests {
     }
 
     #[test]
-    fn a_topics_config_is_replaced_only_by_a_valid_one() {
+    fn config_changes_merge_into_the_settings_as_of_the_command() {
         let mut metadata = with_brokers(3);
         metadata.apply(create("orders", 2, 3)).unwrap();
-        let config = LogConfig {
-            max_message_bytes: 8192,
-            retention_ms: None,
-            ..LogConfig::default()
+        let alter = |set: &[(&str, &str)], reset: &[&str]| MetadataCommand::AlterTopicConfig {
+            name: "orders".into(),
+            set: set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            reset: reset.iter().map(|k| k.to_string()).collect(),
         };
-        metadata
-            .apply(MetadataCommand::AlterTopicConfig {
-                name: "orders".into(),
-                config: config.clone(),
-            })
-            .unwrap();
-        assert_eq!(metadata.topics["orders"].config, config);
+        // Two changes to different keys, each computed without seeing the other: both hold.
+        metadata.apply(alter(&[("max_message_bytes", "8192")], &[])).unwrap();
+        metadata.apply(alter(&[("segment_bytes", "4096")], &[])).unwrap();
+        let config = &metadata.topics["orders"].config;
+        assert_eq!((config.max_message_bytes, config.segment_bytes), (8192, 4096));
+        metadata.apply(alter(&[], &["max_message_bytes"])).unwrap();
+        assert_eq!(
+            metadata.topics["orders"].config.max_message_bytes,
+            LogConfig::default().max_message_bytes
+        );
+        let before = metadata.clone();
+        assert!(matches!(
+            metadata.apply(alter(&[("segment_bytes", "1")], &[])),
+            Err(MetadataError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            metadata.apply(alter(&[], &["colour"])),
+            Err(MetadataError::InvalidConfig(_))
+        ));
+        assert_eq!(metadata, before, "a refused command changes nothing");
         let unknown = MetadataCommand::AlterTopicConfig {
             name: "nope".into(),
-            config: config.clone(),
+            set: BTreeMap::new(),
+            reset: vec![],
         };
         assert_eq!(
             metadata.check(&unknown),
             Err(MetadataError::UnknownTopic("nope".into()))
-        );
-        let invalid = MetadataCommand::AlterTopicConfig {
-            name: "orders".into(),
-            config: LogConfig {
-                segment_bytes: 1,
-                ..LogConfig::default()
-            },
-        };
-        assert!(matches!(metadata.apply(invalid), Err(MetadataError::InvalidConfig(_))));
-        assert_eq!(
-            metadata.topics["orders"].config, config,
-            "a refused command changes nothing"
         );
     }
 

@@ -114,12 +114,23 @@ impl PartitionManager {
         }
 
         for (key, (group, replicas, config)) in wanted {
-            if let Some(running) = self.running.write().expect("partition map").get_mut(&key) {
-                if running.config != config {
-                    match running.replica.set_log_config(config.clone()) {
+            // A running replica only takes changed settings; it is looked up under the map's
+            // read lock, and the log's own lock (held through a segment roll's fsync) is taken
+            // without the map lock, so produce and fetch never wait behind it.
+            let running = self
+                .running
+                .read()
+                .expect("partition map")
+                .get(&key)
+                .map(|r| (Arc::clone(&r.replica), r.config != config));
+            if let Some((replica, changed)) = running {
+                if changed {
+                    match replica.set_log_config(config.clone()) {
                         Ok(()) => {
                             tracing::info!(topic = %key.topic, partition = key.partition, "log settings changed");
-                            running.config = config;
+                            if let Some(running) = self.running.write().expect("partition map").get_mut(&key) {
+                                running.config = config;
+                            }
                         }
                         Err(error) => {
                             tracing::error!(%error, topic = %key.topic, partition = key.partition, "could not apply new log settings")

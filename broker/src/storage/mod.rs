@@ -46,6 +46,7 @@ pub mod log;
 pub mod metrics;
 pub mod retention;
 pub mod segment;
+pub mod settings;
 pub mod state_file;
 pub mod types;
 

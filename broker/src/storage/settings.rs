@@ -1,7 +1,8 @@
-//! Topic configs on the wire (a string map, Kafka-style) ⇄ the storage `LogConfig`.
+//! A log's settings by name (a string map, Kafka-style: what `topic create --config`,
+//! `alter-config` and `topic describe` carry) ⇄ [`LogConfig`]. Pure.
 
-use crate::storage::{FsyncPolicy, LogConfig};
-use std::collections::HashMap;
+use super::config::{FsyncPolicy, LogConfig};
+use std::collections::{BTreeMap, HashMap};
 
 /// Builds a `LogConfig` from defaults plus the given overrides. Unknown keys and unparsable
 /// values are errors naming the key.
@@ -53,9 +54,43 @@ pub fn log_config_to_map(config: &LogConfig) -> HashMap<String, String> {
     ])
 }
 
+/// `current` with each key of `set` taking its value and each key of `reset` back at its
+/// default; an unknown key or a bad value refuses the whole change, naming it.
+pub fn log_config_with_changes(
+    current: &LogConfig,
+    set: &BTreeMap<String, String>,
+    reset: &[String],
+) -> Result<LogConfig, String> {
+    let mut configs = log_config_to_map(current);
+    for key in reset {
+        if configs.remove(key).is_none() {
+            return Err(format!("unknown topic config {key:?}"));
+        }
+    }
+    configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    log_config_from_map(&configs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_set_and_reset_keys_and_refuse_unknown_ones_whole() {
+        let current = LogConfig {
+            max_message_bytes: 2048,
+            fsync: FsyncPolicy::Never,
+            ..LogConfig::default()
+        };
+        let set = BTreeMap::from([("segment_bytes".to_string(), "4096".to_string())]);
+        let changed = log_config_with_changes(&current, &set, &["fsync".to_string()]).unwrap();
+        assert_eq!(changed.segment_bytes, 4096);
+        assert_eq!(changed.fsync, LogConfig::default().fsync, "reset to the default");
+        assert_eq!(changed.max_message_bytes, 2048, "untouched keys stay");
+        assert!(log_config_with_changes(&current, &BTreeMap::new(), &["colour".to_string()]).is_err());
+        let bad = BTreeMap::from([("segment_bytes".to_string(), "1".to_string())]);
+        assert!(log_config_with_changes(&current, &bad, &[]).is_err());
+    }
 
     #[test]
     fn round_trips_and_rejects_unknown_or_bad_values() {
