@@ -10,9 +10,9 @@ use proto::v1::FetchRequest;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// A one-broker cluster with its admin endpoint and a one-partition topic, and a long-poll
-/// fetch in flight on it (the broker says so in `broker_requests_in_flight`).
-async fn broker_with_a_fetch_in_flight(root: &std::path::Path, shutdown_timeout_ms: u64) -> BrokerProcess {
+/// A one-broker cluster (standard input open, as every test broker's) with its admin endpoint
+/// and a one-partition topic: the broker and its API and admin addresses.
+async fn single_broker(root: &std::path::Path, shutdown_timeout_ms: u64) -> (BrokerProcess, String, String) {
     let ports = free_ports(2);
     let (address, admin) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
     let broker = BrokerProcess::start_with(
@@ -31,6 +31,13 @@ async fn broker_with_a_fetch_in_flight(root: &std::path::Path, shutdown_timeout_
     );
     let cluster = connect_when_ready(std::slice::from_ref(&broker), HashMap::new()).await;
     create_topic(&cluster, NewTopic::new("quiet", 1, 1)).await;
+    (broker, address, admin)
+}
+
+/// [`single_broker`] with a long-poll fetch in flight on it (the broker says so in
+/// `broker_requests_in_flight`).
+async fn broker_with_a_fetch_in_flight(root: &std::path::Path, shutdown_timeout_ms: u64) -> BrokerProcess {
+    let (broker, address, admin) = single_broker(root, shutdown_timeout_ms).await;
     let mut client = BrokerClient::connect(format!("http://{address}")).await.unwrap();
     tokio::spawn(async move {
         // Nothing is ever written: the broker holds this request for its whole wait.
@@ -108,4 +115,17 @@ async fn a_stop_that_outlasts_the_shutdown_timeout_ends_the_process() {
         signalled.elapsed()
     );
     assert_eq!(status.code(), Some(1), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_stops_an_idle_broker_cleanly_with_its_standard_input_open() {
+    // Regression: the blocking read of standard input behind `--exit-on-stdin-close` kept the
+    // process alive after a SIGTERM stop had finished.
+    let root = tempfile::tempdir().unwrap();
+    let (mut broker, _, _) = single_broker(root.path(), 60_000).await;
+    broker.signal("TERM");
+    let status = broker
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("a SIGTERM ends an idle broker");
+    assert_eq!(status.code(), Some(0), "{status}");
 }
