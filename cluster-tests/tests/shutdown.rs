@@ -100,6 +100,25 @@ async fn a_second_sigterm_ends_a_stalled_stop_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ctrl_c_stops_gracefully_and_a_second_exits_at_once() {
+    // A terminal's Ctrl-C reaches `broker dev` and every broker it started: one must stop each
+    // broker cleanly, a second must end it at once.
+    let root = tempfile::tempdir().unwrap();
+    let mut broker = broker_with_a_fetch_in_flight(root.path(), 60_000).await;
+    broker.signal("INT");
+    wait_until_stopping(&broker).await;
+    assert!(
+        broker.wait_for_exit(Duration::from_millis(500)).is_none(),
+        "one Ctrl-C must not end the process before its stop"
+    );
+    broker.signal("INT");
+    let status = broker
+        .wait_for_exit(Duration::from_secs(2))
+        .expect("a second Ctrl-C ends the process");
+    assert_eq!(status.code(), Some(130), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_that_outlasts_the_shutdown_timeout_ends_the_process() {
     let root = tempfile::tempdir().unwrap();
     let mut broker = broker_with_a_fetch_in_flight(root.path(), 500).await;

@@ -129,7 +129,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = async move {
+        // One stream per signal for the whole stop: the watch for a second signal goes on
+        // reading the same streams, so it counts only signals after the first.
         let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let stdin_closed = async {
             if options.exit_on_stdin_close {
                 let mut sink = [0u8; 64];
@@ -140,7 +143,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
             () = stdin_closed => {}
         }
@@ -148,7 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "stopping: draining requests and closing logs (at most {:?}; a second Ctrl-C or SIGTERM exits at once)",
             options.shutdown_timeout
         );
-        tokio::spawn(exit_if_stop_stalls(terminate, options.shutdown_timeout));
+        tokio::spawn(exit_if_stop_stalls(interrupt, terminate, options.shutdown_timeout));
     };
     node::run(config, node::Listeners { api, admin }, shutdown).await?;
     Ok(())
@@ -167,9 +170,9 @@ struct ProcessOptions {
 /// Exiting skips closing the logs cleanly, which loses nothing acknowledged: acks=all records
 /// are fsynced before they are acknowledged (`fsync = always`); under `interval`/`never` the
 /// unsynced tail is what a crash would lose too, and replication restores it.
-async fn exit_if_stop_stalls(mut terminate: Signal, timeout: Duration) {
+async fn exit_if_stop_stalls(mut interrupt: Signal, mut terminate: Signal, timeout: Duration) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupt.recv() => {
             tracing::warn!("second Ctrl-C: exiting now");
             std::process::exit(130);
         }
