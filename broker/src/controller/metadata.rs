@@ -57,6 +57,10 @@ pub struct TopicMetadata {
     pub config: LogConfig,
     /// Partitions, by index.
     pub partitions: Vec<PartitionAssignment>,
+    /// Where the topic's round-robin placement started, so partitions added later continue it
+    /// (and leadership stays spread). Topics stored before it was kept read 0.
+    #[serde(default)]
+    pub placement_start: usize,
 }
 
 /// Everything the controller knows.
@@ -292,7 +296,8 @@ impl ClusterMetadata {
             } => {
                 // Start the round-robin at a point derived from the topic count, so leaders of
                 // successive topics spread over brokers too.
-                let assignments = self.place(0, partitions, replication_factor, self.topics.len());
+                let placement_start = self.topics.len();
+                let assignments = self.place(0, partitions, replication_factor, placement_start);
                 self.topics.insert(
                     name.clone(),
                     TopicMetadata {
@@ -300,13 +305,16 @@ impl ClusterMetadata {
                         replication_factor,
                         config,
                         partitions: assignments,
+                        placement_start,
                     },
                 );
             }
             MetadataCommand::AddPartitions { name, total } => {
                 let topic = self.topics.get(&name).expect("checked above");
                 let (current, replication_factor) = (topic.partitions.len() as u32, topic.replication_factor);
-                let added = self.place(current, total - current, replication_factor, current as usize);
+                // Continue the topic's round-robin where its last partition left it.
+                let start = topic.placement_start + current as usize;
+                let added = self.place(current, total - current, replication_factor, start);
                 self.topics
                     .get_mut(&name)
                     .expect("checked above")
@@ -419,6 +427,23 @@ mod tests {
         // Leaders (first replicas) of the new partitions spread over the brokers.
         let leaders: std::collections::BTreeSet<u64> = after[2..].iter().map(|p| p.replicas[0]).collect();
         assert_eq!(leaders.len(), 3);
+
+        // A topic whose round-robin started elsewhere continues it: grown from 2 to 3
+        // partitions, each broker leads exactly one.
+        metadata.apply(create("events", 2, 3)).unwrap();
+        assert_ne!(metadata.topics["events"].placement_start % 3, 0, "started off broker 1");
+        metadata
+            .apply(MetadataCommand::AddPartitions {
+                name: "events".into(),
+                total: 3,
+            })
+            .unwrap();
+        let leaders: std::collections::BTreeSet<u64> = metadata.topics["events"]
+            .partitions
+            .iter()
+            .map(|p| p.replicas[0])
+            .collect();
+        assert_eq!(leaders.len(), 3, "one partition led by each broker");
 
         let refused = |metadata: &ClusterMetadata, name: &str, total| {
             metadata
