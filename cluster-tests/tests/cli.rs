@@ -214,6 +214,19 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
     }
     let offset_alone = cli(&bootstrap, &["consume", "clicks", "--offset", "3"], None);
     assert_eq!(offset_alone.status.code(), Some(2), "--offset needs --partition");
+    let unknown = cli(&bootstrap, &["consume", "no-such-topic", "--max", "1"], None);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no-such-topic"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let nothing_to_alter = cli(&bootstrap, &["topic", "alter-config", "clicks"], None);
+    assert_eq!(
+        nothing_to_alter.status.code(),
+        Some(2),
+        "alter-config needs --set or --reset"
+    );
 
     let status: serde_json::Value = serde_json::from_str(&stdout(&cli(
         &bootstrap,

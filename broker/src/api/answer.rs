@@ -58,7 +58,7 @@ pub(super) fn answer<R: Refused>(result: Result<R, Refusal>) -> R {
 
 /// Counts a refused request: `broker_request_errors_total{api, code}`. Both labels are bounded
 /// (the RPC families below and the wire codes of `ErrorCode`), so the series stay few.
-pub(super) fn count_refusal(api: &'static str, code: ErrorCode) {
+fn count_refusal(api: &'static str, code: ErrorCode) {
     // The label is the code's name as docs/error-codes.md writes it (`NOT_LEADER`).
     let code = code.as_str_name().trim_start_matches("ERROR_CODE_");
     metrics::counter!("broker_request_errors_total", "api" => api, "code" => code).increment(1);

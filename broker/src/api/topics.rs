@@ -2,7 +2,7 @@
 //! partition its replicas and — from the local replica's status — leader and ISR), CreateTopics
 //! CreatePartitions, AlterTopicConfig and DeleteTopics (commands submitted to the controller).
 
-use super::answer::{count_refusal, Refusal, Refused};
+use super::answer::{answer, Refusal};
 use super::service::BrokerApi;
 use crate::controller::metadata::{MetadataCommand, TopicMetadata};
 use crate::storage::settings::{log_config_from_map, log_config_to_map};
@@ -147,19 +147,8 @@ async fn topic_command(api: &BrokerApi, name: String, command: Result<MetadataCo
             .map_err(|error| Refusal::controller(&error, api.controller().leader())),
         Err(refusal) => Err(refusal),
     };
-    match outcome {
-        Ok(()) => TopicResult {
-            name,
-            error: ErrorCode::None as i32,
-            message: String::new(),
-            controller: None,
-        },
-        Err(refusal) => {
-            count_refusal(TopicResult::API, refusal.code);
-            TopicResult {
-                name,
-                ..TopicResult::refused(refusal)
-            }
-        }
+    TopicResult {
+        name,
+        ..answer(outcome.map(|()| TopicResult::default()))
     }
 }

@@ -1,6 +1,6 @@
 //! Admin commands against a running cluster: topics, cluster status, produce, consume.
 
-use super::output::{print_json, LeaderMoved, OutputFormat, PartitionView, TopicOutcome, TopicSummary, TopicView};
+use super::output::{print_json, print_partitions, LeaderMoved, OutputFormat, TopicOutcome, TopicSummary, TopicView};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use client::{
@@ -92,41 +92,26 @@ pub fn connect(bootstrap: &str) -> Arc<Cluster> {
     ))
 }
 
-fn check_outcomes(
-    outcomes: Vec<Result<String, client::AdminError>>,
-    names: &[String],
+/// Reports a command on one topic: `<verb> topic <name>`, or the error (exit 1); with
+/// `--output json`, `[{"topic", "ok", "error"}]`.
+fn report_topic_outcome(
+    name: String,
+    outcome: Result<(), client::AdminError>,
     verb: &str,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let outcomes: Vec<TopicOutcome> = outcomes
-        .into_iter()
-        .zip(names)
-        .map(|(outcome, name)| match outcome {
-            Ok(name) => TopicOutcome {
-                topic: name,
-                ok: true,
-                error: None,
-            },
-            Err(error) => TopicOutcome {
-                topic: name.clone(),
-                ok: false,
-                error: Some(error.to_string()),
-            },
-        })
-        .collect();
-    match output {
-        OutputFormat::Json => print_json(&outcomes)?,
-        OutputFormat::Text => {
-            for outcome in &outcomes {
-                match &outcome.error {
-                    None => println!("{verb} topic {}", outcome.topic),
-                    Some(error) => eprintln!("error: {error}"),
-                }
-            }
-        }
+    let outcome = TopicOutcome {
+        topic: name,
+        ok: outcome.is_ok(),
+        error: outcome.err().map(|error| error.to_string()),
+    };
+    match (output, &outcome.error) {
+        (OutputFormat::Json, _) => print_json(&[&outcome])?,
+        (OutputFormat::Text, None) => println!("{verb} topic {}", outcome.topic),
+        (OutputFormat::Text, Some(error)) => eprintln!("error: {error}"),
     }
-    if outcomes.iter().any(|o| !o.ok) {
-        bail!("not every topic could be {verb}");
+    if !outcome.ok {
+        bail!("topic {} could not be {verb}", outcome.topic);
     }
     Ok(())
 }
@@ -143,24 +128,19 @@ pub async fn topic(bootstrap: &str, command: TopicCommand, output: OutputFormat)
         } => {
             let mut topic = NewTopic::new(name.clone(), partitions, replication_factor);
             topic.configs = configs.into_iter().collect();
-            check_outcomes(admin.create_topics(vec![topic]).await?, &[name], "created", output)
+            report_topic_outcome(name, admin.create_topic(topic).await, "created", output)
         }
-        TopicCommand::Delete { name } => check_outcomes(
-            admin.delete_topics(vec![name.clone()]).await?,
-            &[name],
-            "deleted",
-            output,
-        ),
+        TopicCommand::Delete { name } => {
+            let outcome = admin.delete_topic(&name).await;
+            report_topic_outcome(name, outcome, "deleted", output)
+        }
         TopicCommand::AddPartitions { name, partitions } => {
-            let outcome = admin.create_partitions(&name, partitions).await.map(|()| name.clone());
-            check_outcomes(vec![outcome], &[name], "grown", output)
+            let outcome = admin.create_partitions(&name, partitions).await;
+            report_topic_outcome(name, outcome, "grown", output)
         }
         TopicCommand::AlterConfig { name, set, reset } => {
-            let outcome = admin
-                .alter_topic_config(&name, set.into_iter().collect(), reset)
-                .await
-                .map(|()| name.clone());
-            check_outcomes(vec![outcome], &[name], "altered", output)
+            let outcome = admin.alter_topic_config(&name, set.into_iter().collect(), reset).await;
+            report_topic_outcome(name, outcome, "altered", output)
         }
         TopicCommand::MoveLeader { name, partition, to } => {
             admin.transfer_leadership(&name, partition, to).await?;
@@ -220,29 +200,6 @@ pub async fn topic(bootstrap: &str, command: TopicCommand, output: OutputFormat)
             }
             Ok(())
         }
-    }
-}
-
-fn list(ids: &[u64]) -> String {
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// Prints partitions as the table `topic describe` and `cluster status` share.
-pub(super) fn print_partitions(partitions: &[PartitionView]) {
-    // `quiet`: the leader's group is idle with its Raft timers stopped (docs/architecture.md).
-    println!("  partition  leader  replicas  isr  high_watermark  log_start  quiet");
-    for p in partitions {
-        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        println!(
-            "  {:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>5}",
-            p.partition,
-            opt(p.leader),
-            list(&p.replicas),
-            list(&p.isr),
-            opt(p.high_watermark),
-            opt(p.log_start_offset),
-            if p.quiet { "yes" } else { "no" }
-        );
     }
 }
 

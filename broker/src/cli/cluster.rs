@@ -1,8 +1,10 @@
 //! `broker cluster ...`: the cluster-wide views (`status`, `partitions`) and moving leadership
 //! back to preferred replicas (`balance-leaders`).
 
-use super::admin::{connect, print_partitions};
-use super::output::{print_json, BrokerView, ClusterView, OutputFormat, PartitionView, TopicView};
+use super::admin::connect;
+use super::output::{
+    print_json, print_partitions, BrokerView, ClusterView, OutputFormat, PartitionView, TopicView, PARTITION_COLUMNS,
+};
 use anyhow::bail;
 use client::Admin;
 use proto::v1::TopicDescription;
@@ -48,23 +50,9 @@ pub async fn run(bootstrap: &str, command: ClusterCommand, output: OutputFormat)
             match output {
                 OutputFormat::Json => print_json(&rows),
                 OutputFormat::Text => {
-                    println!(
-                        "{:<24} {:>9}  {:>6}  {:>8}  {:>5}  {:>14}  {:>9}",
-                        "topic", "partition", "leader", "replicas", "isr", "high_watermark", "log_start"
-                    );
+                    println!("{:<24} {PARTITION_COLUMNS}", "topic");
                     for row in rows {
-                        let p = &row.partition;
-                        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-                        println!(
-                            "{:<24} {:>9}  {:>6}  {:>8}  {:>5}  {:>14}  {:>9}",
-                            row.topic,
-                            p.partition,
-                            opt(p.leader),
-                            ids(&p.replicas),
-                            ids(&p.isr),
-                            opt(p.high_watermark),
-                            opt(p.log_start_offset)
-                        );
+                        println!("{:<24} {}", row.topic, row.partition.text_row());
                     }
                     Ok(())
                 }
@@ -134,10 +122,6 @@ fn print_status(view: &ClusterView, output: OutputFormat) -> anyhow::Result<()> 
         }
     }
     Ok(())
-}
-
-fn ids(ids: &[u64]) -> String {
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// A line of `cluster partitions`.

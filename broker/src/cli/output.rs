@@ -49,6 +49,36 @@ impl From<&PartitionDescription> for PartitionView {
     }
 }
 
+/// The header of the partition columns every text table shares.
+pub const PARTITION_COLUMNS: &str = "partition  leader  replicas  isr  high_watermark  log_start  quiet";
+
+impl PartitionView {
+    /// This partition's columns, aligned under [`PARTITION_COLUMNS`] (`-` where unknown;
+    /// `quiet`: the leader's group is idle with its Raft timers stopped).
+    pub fn text_row(&self) -> String {
+        let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        format!(
+            "{:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>5}",
+            self.partition,
+            or_dash(self.leader),
+            ids(&self.replicas),
+            ids(&self.isr),
+            or_dash(self.high_watermark),
+            or_dash(self.log_start_offset),
+            if self.quiet { "yes" } else { "no" }
+        )
+    }
+}
+
+/// Prints partitions as the table `topic describe` and `cluster status` share.
+pub fn print_partitions(partitions: &[PartitionView]) {
+    println!("  {PARTITION_COLUMNS}");
+    for p in partitions {
+        println!("  {}", p.text_row());
+    }
+}
+
 /// A topic as `topic describe` shows it.
 #[derive(Serialize, Debug)]
 pub struct TopicView {

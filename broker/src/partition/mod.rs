@@ -32,8 +32,6 @@ struct Running {
     group: u64,
     dir: PathBuf,
     replica: Arc<PartitionReplica>,
-    /// The log settings the replica runs with (changed by AlterTopicConfig).
-    config: crate::storage::LogConfig,
 }
 
 /// The partition replicas of this broker.
@@ -114,33 +112,26 @@ impl PartitionManager {
         }
 
         for (key, (group, replicas, config)) in wanted {
-            // A running replica only takes changed settings; it is looked up under the map's
-            // read lock, and the log's own lock (held through a segment roll's fsync) is taken
-            // without the map lock, so produce and fetch never wait behind it.
+            // A running replica takes changed settings (AlterTopicConfig). The map lock is not
+            // held meanwhile: the log's own lock can be held through a segment roll's fsync.
             let running = self
                 .running
                 .read()
                 .expect("partition map")
                 .get(&key)
-                .map(|r| (Arc::clone(&r.replica), r.config != config));
-            if let Some((replica, changed)) = running {
-                if changed {
-                    match replica.set_log_config(config.clone()) {
-                        Ok(()) => {
-                            tracing::info!(topic = %key.topic, partition = key.partition, "log settings changed");
-                            if let Some(running) = self.running.write().expect("partition map").get_mut(&key) {
-                                running.config = config;
-                            }
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, topic = %key.topic, partition = key.partition, "could not apply new log settings")
-                        }
+                .map(|r| Arc::clone(&r.replica));
+            if let Some(replica) = running {
+                match replica.set_log_config(&config) {
+                    Ok(false) => {}
+                    Ok(true) => tracing::info!(topic = %key.topic, partition = key.partition, "log settings changed"),
+                    Err(error) => {
+                        tracing::error!(%error, topic = %key.topic, partition = key.partition, "could not apply new log settings")
                     }
                 }
                 continue;
             }
             let dir = self.dir.join(format!("{}-{}-g{}", key.topic, key.partition, group));
-            let replica = PartitionReplica::start(&self.host, group, &dir, config.clone(), None).await?;
+            let replica = PartitionReplica::start(&self.host, group, &dir, config, None).await?;
             if replicas.first() == Some(&me) {
                 let members: BTreeMap<u64, String> = replicas
                     .iter()
@@ -155,7 +146,6 @@ impl PartitionManager {
                     group,
                     dir,
                     replica: Arc::new(replica),
-                    config,
                 },
             );
         }

@@ -192,11 +192,16 @@ impl PartitionReplica {
         }
     }
 
-    /// Replaces the log's settings (a topic's configs changed): segment size and age, fsync
-    /// policy, index interval and retention apply to what is written from now on.
-    pub fn set_log_config(&self, config: LogConfig) -> Result<(), ReplicationError> {
+    /// Gives the log these settings (a topic's configs changed): segment size and age, fsync
+    /// policy, index interval and retention apply to what is written from now on. Whether
+    /// they differed from the log's (the write lock is taken only then).
+    pub fn set_log_config(&self, config: &LogConfig) -> Result<bool, ReplicationError> {
+        if self.log.read().map_err(|_| self.poisoned())?.config() == config {
+            return Ok(false);
+        }
         let mut log = self.log.write().map_err(|_| self.poisoned())?;
-        Ok(log.set_config(config)?)
+        log.set_config(config.clone())?;
+        Ok(true)
     }
 
     /// Stops the Raft node and closes the log durably.
