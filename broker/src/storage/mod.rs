@@ -33,7 +33,8 @@
 //! - `frame.rs` the on-disk frame (header, CRC) codec; `index.rs` the sparse position and time
 //!   indexes; `state_file.rs` `raft-state.json`; `acknowledged.rs` `acknowledged.mark`.
 //! - `flush.rs` the group-commit [`FlushWorker`]; `retention.rs` which segments retention
-//!   deletes (pure); `config.rs` [`LogConfig`]; `types.rs` the index and offset newtypes;
+//!   deletes (pure); `config.rs` [`LogConfig`]; `settings.rs` a `LogConfig` by its
+//!   topic-config names and changes to it (pure); `types.rs` the index and offset newtypes;
 //!   `error.rs` [`StorageError`]; `metrics.rs` the subsystem's metrics.
 
 pub mod acknowledged;
