@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/broker/v1/common.proto",
         "proto/broker/v1/broker.proto",
+        "proto/broker/v1/groups.proto",
         "proto/raft/v1/raft.proto",
     ];
     for file in files {

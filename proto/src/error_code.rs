@@ -23,6 +23,8 @@ impl ErrorCode {
                 | ErrorCode::NotController
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorNotAvailable
         )
     }
 }
@@ -55,6 +57,19 @@ mod tests {
         (ErrorCode::InvalidProducerEpoch, false),
         (ErrorCode::UnknownProducerId, false),
         (ErrorCode::DuplicateSequence, false),
+        (ErrorCode::NotCoordinator, true),
+        (ErrorCode::CoordinatorNotAvailable, true),
+        (ErrorCode::InvalidGroupId, false),
+        (ErrorCode::GroupIdNotFound, false),
+        // Membership errors are not retriable as is: the member rejoins (epoch 0) or
+        // heartbeats for its current epoch first (the group consumer's own rule).
+        (ErrorCode::UnknownMemberId, false),
+        (ErrorCode::FencedMemberEpoch, false),
+        (ErrorCode::StaleMemberEpoch, false),
+        (ErrorCode::NonEmptyGroup, false),
+        (ErrorCode::PartitionNotAssigned, false),
+        (ErrorCode::UnsupportedAssignor, false),
+        (ErrorCode::TopicIsInternal, false),
     ];
 
     #[test]
