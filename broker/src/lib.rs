@@ -38,6 +38,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod coordinator;
 pub mod metrics;
 pub mod node;
 pub mod partition;

@@ -4,6 +4,8 @@
 use crate::api::service::BrokerApi;
 use crate::controller::metadata::{BrokerInfo, MetadataCommand};
 use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
+use crate::coordinator::offsets_partition::OffsetsPartitions;
+use crate::coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::endpoint::AdminProbes;
 use crate::partition::{metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig};
@@ -85,6 +87,9 @@ pub struct BrokerConfig {
     /// the addresses the cluster knows.
     #[serde(default)]
     pub dial_overrides: BTreeMap<String, String>,
+    /// Consumer groups: the offsets topic and session bounds (`[groups]`).
+    #[serde(default)]
+    pub groups: GroupSettings,
 }
 
 fn default_controller_voters() -> usize {
@@ -140,6 +145,7 @@ impl BrokerConfig {
         self.raft
             .raft_config("check")
             .map_err(|e| NodeError::Config(e.to_string()))?;
+        self.groups.validate().map_err(NodeError::Config)?;
         Ok(())
     }
 
@@ -223,7 +229,18 @@ pub async fn run(
     };
     let voters = config.voters();
     let controller = Arc::new(Controller::start(&host, &config.data_dir.join("controller"), &voters).await?);
-    let partitions = Arc::new(PartitionManager::new(host.clone(), config.data_dir.clone()));
+    let offsets_partitions = Arc::new(OffsetsPartitions::default());
+    let partitions = Arc::new(
+        PartitionManager::new(host.clone(), config.data_dir.clone()).with_observers(offsets_partitions.clone()),
+    );
+    let coordinator = Arc::new(GroupCoordinator::new(
+        config.node_id,
+        config.groups.clone(),
+        Arc::clone(&controller),
+        Arc::clone(&partitions),
+        offsets_partitions,
+    ));
+    let expiry = tokio::spawn(Arc::clone(&coordinator).expire_forever());
     let _ = started.set(Started {
         controller: Arc::clone(&controller),
         partitions: Arc::clone(&partitions),
@@ -260,6 +277,7 @@ pub async fn run(
         .layer(crate::metrics::requests::RequestMetricsLayer)
         .add_service(host.groups.service())
         .add_service(api.into_service())
+        .add_service(crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.await;
             let _ = draining.send(());
@@ -287,6 +305,8 @@ pub async fn run(
         }
     }
     membership.abort();
+    expiry.abort();
+    drop(coordinator);
     for task in quiescer {
         task.abort();
     }
@@ -391,6 +411,7 @@ mod tests {
             controller_voters: 3,
             raft: RaftTimers::default(),
             dial_overrides: BTreeMap::new(),
+            groups: GroupSettings::default(),
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

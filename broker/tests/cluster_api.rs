@@ -52,6 +52,7 @@ impl Cluster {
                 controller_voters: 3,
                 raft: RaftTimers::default(),
                 dial_overrides: Default::default(),
+                groups: Default::default(),
             };
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);

@@ -221,6 +221,11 @@ pub fn peers_flag(addresses: &[String]) -> String {
 
 /// A cluster of `n` broker processes with data under `root`.
 pub fn start_cluster(root: &Path, n: usize) -> Vec<BrokerProcess> {
+    start_cluster_with(root, n, &[])
+}
+
+/// Like [`start_cluster`], with extra `broker serve` arguments for every broker.
+pub fn start_cluster_with(root: &Path, n: usize, extra_args: &[&str]) -> Vec<BrokerProcess> {
     let ports = free_ports(n);
     let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
     let peers = peers_flag(&addresses);
@@ -228,11 +233,12 @@ pub fn start_cluster(root: &Path, n: usize) -> Vec<BrokerProcess> {
         .iter()
         .enumerate()
         .map(|(i, port)| {
-            BrokerProcess::start(
+            BrokerProcess::start_with(
                 i as u64 + 1,
                 format!("127.0.0.1:{port}"),
                 root.join(format!("broker-{}", i + 1)),
                 peers.clone(),
+                extra_args.iter().map(|a| a.to_string()).collect(),
             )
         })
         .collect()

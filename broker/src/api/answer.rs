@@ -3,12 +3,14 @@
 //! RPC's response through [`Refused`]. The code always comes from
 //! [`error_codes`](super::error_codes), the single wire mapping.
 
-use super::error_codes::{controller_error_code, replication_error_code};
+use super::error_codes::{controller_error_code, group_error_code, replication_error_code};
 use crate::controller::ControllerError;
+use crate::coordinator::GroupError;
 use crate::replication::ReplicationError;
 use proto::v1::{
-    ErrorCode, FetchResponse, InitProducerIdResponse, ListOffsetsResponse, ProduceResponse, TopicResult,
-    TransferLeadershipResponse,
+    ConsumerGroupHeartbeatResponse, DeleteGroupResponse, DescribeGroupResponse, ErrorCode, FetchResponse,
+    FindCoordinatorResponse, InitProducerIdResponse, ListOffsetsResponse, OffsetCommitResponse, OffsetFetchResponse,
+    ProduceResponse, TopicResult, TransferLeadershipResponse,
 };
 
 /// Why a request was refused, in wire terms.
@@ -40,6 +42,15 @@ impl Refusal {
     /// A controller error; `controller` is the controller leader as this broker knows it.
     pub(super) fn controller(error: &ControllerError, controller: Option<u64>) -> Self {
         Refusal::new(controller_error_code(error), error.to_string()).naming(controller)
+    }
+
+    /// A refused group request; a `NotCoordinator` names the coordinator if known.
+    pub(super) fn group(error: &GroupError) -> Self {
+        let leader = match error {
+            GroupError::NotCoordinator { leader, .. } => *leader,
+            _ => None,
+        };
+        Refusal::new(group_error_code(error), error.to_string()).naming(leader)
     }
 
     /// The same refusal, naming `leader` as the one to retry at.
@@ -98,8 +109,26 @@ refused_naming_the_leader!(
     ProduceResponse => "Produce",
     FetchResponse => "Fetch",
     ListOffsetsResponse => "ListOffsets",
-    TransferLeadershipResponse => "TransferLeadership"
+    TransferLeadershipResponse => "TransferLeadership",
+    ConsumerGroupHeartbeatResponse => "ConsumerGroupHeartbeat",
+    OffsetCommitResponse => "OffsetCommit",
+    OffsetFetchResponse => "OffsetFetch",
+    DescribeGroupResponse => "DescribeGroup",
+    DeleteGroupResponse => "DeleteGroup"
 );
+
+impl Refused for FindCoordinatorResponse {
+    const API: &'static str = "FindCoordinator";
+
+    fn refused(refusal: Refusal) -> Self {
+        FindCoordinatorResponse {
+            error: refusal.code as i32,
+            message: refusal.message,
+            coordinator: refusal.leader,
+            ..FindCoordinatorResponse::default()
+        }
+    }
+}
 
 impl Refused for InitProducerIdResponse {
     const API: &'static str = "InitProducerId";

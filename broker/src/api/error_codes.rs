@@ -3,6 +3,7 @@
 
 use crate::controller::metadata::MetadataError;
 use crate::controller::ControllerError;
+use crate::coordinator::GroupError;
 use crate::replication::ReplicationError;
 use crate::storage::StorageError;
 use proto::v1::ErrorCode;
@@ -51,6 +52,26 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
             MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             MetadataError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
         },
+    }
+}
+
+/// The wire code for a refused group request.
+pub fn group_error_code(error: &GroupError) -> ErrorCode {
+    match error {
+        GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        GroupError::InvalidGroupId(_) => ErrorCode::InvalidGroupId,
+        GroupError::GroupNotFound(_) => ErrorCode::GroupIdNotFound,
+        GroupError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+        GroupError::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
+        GroupError::UnknownMember { .. } => ErrorCode::UnknownMemberId,
+        GroupError::FencedEpoch { .. } => ErrorCode::FencedMemberEpoch,
+        GroupError::StaleEpoch { .. } => ErrorCode::StaleMemberEpoch,
+        GroupError::NotAssigned { .. } => ErrorCode::PartitionNotAssigned,
+        GroupError::NonEmpty { .. } => ErrorCode::NonEmptyGroup,
+        GroupError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+        GroupError::UnsupportedAssignor(_) => ErrorCode::UnsupportedAssignor,
+        GroupError::Replication(_) => ErrorCode::NotEnoughReplicas,
+        GroupError::Timeout(_) => ErrorCode::RequestTimedOut,
     }
 }
 

@@ -13,6 +13,8 @@
 //! - `topics`: Metadata, DescribeTopics, CreateTopics, DeleteTopics.
 //! - `leadership`: TransferLeadership.
 //! - `producer_ids`: InitProducerId.
+//! - [`groups`]: the `broker.v1.Groups` service (consumer groups), its own tonic service over
+//!   the `coordinator`.
 //!
 //! [`metrics`] counts bytes and records produced and fetched, and refusals per error code.
 //! (Topic configs by name ⇄ `LogConfig` is `storage::settings`.)
@@ -30,6 +32,7 @@ mod answer;
 mod convert;
 pub mod error_codes;
 mod fetch;
+pub mod groups;
 mod leadership;
 pub mod metrics;
 mod produce;

@@ -10,6 +10,9 @@ use tokio::time::Instant;
 
 /// Appends the request's batch; a `NOT_LEADER` refusal names the leader to retry at.
 pub(super) async fn produce(api: &BrokerApi, request: ProduceRequest) -> Result<ProduceResponse, Refusal> {
+    if super::topics::is_internal(&request.topic) {
+        return Err(super::topics::internal_topic_refusal(&request.topic));
+    }
     let replica = api.replica(&request.topic, request.partition)?;
     let max_message_bytes = api
         .controller()

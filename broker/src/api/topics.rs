@@ -137,8 +137,26 @@ pub(super) async fn delete(api: &BrokerApi, request: DeleteTopicsRequest) -> Top
     TopicResults { results }
 }
 
+/// Whether `topic` is internal to the brokers (`__consumer_offsets`).
+pub(super) fn is_internal(topic: &str) -> bool {
+    topic == proto::OFFSETS_TOPIC
+}
+
+/// The refusal of a client's write, create, change or delete of an internal topic.
+pub(super) fn internal_topic_refusal(topic: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::TopicIsInternal,
+        format!("{topic} is internal to the brokers: clients may read it, not write, create, change or delete it"),
+    )
+}
+
 /// Submits `command` for topic `name` (unless converting the request already failed).
 async fn topic_command(api: &BrokerApi, name: String, command: Result<MetadataCommand, Refusal>) -> TopicResult {
+    // The brokers create and own the internal topics; clients only read them.
+    let command = command.and_then(|command| match is_internal(&name) {
+        true => Err(internal_topic_refusal(&name)),
+        false => Ok(command),
+    });
     let outcome = match command {
         Ok(command) => api
             .controller()

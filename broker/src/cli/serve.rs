@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Milliseconds a partition stays idle before its Raft timers stop (0 = never); default 1000.
     #[arg(long, env = "BROKER_QUIESCE_AFTER_MS")]
     quiesce_after_ms: Option<u64>,
+    /// Partitions of `__consumer_offsets` when it is created (default 50).
+    #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
+    offsets_topic_partitions: Option<u32>,
     /// Dial B instead of A for broker-to-broker traffic (`A=B`, repeatable).
     #[arg(long = "dial-override", value_parser = parse_override)]
     dial_overrides: Vec<(String, String)>,
@@ -77,6 +80,7 @@ impl ServeArgs {
                 controller_voters: 3,
                 raft: RaftTimers::default(),
                 dial_overrides: Default::default(),
+                groups: Default::default(),
             },
         };
         if let Some(node_id) = self.node_id {
@@ -100,6 +104,9 @@ impl ServeArgs {
         config.dial_overrides.extend(self.dial_overrides);
         if let Some(quiesce_after_ms) = self.quiesce_after_ms {
             config.raft.quiesce_after_ms = quiesce_after_ms;
+        }
+        if let Some(partitions) = self.offsets_topic_partitions {
+            config.groups.offsets_topic_partitions = partitions;
         }
         if let Some(voters) = self.controller_voters {
             config.controller_voters = voters;

@@ -26,6 +26,13 @@ const KNOWN_METHODS: &[(&str, &str)] = &[
     ("/broker.v1.Broker/ListOffsets", "ListOffsets"),
     ("/broker.v1.Broker/InitProducerId", "InitProducerId"),
     ("/broker.v1.Broker/TransferLeadership", "TransferLeadership"),
+    ("/broker.v1.Groups/FindCoordinator", "FindCoordinator"),
+    ("/broker.v1.Groups/ConsumerGroupHeartbeat", "ConsumerGroupHeartbeat"),
+    ("/broker.v1.Groups/OffsetCommit", "OffsetCommit"),
+    ("/broker.v1.Groups/OffsetFetch", "OffsetFetch"),
+    ("/broker.v1.Groups/ListGroups", "ListGroups"),
+    ("/broker.v1.Groups/DescribeGroup", "DescribeGroup"),
+    ("/broker.v1.Groups/DeleteGroup", "DeleteGroup"),
     ("/raft.v1.Raft/Append", "raft.Append"),
     ("/raft.v1.Raft/AppendStream", "raft.AppendStream"),
     ("/raft.v1.Raft/AppendBatch", "raft.AppendBatch"),
@@ -146,6 +153,10 @@ mod tests {
             (
                 "/broker.v1.Broker/",
                 include_str!("../../../proto/proto/broker/v1/broker.proto"),
+            ),
+            (
+                "/broker.v1.Groups/",
+                include_str!("../../../proto/proto/broker/v1/groups.proto"),
             ),
             (
                 "/raft.v1.Raft/",

@@ -13,19 +13,26 @@
 pub mod metrics;
 
 use crate::controller::metadata::ClusterMetadata;
-use crate::replication::{PartitionReplica, ReplicaHost, ReplicationError};
+use crate::replication::{BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 /// A partition of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TopicPartition {
     /// Topic name.
     pub topic: String,
     /// Partition index.
     pub partition: u32,
+}
+
+/// Gives some partitions' replicas an observer of their committed batches (the group
+/// coordinator materialises `__consumer_offsets` this way). Asked each time a replica starts.
+pub trait ObserverSource: Send + Sync {
+    /// The observer for a replica of `partition` about to start, if it needs one.
+    fn observer_for(&self, partition: &TopicPartition) -> Option<Arc<dyn BatchObserver>>;
 }
 
 struct Running {
@@ -39,6 +46,7 @@ pub struct PartitionManager {
     host: ReplicaHost,
     dir: PathBuf,
     running: RwLock<HashMap<TopicPartition, Running>>,
+    observers: Option<Arc<dyn ObserverSource>>,
 }
 
 impl PartitionManager {
@@ -48,7 +56,14 @@ impl PartitionManager {
             host,
             dir: data_dir.join("partitions"),
             running: RwLock::new(HashMap::new()),
+            observers: None,
         }
+    }
+
+    /// The same, asking `observers` for an observer whenever a replica starts.
+    pub fn with_observers(mut self, observers: Arc<dyn ObserverSource>) -> Self {
+        self.observers = Some(observers);
+        self
     }
 
     /// The local replica of `topic`/`partition`, if this broker hosts one.
@@ -131,7 +146,8 @@ impl PartitionManager {
                 continue;
             }
             let dir = self.dir.join(format!("{}-{}-g{}", key.topic, key.partition, group));
-            let replica = PartitionReplica::start(&self.host, group, &dir, config, None).await?;
+            let observer = self.observers.as_ref().and_then(|source| source.observer_for(&key));
+            let replica = PartitionReplica::start(&self.host, group, &dir, config, observer).await?;
             if replicas.first() == Some(&me) {
                 let members: BTreeMap<u64, String> = replicas
                     .iter()

@@ -173,6 +173,12 @@ impl PartitionReplica {
         leads_within_lease(&self.raft.metrics().borrow_watched(), self.lease)
     }
 
+    /// The Raft term this replica is in: a leader that wrote something in this term has applied
+    /// everything its predecessors committed once that write applies.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// The current leader as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader

@@ -1,0 +1,615 @@
+//! # Coordinator: consumer groups
+//!
+//! **One job:** decide which member of a consumer group owns which partition, fence members
+//! that fell behind, and remember each group's committed offsets — replicated like everything
+//! else.
+//!
+//! **Owns:** the internal topic `__consumer_offsets` (created by the controller on the first
+//! group request, `offsets_topic_partitions` partitions, RF up to 3), whose partition
+//! `group_partition(group_id, N)` holds a group; the leader of that partition is the group's
+//! **coordinator**. Every replica materialises its partitions' groups from their committed
+//! records ([`offsets_partition`], through the same `BatchObserver` seam the controller
+//! uses), so a new coordinator holds every group before it answers: it first writes a barrier
+//! record in its own term, and answers once it has applied it.
+//!
+//! - [`model`]: the materialised state and the records that change it (pure).
+//! - [`membership`]: the KIP-848 group state machine — heartbeats, revoke-first reconciliation,
+//!   fencing, static members, commit checks (pure, `now` passed in).
+//! - [`assignor`]: the server-side assignors, `uniform` (sticky, default) and `range` (pure).
+//! - this file: the shell — leadership and loading, one write at a time per offsets
+//!   partition (each change is computed from the applied state and answered once replicated,
+//!   acks=all), session deadlines, offset expiry.
+//!
+//! **Invariants:** the group state changes only by applying committed records, in log order, on
+//! every replica alike; a change is answered only once it is committed; a partition is handed to
+//! a member only when no other member holds it.
+//!
+//! **Must not depend on:** the API layer.
+
+pub mod assignor;
+pub mod error;
+pub mod membership;
+pub mod model;
+pub mod offsets_partition;
+
+use crate::controller::metadata::MetadataCommand;
+use crate::controller::Controller;
+use crate::partition::{PartitionManager, TopicPartition};
+use crate::replication::{Acks, PartitionReplica, ReplicationError};
+use crate::storage::LogConfig;
+use bytes::Bytes;
+pub use error::GroupError;
+use membership::{Heartbeat, HeartbeatAnswer, SessionLimits, LEAVE_EPOCH, LEAVE_FOR_RESTART_EPOCH};
+use model::{Committed, Group, GroupPhase, GroupRecord};
+use offsets_partition::{OffsetsPartition, OffsetsPartitions};
+use proto::record_batch::{encode_batch, now_ms, ProducerStamp, Record};
+use proto::OFFSETS_TOPIC;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a write to an offsets partition may wait for its commit.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often sessions are checked.
+const EXPIRY_TICK: Duration = Duration::from_millis(200);
+/// How often empty groups' offsets are checked for expiry.
+const OFFSETS_EXPIRY_TICK: Duration = Duration::from_secs(60);
+/// How often a broker asks the controller to create the offsets topic while it is missing.
+const CREATE_RETRY: Duration = Duration::from_secs(1);
+
+/// Consumer-group settings of a broker (`[groups]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSettings {
+    /// Partitions of `__consumer_offsets` (Kafka's `offsets.topic.num.partitions`); fixed once
+    /// the topic exists.
+    pub offsets_topic_partitions: u32,
+    /// Its replication factor (capped at the number of brokers when it is created).
+    pub offsets_topic_replication_factor: u32,
+    /// How long the committed offsets of an empty group are kept (Kafka's
+    /// `offsets.retention.minutes`, 7 days).
+    pub offsets_retention_ms: u64,
+    /// Session timeout of members that ask for none (45 s).
+    pub default_session_timeout_ms: u32,
+    /// The shortest session timeout a member may ask for.
+    pub min_session_timeout_ms: u32,
+    /// The longest session timeout a member may ask for.
+    pub max_session_timeout_ms: u32,
+    /// Heartbeat interval of members that ask for none (3 s).
+    pub default_heartbeat_interval_ms: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        let limits = SessionLimits::default();
+        GroupSettings {
+            offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            default_session_timeout_ms: limits.default_session_timeout_ms,
+            min_session_timeout_ms: limits.min_session_timeout_ms,
+            max_session_timeout_ms: limits.max_session_timeout_ms,
+            default_heartbeat_interval_ms: limits.default_heartbeat_interval_ms,
+        }
+    }
+}
+
+impl GroupSettings {
+    fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            default_session_timeout_ms: self.default_session_timeout_ms,
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            default_heartbeat_interval_ms: self.default_heartbeat_interval_ms,
+        }
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return Err("groups.offsets_topic_partitions must be 1..=1000".into());
+        }
+        if self.offsets_topic_replication_factor == 0 {
+            return Err("groups.offsets_topic_replication_factor must be at least 1".into());
+        }
+        let limits = self.limits();
+        if limits.min_session_timeout_ms > limits.max_session_timeout_ms
+            || !(limits.min_session_timeout_ms..=limits.max_session_timeout_ms)
+                .contains(&limits.default_session_timeout_ms)
+        {
+            return Err("groups: default_session_timeout_ms must lie in min..=max".into());
+        }
+        Ok(())
+    }
+}
+
+/// A group as `ListGroups` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group id.
+    pub group_id: String,
+    /// Empty, stable or reconciling.
+    pub phase: GroupPhase,
+    /// How many members it has.
+    pub members: usize,
+}
+
+/// A group as `DescribeGroup` reports it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    /// Membership (a group with only committed offsets has an empty one).
+    pub group: Group,
+    /// Committed offsets.
+    pub offsets: BTreeMap<TopicPartition, Committed>,
+    /// The coordinator (this broker).
+    pub coordinator: u64,
+}
+
+/// This broker's side of every consumer group whose offsets partition it leads.
+pub struct GroupCoordinator {
+    node_id: u64,
+    settings: GroupSettings,
+    controller: Arc<Controller>,
+    partitions: Arc<PartitionManager>,
+    offsets: Arc<OffsetsPartitions>,
+    /// When this broker last asked for the offsets topic to be created.
+    asked_to_create: Mutex<Option<Instant>>,
+}
+
+/// The offsets partition of a group, led here and loaded.
+struct Led {
+    replica: Arc<PartitionReplica>,
+    offsets: Arc<OffsetsPartition>,
+}
+
+impl GroupCoordinator {
+    /// The coordinator of broker `node_id`; `offsets` must be the observer source its partition
+    /// manager was built with.
+    pub fn new(
+        node_id: u64,
+        settings: GroupSettings,
+        controller: Arc<Controller>,
+        partitions: Arc<PartitionManager>,
+        offsets: Arc<OffsetsPartitions>,
+    ) -> GroupCoordinator {
+        GroupCoordinator {
+            node_id,
+            settings,
+            controller,
+            partitions,
+            offsets,
+            asked_to_create: Mutex::new(None),
+        }
+    }
+
+    /// Every topic and its partition count, from the metadata.
+    fn topic_counts(&self) -> BTreeMap<String, u32> {
+        self.controller
+            .metadata()
+            .topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.partitions.len() as u32))
+            .collect()
+    }
+
+    /// The group's partition of `__consumer_offsets`, or `CoordinatorNotAvailable` (and a
+    /// request to create the topic) while it does not exist.
+    fn partition_of(&self, group_id: &str) -> Result<u32, GroupError> {
+        membership::check_group_id(group_id)?;
+        let count = self
+            .controller
+            .metadata()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .map(|t| t.partitions.len() as u32);
+        match count {
+            Some(count) if count > 0 => Ok(proto::group_partition(group_id, count)),
+            _ => {
+                self.ask_to_create_offsets_topic();
+                Err(GroupError::CoordinatorNotAvailable(format!(
+                    "{OFFSETS_TOPIC} is being created"
+                )))
+            }
+        }
+    }
+
+    /// Kafka creates the offsets topic on the first group request; so do we. The controller
+    /// leader creates it; another broker asks the controller leader (at most once a second).
+    fn ask_to_create_offsets_topic(&self) {
+        {
+            let mut last = self.asked_to_create.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < CREATE_RETRY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let metadata = self.controller.metadata();
+        if self.controller.is_leader() {
+            let brokers = metadata.brokers.len() as u32;
+            let command = MetadataCommand::CreateTopic {
+                name: OFFSETS_TOPIC.to_string(),
+                partitions: self.settings.offsets_topic_partitions,
+                replication_factor: self.settings.offsets_topic_replication_factor.min(brokers).max(1),
+                config: offsets_log_config(),
+            };
+            let controller = Arc::clone(&self.controller);
+            tokio::spawn(async move {
+                match controller.submit(command).await {
+                    Ok(()) => tracing::info!("created {OFFSETS_TOPIC}"),
+                    Err(error) => {
+                        tracing::debug!(%error, "creating {OFFSETS_TOPIC} failed; a later group request retries")
+                    }
+                }
+            });
+        } else if let Some(address) = self
+            .controller
+            .leader()
+            .and_then(|leader| metadata.brokers.get(&leader))
+            .map(|b| b.address.clone())
+        {
+            // Any group request makes the controller leader create the topic.
+            tokio::spawn(async move {
+                let request = proto::v1::FindCoordinatorRequest { group_id: "-".into() };
+                if let Ok(mut client) =
+                    proto::v1::groups_client::GroupsClient::connect(format!("http://{address}")).await
+                {
+                    let _ = client.find_coordinator(request).await;
+                }
+            });
+        }
+    }
+
+    /// The coordinator of `group_id`, as this broker knows it: the offsets partition and its
+    /// leader.
+    pub fn find_coordinator(&self, group_id: &str) -> Result<(u32, Option<u64>), GroupError> {
+        let partition = self.partition_of(group_id)?;
+        let leader = self
+            .partitions
+            .get(OFFSETS_TOPIC, partition)
+            .and_then(|replica| replica.leader());
+        Ok((partition, leader))
+    }
+
+    /// The group's offsets partition if this broker leads it, after making sure everything
+    /// earlier leaders committed is applied here (the barrier of this term).
+    async fn led(&self, group_id: &str) -> Result<Led, GroupError> {
+        let partition = self.partition_of(group_id)?;
+        let not_coordinator = |leader| GroupError::NotCoordinator {
+            group: group_id.to_string(),
+            partition,
+            leader,
+        };
+        let replica = self
+            .partitions
+            .get(OFFSETS_TOPIC, partition)
+            .ok_or_else(|| not_coordinator(None))?;
+        if !replica.is_leader() {
+            return Err(not_coordinator(replica.leader()));
+        }
+        let offsets = self.offsets.get(partition).ok_or_else(|| not_coordinator(None))?;
+        let term = replica.current_term();
+        if offsets.loaded_in_term() != Some(term) {
+            let _writes = offsets.writes.lock().await;
+            if offsets.loaded_in_term() != Some(term) {
+                append(&replica, &offsets, &[GroupRecord::Barrier]).await?;
+                start_sessions(&offsets);
+                offsets.set_loaded_in_term(Some(term));
+                tracing::info!(partition, term, "coordinating the groups of {OFFSETS_TOPIC} partition");
+            }
+        }
+        Ok(Led { replica, offsets })
+    }
+
+    /// A member's heartbeat: join, stay, leave.
+    pub async fn heartbeat(&self, request: Heartbeat) -> Result<HeartbeatAnswer, GroupError> {
+        let led = self.led(&request.group_id).await?;
+        let _writes = led.offsets.writes.lock().await;
+        let current = led.offsets.state().group(&request.group_id).cloned();
+        let outcome = membership::heartbeat(
+            current.as_ref(),
+            &request,
+            &self.topic_counts(),
+            self.settings.limits(),
+            now_ms(),
+        )?;
+        if current.as_ref() != Some(&outcome.group) {
+            append(
+                &led.replica,
+                &led.offsets,
+                &[GroupRecord::Group { group: outcome.group }],
+            )
+            .await?;
+        }
+        let mut sessions = led.offsets.sessions();
+        let key = (request.group_id.clone(), request.member_id.clone());
+        if let Some(removed) = outcome.removed {
+            sessions.remove(&(request.group_id.clone(), removed));
+        }
+        match &outcome.answer {
+            Ok(answer) if answer.member_epoch == LEAVE_EPOCH => {
+                sessions.remove(&key);
+            }
+            // A static member that left keeps its partitions until its session ends.
+            Ok(answer) if answer.member_epoch == LEAVE_FOR_RESTART_EPOCH => {}
+            Ok(answer) => {
+                let timeout = Duration::from_millis(u64::from(answer.session_timeout_ms));
+                sessions.insert(key, Instant::now() + timeout);
+            }
+            Err(_) => {
+                sessions.remove(&key);
+            }
+        }
+        outcome.answer
+    }
+
+    /// Commits offsets for a member (or, with no member id, for an empty group); answered once
+    /// replicated.
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: Vec<(TopicPartition, u64, String)>,
+    ) -> Result<(), GroupError> {
+        let led = self.led(group_id).await?;
+        let _writes = led.offsets.writes.lock().await;
+        let partitions: Vec<TopicPartition> = offsets.iter().map(|(p, _, _)| p.clone()).collect();
+        membership::check_commit(
+            group_id,
+            led.offsets.state().group(group_id),
+            member_id,
+            member_epoch,
+            &partitions,
+            &self.topic_counts(),
+        )?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let record = GroupRecord::Commit {
+            group_id: group_id.to_string(),
+            offsets: offsets
+                .into_iter()
+                .map(|(partition, offset, metadata)| {
+                    let committed = Committed {
+                        offset,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    };
+                    (partition, committed)
+                })
+                .collect(),
+        };
+        append(&led.replica, &led.offsets, &[record]).await
+    }
+
+    /// The group's committed offsets (of `partitions`, or all).
+    pub async fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Committed>, GroupError> {
+        let led = self.led(group_id).await?;
+        let state = led.offsets.state();
+        let all = state.offsets(group_id).cloned().unwrap_or_default();
+        if partitions.is_empty() {
+            return Ok(all);
+        }
+        Ok(all.into_iter().filter(|(p, _)| partitions.contains(p)).collect())
+    }
+
+    /// The group's members, assignment and committed offsets.
+    pub async fn describe(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
+        let led = self.led(group_id).await?;
+        let state = led.offsets.state();
+        if !state.exists(group_id) {
+            return Err(GroupError::GroupNotFound(group_id.to_string()));
+        }
+        Ok(GroupDescription {
+            group: state.group(group_id).cloned().unwrap_or_else(|| Group::new(group_id)),
+            offsets: state.offsets(group_id).cloned().unwrap_or_default(),
+            coordinator: self.node_id,
+        })
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub async fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        let led = self.led(group_id).await?;
+        let _writes = led.offsets.writes.lock().await;
+        {
+            let state = led.offsets.state();
+            if !state.exists(group_id) {
+                return Err(GroupError::GroupNotFound(group_id.to_string()));
+            }
+            let members = state.group(group_id).map_or(0, |g| g.members.len());
+            if members > 0 {
+                return Err(GroupError::NonEmpty {
+                    group: group_id.to_string(),
+                    members,
+                    operation: "deleting the group",
+                });
+            }
+        }
+        let record = GroupRecord::Delete {
+            group_id: group_id.to_string(),
+        };
+        append(&led.replica, &led.offsets, &[record]).await
+    }
+
+    /// The groups this broker coordinates now.
+    pub fn list(&self) -> Vec<GroupListing> {
+        let mut listings = Vec::new();
+        for (partition, offsets) in self.offsets.all() {
+            let leads = self
+                .partitions
+                .get(OFFSETS_TOPIC, partition)
+                .is_some_and(|replica| replica.is_leader());
+            if !leads {
+                continue;
+            }
+            let state = offsets.state();
+            for group_id in state.group_ids() {
+                let group = state.group(&group_id);
+                listings.push(GroupListing {
+                    phase: group.map_or(GroupPhase::Empty, Group::phase),
+                    members: group.map_or(0, |g| g.members.len()),
+                    group_id,
+                });
+            }
+        }
+        listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        listings
+    }
+
+    /// Removes members whose session ended and expires the offsets of long-empty groups, on
+    /// the offsets partitions this broker leads, until the task is dropped.
+    pub async fn expire_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(EXPIRY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut offsets_checked = Instant::now();
+        loop {
+            tick.tick().await;
+            let check_offsets = offsets_checked.elapsed() >= OFFSETS_EXPIRY_TICK;
+            if check_offsets {
+                offsets_checked = Instant::now();
+            }
+            for (partition, offsets) in self.offsets.all() {
+                if let Err(error) = self.expire_in(partition, &offsets, check_offsets).await {
+                    tracing::debug!(%error, partition, "expiring group members failed; retried next tick");
+                }
+            }
+        }
+    }
+
+    async fn expire_in(
+        &self,
+        partition: u32,
+        offsets: &Arc<OffsetsPartition>,
+        check_offsets: bool,
+    ) -> Result<(), GroupError> {
+        let Some(replica) = self.partitions.get(OFFSETS_TOPIC, partition) else {
+            return Ok(());
+        };
+        if !replica.is_leader() || offsets.loaded_in_term() != Some(replica.current_term()) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let expired: Vec<(String, String)> = {
+            let mut sessions = offsets.sessions();
+            // A member whose join answered late (its write timed out, then committed) has no
+            // deadline yet: it gets a full session from now.
+            let state = offsets.state();
+            for group_id in state.group_ids() {
+                for member in state.group(&group_id).iter().flat_map(|g| g.members.values()) {
+                    let timeout = Duration::from_millis(u64::from(member.session_timeout_ms));
+                    sessions
+                        .entry((group_id.clone(), member.member_id.clone()))
+                        .or_insert(now + timeout);
+                }
+            }
+            sessions
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        for (group_id, member_id) in expired {
+            let _writes = offsets.writes.lock().await;
+            let current = offsets.state().group(&group_id).cloned();
+            let changed =
+                current.and_then(|group| membership::expire(&group, &member_id, &self.topic_counts(), now_ms()));
+            if let Some(group) = changed {
+                tracing::info!(group = %group_id, member = %member_id, "session expired; member removed");
+                append(&replica, offsets, &[GroupRecord::Group { group }]).await?;
+            }
+            offsets.sessions().remove(&(group_id, member_id));
+        }
+        if check_offsets {
+            let retention = i64::try_from(self.settings.offsets_retention_ms).unwrap_or(i64::MAX);
+            let _writes = offsets.writes.lock().await;
+            let gone = offsets.state().expired(now_ms(), retention);
+            if !gone.is_empty() {
+                tracing::info!(groups = ?gone, "offsets of long-empty groups expired");
+                let records: Vec<GroupRecord> = gone
+                    .into_iter()
+                    .map(|group_id| GroupRecord::Delete { group_id })
+                    .collect();
+                append(&replica, offsets, &records).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The offsets topic's log settings: kept forever (its records are the groups' state; only
+/// deletes and expiry remove a group) with fsync on every write, like the controller's log.
+fn offsets_log_config() -> LogConfig {
+    LogConfig {
+        retention_ms: None,
+        retention_bytes: None,
+        ..LogConfig::default()
+    }
+}
+
+/// Every member of the partition's groups gets a full session from now: a new coordinator does
+/// not know when they last heartbeated.
+fn start_sessions(offsets: &OffsetsPartition) {
+    let now = Instant::now();
+    let state = offsets.state();
+    let mut sessions = offsets.sessions();
+    sessions.clear();
+    for group_id in state.group_ids() {
+        for member in state.group(&group_id).iter().flat_map(|g| g.members.values()) {
+            let timeout = Duration::from_millis(u64::from(member.session_timeout_ms));
+            sessions.insert((group_id.clone(), member.member_id.clone()), now + timeout);
+        }
+    }
+}
+
+/// Appends `records` to the offsets partition and waits until they are committed and applied
+/// here. Any failure makes the next request write a new barrier first: a write that timed out
+/// may still commit, and the next change must be computed with it.
+async fn append(
+    replica: &PartitionReplica,
+    offsets: &OffsetsPartition,
+    records: &[GroupRecord],
+) -> Result<(), GroupError> {
+    let timestamp = now_ms();
+    let batch: Vec<Record> = records
+        .iter()
+        .map(|record| Record {
+            timestamp,
+            key: record_key(record).map(|k| Bytes::from(k.as_bytes().to_vec())),
+            value: Some(Bytes::from(
+                serde_json::to_vec(record).expect("group records serialize"),
+            )),
+            ..Record::default()
+        })
+        .collect();
+    let encoded = encode_batch(&batch, ProducerStamp::NONE);
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    match replica.append(encoded.into(), Acks::All, deadline).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            offsets.set_loaded_in_term(None);
+            Err(match error {
+                ReplicationError::NotLeader { leader, .. } => {
+                    GroupError::CoordinatorNotAvailable(format!("leadership moved to {leader:?} during the write"))
+                }
+                ReplicationError::Timeout { .. } => GroupError::Timeout(error.to_string()),
+                other => GroupError::Replication(other.to_string()),
+            })
+        }
+    }
+}
+
+/// The record key: the group id, so a compaction by key keeps the latest state of each group.
+fn record_key(record: &GroupRecord) -> Option<&str> {
+    match record {
+        GroupRecord::Group { group } => Some(&group.group_id),
+        GroupRecord::Commit { group_id, .. } | GroupRecord::Delete { group_id } => Some(group_id),
+        GroupRecord::Barrier => None,
+    }
+}
