@@ -12,18 +12,19 @@
 //!   (`replica/`: `PartitionReplica::append`, reads, lease, status) and quiescence
 //!   (`quiesce/`, its rules pure in `rules.rs`).
 //! - [`controller`]: cluster metadata (brokers, topics, assignments) in Raft group 0.
+//! - [`coordinator`]: consumer groups — `__consumer_offsets` materialised per partition through
+//!   the `BatchObserver` seam, the KIP-848 group state machine and the assignors (pure), and the
+//!   shell that coordinates the groups of the offsets partitions this broker leads.
 //! - [`partition`]: the partition replicas this broker hosts, kept in line with the metadata,
 //!   and their gauges.
-//! - [`api`]: the wire ⇄ domain boundary: the `broker.v1` service, one file per RPC family,
+//! - [`api`]: the wire ⇄ domain boundary: the `broker.v1` services, one file per RPC family,
 //!   request conversions, error answers and the one error-code mapping.
 //! - [`metrics`]: the Prometheus recorder, the admin HTTP endpoint (`/metrics`, `/health`,
 //!   `/ready`) and per-request counts and latencies.
 //! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!
-//! Where new subsystems go: a consumer-group coordinator is a `coordinator/` folder beside
-//! `controller/` (its state materialised from `__consumer_offsets` through the same
-//! `BatchObserver` seam), with its RPC family as one more file in `api/`; an HTTP application
+//! Where new subsystems go: an HTTP application
 //! such as the email-event service is its own workspace crate on top of `client/`, never a
 //! dependency of this library.
 //!

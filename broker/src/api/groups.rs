@@ -94,6 +94,7 @@ async fn heartbeat(
         session_timeout_ms: request.session_timeout_ms,
         heartbeat_interval_ms: request.heartbeat_interval_ms,
         assignor: request.assignor,
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
     };
     let answer = api
         .coordinator

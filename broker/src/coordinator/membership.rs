@@ -39,6 +39,8 @@ pub struct SessionLimits {
     pub max_session_timeout_ms: u32,
     /// Used when a member asks for none (Kafka's 3 s).
     pub default_heartbeat_interval_ms: u32,
+    /// Used when a member asks for none (Kafka's `max.poll.interval.ms`, 5 min).
+    pub default_rebalance_timeout_ms: u32,
 }
 
 impl Default for SessionLimits {
@@ -48,6 +50,7 @@ impl Default for SessionLimits {
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 1_800_000,
             default_heartbeat_interval_ms: 3_000,
+            default_rebalance_timeout_ms: 300_000,
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct Heartbeat {
     pub heartbeat_interval_ms: u32,
     /// Requested assignor ("" = uniform).
     pub assignor: String,
+    /// Requested rebalance timeout (0 = default).
+    pub rebalance_timeout_ms: u32,
 }
 
 /// The answer to a heartbeat.
@@ -148,6 +153,10 @@ pub fn heartbeat(
         asked => asked,
     }
     .clamp(50, session_timeout_ms);
+    let rebalance_timeout_ms = match request.rebalance_timeout_ms {
+        0 => limits.default_rebalance_timeout_ms,
+        asked => asked,
+    };
 
     let mut group = current.cloned().unwrap_or_else(|| Group::new(&request.group_id));
     let mut removed = None;
@@ -223,6 +232,7 @@ pub fn heartbeat(
             member.instance_id = request.instance_id.clone();
             member.session_timeout_ms = session_timeout_ms;
             member.heartbeat_interval_ms = heartbeat_interval_ms;
+            member.rebalance_timeout_ms = rebalance_timeout_ms;
             group.members.insert(member_id.to_string(), member);
         }
         epoch if epoch > 0 => {
@@ -251,6 +261,7 @@ pub fn heartbeat(
             }
             member.session_timeout_ms = session_timeout_ms;
             member.heartbeat_interval_ms = heartbeat_interval_ms;
+            member.rebalance_timeout_ms = rebalance_timeout_ms;
             member.left_for_restart = false;
         }
         other => {
@@ -261,7 +272,7 @@ pub fn heartbeat(
     }
     group.empty_since_ms = None;
     update_target(&mut group, topics);
-    let answer = reconcile(&mut group, member_id, &request.owned);
+    let answer = reconcile(&mut group, member_id, &request.owned, now_ms);
     Ok(HeartbeatOutcome {
         group,
         answer: Ok(answer),
@@ -300,6 +311,21 @@ pub fn expire(current: &Group, member_id: &str, topics: &BTreeMap<String, u32>, 
     Some(settle(group, topics, now_ms, None, Ok(HeartbeatAnswer::default())).group)
 }
 
+/// Members that have had partitions to release for longer than their rebalance timeout: they
+/// are removed like expired ones, so a member that stopped polling cannot hold partitions
+/// forever (Kafka's `max.poll.interval.ms`).
+pub fn overdue_revocations(group: &Group, now_ms: i64) -> Vec<String> {
+    group
+        .members
+        .values()
+        .filter(|m| {
+            m.revoking_since_ms
+                .is_some_and(|since| since.saturating_add(i64::from(m.rebalance_timeout_ms)) < now_ms)
+        })
+        .map(|m| m.member_id.clone())
+        .collect()
+}
+
 /// Recomputes the target assignment when the group epoch moved past it, or when a subscribed
 /// topic grew or went away (which bumps the group epoch).
 pub fn update_target(group: &mut Group, topics: &BTreeMap<String, u32>) {
@@ -333,7 +359,7 @@ pub fn update_target(group: &mut Group, topics: &BTreeMap<String, u32>) {
 
 /// Moves `member_id` towards its target: revoke first, assign what nobody else holds once the
 /// member has released everything it was asked to.
-fn reconcile(group: &mut Group, member_id: &str, owned: &BTreeSet<TopicPartition>) -> HeartbeatAnswer {
+fn reconcile(group: &mut Group, member_id: &str, owned: &BTreeSet<TopicPartition>, now_ms: i64) -> HeartbeatAnswer {
     let target = group.target_of(member_id);
     let held_by_others: BTreeSet<TopicPartition> = group
         .members
@@ -359,6 +385,11 @@ fn reconcile(group: &mut Group, member_id: &str, owned: &BTreeSet<TopicPartition
     for partition in revoke {
         member.assigned.remove(&partition);
         member.pending_revocation.insert(partition);
+    }
+    if member.pending_revocation.is_empty() {
+        member.revoking_since_ms = None;
+    } else {
+        member.revoking_since_ms.get_or_insert(now_ms);
     }
     if member.pending_revocation.is_empty() {
         let free: Vec<TopicPartition> = target

@@ -79,6 +79,9 @@ pub struct GroupSettings {
     pub max_session_timeout_ms: u32,
     /// Heartbeat interval of members that ask for none (3 s).
     pub default_heartbeat_interval_ms: u32,
+    /// How long a member may take to release revoked partitions when it asks for no limit of
+    /// its own (Kafka's `max.poll.interval.ms`, 5 min); then it is removed.
+    pub default_rebalance_timeout_ms: u32,
 }
 
 impl Default for GroupSettings {
@@ -92,6 +95,7 @@ impl Default for GroupSettings {
             min_session_timeout_ms: limits.min_session_timeout_ms,
             max_session_timeout_ms: limits.max_session_timeout_ms,
             default_heartbeat_interval_ms: limits.default_heartbeat_interval_ms,
+            default_rebalance_timeout_ms: limits.default_rebalance_timeout_ms,
         }
     }
 }
@@ -103,6 +107,7 @@ impl GroupSettings {
             min_session_timeout_ms: self.min_session_timeout_ms,
             max_session_timeout_ms: self.max_session_timeout_ms,
             default_heartbeat_interval_ms: self.default_heartbeat_interval_ms,
+            default_rebalance_timeout_ms: self.default_rebalance_timeout_ms,
         }
     }
 
@@ -509,10 +514,18 @@ impl GroupCoordinator {
                         .or_insert(now + timeout);
                 }
             }
+            let overdue = state.group_ids().into_iter().flat_map(|group_id| {
+                let members = state
+                    .group(&group_id)
+                    .map(|g| membership::overdue_revocations(g, now_ms()))
+                    .unwrap_or_default();
+                members.into_iter().map(move |member| (group_id.clone(), member))
+            });
             sessions
                 .iter()
                 .filter(|(_, deadline)| **deadline <= now)
                 .map(|(key, _)| key.clone())
+                .chain(overdue)
                 .collect()
         };
         for (group_id, member_id) in expired {
@@ -521,7 +534,7 @@ impl GroupCoordinator {
             let changed =
                 current.and_then(|group| membership::expire(&group, &member_id, &self.topic_counts(), now_ms()));
             if let Some(group) = changed {
-                tracing::info!(group = %group_id, member = %member_id, "session expired; member removed");
+                tracing::info!(group = %group_id, member = %member_id, "session expired or revocation overdue; member removed");
                 append(&replica, offsets, &[GroupRecord::Group { group }]).await?;
             }
             offsets.sessions().remove(&(group_id, member_id));

@@ -37,6 +37,14 @@ pub struct Member {
     /// A static member that left for a restart (epoch −2): it keeps its partitions until its
     /// session times out or its instance id comes back.
     pub left_for_restart: bool,
+    /// Since when (ms since the epoch) the member has had partitions to release; a member that
+    /// does not release them within its rebalance timeout is removed.
+    #[serde(default)]
+    pub revoking_since_ms: Option<i64>,
+    /// How long the member may take to release revoked partitions (Kafka's
+    /// `max.poll.interval.ms`).
+    #[serde(default)]
+    pub rebalance_timeout_ms: u32,
 }
 
 impl Member {

@@ -277,6 +277,50 @@ fn joins_refuse_unknown_topics_bad_ids_and_assignors() {
 }
 
 #[test]
+fn a_member_that_does_not_release_within_its_rebalance_timeout_is_overdue() {
+    let mut sim = Sim::new(&[("t", 4)]);
+    sim.join("a");
+    sim.settle();
+    sim.join("b");
+    // a is asked to give two up but keeps listing them.
+    let owned = sim.members["a"].1.clone();
+    let epoch = sim.members["a"].0;
+    let request = Heartbeat {
+        owned: owned.clone(),
+        rebalance_timeout_ms: 1_000,
+        ..sim.request("a", epoch, None)
+    };
+    let outcome = heartbeat(
+        sim.group.as_ref(),
+        &request,
+        &sim.topics,
+        SessionLimits::default(),
+        5_000,
+    )
+    .unwrap();
+    let member = &outcome.group.members["a"];
+    assert_eq!(member.pending_revocation.len(), 2);
+    assert_eq!(member.revoking_since_ms, Some(5_000));
+    assert!(overdue_revocations(&outcome.group, 5_900).is_empty());
+    assert_eq!(overdue_revocations(&outcome.group, 6_001), vec!["a".to_string()]);
+    // Releasing clears it.
+    let released = Heartbeat {
+        owned: outcome.answer.unwrap().assignment,
+        rebalance_timeout_ms: 1_000,
+        ..sim.request("a", epoch, None)
+    };
+    let outcome = heartbeat(
+        Some(&outcome.group),
+        &released,
+        &sim.topics,
+        SessionLimits::default(),
+        5_500,
+    )
+    .unwrap();
+    assert_eq!(outcome.group.members["a"].revoking_since_ms, None);
+}
+
+#[test]
 fn a_growing_topic_starts_a_new_target() {
     let mut sim = Sim::new(&[("t", 2)]);
     sim.join("a");
