@@ -22,7 +22,7 @@ mod producer;
 mod retry;
 
 pub use admin::{Admin, AdminError, ClusterDescription, NewTopic};
-pub use cluster::{Cluster, FetchedBatch, ProduceAck};
+pub use cluster::{Cluster, Coordinator, FetchedBatch, ProduceAck};
 pub use consumer::{ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use producer::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
