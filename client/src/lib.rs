@@ -26,7 +26,10 @@ pub mod partitioner;
 mod producer;
 mod retry;
 
-pub use admin::{Admin, AdminError, ClusterDescription, NewTopic};
+pub use admin::{
+    Admin, AdminError, ClusterDescription, GroupDescription, GroupList, GroupSummary, MemberDescription, NewTopic,
+    OffsetResetTo, PartitionLag,
+};
 pub use cluster::{Cluster, Coordinator, FetchedBatch, ProduceAck};
 pub use consumer::{ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::ClientError;
