@@ -62,16 +62,30 @@ impl Cluster {
                 }
             };
             ClientError::check(response.error, &response.message)?;
-            let Some(node) = response.coordinator.filter(|_| !response.address.is_empty()) else {
-                return Err(ClientError::Broker {
-                    code: ErrorCode::CoordinatorNotAvailable,
-                    message: format!("no coordinator for group {group_id:?} yet"),
-                });
+            let not_available = |why: String| ClientError::Broker {
+                code: ErrorCode::CoordinatorNotAvailable,
+                message: why,
             };
-            self.addresses
-                .lock()
-                .expect("addresses")
-                .insert(node, response.address.clone());
+            let Some(node) = response.coordinator else {
+                return Err(not_available(format!("no coordinator for group {group_id:?} yet")));
+            };
+            // The answer may leave the address out: the broker list has it.
+            let address = if response.address.is_empty() {
+                match self.address_of(node) {
+                    Some(address) => address,
+                    None => {
+                        self.metadata_once(Vec::new(), false).await?;
+                        self.address_of(node)
+                            .ok_or_else(|| not_available(format!("coordinator {node} has no known address")))?
+                    }
+                }
+            } else {
+                self.addresses
+                    .lock()
+                    .expect("addresses")
+                    .insert(node, response.address.clone());
+                response.address
+            };
             self.leaders
                 .lock()
                 .expect("leaders")
@@ -82,7 +96,7 @@ impl Cluster {
                 .insert(group_id.to_string(), response.partition);
             return Ok(Coordinator {
                 node,
-                address: response.address,
+                address,
                 partition: response.partition,
             });
         }

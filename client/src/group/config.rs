@@ -141,7 +141,11 @@ mod tests {
         config.auto_commit_interval = Duration::ZERO;
         assert!(config.validate().is_err());
         config.enable_auto_commit = false;
-        assert_eq!(config.validate(), Ok(()), "the interval does not matter without auto-commit");
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "the interval does not matter without auto-commit"
+        );
         let mut config = GroupConfig::new("g");
         config.group_instance_id = Some(String::new());
         assert!(config.validate().is_err());

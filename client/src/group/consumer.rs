@@ -84,7 +84,8 @@ impl GroupConsumer {
     pub fn new(cluster: Arc<Cluster>, config: GroupConfig) -> Result<GroupConsumer, GroupError> {
         config.validate()?;
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| GroupError::InvalidConfig(format!("no randomness for a member id: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| GroupError::InvalidConfig(format!("no randomness for a member id: {e}")))?;
         let settings = MemberSettings {
             group_id: config.group_id.clone(),
             member_id: membership::member_id_from(bytes),
@@ -291,7 +292,7 @@ impl GroupConsumer {
     /// Takes on `partitions`: committed offsets (or `auto_offset_reset`), seek, `on_assigned`,
     /// fetch; then reports them owned. Nothing is taken on if any start cannot be resolved.
     async fn add(&mut self, partitions: &[Partition]) -> Result<(), GroupError> {
-        let committed = self.fetch_committed(partitions).await?;
+        let committed = fetch_committed(&self.cluster, &self.config.group_id, partitions).await?;
         let mut starts = Vec::with_capacity(partitions.len());
         for tp in partitions {
             let offset = match start_at(committed.get(tp).copied(), self.config.auto_offset_reset) {
@@ -320,35 +321,15 @@ impl GroupConsumer {
         Ok(())
     }
 
-    async fn fetch_committed(&self, partitions: &[Partition]) -> Result<HashMap<Partition, u64>, GroupError> {
-        let request = OffsetFetchRequest {
-            group_id: self.config.group_id.clone(),
-            partitions: partitions
-                .iter()
-                .map(|(topic, partition)| TopicPartition {
-                    topic: topic.clone(),
-                    partition: *partition,
-                })
-                .collect(),
-        };
-        let answer = self
-            .cluster
-            .on_coordinator(&self.config.group_id, |mut client| {
-                let request = request.clone();
-                async move { client.offset_fetch(request).await }
-            })
-            .await?;
-        Ok(answer
-            .offsets
-            .into_iter()
-            .map(|c| ((c.topic, c.partition), c.offset))
-            .collect())
-    }
-
     /// Starts the periodic auto-commit if it is due and none is in flight.
     fn maybe_auto_commit(&mut self) {
         let now = Instant::now();
-        if !auto_commit_due(self.config.enable_auto_commit, self.last_auto_commit, now, self.config.auto_commit_interval) {
+        if !auto_commit_due(
+            self.config.enable_auto_commit,
+            self.last_auto_commit,
+            now,
+            self.config.auto_commit_interval,
+        ) {
             return;
         }
         if self.auto_commit.as_ref().is_some_and(|task| !task.is_finished()) {
@@ -463,12 +444,12 @@ impl GroupConsumer {
                 self.settle_auto_commit().await;
                 self.commit_partitions(None).await
             };
-            outcome = tokio::time::timeout_at(deadline, commit)
-                .await
-                .unwrap_or_else(|_| Err(GroupError::Commit {
+            outcome = tokio::time::timeout_at(deadline, commit).await.unwrap_or_else(|_| {
+                Err(GroupError::Commit {
                     code: None,
                     message: format!("no answer within close_timeout {:?}", self.config.close_timeout),
-                }));
+                })
+            });
         }
         let owned: Vec<Partition> = std::mem::take(&mut self.owned).into_iter().collect();
         self.consumer.unassign(&owned);
@@ -500,6 +481,35 @@ impl GroupConsumer {
             Ok(())
         }
     }
+}
+
+/// The group's committed offsets of `partitions` (only those with one).
+async fn fetch_committed(
+    cluster: &Cluster,
+    group_id: &str,
+    partitions: &[Partition],
+) -> Result<HashMap<Partition, u64>, GroupError> {
+    let request = OffsetFetchRequest {
+        group_id: group_id.to_string(),
+        partitions: partitions
+            .iter()
+            .map(|(topic, partition)| TopicPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            })
+            .collect(),
+    };
+    let answer = cluster
+        .on_coordinator(group_id, |mut client| {
+            let request = request.clone();
+            async move { client.offset_fetch(request).await }
+        })
+        .await?;
+    Ok(answer
+        .offsets
+        .into_iter()
+        .map(|c| ((c.topic, c.partition), c.offset))
+        .collect())
 }
 
 /// Moves a partition's position past a record returned to the application.
@@ -556,5 +566,42 @@ async fn send_commit(committer: Committer, offsets: Vec<(Partition, u64)>) -> Re
             }
             Err(GroupError::commit(error))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applications spawn their consumers on multi-threaded runtimes: every future of the API
+    /// must be `Send` (no lock guard or listener borrow held across an await).
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn futures_are_send(mut consumer: GroupConsumer) {
+        fn send<T: Send>(_: T) {}
+        send(consumer.subscribe(Vec::new()));
+        send(consumer.poll(Duration::ZERO));
+        send(consumer.commit());
+        send(consumer.commit_offsets(HashMap::new()));
+        send(consumer.commit_async());
+        send(consumer.stream());
+        send(consumer.close());
+    }
+
+    #[test]
+    fn positions_advance_past_returned_records_of_owned_partitions_only() {
+        let record = |topic: &str, offset| ConsumerRecord {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        };
+        let mut positions: BTreeMap<Partition, u64> = [(("a".to_string(), 0), 10)].into();
+        advance(&mut positions, &record("a", 12));
+        advance(&mut positions, &record("a", 11));
+        advance(&mut positions, &record("b", 99));
+        assert_eq!(positions, [(("a".to_string(), 0), 13)].into());
     }
 }

@@ -291,7 +291,12 @@ mod tests {
         let headers: Vec<(String, String)> = dead
             .headers
             .iter()
-            .map(|h| (h.key.clone(), String::from_utf8_lossy(h.value.as_deref().unwrap()).into_owned()))
+            .map(|h| {
+                (
+                    h.key.clone(),
+                    String::from_utf8_lossy(h.value.as_deref().unwrap()).into_owned(),
+                )
+            })
             .collect();
         let expected = [
             ("trace", "t-1"),
@@ -301,10 +306,7 @@ mod tests {
             ("dlq.attempts", "3"),
             ("dlq.error", "bad json"),
         ];
-        assert_eq!(
-            headers,
-            expected.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
-        );
+        assert_eq!(headers, expected.map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
     }
 
     #[test]

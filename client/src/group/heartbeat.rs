@@ -88,6 +88,8 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, group_id: St
         if changed {
             shared.changed.send_replace(());
         }
-        shared.answers.send_if_modified(|seen| std::mem::replace(seen, answers) != answers);
+        shared
+            .answers
+            .send_if_modified(|seen| std::mem::replace(seen, answers) != answers);
     }
 }

@@ -84,18 +84,19 @@ pub(crate) enum HeartbeatVerdict {
 }
 
 /// The verdict on a heartbeat that was answered with `code`, or not answered (`None`: the
-/// coordinator was not reached). `joining`: the heartbeat had epoch 0.
+/// coordinator was not reached). `new_subscription`: the heartbeat joined (epoch 0) or
+/// changed the subscription.
 ///
 /// UNKNOWN_TOPIC_OR_PARTITION is retriable by the shared rule (a restarted broker's metadata
-/// may lag), but the coordinator refuses a join whose subscription names a topic that does
-/// not exist: on a join it is the application's to fix. On a later heartbeat it is retried;
-/// if it persists the session runs out and the rejoin reports it.
-pub(crate) fn heartbeat_verdict(code: Option<ErrorCode>, joining: bool) -> HeartbeatVerdict {
+/// may lag), but the coordinator refuses a join or a subscription change that names a topic
+/// that does not exist: then it is the application's to fix. On other heartbeats it is
+/// retried; if it persists the session runs out and the rejoin reports it.
+pub(crate) fn heartbeat_verdict(code: Option<ErrorCode>, new_subscription: bool) -> HeartbeatVerdict {
     match code {
         None => HeartbeatVerdict::Retry,
         Some(ErrorCode::None) => HeartbeatVerdict::Accepted,
         Some(ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch) => HeartbeatVerdict::Fenced,
-        Some(ErrorCode::UnknownTopicOrPartition) if joining => HeartbeatVerdict::Refused,
+        Some(ErrorCode::UnknownTopicOrPartition) if new_subscription => HeartbeatVerdict::Refused,
         Some(code) if code.is_retriable() => HeartbeatVerdict::Retry,
         Some(_) => HeartbeatVerdict::Refused,
     }
@@ -133,6 +134,8 @@ pub(crate) struct Membership {
     /// The epoch last received; 0 while (re)joining.
     epoch: i32,
     subscription: Vec<String>,
+    /// The subscription the coordinator last accepted.
+    accepted_subscription: Vec<String>,
     /// What `poll` consumes now, as it last reported.
     owned: BTreeSet<Partition>,
     /// What the coordinator last said the member may consume.
@@ -158,6 +161,7 @@ impl Membership {
             backoff,
             epoch: 0,
             subscription: Vec::new(),
+            accepted_subscription: Vec::new(),
             owned: BTreeSet::new(),
             assignment: BTreeSet::new(),
             lost: false,
@@ -225,6 +229,8 @@ impl Membership {
             session_timeout_ms: millis(self.settings.session_timeout),
             assignor: self.settings.assignor.clone(),
             heartbeat_interval_ms: millis(self.settings.heartbeat_interval),
+            // Fields the coordinator may add later keep their defaults ("the broker's").
+            ..ConsumerGroupHeartbeatRequest::default()
         }
     }
 
@@ -240,6 +246,7 @@ impl Membership {
     /// Applies the answer to a heartbeat; `true` if what `poll` sees changed.
     pub(crate) fn on_answer(&mut self, answer: ConsumerGroupHeartbeatResponse, now: Instant) -> bool {
         self.answers += 1;
+        self.accepted_subscription = self.subscription.clone();
         self.failures = 0;
         self.last_accepted = now;
         if !answer.member_id.is_empty() {
@@ -263,13 +270,15 @@ impl Membership {
     /// Applies a failed heartbeat (`code`: the coordinator's refusal; `None`: not reached);
     /// `true` if what `poll` sees changed.
     pub(crate) fn on_failure(&mut self, code: Option<ErrorCode>, message: String, now: Instant) -> bool {
-        match heartbeat_verdict(code, self.epoch == 0) {
+        let new_subscription = self.epoch == 0 || self.subscription != self.accepted_subscription;
+        match heartbeat_verdict(code, new_subscription) {
             HeartbeatVerdict::Accepted => false,
             HeartbeatVerdict::Retry => {
                 self.failures += 1;
                 // The coordinator removes a member it has not heard from for a session timeout;
                 // by then its partitions are someone else's, so stop consuming them.
-                if self.epoch != 0 && now.saturating_duration_since(self.last_accepted) >= self.settings.session_timeout {
+                if self.epoch != 0 && now.saturating_duration_since(self.last_accepted) >= self.settings.session_timeout
+                {
                     return self.lose(now);
                 }
                 self.next = Some(now + self.backoff.delay(self.failures));
@@ -403,17 +412,29 @@ mod tests {
             assert_eq!(heartbeat_verdict(None, joining), Retry, "transport failure");
             assert_eq!(heartbeat_verdict(Some(ErrorCode::None), joining), Accepted);
             assert_eq!(heartbeat_verdict(Some(ErrorCode::NotCoordinator), joining), Retry);
-            assert_eq!(heartbeat_verdict(Some(ErrorCode::CoordinatorNotAvailable), joining), Retry);
+            assert_eq!(
+                heartbeat_verdict(Some(ErrorCode::CoordinatorNotAvailable), joining),
+                Retry
+            );
             assert_eq!(heartbeat_verdict(Some(ErrorCode::RequestTimedOut), joining), Retry);
             assert_eq!(heartbeat_verdict(Some(ErrorCode::UnknownMemberId), joining), Fenced);
             assert_eq!(heartbeat_verdict(Some(ErrorCode::FencedMemberEpoch), joining), Fenced);
             assert_eq!(heartbeat_verdict(Some(ErrorCode::InvalidGroupId), joining), Refused);
-            assert_eq!(heartbeat_verdict(Some(ErrorCode::UnsupportedAssignor), joining), Refused);
+            assert_eq!(
+                heartbeat_verdict(Some(ErrorCode::UnsupportedAssignor), joining),
+                Refused
+            );
             assert_eq!(heartbeat_verdict(Some(ErrorCode::InvalidRequest), joining), Refused);
         }
         // A join naming a topic that does not exist is refused; later it may be stale metadata.
-        assert_eq!(heartbeat_verdict(Some(ErrorCode::UnknownTopicOrPartition), true), Refused);
-        assert_eq!(heartbeat_verdict(Some(ErrorCode::UnknownTopicOrPartition), false), Retry);
+        assert_eq!(
+            heartbeat_verdict(Some(ErrorCode::UnknownTopicOrPartition), true),
+            Refused
+        );
+        assert_eq!(
+            heartbeat_verdict(Some(ErrorCode::UnknownTopicOrPartition), false),
+            Retry
+        );
     }
 
     #[test]
@@ -484,13 +505,35 @@ mod tests {
         let mut member = member(now);
         assert!(member.on_failure(Some(ErrorCode::UnknownTopicOrPartition), "no topic audit".into(), now));
         let view = member.view();
-        assert_eq!(view.refused, Some((ErrorCode::UnknownTopicOrPartition, "no topic audit".into())));
+        assert_eq!(
+            view.refused,
+            Some((ErrorCode::UnknownTopicOrPartition, "no topic audit".into()))
+        );
         assert!(!view.lost, "it owned nothing");
         assert_eq!(member.heartbeat_due(), None);
         assert_eq!(member.answers(), 1);
         member.subscribe(vec!["orders".into()], now);
         assert_eq!(member.view().refused, None);
         assert_eq!(member.heartbeat_due(), Some(now));
+    }
+
+    #[test]
+    fn an_unknown_topic_is_refused_on_a_subscription_change_but_retried_otherwise() {
+        let now = Instant::now();
+        let mut member = member(now);
+        member.on_answer(answer(4, &[]), now);
+        assert!(!member.on_failure(Some(ErrorCode::UnknownTopicOrPartition), String::new(), now));
+        assert_eq!(
+            member.view().refused,
+            None,
+            "same subscription: stale metadata, retried"
+        );
+        member.subscribe(vec!["orders".into(), "missing".into()], now);
+        assert!(member.on_failure(Some(ErrorCode::UnknownTopicOrPartition), "missing".into(), now));
+        assert_eq!(
+            member.view().refused.map(|(code, _)| code),
+            Some(ErrorCode::UnknownTopicOrPartition)
+        );
     }
 
     #[test]

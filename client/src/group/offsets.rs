@@ -81,7 +81,12 @@ mod tests {
     fn auto_commit_is_due_once_the_interval_has_passed() {
         let last = Instant::now();
         let interval = Duration::from_secs(5);
-        assert!(!auto_commit_due(true, last, last + Duration::from_millis(4999), interval));
+        assert!(!auto_commit_due(
+            true,
+            last,
+            last + Duration::from_millis(4999),
+            interval
+        ));
         assert!(auto_commit_due(true, last, last + interval, interval));
         assert!(!auto_commit_due(false, last, last + interval * 10, interval));
         // A clock that reads earlier than `last` is never due (no underflow).
