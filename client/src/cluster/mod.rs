@@ -635,7 +635,11 @@ mod tests {
         cluster.follow_hint(proto::OFFSETS_TOPIC, 3, ErrorCode::NotCoordinator as i32, Some(2));
         assert_eq!(cluster.leaders.lock().unwrap().get(&key), Some(&2));
         cluster.follow_hint(proto::OFFSETS_TOPIC, 3, ErrorCode::None as i32, None);
-        assert_eq!(cluster.leaders.lock().unwrap().get(&key), Some(&2), "a success keeps it");
+        assert_eq!(
+            cluster.leaders.lock().unwrap().get(&key),
+            Some(&2),
+            "a success keeps it"
+        );
         cluster.follow_hint(proto::OFFSETS_TOPIC, 3, ErrorCode::CoordinatorNotAvailable as i32, None);
         assert_eq!(cluster.leaders.lock().unwrap().get(&key), None);
     }

@@ -244,10 +244,10 @@ impl GroupConsumer {
         }
         let plan = reconcile(&self.owned, &view.assignment);
         if !plan.revoke.is_empty() {
-            self.revoke(&plan.revoke).await;
+            self.revoke(&plan.revoke, view.losses).await;
         }
         if !plan.add.is_empty() {
-            self.add(&plan.add).await?;
+            self.add(&plan.add, view.losses).await?;
         }
         Ok(())
     }
@@ -269,7 +269,7 @@ impl GroupConsumer {
 
     /// Gives up `partitions` in order: stop fetching, commit (auto-commit), `on_revoked`,
     /// release (the next heartbeat, sent at once, no longer lists them).
-    async fn revoke(&mut self, partitions: &[Partition]) {
+    async fn revoke(&mut self, partitions: &[Partition], seen_losses: u64) {
         self.consumer.unassign(partitions);
         self.pending
             .retain(|r| !partitions.iter().any(|(t, p)| *t == r.topic && *p == r.partition));
@@ -285,13 +285,12 @@ impl GroupConsumer {
             self.positions.remove(tp);
             self.committed.lock().expect("committed").remove(tp);
         }
-        let owned = self.owned.clone();
-        self.shared.update(|m| m.set_owned(owned, Instant::now()));
+        self.report_owned(seen_losses);
     }
 
     /// Takes on `partitions`: committed offsets (or `auto_offset_reset`), seek, `on_assigned`,
     /// fetch; then reports them owned. Nothing is taken on if any start cannot be resolved.
-    async fn add(&mut self, partitions: &[Partition]) -> Result<(), GroupError> {
+    async fn add(&mut self, partitions: &[Partition], seen_losses: u64) -> Result<(), GroupError> {
         let committed = fetch_committed(&self.cluster, &self.config.group_id, partitions).await?;
         let mut starts = Vec::with_capacity(partitions.len());
         for tp in partitions {
@@ -316,9 +315,20 @@ impl GroupConsumer {
             self.owned.insert(tp);
         }
         self.listener.on_assigned(partitions);
-        let owned = self.owned.clone();
-        self.shared.update(|m| m.set_owned(owned, Instant::now()));
+        self.report_owned(seen_losses);
         Ok(())
+    }
+
+    /// Tells the membership what is consumed now; if the member was fenced meanwhile, the
+    /// partitions are lost at once instead.
+    fn report_owned(&mut self, seen_losses: u64) {
+        let owned = self.owned.clone();
+        let mut lost = false;
+        self.shared
+            .update(|m| lost = m.set_owned(owned, seen_losses, Instant::now()));
+        if lost {
+            self.lose_all();
+        }
     }
 
     /// Starts the periodic auto-commit if it is due and none is in flight.
@@ -534,6 +544,13 @@ async fn send_commit(committer: Committer, offsets: Vec<(Partition, u64)>) -> Re
         let membership = committer.shared.membership();
         (membership.member_id().to_string(), membership.epoch())
     };
+    if member_epoch == 0 {
+        // Joining or rejoining: whatever this member owned before is not its own to commit.
+        return Err(GroupError::Commit {
+            code: None,
+            message: "the member is (re)joining the group; nothing it owns can be committed yet".into(),
+        });
+    }
     let request = OffsetCommitRequest {
         group_id: committer.group_id.clone(),
         member_id,

@@ -112,6 +112,8 @@ pub(crate) struct MemberView {
     pub(crate) lost: bool,
     /// The coordinator's refusal, for the application.
     pub(crate) refused: Option<(ErrorCode, String)>,
+    /// Losses so far: [`Membership::set_owned`] tells from it whether one happened since.
+    pub(crate) losses: u64,
 }
 
 /// The fixed part of every heartbeat.
@@ -151,6 +153,7 @@ pub(crate) struct Membership {
     failures: u32,
     /// Heartbeat outcomes so far, accepted or refused (`subscribe` waits for the next one).
     answers: u64,
+    losses: u64,
 }
 
 impl Membership {
@@ -170,6 +173,7 @@ impl Membership {
             last_accepted: now,
             failures: 0,
             answers: 0,
+            losses: 0,
         }
     }
 
@@ -190,6 +194,7 @@ impl Membership {
             assignment: self.assignment.clone(),
             lost: self.lost,
             refused: self.refused.clone(),
+            losses: self.losses,
         }
     }
 
@@ -302,6 +307,7 @@ impl Membership {
     /// member that owned nothing rejoins after a backoff (so a coordinator that keeps
     /// refusing is not asked in a busy loop).
     fn lose(&mut self, now: Instant) -> bool {
+        self.losses += 1;
         self.epoch = 0;
         self.assignment.clear();
         self.lost = !self.owned.is_empty();
@@ -320,12 +326,21 @@ impl Membership {
         }
     }
 
-    /// `poll` consumes `owned` now (after revoking or adding): heartbeat at once to report it.
-    pub(crate) fn set_owned(&mut self, owned: BTreeSet<Partition>, now: Instant) {
+    /// `poll` consumes `owned` now (after revoking or adding, having acted on the view with
+    /// `seen_losses`): heartbeat at once to report it. Returns `true` if the member lost its
+    /// partitions in the meantime — partitions added for the lost epoch must then be dropped
+    /// (`poll` loses them and acknowledges) rather than reported under a later epoch.
+    pub(crate) fn set_owned(&mut self, owned: BTreeSet<Partition>, seen_losses: u64, now: Instant) -> bool {
         self.owned = owned;
+        if seen_losses != self.losses && !self.owned.is_empty() {
+            self.lost = true;
+            self.next = None;
+            return true;
+        }
         if self.next.is_some() {
             self.next = Some(now);
         }
+        false
     }
 
     /// A commit was refused for a stale epoch or an unknown member: heartbeat at once to learn
@@ -454,7 +469,7 @@ mod tests {
         // Until poll reports it, the member owns nothing; then it heartbeats at once.
         assert!(member.heartbeat().owned_partitions.is_empty());
         let later = now + Duration::from_millis(5);
-        member.set_owned(set(&[tp("orders", 0)]), later);
+        assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, later));
         assert_eq!(member.heartbeat_due(), Some(later));
         let beat = member.heartbeat();
         assert_eq!(beat.member_epoch, 4);
@@ -468,7 +483,7 @@ mod tests {
         let now = Instant::now();
         let mut member = member(now);
         member.on_answer(answer(4, &[tp("orders", 0)]), now);
-        member.set_owned(set(&[tp("orders", 0)]), now);
+        assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, now));
         assert!(member.on_failure(Some(ErrorCode::FencedMemberEpoch), "fenced".into(), now));
         let view = member.view();
         assert!(view.lost && view.assignment.is_empty() && view.refused.is_none());
@@ -482,11 +497,29 @@ mod tests {
     }
 
     #[test]
+    fn partitions_added_while_the_member_was_fenced_are_lost_not_reported() {
+        let now = Instant::now();
+        let mut member = member(now);
+        member.on_answer(answer(4, &[tp("orders", 0)]), now);
+        let seen = member.view().losses;
+        // poll is adding orders/0 (fetching its committed offset) when the fence arrives.
+        assert!(member.on_failure(Some(ErrorCode::FencedMemberEpoch), String::new(), now));
+        assert!(!member.view().lost, "it owned nothing yet");
+        assert!(member.set_owned(set(&[tp("orders", 0)]), seen, now));
+        assert!(member.view().lost);
+        assert_eq!(member.heartbeat_due(), None);
+        member.acknowledge_loss(now);
+        assert!(member.heartbeat().owned_partitions.is_empty());
+        // Releasing partitions after a loss is no loss.
+        assert!(!member.set_owned(BTreeSet::new(), seen, now));
+    }
+
+    #[test]
     fn retriable_failures_back_off_until_the_session_would_have_expired() {
         let now = Instant::now();
         let mut member = member(now);
         member.on_answer(answer(4, &[tp("orders", 0)]), now);
-        member.set_owned(set(&[tp("orders", 0)]), now);
+        assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, now));
         let t1 = now + Duration::from_secs(1);
         assert!(!member.on_failure(Some(ErrorCode::NotCoordinator), String::new(), t1));
         assert_eq!(member.heartbeat_due(), Some(t1 + Duration::from_millis(100)));
