@@ -1,5 +1,5 @@
 //! The `broker` binary: the server (`serve`), a local 3-broker cluster (`dev`), admin commands
-//! (`topic`, `cluster`, `produce`, `consume`) and benchmarks (`perf`).
+//! (`topic`, `cluster`, `group`, `produce`, `consume`) and benchmarks (`perf`).
 
 mod cli;
 
@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::cluster::ClusterCommand,
     },
+    /// Consumer groups: `list`, `describe`, `reset-offsets`, `delete`.
+    Group {
+        #[command(subcommand)]
+        command: cli::group::GroupCommand,
+    },
     /// Produce lines of standard input (`key<TAB>value` or `value`); keyed lines go to the
     /// partition Kafka's default partitioner picks (murmur2), unkeyed ones to partition 0.
     Produce {
@@ -52,10 +57,15 @@ enum Command {
         acks: String,
     },
     /// Print records of a topic (every partition, or `--partition`), `key<TAB>value` per line or
-    /// JSON with `--output json`.
+    /// JSON with `--output json`. With `--group`, as a member of a consumer group: the group's
+    /// coordinator assigns the partitions, and what is printed is committed.
     Consume {
         /// Topic name.
         topic: String,
+        /// Consume as a member of this consumer group, from its committed offsets (partitions
+        /// without one start at the end, or at the log start with `--from-beginning`).
+        #[arg(long, conflicts_with_all = ["partition", "offset"])]
+        group: Option<String>,
         /// Partition to read (default: every partition of the topic).
         #[arg(long)]
         partition: Option<u32>,
@@ -155,8 +165,29 @@ fn main() -> anyhow::Result<()> {
             Command::Produce { topic, partition, acks } => {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }
+            Command::Group { command } => cli::group::run(&cli.bootstrap, command, cli.output).await,
             Command::Consume {
                 topic,
+                group: Some(group),
+                print_offsets,
+                from_beginning,
+                max,
+                ..
+            } => {
+                cli::group::consume(
+                    &cli.bootstrap,
+                    &topic,
+                    &group,
+                    from_beginning,
+                    max,
+                    print_offsets,
+                    cli.output,
+                )
+                .await
+            }
+            Command::Consume {
+                topic,
+                group: None,
                 partition,
                 print_offsets,
                 from_beginning,

@@ -137,7 +137,7 @@ impl From<ClientError> for ConsumeError {
     }
 }
 
-type TopicPartition = (String, u32);
+pub(crate) type TopicPartition = (String, u32);
 
 struct Chunk {
     partition: TopicPartition,
@@ -201,13 +201,7 @@ impl Consumer {
             .filter(|tp| !partitions.contains(tp))
             .cloned()
             .collect();
-        for tp in removed {
-            if let Some(assignment) = self.assignments.remove(&tp) {
-                assignment.task.abort();
-            }
-            self.ready
-                .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
-        }
+        self.unassign(&removed);
         for tp in partitions {
             if self.assignments.contains_key(&tp) {
                 continue;
@@ -220,6 +214,25 @@ impl Consumer {
             self.start_fetching(tp, offset);
         }
         Ok(())
+    }
+
+    /// Stops consuming `partitions`: their fetch tasks end and their records not yet returned
+    /// are dropped.
+    pub(crate) fn unassign(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(assignment) = self.assignments.remove(tp) {
+                assignment.task.abort();
+            }
+            self.ready
+                .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
+        }
+    }
+
+    /// Consumes `tp` from `offset` on (assigning it if it is not).
+    pub(crate) fn assign_at(&mut self, tp: TopicPartition, offset: u64) {
+        self.ready
+            .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
+        self.start_fetching(tp, offset);
     }
 
     /// The assigned partitions.
@@ -263,14 +276,30 @@ impl Consumer {
     /// Records from the assigned partitions, waiting up to `timeout` for some; an empty vector
     /// when none arrived in time.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
+        self.poll_or(timeout, std::future::pending()).await
+    }
+
+    /// Like [`poll`](Self::poll), but returns nothing as soon as `interrupt` completes while
+    /// waiting for records (the group consumer interrupts a wait when its assignment changes).
+    /// Only the wait for the next chunk is interrupted, never the handling of one, so no
+    /// fetched records and no partition reset are lost.
+    pub(crate) async fn poll_or(
+        &mut self,
+        timeout: Duration,
+        interrupt: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<ConsumerRecord>, ConsumeError> {
         if !self.ready.is_empty() {
             return Ok(self.take_ready());
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut interrupt = std::pin::pin!(interrupt);
         loop {
-            let chunk = match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) | Err(_) => return Ok(Vec::new()),
+            let chunk = tokio::select! {
+                received = tokio::time::timeout_at(deadline, self.incoming.recv()) => match received {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) | Err(_) => return Ok(Vec::new()),
+                },
+                () = &mut interrupt => return Ok(Vec::new()),
             };
             let Some(assignment) = self.assignments.get_mut(&chunk.partition) else {
                 continue;
@@ -324,7 +353,7 @@ impl Consumer {
         self.ready.drain(..).collect()
     }
 
-    async fn resolve(&self, tp: &TopicPartition, to: SeekTo) -> Result<u64, ConsumeError> {
+    pub(crate) async fn resolve(&self, tp: &TopicPartition, to: SeekTo) -> Result<u64, ConsumeError> {
         let (spec, timestamp) = match to {
             SeekTo::Offset(offset) => return Ok(offset),
             SeekTo::Earliest => (OffsetSpec::Earliest, 0),

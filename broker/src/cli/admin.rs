@@ -4,8 +4,8 @@ use super::output::{print_json, print_partitions, LeaderMoved, OutputFormat, Top
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use client::{
-    Acks, Admin, Cluster, Consumer, ConsumerConfig, ErrorCode, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, RetryPolicy, SeekTo,
+    Acks, Admin, Cluster, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, RetryPolicy, SeekTo,
 };
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -302,33 +302,44 @@ pub async fn consume(
     let stdout = std::io::stdout();
     loop {
         for record in consumer.poll(Duration::from_secs(1)).await? {
-            let text = |bytes: &Option<Bytes>| bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-            let mut out = stdout.lock();
-            if output == OutputFormat::Json {
-                let line = ConsumedRecord {
-                    partition: record.partition,
-                    offset: record.offset,
-                    timestamp: record.timestamp,
-                    key: text(&record.key),
-                    value: text(&record.value),
-                };
-                writeln!(out, "{}", serde_json::to_string(&line)?)?;
-            } else {
-                if print_offsets {
-                    write!(out, "{}\t{}\t", record.partition, record.offset)?;
-                }
-                let value = text(&record.value).unwrap_or_default();
-                match text(&record.key) {
-                    Some(key) => writeln!(out, "{key}\t{value}")?,
-                    None => writeln!(out, "{value}")?,
-                }
-            }
+            print_record(&mut stdout.lock(), &record, print_offsets, output)?;
             printed += 1;
             if max.is_some_and(|max| printed >= max) {
                 return Ok(());
             }
         }
     }
+}
+
+/// Prints one consumed record as `consume` does: `key<TAB>value` (with `print_offsets`,
+/// `partition<TAB>offset<TAB>` first), or one JSON object per line with `--output json`.
+pub fn print_record(
+    out: &mut impl Write,
+    record: &ConsumerRecord,
+    print_offsets: bool,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let text = |bytes: &Option<Bytes>| bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    if output == OutputFormat::Json {
+        let line = ConsumedRecord {
+            partition: record.partition,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: text(&record.key),
+            value: text(&record.value),
+        };
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+    } else {
+        if print_offsets {
+            write!(out, "{}\t{}\t", record.partition, record.offset)?;
+        }
+        let value = text(&record.value).unwrap_or_default();
+        match text(&record.key) {
+            Some(key) => writeln!(out, "{key}\t{value}")?,
+            None => writeln!(out, "{value}")?,
+        }
+    }
+    Ok(())
 }
 
 /// A record as `consume --output json` prints it (one JSON object per line).

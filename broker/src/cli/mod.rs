@@ -1,8 +1,10 @@
-//! The `broker` command line: the server (`serve`, `dev`), admin commands and benchmarks.
+//! The `broker` command line: the server (`serve`, `dev`), admin commands (topics, cluster,
+//! consumer groups, produce, consume) and benchmarks.
 
 pub mod admin;
 pub mod cluster;
 pub mod dev;
+pub mod group;
 pub mod local_cluster;
 pub mod output;
 pub mod perf_idle;

@@ -170,6 +170,11 @@ impl Producer {
         Ok(DeliveryFuture::new(receiver))
     }
 
+    /// The cluster this producer sends to.
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.shared.cluster
+    }
+
     /// Sends `record` and waits for its outcome.
     pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata, ProduceError> {
         self.send(record).await?.await

@@ -1,4 +1,9 @@
-//! The admin client: topics, cluster description and offsets, with typed per-topic errors.
+//! The admin client: topics, cluster description and offsets, with typed per-topic errors;
+//! consumer groups in [`groups`].
+
+mod groups;
+
+pub use groups::{GroupDescription, GroupList, GroupSummary, MemberDescription, OffsetResetTo, PartitionLag};
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;
@@ -50,6 +55,17 @@ pub enum AdminError {
         /// The controller's explanation.
         message: String,
     },
+    /// A group's coordinator refused the call (NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND,
+    /// INVALID_GROUP_ID, ...).
+    #[error("group {group:?}: {code:?}: {message}")]
+    Group {
+        /// The group.
+        group: String,
+        /// Why.
+        code: ErrorCode,
+        /// The coordinator's explanation.
+        message: String,
+    },
     /// The request failed as a whole.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -59,7 +75,7 @@ impl AdminError {
     /// The broker error code behind this error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            AdminError::Topic { code, .. } => Some(*code),
+            AdminError::Topic { code, .. } | AdminError::Group { code, .. } => Some(*code),
             AdminError::Client(error) => error.code(),
         }
     }

@@ -3,6 +3,15 @@
 //! A [`Cluster`] learns brokers, leaders and the controller from metadata answers, keeps one
 //! lazy channel per broker, and sends each call where it belongs, retrying retriable errors by
 //! the client's one rule ([`crate::retry::Backoff`]).
+//!
+//! Routing is by partition leader: a partition call goes to the leader of its partition, and a
+//! consumer-group call ([`groups`]) to the leader of the group's partition of
+//! `__consumer_offsets` (its coordinator). Both follow the same hints: NOT_LEADER and
+//! NOT_COORDINATOR name the new leader if known, and a transport failure forgets the leader.
+
+mod groups;
+
+pub use groups::Coordinator;
 
 use crate::error::ClientError;
 use crate::retry::RetryPolicy;
@@ -44,6 +53,8 @@ pub struct Cluster {
     channels: Mutex<HashMap<String, Channel>>,
     addresses: Mutex<HashMap<u64, String>>,
     leaders: Mutex<HashMap<(String, u32), u64>>,
+    /// Each consumer group's partition of `__consumer_offsets`, once a FindCoordinator told it.
+    group_partitions: Mutex<HashMap<String, u32>>,
     dial_overrides: HashMap<String, String>,
 }
 
@@ -56,6 +67,7 @@ impl Cluster {
             channels: Mutex::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
             leaders: Mutex::new(HashMap::new()),
+            group_partitions: Mutex::new(HashMap::new()),
             dial_overrides: HashMap::new(),
         }
     }
@@ -67,7 +79,8 @@ impl Cluster {
         self
     }
 
-    fn client(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
+    /// The lazy channel to a broker: shared by every service client of that broker.
+    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
         let mut channels = self.channels.lock().expect("channel map");
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -85,9 +98,11 @@ impl Cluster {
                 channel
             }
         };
-        Ok(BrokerClient::new(channel)
-            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES))
+        Ok(channel)
+    }
+
+    fn client(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
+        Ok(broker_client(self.channel(address)?))
     }
 
     fn unreachable(address: &str, status: tonic::Status) -> ClientError {
@@ -294,6 +309,11 @@ impl Cluster {
 
     /// The client of the partition's leader as last known (refreshing metadata if unknown).
     async fn leader_client(&self, topic: &str, partition: u32) -> Result<BrokerClient<Channel>, ClientError> {
+        Ok(broker_client(self.leader_channel(topic, partition).await?))
+    }
+
+    /// The channel to the partition's leader as last known (refreshing metadata if unknown).
+    async fn leader_channel(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
         let key = (topic.to_string(), partition);
         let known = self.leaders.lock().expect("leaders").get(&key).copied();
         let leader = match known {
@@ -319,7 +339,7 @@ impl Cluster {
             code: ErrorCode::NotLeader,
             message: format!("leader {leader} has no known address"),
         })?;
-        self.client(&address)
+        self.channel(&address)
     }
 
     /// A call to the partition's leader failed in transport: the leader may be gone, so forget
@@ -332,9 +352,10 @@ impl Cluster {
         Self::unreachable(topic, status)
     }
 
-    /// Remembers a leader hint from a NOT_LEADER answer, or forgets the stale leader.
+    /// Remembers a leader hint from a NOT_LEADER or NOT_COORDINATOR answer (a coordinator is the
+    /// leader of its `__consumer_offsets` partition), or forgets the stale leader.
     fn follow_hint(&self, topic: &str, partition: u32, code: i32, hint: Option<u64>) {
-        if code == ErrorCode::NotLeader as i32 || code == ErrorCode::UnknownTopicOrPartition as i32 {
+        if moves_leadership(code) {
             let key = (topic.to_string(), partition);
             let mut leaders = self.leaders.lock().expect("leaders");
             match hint {
@@ -533,8 +554,27 @@ impl Cluster {
     }
 }
 
-/// The common shape of answers from a partition leader.
-trait LeaderAnswer {
+/// Whether an answer with this code means the leader (or coordinator) asked is not the one to
+/// ask: its hint, if any, replaces the known leader, else the known leader is forgotten.
+fn moves_leadership(code: i32) -> bool {
+    [
+        ErrorCode::NotLeader,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::NotCoordinator,
+        ErrorCode::CoordinatorNotAvailable,
+    ]
+    .iter()
+    .any(|moved| *moved as i32 == code)
+}
+
+fn broker_client(channel: Channel) -> BrokerClient<Channel> {
+    BrokerClient::new(channel)
+        .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(proto::MAX_MESSAGE_BYTES)
+}
+
+/// The common shape of answers from a partition leader (or a group coordinator).
+pub(crate) trait LeaderAnswer {
     fn error(&self) -> i32;
     fn message(&self) -> &str;
     fn leader(&self) -> Option<u64>;
@@ -560,5 +600,47 @@ leader_answer!(
     proto::v1::ProduceResponse,
     proto::v1::FetchResponse,
     proto::v1::ListOffsetsResponse,
-    proto::v1::TransferLeadershipResponse
+    proto::v1::TransferLeadershipResponse,
+    proto::v1::ConsumerGroupHeartbeatResponse,
+    proto::v1::OffsetCommitResponse,
+    proto::v1::OffsetFetchResponse,
+    proto::v1::DescribeGroupResponse,
+    proto::v1::DeleteGroupResponse
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_coordinator_moves_leadership_like_not_leader() {
+        for code in [
+            ErrorCode::NotLeader,
+            ErrorCode::UnknownTopicOrPartition,
+            ErrorCode::NotCoordinator,
+            ErrorCode::CoordinatorNotAvailable,
+        ] {
+            assert!(moves_leadership(code as i32), "{code:?}");
+        }
+        for code in [ErrorCode::None, ErrorCode::RequestTimedOut, ErrorCode::UnknownMemberId] {
+            assert!(!moves_leadership(code as i32), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_not_coordinator_hint_replaces_the_known_coordinator_and_no_hint_forgets_it() {
+        let cluster = Cluster::new(vec!["127.0.0.1:1".into()], RetryPolicy::default());
+        let key = (proto::OFFSETS_TOPIC.to_string(), 3);
+        cluster.leaders.lock().unwrap().insert(key.clone(), 1);
+        cluster.follow_hint(proto::OFFSETS_TOPIC, 3, ErrorCode::NotCoordinator as i32, Some(2));
+        assert_eq!(cluster.leaders.lock().unwrap().get(&key), Some(&2));
+        cluster.follow_hint(proto::OFFSETS_TOPIC, 3, ErrorCode::None as i32, None);
+        assert_eq!(
+            cluster.leaders.lock().unwrap().get(&key),
+            Some(&2),
+            "a success keeps it"
+        );
+        cluster.follow_hint(proto::OFFSETS_TOPIC, 3, ErrorCode::CoordinatorNotAvailable as i32, None);
+        assert_eq!(cluster.leaders.lock().unwrap().get(&key), None);
+    }
+}
