@@ -81,6 +81,8 @@ enum Command {
         /// Stop after this many records.
         #[arg(long)]
         max: Option<usize>,
+        #[command(flatten)]
+        member: cli::group::MemberArgs,
     },
     /// Print a shell completion script (`broker completions bash > /etc/bash_completion.d/broker`).
     Completions {
@@ -172,12 +174,14 @@ fn main() -> anyhow::Result<()> {
                 print_offsets,
                 from_beginning,
                 max,
+                member,
                 ..
             } => {
                 cli::group::consume(
                     &cli.bootstrap,
                     &topic,
                     &group,
+                    &member,
                     from_beginning,
                     max,
                     print_offsets,
@@ -193,6 +197,7 @@ fn main() -> anyhow::Result<()> {
                 from_beginning,
                 offset,
                 max,
+                member: _,
             } => {
                 let start = match (from_beginning, offset) {
                     (true, _) => StartAt::Beginning,

@@ -73,8 +73,10 @@ fn find_coordinator(api: &GroupsApi, request: FindCoordinatorRequest) -> Result<
         .coordinator
         .find_coordinator(&request.group_id)
         .map_err(|e| Refusal::group(&e))?;
+    let (coordinator, address) = coordinator.unzip();
     Ok(FindCoordinatorResponse {
         coordinator,
+        address: address.unwrap_or_default(),
         partition,
         ..FindCoordinatorResponse::default()
     })

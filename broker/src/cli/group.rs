@@ -344,10 +344,29 @@ struct PartitionOffsetView {
 /// the log start with `from_beginning`), prints records like `consume`, and commits what it
 /// printed after each batch. Stops after `max` records (committing exactly those) or on
 /// Ctrl-C, leaving the group either way.
+/// How `consume --group` joins its group (Kafka's consumer settings of the same names).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MemberArgs {
+    /// Static membership: a member restarted with the same id within its session gets its
+    /// partitions back without a rebalance.
+    #[arg(long, requires = "group")]
+    pub group_instance_id: Option<String>,
+    /// How long the coordinator waits for a heartbeat before it gives the member's partitions
+    /// to others (default 45000).
+    #[arg(long, requires = "group")]
+    pub session_timeout_ms: Option<u64>,
+    /// How often the member heartbeats (default 3000).
+    #[arg(long, requires = "group")]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+/// Consumes `topic` as a member of `group`, printing records and committing what was printed.
+#[allow(clippy::too_many_arguments)]
 pub async fn consume(
     bootstrap: &str,
     topic: &str,
     group: &str,
+    member: &MemberArgs,
     from_beginning: bool,
     max: Option<usize>,
     print_offsets: bool,
@@ -362,6 +381,16 @@ pub async fn consume(
         // Commits are explicit, of what was printed: `--max` may stop inside a batch.
         enable_auto_commit: false,
         ..GroupConfig::new(group)
+    };
+    let config = GroupConfig {
+        group_instance_id: member.group_instance_id.clone(),
+        session_timeout: member
+            .session_timeout_ms
+            .map_or(config.session_timeout, Duration::from_millis),
+        heartbeat_interval: member
+            .heartbeat_interval_ms
+            .map_or(config.heartbeat_interval, Duration::from_millis),
+        ..config
     };
     let mut consumer = GroupConsumer::new(connect(bootstrap), config)?;
     consumer.subscribe(vec![topic.to_string()]).await?;
@@ -397,7 +426,13 @@ async fn consume_until_done(
             }
         }
         if !records.is_empty() {
-            consumer.commit().await?;
+            // A refused commit (the member lost its partitions: fenced, or its session ended
+            // while it was stopped) loses nothing: the partitions' next owner starts from the
+            // last commit that went through, so the records are printed again there (at least
+            // once). The member rejoins on its next poll.
+            if let Err(error) = consumer.commit().await {
+                eprintln!("commit refused, continuing: {error}");
+            }
         }
     }
 }

@@ -266,14 +266,18 @@ impl GroupCoordinator {
         }
     }
 
-    /// The coordinator of `group_id`, as this broker knows it: the offsets partition and its
-    /// leader.
-    pub fn find_coordinator(&self, group_id: &str) -> Result<(u32, Option<u64>), GroupError> {
+    /// The coordinator of `group_id`, as this broker knows it: the offsets partition, and its
+    /// leader with that broker's address.
+    pub fn find_coordinator(&self, group_id: &str) -> Result<(u32, Option<(u64, String)>), GroupError> {
         let partition = self.partition_of(group_id)?;
         let leader = self
             .partitions
             .get(OFFSETS_TOPIC, partition)
-            .and_then(|replica| replica.leader());
+            .and_then(|replica| replica.leader())
+            .and_then(|leader| {
+                let metadata = self.controller.metadata();
+                metadata.brokers.get(&leader).map(|b| (leader, b.address.clone()))
+            });
         Ok((partition, leader))
     }
 

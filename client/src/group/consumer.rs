@@ -14,7 +14,7 @@ use crate::cluster::Cluster;
 use crate::consumer::{Consumer, ConsumerRecord};
 use crate::retry::Backoff;
 use futures_util::Stream;
-use proto::v1::{OffsetCommitRequest, OffsetFetchRequest, PartitionOffset, TopicPartition};
+use proto::v1::{ErrorCode, OffsetCommitRequest, OffsetFetchRequest, PartitionOffset, TopicPartition};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -537,9 +537,34 @@ struct Committer {
     group_id: String,
 }
 
+/// How many times a commit refused for a stale epoch is sent again under the newer epoch.
+const STALE_EPOCH_RETRIES: u32 = 3;
+/// How long a stale-epoch retry waits for the heartbeat that brings the newer epoch.
+const NEWER_EPOCH_WAIT: Duration = Duration::from_secs(5);
+
 /// Commits `offsets` under the member's current epoch; records them as committed on success,
-/// and asks for a heartbeat at once if the epoch was stale or the member is gone.
+/// and asks for a heartbeat at once if the epoch was stale or the member is gone. A commit
+/// refused with STALE_MEMBER_EPOCH (the group moved on while it was in flight; the coordinator
+/// still checks that the member holds the partitions) is sent again once the heartbeat brought
+/// the newer epoch, as Kafka's consumer does.
 async fn send_commit(committer: Committer, offsets: Vec<(Partition, u64)>) -> Result<(), GroupError> {
+    let mut retries = 0;
+    loop {
+        let sent_epoch = committer.shared.membership().epoch();
+        match send_commit_once(&committer, &offsets).await {
+            Err(error) if error.code() == Some(ErrorCode::StaleMemberEpoch) && retries < STALE_EPOCH_RETRIES => {
+                retries += 1;
+                let deadline = Instant::now() + NEWER_EPOCH_WAIT;
+                while committer.shared.membership().epoch() == sent_epoch && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn send_commit_once(committer: &Committer, offsets: &[(Partition, u64)]) -> Result<(), GroupError> {
     let (member_id, member_epoch) = {
         let membership = committer.shared.membership();
         (membership.member_id().to_string(), membership.epoch())
@@ -574,7 +599,7 @@ async fn send_commit(committer: Committer, offsets: Vec<(Partition, u64)>) -> Re
         .await;
     match answer {
         Ok(_) => {
-            remember_committed(&mut committer.committed.lock().expect("committed"), &offsets);
+            remember_committed(&mut committer.committed.lock().expect("committed"), offsets);
             Ok(())
         }
         Err(error) => {
