@@ -572,3 +572,81 @@ async fn a_static_member_restarted_within_its_session_keeps_its_partitions_and_t
         broker.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on() {
+    use client::group::{DeadLetters, Outcome};
+    const TOPIC: &str = "payments";
+    const GROUP: &str = "ledger";
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path());
+    let cluster = connect_when_ready(&brokers, Default::default()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, 1, 3)).await;
+    create_topic(&cluster, client::NewTopic::new("payments.dlq", 1, 3)).await;
+    let producer = client::Producer::new(Arc::clone(&cluster), client::ProducerConfig::default()).unwrap();
+    for value in ["ok-1", "poison", "ok-2"] {
+        producer
+            .send_and_wait(client::ProducerRecord::new(TOPIC, value).key("k"))
+            .await
+            .unwrap();
+    }
+
+    let mut consumer = GroupConsumer::new(Arc::clone(&cluster), member_config(GROUP)).unwrap();
+    consumer.subscribe(vec![TOPIC.into()]).await.unwrap();
+    let mut dead_letters = DeadLetters::new(producer, 3);
+    let mut processed = Vec::new();
+    let mut attempts_of_poison = 0;
+    let deadline = Instant::now() + WAIT;
+    while processed.len() < 2 {
+        assert!(Instant::now() < deadline, "processed only {processed:?}");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value = String::from_utf8_lossy(record.value.as_deref().unwrap()).into_owned();
+            loop {
+                let result = if value == "poison" {
+                    attempts_of_poison += 1;
+                    Err(format!("cannot parse {value}"))
+                } else {
+                    Ok(())
+                };
+                match dead_letters.handle(&record, result).await.unwrap() {
+                    Outcome::Retry { .. } => continue,
+                    Outcome::Processed => processed.push(value.clone()),
+                    Outcome::DeadLettered { topic, .. } => assert_eq!(topic, "payments.dlq"),
+                }
+                break;
+            }
+        }
+        consumer.commit().await.unwrap();
+    }
+    assert_eq!(
+        processed,
+        vec!["ok-1", "ok-2"],
+        "the poison record did not block the partition"
+    );
+    assert_eq!(attempts_of_poison, 3);
+    consumer.close().await.unwrap();
+
+    // The dead letter carries where it came from and why; the group committed past it.
+    let dead = cluster_tests::read_partition(&cluster, "payments.dlq", 0).await;
+    assert_eq!(dead.len(), 1);
+    let header = |name: &str| {
+        dead[0]
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.clone())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    assert_eq!(dead[0].value.as_deref(), Some(&b"poison"[..]));
+    assert_eq!(header("dlq.source.topic").as_deref(), Some(TOPIC));
+    assert_eq!(header("dlq.source.partition").as_deref(), Some("0"));
+    assert_eq!(header("dlq.source.offset").as_deref(), Some("1"));
+    assert_eq!(header("dlq.attempts").as_deref(), Some("3"));
+    assert_eq!(header("dlq.error").as_deref(), Some("cannot parse poison"));
+    let admin = Admin::new(Arc::clone(&cluster));
+    let described = admin.describe_group(GROUP).await.unwrap();
+    assert_eq!(described.partitions[0].committed, Some(3));
+    for broker in &mut brokers {
+        broker.stop();
+    }
+}
