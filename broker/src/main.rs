@@ -104,6 +104,11 @@ enum PerfTarget {
     Idle(cli::perf_idle::IdleArgs),
     /// Records/s, MB/s and latency of the batching producer against three local brokers.
     Produce(cli::perf_produce::ProduceArgs),
+    /// A consumer group reading a pre-filled topic (records/s, MB/s), or with `--rate` the
+    /// produce → group-consumer latency.
+    Consume(cli::perf_consume::ConsumeArgs),
+    /// Time until every partition is owned again after a member joins a group.
+    Rebalance(cli::perf_consume::RebalanceArgs),
 }
 
 #[derive(clap::Args)]
@@ -219,6 +224,14 @@ fn main() -> anyhow::Result<()> {
             Command::Perf {
                 target: PerfTarget::Produce(args),
             } => cli::perf_produce::run(args).await.context("produce benchmark"),
+            Command::Perf {
+                target: PerfTarget::Consume(args),
+            } => cli::perf_consume::run_consume(args).await.context("consume benchmark"),
+            Command::Perf {
+                target: PerfTarget::Rebalance(args),
+            } => cli::perf_consume::run_rebalance(args)
+                .await
+                .context("rebalance benchmark"),
         }
     });
     // A blocking read of standard input (`serve --exit-on-stdin-close`) cannot be cancelled;

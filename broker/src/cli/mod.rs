@@ -7,6 +7,7 @@ pub mod dev;
 pub mod group;
 pub mod local_cluster;
 pub mod output;
+pub mod perf_consume;
 pub mod perf_idle;
 pub mod perf_produce;
 pub mod serve;
