@@ -122,6 +122,9 @@ pub(crate) struct KeptSnapshot {
 #[derive(Clone, Default)]
 pub(crate) struct SnapshotSlot {
     kept: Arc<Mutex<Option<KeptSnapshot>>>,
+    /// Held while a snapshot is written, so writers take turns and readers of `kept` (the log
+    /// store's purge, `get_current_snapshot`) never wait for an fsync.
+    writing: Arc<Mutex<()>>,
     /// The partition directory, when snapshots are persisted.
     dir: Option<PathBuf>,
 }
@@ -146,6 +149,7 @@ impl SnapshotSlot {
         };
         Ok(SnapshotSlot {
             kept: Arc::new(Mutex::new(kept)),
+            writing: Arc::default(),
             dir: Some(dir.to_path_buf()),
         })
     }
@@ -177,8 +181,10 @@ impl SnapshotSlot {
     /// Keeps `snapshot` (persisting it first, when persistent) unless the kept one is as new
     /// or newer. Blocks on two fsyncs when persistent.
     pub(crate) fn keep(&self, snapshot: KeptSnapshot) -> io::Result<()> {
-        let mut kept = self.lock();
-        if kept
+        // Only a writer changes `kept`, so what is seen here holds until this write is done.
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .lock()
             .as_ref()
             .is_some_and(|k| k.meta.last_log_id >= snapshot.meta.last_log_id)
         {
@@ -187,7 +193,7 @@ impl SnapshotSlot {
         if let Some(dir) = &self.dir {
             snapshot_file::store(dir, &snapshot.bytes)?;
         }
-        *kept = Some(snapshot);
+        *self.lock() = Some(snapshot);
         Ok(())
     }
 
