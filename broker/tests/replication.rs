@@ -505,3 +505,33 @@ async fn a_leader_whose_lease_lapsed_reports_no_isr_and_no_leadership() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_voter_keeps_taking_writes_after_its_first_lease() {
+    // Found by the offsets-compaction test: nothing acknowledges a group's only voter, so
+    // openraft never advances its `last_quorum_acked` past the election, and the replica took
+    // its lease for lapsed one lease (750 ms) after being elected — every later write and read
+    // of an RF=1 partition was refused as NOT_LEADER with no leader.
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        1,
+        "127.0.0.1:0".parse().unwrap(),
+        root.path().join("node1"),
+        PeerChannels::default(),
+    )
+    .await;
+    node.replica()
+        .bootstrap([(1, node.address.to_string())].into())
+        .await
+        .unwrap();
+    let mut nodes = vec![node];
+    let leader = leader_of(&nodes).await;
+    append_committed(nodes[leader].replica(), batch(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let offset = append_committed(nodes[leader].replica(), batch(1)).await.unwrap();
+    assert_eq!(offset, Offset(3));
+    let status = nodes[leader].replica().status(IsrBounds::default());
+    assert!(status.is_leader, "{status:?}");
+    assert_eq!(status.leader, Some(1));
+    nodes[0].stop().await;
+}

@@ -560,12 +560,15 @@ impl GroupCoordinator {
     }
 }
 
-/// The offsets topic's log settings: kept forever (its records are the groups' state; only
+/// The offsets topic's log settings: no retention (its records are the groups' state; only
 /// deletes and expiry remove a group) with fsync on every write, like the controller's log.
+/// The log is purged behind snapshots of the groups instead (`OFFSETS_COMPACTION`), and a purge
+/// frees whole segments only, so they are small.
 fn offsets_log_config() -> LogConfig {
     LogConfig {
         retention_ms: None,
         retention_bytes: None,
+        segment_bytes: 1024 * 1024,
         ..LogConfig::default()
     }
 }

@@ -169,11 +169,38 @@ pub enum GroupRecord {
     Barrier,
 }
 
-/// The groups of one `__consumer_offsets` partition.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The groups of one `__consumer_offsets` partition. Serializable whole: it is what a snapshot
+/// of the partition holds, so the log behind the snapshot can be purged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupsState {
     groups: BTreeMap<String, Group>,
+    #[serde(with = "offsets_as_pairs")]
     offsets: BTreeMap<String, BTreeMap<TopicPartition, Committed>>,
+}
+
+/// Committed offsets as (partition, commit) pairs per group: JSON map keys must be strings.
+mod offsets_as_pairs {
+    use super::{Committed, TopicPartition};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    type Offsets = BTreeMap<String, BTreeMap<TopicPartition, Committed>>;
+
+    pub fn serialize<S: Serializer>(offsets: &Offsets, serializer: S) -> Result<S::Ok, S::Error> {
+        let pairs: BTreeMap<&String, Vec<(&TopicPartition, &Committed)>> = offsets
+            .iter()
+            .map(|(group, commits)| (group, commits.iter().collect()))
+            .collect();
+        pairs.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Offsets, D::Error> {
+        let pairs = BTreeMap::<String, Vec<(TopicPartition, Committed)>>::deserialize(deserializer)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(group, commits)| (group, commits.into_iter().collect()))
+            .collect())
+    }
 }
 
 impl GroupsState {
@@ -256,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn records_replace_values_and_survive_a_json_round_trip() {
+    fn records_replace_values_and_they_and_the_state_survive_a_json_round_trip() {
         let mut group = Group::new("g");
         group.epoch = 3;
         group.members.insert(
@@ -291,6 +318,8 @@ mod tests {
         let offsets = state.offsets("g").unwrap();
         assert_eq!(offsets[&tp("t", 0)].offset, 9);
         assert_eq!(offsets[&tp("t", 1)].offset, 7);
+        let snapshot = serde_json::to_vec(&state).unwrap();
+        assert_eq!(serde_json::from_slice::<GroupsState>(&snapshot).unwrap(), state);
         state.apply(GroupRecord::Delete { group_id: "g".into() });
         assert!(!state.exists("g"));
     }

@@ -2,10 +2,14 @@
 //! groups materialised from its committed records (on every replica, leader or not, through
 //! the partition's [`BatchObserver`]), the lock that orders this broker's writes to it, and —
 //! while this broker leads it — the members' session deadlines.
+//!
+//! The groups are small beside the log that built them (every commit appends a record), so the
+//! partition compacts: its snapshots carry the serialized [`GroupsState`] and the log is purged
+//! behind them ([`OFFSETS_COMPACTION`]), which bounds the partition's disk usage.
 
 use super::model::{GroupRecord, GroupsState};
 use crate::partition::{ObserverSource, TopicPartition};
-use crate::replication::{AppliedState, BatchObserver};
+use crate::replication::{AppliedState, BatchObserver, Compaction};
 use crate::storage::Offset;
 use bytes::Bytes;
 use proto::record_batch::decode_records;
@@ -13,10 +17,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::time::Instant;
 
+/// How the offsets partitions compact: a snapshot of the groups every 10,000 entries, with
+/// 1,000 entries kept behind it for followers a little behind. With 1 MiB segments
+/// (`offsets_log_config`) a partition holds about the last 11,000 records (a few MiB) plus a
+/// snapshot of its groups, however many commits it has seen.
+pub const OFFSETS_COMPACTION: Compaction = Compaction {
+    snapshot_every: 10_000,
+    keep_behind_snapshot: 1_000,
+};
+
 /// A replica of one offsets partition.
-#[derive(Default)]
 pub struct OffsetsPartition {
     state: Mutex<GroupsState>,
+    compaction: Compaction,
     /// Held from reading the state to the answer of the write derived from it, so a change is
     /// always computed from everything applied before it.
     pub(super) writes: tokio::sync::Mutex<()>,
@@ -28,7 +41,25 @@ pub struct OffsetsPartition {
     pub(super) sessions: Mutex<HashMap<(String, String), Instant>>,
 }
 
+impl Default for OffsetsPartition {
+    fn default() -> Self {
+        OffsetsPartition::with_compaction(OFFSETS_COMPACTION)
+    }
+}
+
 impl OffsetsPartition {
+    /// A replica that has applied nothing and compacts as `compaction` says (tests snapshot
+    /// more often than [`OFFSETS_COMPACTION`]).
+    pub fn with_compaction(compaction: Compaction) -> Self {
+        OffsetsPartition {
+            state: Mutex::default(),
+            compaction,
+            writes: tokio::sync::Mutex::default(),
+            loaded_in_term: Mutex::default(),
+            sessions: Mutex::default(),
+        }
+    }
+
     /// The materialised groups.
     pub fn state(&self) -> MutexGuard<'_, GroupsState> {
         // Applying a record is one replacement that cannot panic half-way.
@@ -66,6 +97,21 @@ impl BatchObserver for OffsetsPartition {
             }
         }
     }
+
+    fn compaction(&self) -> Option<Compaction> {
+        Some(self.compaction)
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(serde_json::to_vec(&*self.state()).expect("groups serialize"))
+    }
+
+    fn install_snapshot(&self, state: &[u8]) -> std::io::Result<()> {
+        let groups: GroupsState = serde_json::from_slice(state)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("groups snapshot: {e}")))?;
+        *self.state() = groups;
+        Ok(())
+    }
 }
 
 /// The offsets partitions hosted here, by partition index. Hands the partition manager a fresh
@@ -97,7 +143,8 @@ impl ObserverSource for OffsetsPartitions {
         if partition.topic != proto::OFFSETS_TOPIC {
             return None;
         }
-        // A replica (re)started from its log re-applies it all: it starts from nothing.
+        // A (re)started replica starts from nothing: openraft installs the persisted snapshot
+        // into it, then re-applies the log after the snapshot.
         let fresh = Arc::new(OffsetsPartition::default());
         self.hosted
             .write()

@@ -5,6 +5,7 @@
 //! writes, never across an `.await`; fsyncs happen on the flush worker, which completes
 //! openraft's `IOFlushed` after the data is durable.
 
+use super::snapshot::SnapshotSlot;
 use super::types::{
     entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, PartitionRaft, ProposalToken, RecordBatchPayload,
     Vote,
@@ -25,6 +26,9 @@ use tokio::sync::oneshot;
 pub struct PartitionLogStore {
     log: Arc<RwLock<SegmentLog>>,
     appended: AppendNotifier,
+    /// The state machine's newest snapshot: a purge beyond the log's end (a follower installing
+    /// a snapshot) continues the offsets from the snapshot's, which the log cannot know.
+    snapshots: SnapshotSlot,
 }
 
 /// Tells `acks=1` producers that the leader's log holds their batch, with its offset.
@@ -80,7 +84,14 @@ impl PartitionLogStore {
         PartitionLogStore {
             log: Arc::new(RwLock::new(log)),
             appended: AppendNotifier::default(),
+            snapshots: SnapshotSlot::default(),
         }
+    }
+
+    /// Shares the snapshots of `state_machine`, for purges beyond the end of the log.
+    pub fn sharing_snapshots_of(mut self, state_machine: &super::PartitionStateMachine) -> Self {
+        self.snapshots = state_machine.snapshot_slot();
+        self
     }
 
     /// The notifier `acks=1` producers wait on.
@@ -256,7 +267,10 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // openraft purges beyond the log only up to a snapshot it installed (or, at start-up,
+        // the persisted one), which the slot holds by then.
+        let next_offset = self.snapshots.next_offset_after(log_id.index);
         let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-        log.purge(entry_id_of(&log_id), None).map_err(io::Error::from)
+        log.purge(entry_id_of(&log_id), next_offset).map_err(io::Error::from)
     }
 }

@@ -17,7 +17,9 @@
 //! - [`raft_service`]: [`RaftGroups`], the server side of the `raft.v1` transport.
 //! - [`network`], `coalescer`, `wire`: the client side of the transport (one channel per peer,
 //!   heartbeats coalesced per peer, the append wire form).
-//! - [`log_store`], [`state_machine`]: openraft's storage traits over the segment log.
+//! - [`log_store`], [`state_machine`]: openraft's storage traits over the segment log;
+//!   [`snapshot`]: what a snapshot holds, where the newest is kept (persisted for groups that
+//!   compact), [`Compaction`].
 //! - [`producer_state`], `idempotence`: the idempotent-producer table and admission (pure).
 //! - [`isr`]: in-sync replicas (pure). [`catch_up`]: vote holding after lost storage (pure).
 //! - [`quiesce`]: idle groups stop their timers; `quiesce/rules.rs` holds its rules (pure),
@@ -41,6 +43,7 @@ pub mod quiesce;
 pub mod raft_node;
 pub mod raft_service;
 pub mod replica;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 mod wire;
@@ -53,6 +56,7 @@ pub use replica::{
     Acks, AppendBatch, AppendOutcome, CommittedOffsets, CommittedRead, PartitionReplica, RaftTimers, ReplicaHost,
     ReplicaStatus, ReplicationError,
 };
+pub use snapshot::Compaction;
 pub use state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
 pub use types::{PartitionRaft, RecordBatchPayload};
 

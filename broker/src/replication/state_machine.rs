@@ -3,30 +3,38 @@
 //! both agree), records idempotent producers' batches in the [`ProducerTable`] and tracks
 //! membership. A snapshot is therefore small: the applied log id, the membership, the next
 //! offset and the producer table — the data it stands for stays in the segment log, whose
-//! retention decides when it goes.
+//! retention decides when it goes. A group whose observer opts in to compaction also carries
+//! the observer's state in its snapshots, which are persisted and let the log be purged behind
+//! them (see [`super::snapshot`]).
 
 use super::producer_state::{BatchIdentity, ProducerTable};
+use super::snapshot::{meta_of, Compaction, KeptSnapshot, Meta, SnapshotSlot, SnapshotState};
 use super::types::{AppliedBatch, LogId, PartitionRaft, RecordBatchPayload};
 use crate::storage::Offset;
 use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, StoredMembership};
 use proto::record_batch::{BatchHeader, NO_PRODUCER_ID};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Cursor};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 type Membership = StoredMembership<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
-type Meta = SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
 type PartitionSnapshot =
     Snapshot<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode, Cursor<Vec<u8>>>;
 
 /// Sees every committed data batch of a group, in log order. An observer may persist what it
 /// derives together with the state machine's position ([`AppliedState`]); after a restart the
 /// state machine then resumes from that position ([`restore_point`](Self::restore_point))
-/// instead of re-applying the whole log. (Groups with observers are never purged, so the log
-/// can always rebuild an observer's state from the start.)
+/// instead of re-applying the whole log.
+///
+/// An observer whose state is small beside its log may opt in to compaction
+/// ([`compaction`](Self::compaction)): its group's snapshots then carry the observer's state
+/// ([`snapshot`](Self::snapshot), [`install_snapshot`](Self::install_snapshot)) and the log is
+/// purged behind them. Other groups with observers are never purged, so their log can always
+/// rebuild the observer's state from the start.
 pub trait BatchObserver: Send + Sync + 'static {
     /// Called once the batch starting at `base_offset` is committed and applied; `applied` is the
     /// state machine's position with it.
@@ -41,6 +49,27 @@ pub trait BatchObserver: Send + Sync + 'static {
     /// The log does not hold the restore point (it lost entries, e.g. to a damaged disk): the
     /// observer must drop its persisted state; it is fed the whole log again.
     fn restore_rejected(&self) {}
+
+    /// Whether this group's log may be purged behind snapshots of the observer's state, and how
+    /// often they are taken. Only an observer whose [`snapshot`](Self::snapshot) returns its
+    /// whole state may say so: after a purge the snapshot is all that is left of the entries.
+    fn compaction(&self) -> Option<Compaction> {
+        None
+    }
+
+    /// The observer's state as of the last batch it was shown, for a snapshot; `None` if it
+    /// keeps none there. Called on the state machine's task, between batches.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Replaces the observer's state with `state`, which [`snapshot`](Self::snapshot) returned
+    /// on this or another replica: a snapshot was installed (sent by the leader, or the
+    /// persisted one at a restart). Batches after the snapshot's last entry follow.
+    fn install_snapshot(&self, state: &[u8]) -> io::Result<()> {
+        let _ = state;
+        Err(io::Error::other("this observer keeps no state in snapshots"))
+    }
 }
 
 /// Where a state machine stands: the last applied entry, the membership as of it and the offset
@@ -57,15 +86,28 @@ impl AppliedState {
     pub(crate) fn last_applied_entry(&self) -> Option<crate::storage::EntryId> {
         self.last_applied.as_ref().map(super::types::entry_id_of)
     }
-}
 
-/// What a snapshot holds: the applied state and the producer table as of the same entry.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotState {
-    // Nested, not flattened: serde's flatten cannot read the integer map keys of memberships.
-    applied: AppliedState,
-    #[serde(default)]
-    producers: ProducerTable,
+    pub(crate) fn last_applied(&self) -> Option<LogId> {
+        self.last_applied
+    }
+
+    pub(crate) fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    pub(crate) fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    /// A state at `last_applied` with no membership (tests only).
+    #[cfg(test)]
+    pub(crate) fn at(last_applied: Option<LogId>, next_offset: Offset) -> AppliedState {
+        AppliedState {
+            last_applied,
+            next_offset,
+            ..AppliedState::default()
+        }
+    }
 }
 
 /// The producer table of a partition, shared between its state machine (which updates it from
@@ -75,7 +117,8 @@ pub type SharedProducerTable = Arc<Mutex<ProducerTable>>;
 /// The state machine of one partition replica.
 pub struct PartitionStateMachine {
     state: AppliedState,
-    current_snapshot: Option<(Meta, Vec<u8>)>,
+    /// The newest snapshot, built or installed (persisted for compacting groups).
+    snapshots: SnapshotSlot,
     /// The next offset after everything applied, published for the fetch path. Applied
     /// entries are committed ones, so this never exceeds the high watermark.
     applied_next_offset: watch::Sender<u64>,
@@ -86,6 +129,7 @@ pub struct PartitionStateMachine {
 /// Builds a snapshot of the state as it was when the builder was made.
 pub struct PartitionSnapshotBuilder {
     state: SnapshotState,
+    snapshots: SnapshotSlot,
 }
 
 impl PartitionStateMachine {
@@ -93,7 +137,7 @@ impl PartitionStateMachine {
     pub fn new() -> Self {
         PartitionStateMachine {
             state: AppliedState::default(),
-            current_snapshot: None,
+            snapshots: SnapshotSlot::default(),
             applied_next_offset: watch::Sender::new(0),
             observer: None,
             producers: SharedProducerTable::default(),
@@ -115,7 +159,22 @@ impl PartitionStateMachine {
         SnapshotState {
             applied: self.state.clone(),
             producers: self.producer_table().clone(),
+            observer: self.observer.as_ref().and_then(|o| o.snapshot()),
         }
+    }
+
+    /// Persists every snapshot in `dir` (the partition directory) and takes the one persisted
+    /// there as the current snapshot; openraft installs it at start-up, so the state machine
+    /// resumes from it. For groups whose log is purged behind snapshots: the purged entries
+    /// cannot rebuild the state, the persisted snapshot must.
+    pub fn persisting_snapshots(mut self, dir: &Path) -> crate::storage::StorageResult<Self> {
+        self.snapshots = SnapshotSlot::persisted_in(dir)?;
+        Ok(self)
+    }
+
+    /// The slot the newest snapshot is kept in, shared with the log store.
+    pub(crate) fn snapshot_slot(&self) -> SnapshotSlot {
+        self.snapshots.clone()
     }
 
     /// A state machine that starts at `start` (an observer's restore point, already checked
@@ -147,13 +206,6 @@ impl PartitionStateMachine {
     }
 }
 
-fn meta_of(state: &AppliedState) -> Meta {
-    Meta {
-        last_log_id: state.last_applied,
-        last_membership: state.membership.clone(),
-    }
-}
-
 impl Default for PartitionStateMachine {
     fn default() -> Self {
         Self::new()
@@ -164,9 +216,19 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> io::Result<PartitionSnapshot> {
-        let bytes = serde_json::to_vec(&self.state).map_err(io::Error::other)?;
+        let bytes = self.state.encode()?;
+        let meta = meta_of(&self.state.applied);
+        // Kept (and, for compacting groups, persisted) before openraft learns the snapshot
+        // exists: only then may it purge the log behind it.
+        self.snapshots
+            .keep_async(KeptSnapshot {
+                meta: meta.clone(),
+                bytes: bytes.clone(),
+                next_offset: self.state.applied.next_offset,
+            })
+            .await?;
         Ok(Snapshot {
-            meta: meta_of(&self.state.applied),
+            meta,
             snapshot: Cursor::new(bytes),
         })
     }
@@ -228,37 +290,52 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         PartitionSnapshotBuilder {
             state: self.snapshot_state(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
     async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
-        let builder = self.get_snapshot_builder().await;
-        let bytes = serde_json::to_vec(&builder.state).ok()?;
-        self.current_snapshot = Some((meta_of(&builder.state.applied), bytes));
-        Some(builder)
+        Some(self.get_snapshot_builder().await)
     }
 
     async fn install_snapshot(&mut self, meta: &Meta, mut snapshot: Cursor<Vec<u8>>) -> io::Result<()> {
         let bytes = std::mem::take(snapshot.get_mut());
-        let state: SnapshotState = serde_json::from_slice(&bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot does not parse: {e}")))?;
+        let state = SnapshotState::decode(&bytes)?;
         if state.applied.last_applied != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "snapshot data disagrees with its metadata",
             ));
         }
+        // The observer's state would silently miss everything the snapshot covers.
+        if state.observer.is_none() && self.observer.as_ref().is_some_and(|o| o.compaction().is_some()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot of a compacting group without its observer's state",
+            ));
+        }
+        // Persisted before openraft purges the log behind it (a restart resumes from it); a
+        // restart's install of the persisted snapshot itself writes nothing.
+        self.snapshots
+            .keep_async(KeptSnapshot {
+                meta: meta.clone(),
+                next_offset: state.applied.next_offset,
+                bytes,
+            })
+            .await?;
+        if let (Some(observer), Some(observed)) = (&self.observer, &state.observer) {
+            observer.install_snapshot(observed)?;
+        }
         self.state = state.applied;
         *self.producer_table() = state.producers;
         self.publish();
-        self.current_snapshot = Some((meta.clone(), bytes));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<PartitionSnapshot>> {
-        Ok(self.current_snapshot.as_ref().map(|(meta, bytes)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Cursor::new(bytes.clone()),
+        Ok(self.snapshots.current().map(|kept| Snapshot {
+            meta: kept.meta,
+            snapshot: Cursor::new(kept.bytes),
         }))
     }
 }

@@ -8,6 +8,8 @@ use tempfile::TempDir;
 struct SegmentStoreBuilder {
     flush: FlushWorker,
     config: LogConfig,
+    /// Snapshots persisted in the partition directory, as compacting groups keep them.
+    persist_snapshots: bool,
 }
 
 impl StoreBuilder<PartitionRaft, PartitionLogStore, PartitionStateMachine, TempDir> for SegmentStoreBuilder {
@@ -17,7 +19,14 @@ impl StoreBuilder<PartitionRaft, PartitionLogStore, PartitionStateMachine, TempD
         let dir = tempfile::tempdir().expect("temp dir");
         let (log, _) =
             SegmentLog::open(dir.path(), self.config.clone(), self.flush.handle(), 0).expect("a fresh log opens");
-        Ok((dir, PartitionLogStore::new(log), PartitionStateMachine::new()))
+        let mut state_machine = PartitionStateMachine::new();
+        if self.persist_snapshots {
+            state_machine = state_machine
+                .persisting_snapshots(dir.path())
+                .expect("an empty directory has no snapshot");
+        }
+        let store = PartitionLogStore::new(log).sharing_snapshots_of(&state_machine);
+        Ok((dir, store, state_machine))
     }
 }
 
@@ -26,6 +35,7 @@ async fn segment_log_passes_the_openraft_storage_suite() {
     let builder = SegmentStoreBuilder {
         flush: FlushWorker::start("suite").unwrap(),
         config: LogConfig::default(),
+        persist_snapshots: false,
     };
     Suite::test_all(builder).await.unwrap();
 }
@@ -40,6 +50,23 @@ async fn segment_log_passes_the_suite_with_tiny_segments() {
             index_interval_bytes: 64,
             ..LogConfig::default()
         },
+        persist_snapshots: false,
+    };
+    Suite::test_all(builder).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_log_passes_the_suite_with_persisted_snapshots() {
+    // As a compacting group runs: every snapshot built or installed is written to the
+    // partition directory, and purges beyond the log continue from the snapshot's offsets.
+    let builder = SegmentStoreBuilder {
+        flush: FlushWorker::start("suite-persisted").unwrap(),
+        config: LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 64,
+            ..LogConfig::default()
+        },
+        persist_snapshots: true,
     };
     Suite::test_all(builder).await.unwrap();
 }

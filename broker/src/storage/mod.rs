@@ -6,8 +6,9 @@
 //!
 //! **Owns:** the segment files (`<first raft index>.log`, `.index`, `.timeindex`), the
 //! per-partition `raft-state.json` (vote, committed, purged prefix), the per-partition
-//! `acknowledged.mark` (the last entry reported durable), and one group-commit flush worker per
-//! data directory.
+//! `acknowledged.mark` (the last entry reported durable), the per-partition `snapshot.bin` of groups
+//! whose log the replication layer purges behind snapshots (opaque bytes here), and one
+//! group-commit flush worker per data directory.
 //!
 //! **Invariants:**
 //! - The log is a contiguous run of Raft entries; offsets are assigned from the log prefix, so
@@ -31,7 +32,8 @@
 //!   `recovery.rs` the scan on open (verify, rebuild indexes, cut a torn tail); `read.rs` frames
 //!   from a position and the index lookups.
 //! - `frame.rs` the on-disk frame (header, CRC) codec; `index.rs` the sparse position and time
-//!   indexes; `state_file.rs` `raft-state.json`; `acknowledged.rs` `acknowledged.mark`.
+//!   indexes; `state_file.rs` `raft-state.json`; `acknowledged.rs` `acknowledged.mark`;
+//!   `snapshot_file.rs` `snapshot.bin`.
 //! - `flush.rs` the group-commit [`FlushWorker`]; `retention.rs` which segments retention
 //!   deletes (pure); `config.rs` [`LogConfig`]; `settings.rs` a `LogConfig` by its
 //!   topic-config names and changes to it (pure); `types.rs` the index and offset newtypes;
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod retention;
 pub mod segment;
 pub mod settings;
+pub mod snapshot_file;
 pub mod state_file;
 pub mod types;
 

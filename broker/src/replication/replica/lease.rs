@@ -59,15 +59,25 @@ pub(super) fn lease_standing(facts: LeaseFacts) -> LeaseStanding {
 }
 
 /// Whether `metrics` show a leader under a committed vote that a quorum acknowledged within
-/// `lease`.
+/// `lease` — or that is a quorum by itself.
 fn leads_within_lease(metrics: &openraft::RaftMetrics<PartitionRaft>, lease: Duration) -> bool {
     use openraft::Instant as _;
     metrics.state == openraft::ServerState::Leader
         && metrics.vote.committed
-        && metrics
-            .last_quorum_acked
-            .as_ref()
-            .is_some_and(|acked| acked.elapsed() < lease)
+        && (is_only_voter(metrics)
+            || metrics
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| acked.elapsed() < lease))
+}
+
+/// Whether this replica is its group's only voter. Nobody acknowledges such a leader, so
+/// openraft never advances its `last_quorum_acked` past the election (its own lease check
+/// treats it as always valid); judged by that timestamp, an RF=1 partition refused every
+/// request one lease after its election.
+fn is_only_voter(metrics: &openraft::RaftMetrics<PartitionRaft>) -> bool {
+    let mut voters = metrics.membership_config.membership().voter_ids();
+    voters.next() == Some(metrics.id) && voters.next().is_none()
 }
 
 /// Whether an entry of the current leader's term is applied.

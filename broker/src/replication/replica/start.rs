@@ -8,11 +8,12 @@ use crate::replication::idempotence::InFlightBatches;
 use crate::replication::log_store::PartitionLogStore;
 use crate::replication::network::GroupNetworkFactory;
 use crate::replication::raft_node::{HostedGroups, PartitionRaftNode};
+use crate::replication::snapshot::Compaction;
 use crate::replication::state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
 use crate::storage::{LogConfig, RaftIndex, SegmentLog};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,6 +51,29 @@ fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: 
     }
 }
 
+/// The openraft configuration of one group: the host's, with elections off from the very first
+/// tick while the replica is held from them, and — for a group that compacts — snapshots every
+/// `snapshot_every` entries with the log purged behind them. Every other group keeps
+/// `SnapshotPolicy::Never`: an ordinary partition's data *is* its log.
+fn raft_config_of(
+    host: &Arc<openraft::Config>,
+    held_from_elections: bool,
+    compaction: Option<Compaction>,
+) -> Arc<openraft::Config> {
+    if !held_from_elections && compaction.is_none() {
+        return Arc::clone(host);
+    }
+    let mut config = (**host).clone();
+    if held_from_elections {
+        config.enable_elect = false;
+    }
+    if let Some(compaction) = compaction {
+        config.snapshot_policy = SnapshotPolicy::LogsSinceLast(compaction.snapshot_every);
+        config.max_in_snapshot_log_to_keep = compaction.keep_behind_snapshot;
+    }
+    Arc::new(config)
+}
+
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
 async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, hosted: HostedGroups, group: u64, rule: CatchUpRule) {
     if raft
@@ -85,14 +109,8 @@ impl PartitionReplica {
         let caught_up = report
             .lost_acknowledged
             .map(|lost| CatchUpRule::after(lost, log.vote()));
-        let raft_config = match caught_up {
-            // Elections stay off from the very first tick, not from a moment after start.
-            Some(_) => Arc::new(openraft::Config {
-                enable_elect: false,
-                ..(*host.raft_config).clone()
-            }),
-            None => Arc::clone(&host.raft_config),
-        };
+        let compaction = observer.as_ref().and_then(|o| o.compaction());
+        let raft_config = raft_config_of(&host.raft_config, caught_up.is_some(), compaction);
         let state_machine = match observer {
             Some(observer) => {
                 let start = restore_point_held_by(&log, observer.as_ref(), group);
@@ -100,7 +118,13 @@ impl PartitionReplica {
             }
             None => PartitionStateMachine::new(),
         };
-        let store = PartitionLogStore::new(log);
+        let state_machine = match compaction {
+            // openraft installs the persisted snapshot before anything else: the log behind it
+            // may be purged.
+            Some(_) => state_machine.persisting_snapshots(dir)?,
+            None => state_machine,
+        };
+        let store = PartitionLogStore::new(log).sharing_snapshots_of(&state_machine);
         let log = store.log();
         let appended = store.append_notifier();
         let applied_next_offset = state_machine.applied_next_offset();

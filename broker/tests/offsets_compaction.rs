@@ -1,0 +1,466 @@
+//! The offsets log does not grow without bound (issue 11): a `__consumer_offsets` partition
+//! replica, with the coordinator's `OffsetsPartition` observer, snapshots its groups and purges
+//! its log behind the snapshots. Shown on real replicas in-process: commits leave the partition
+//! directory's size flat, a restarted replica resumes from its persisted snapshot with the same
+//! offsets, and a follower that missed the purged entries is caught up by snapshot and then
+//! assigns the same offsets as its leader.
+
+use broker::coordinator::model::{Committed, GroupRecord, GroupsState};
+use broker::coordinator::offsets_partition::{OffsetsPartition, OFFSETS_COMPACTION};
+use broker::partition::TopicPartition;
+use broker::replication::{
+    Acks, BatchObserver, Compaction, IsrBounds, PartitionReplica, PeerChannels, RaftGroups, RaftTimers, ReplicaHost,
+    ReplicationError,
+};
+use broker::storage::{FlushWorker, FsyncPolicy, LogConfig, Offset};
+use bytes::Bytes;
+use proto::record_batch::{encode_batch, ProducerStamp, Record};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const GROUP: u64 = 11;
+const GROUP_ID: &str = "billing";
+/// Commits are sent in waves, one per partition of the consumed topic, all at once.
+const PARTITIONS: u32 = 32;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Snapshots far more often than production ([`OFFSETS_COMPACTION`]), so a few seconds of
+/// commits cross many of them.
+const SMALL: Compaction = Compaction {
+    snapshot_every: 1_000,
+    keep_behind_snapshot: 100,
+};
+
+fn log_config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        retention_ms: None,
+        retention_bytes: None,
+        // Group commit makes a wave of commits one fdatasync.
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::default()
+    }
+}
+
+/// One commit, as the coordinator writes it: a batch of one `GroupRecord::Commit`.
+fn commit(wave: u64, partition: u32) -> Bytes {
+    let record = GroupRecord::Commit {
+        group_id: GROUP_ID.into(),
+        offsets: vec![(
+            TopicPartition {
+                topic: "orders".into(),
+                partition,
+            },
+            Committed {
+                offset: wave,
+                metadata: String::new(),
+                commit_timestamp_ms: 1_700_000_000_000 + wave as i64,
+            },
+        )],
+    };
+    encode_batch(
+        &[Record {
+            timestamp: 1_700_000_000_000 + wave as i64,
+            key: Some(Bytes::from_static(GROUP_ID.as_bytes())),
+            value: Some(Bytes::from(serde_json::to_vec(&record).unwrap())),
+            ..Record::default()
+        }],
+        ProducerStamp::NONE,
+    )
+}
+
+/// The record a new coordinator writes first.
+fn barrier() -> Bytes {
+    encode_batch(
+        &[Record {
+            value: Some(Bytes::from(serde_json::to_vec(&GroupRecord::Barrier).unwrap())),
+            ..Record::default()
+        }],
+        ProducerStamp::NONE,
+    )
+}
+
+/// Commits waves `waves`: wave `w` commits offset `w` for every partition, concurrently.
+async fn commit_waves(replica: &PartitionReplica, waves: std::ops::Range<u64>) {
+    commit_waves_measuring(replica, waves, None).await;
+}
+
+/// [`commit_waves`], returning the largest size of `dir` seen after a wave.
+async fn commit_waves_measuring(replica: &PartitionReplica, waves: std::ops::Range<u64>, dir: Option<&Path>) -> u64 {
+    let mut largest = 0;
+    for wave in waves {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let appends = (0..PARTITIONS).map(|p| replica.append(commit(wave, p).into(), Acks::All, deadline));
+        for outcome in futures_util::future::join_all(appends).await {
+            outcome.unwrap();
+        }
+        if let Some(dir) = dir {
+            largest = largest.max(dir_size(dir));
+        }
+    }
+    largest
+}
+
+/// After wave `last`, every partition's committed offset is `last`.
+fn assert_offsets_after_wave(state: &GroupsState, last: u64) {
+    let offsets = state.offsets(GROUP_ID).expect("the group has offsets");
+    assert_eq!(offsets.len(), PARTITIONS as usize);
+    for (partition, committed) in offsets {
+        assert_eq!(committed.offset, last, "{partition:?}");
+    }
+}
+
+/// Bytes of every file in `dir` (segments, indexes, Raft state, snapshot). A file deleted while
+/// it is listed (a purge runs concurrently) counts as gone.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+fn host(node_id: u64, flush: &FlushWorker, peers: PeerChannels, groups: RaftGroups) -> ReplicaHost {
+    ReplicaHost {
+        node_id,
+        flush: flush.handle(),
+        peers,
+        groups,
+        raft_config: RaftTimers::default().raft_config("offsets-compaction").unwrap(),
+    }
+}
+
+/// A single-voter offsets partition in `dir`, leading.
+async fn start_single(
+    flush: &FlushWorker,
+    dir: &Path,
+    compaction: Compaction,
+    segment_bytes: u64,
+) -> (PartitionReplica, Arc<OffsetsPartition>) {
+    let offsets = Arc::new(OffsetsPartition::with_compaction(compaction));
+    let observer: Arc<dyn BatchObserver> = offsets.clone();
+    let host = host(1, flush, PeerChannels::default(), RaftGroups::default());
+    let replica = PartitionReplica::start(&host, GROUP, dir, log_config(segment_bytes), Some(observer))
+        .await
+        .unwrap();
+    replica
+        .bootstrap([(1, "127.0.0.1:1".to_string())].into())
+        .await
+        .unwrap();
+    // A new coordinator's first write, retried until the new leader takes writes.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let barrier = barrier();
+        match replica
+            .append(barrier.into(), Acks::All, tokio::time::Instant::now() + WAIT)
+            .await
+        {
+            Ok(_) => break,
+            Err(ReplicationError::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(other) => panic!("the single voter takes no writes: {other}"),
+        }
+    }
+    (replica, offsets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_leave_the_offsets_partition_bounded_and_a_restart_recovers_the_same_offsets() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("offsets-0");
+    let flush = FlushWorker::start("offsets-compaction").unwrap();
+    let segment_bytes = 64 * 1024;
+    let (replica, offsets) = start_single(&flush, &dir, SMALL, segment_bytes).await;
+
+    // 20,000 commits, then 40,000 more: 20 and then 40 more snapshots. The directory's size
+    // saws between snapshots, so its largest size over each stretch is compared.
+    let waves_20k = 20_000 / u64::from(PARTITIONS);
+    let waves_60k = 60_000 / u64::from(PARTITIONS);
+    let started = Instant::now();
+    let largest_to_20k = commit_waves_measuring(&replica, 0..waves_20k, Some(&dir)).await;
+    let largest_to_60k = commit_waves_measuring(&replica, waves_20k..waves_60k, Some(&dir)).await;
+    let live_state = serde_json::to_vec(&*offsets.state()).unwrap().len();
+    let status = replica.status(IsrBounds::default());
+    println!(
+        "{} commits in {:?}: directory at most {largest_to_20k} B over the first {}, at most {largest_to_60k} B \
+         over the next {}; now {} B; live state {live_state} B; log start offset {:?}, end {:?}",
+        waves_60k * u64::from(PARTITIONS),
+        started.elapsed(),
+        waves_20k * u64::from(PARTITIONS),
+        (waves_60k - waves_20k) * u64::from(PARTITIONS),
+        dir_size(&dir),
+        status.log_start_offset,
+        status.log_end_offset,
+    );
+    assert!(status.log_start_offset > Offset(0), "the log was purged");
+    // What may be on disk: the entries since the last snapshot and those kept behind it (each
+    // a ~230 B frame here), the segment they straddle into, indexes and the snapshot — a
+    // constant, whatever the number of commits.
+    let bound = (SMALL.snapshot_every + SMALL.keep_behind_snapshot) * 256 + 3 * segment_bytes;
+    assert!(
+        largest_to_20k < bound,
+        "{largest_to_20k} B within 20k commits exceeds {bound} B"
+    );
+    assert!(
+        largest_to_60k < bound,
+        "{largest_to_60k} B within 60k commits exceeds {bound} B"
+    );
+    assert!(
+        largest_to_60k < largest_to_20k + segment_bytes,
+        "the directory grew with the commits: at most {largest_to_20k} B, then {largest_to_60k} B"
+    );
+
+    let last_wave = waves_60k - 1;
+    assert_offsets_after_wave(&offsets.state(), last_wave);
+    let before = offsets.state().clone();
+    let high_watermark = replica.high_watermark();
+    replica.shutdown().await.unwrap();
+
+    // The restarted replica resumes from its persisted snapshot (the log behind it is gone)
+    // and re-applies the log after it.
+    let (replica, offsets) = start_single(&flush, &dir, SMALL, segment_bytes).await;
+    assert_eq!(*offsets.state(), before, "the restarted replica holds the same groups");
+    // Offsets go on from where they were (after the new leader's barrier).
+    let outcome = replica
+        .append(
+            commit(waves_60k, 0).into(),
+            Acks::All,
+            tokio::time::Instant::now() + WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.base_offset, Some(Offset(high_watermark.0 + 1)));
+    assert_eq!(
+        offsets.state().offsets(GROUP_ID).unwrap()[&TopicPartition {
+            topic: "orders".into(),
+            partition: 0
+        }]
+            .offset,
+        waves_60k
+    );
+    replica.shutdown().await.unwrap();
+}
+
+/// One broker's worth of Raft plumbing for the three-replica test: a gRPC server, its group
+/// router and one offsets partition replica.
+struct Node {
+    id: u64,
+    address: SocketAddr,
+    dir: PathBuf,
+    replica: Option<PartitionReplica>,
+    offsets: Arc<OffsetsPartition>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    _flush: FlushWorker,
+}
+
+/// Small enough that a few thousand commits purge past a stopped follower.
+const FOLLOWER_TEST: Compaction = Compaction {
+    snapshot_every: 200,
+    keep_behind_snapshot: 20,
+};
+const FOLLOWER_TEST_SEGMENT_BYTES: u64 = 8 * 1024;
+
+impl Node {
+    async fn start(id: u64, address: SocketAddr, dir: PathBuf, peers: PeerChannels) -> Node {
+        let listener = TcpListener::bind(address).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let groups = RaftGroups::default();
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let service = groups.service();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let flush = FlushWorker::start(&format!("node{id}")).unwrap();
+        let offsets = Arc::new(OffsetsPartition::with_compaction(FOLLOWER_TEST));
+        let observer: Arc<dyn BatchObserver> = offsets.clone();
+        let replica = PartitionReplica::start(
+            &host(id, &flush, peers, groups),
+            GROUP,
+            &dir,
+            log_config(FOLLOWER_TEST_SEGMENT_BYTES),
+            Some(observer),
+        )
+        .await
+        .unwrap();
+        Node {
+            id,
+            address,
+            dir,
+            replica: Some(replica),
+            offsets,
+            stop_server: Some(stop_server),
+            server: Some(server),
+            _flush: flush,
+        }
+    }
+
+    fn replica(&self) -> &PartitionReplica {
+        self.replica.as_ref().expect("running")
+    }
+
+    async fn stop(&mut self) {
+        if let Some(replica) = self.replica.take() {
+            replica.shutdown().await.unwrap();
+        }
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+}
+
+async fn leader_of(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let leader = nodes[0].replica().wait_for_leader(WAIT).await.unwrap();
+        if let Some(position) = nodes
+            .iter()
+            .position(|n| n.id == leader && n.replica.as_ref().is_some_and(|r| r.is_leader()))
+        {
+            return position;
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `follower` holds the leader's groups, and — where both logs still hold an entry — the same
+/// entry with the same offsets.
+async fn assert_follower_matches(leader: &Node, follower: &Node) {
+    let last = leader.replica().last_log_index().unwrap();
+    follower.replica().wait_applied(last, WAIT).await.unwrap();
+    assert_eq!(*follower.offsets.state(), *leader.offsets.state());
+    let leader_entries = leader.replica().local_entries().unwrap();
+    let follower_entries = follower.replica().local_entries().unwrap();
+    let common_from = leader_entries[0].id.index.max(follower_entries[0].id.index);
+    let common = |entries: &[broker::storage::StoredEntry]| -> Vec<_> {
+        entries
+            .iter()
+            .filter(|e| e.id.index >= common_from)
+            .map(|e| (e.id, e.base_offset, e.record_count))
+            .collect()
+    };
+    let (on_follower, on_leader) = (common(&follower_entries), common(&leader_entries));
+    assert!(!on_follower.is_empty(), "the logs overlap");
+    assert_eq!(on_follower.len(), on_leader.len());
+    if let Some((follower_entry, leader_entry)) = on_follower.iter().zip(&on_leader).find(|(f, l)| f != l) {
+        panic!("the follower holds {follower_entry:?} where the leader holds {leader_entry:?}");
+    }
+    let (leader_status, follower_status) = (
+        leader.replica().status(IsrBounds::default()),
+        follower.replica().status(IsrBounds::default()),
+    );
+    assert_eq!(follower_status.log_end_offset, leader_status.log_end_offset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_purged_log_is_caught_up_by_snapshot_and_keeps_the_leaders_offsets() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = PeerChannels::default();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        nodes.push(Node::start(id, any_port, root.path().join(format!("node{id}")), peers.clone()).await);
+    }
+    let members: BTreeMap<u64, String> = nodes.iter().map(|n| (n.id, n.address.to_string())).collect();
+    nodes[0].replica().bootstrap(members).await.unwrap();
+    let leader = leader_of(&nodes).await;
+    commit_waves(nodes[leader].replica(), 0..5).await;
+
+    // A follower stops; the others commit 15 snapshots' worth and purge behind them.
+    let behind = (leader + 1) % 3;
+    assert_follower_matches(&nodes[leader], &nodes[behind]).await;
+    let stopped_at = nodes[behind].replica().status(IsrBounds::default()).log_end_offset;
+    nodes[behind].stop().await;
+    commit_waves(nodes[leader].replica(), 5..100).await;
+    let leader_start = nodes[leader].replica().status(IsrBounds::default()).log_start_offset;
+    assert!(
+        leader_start > stopped_at,
+        "the leader purged past the stopped follower ({leader_start:?} ≤ {stopped_at:?})"
+    );
+
+    // Back, it can only be caught up by a snapshot; then it holds the same groups and, as it
+    // appends the leader's later entries, assigns them the same offsets (its log continues at
+    // the snapshot's next offset, not at its own old end).
+    let (id, address, dir) = (nodes[behind].id, nodes[behind].address, nodes[behind].dir.clone());
+    nodes[behind] = Node::start(id, address, dir, peers.clone()).await;
+    let leader = leader_of(&nodes).await;
+    commit_waves(nodes[leader].replica(), 100..110).await;
+    assert_follower_matches(&nodes[leader], &nodes[behind]).await;
+    assert!(
+        nodes[behind].replica().status(IsrBounds::default()).log_start_offset > stopped_at,
+        "the follower's log starts after what it missed: it installed a snapshot"
+    );
+    assert_offsets_after_wave(&nodes[behind].offsets.state(), 109);
+
+    // And it restarts from the snapshot it installed.
+    let before = nodes[behind].offsets.state().clone();
+    nodes[behind].stop().await;
+    nodes[behind] = Node::start(id, address, nodes[behind].dir.clone(), peers.clone()).await;
+    let leader = leader_of(&nodes).await;
+    assert_follower_matches(&nodes[leader], &nodes[behind]).await;
+    assert_eq!(*nodes[behind].offsets.state(), before);
+
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+/// The figure quoted in docs/benchmarks.md: a million commits to one group with the production
+/// settings (snapshot every 10,000 entries, 1,000 kept, 1 MiB segments). Run with
+/// `cargo test -p broker --test offsets_compaction -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a million commits: minutes"]
+async fn a_million_commits_leave_the_offsets_partition_bounded() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("offsets-0");
+    let flush = FlushWorker::start("offsets-million").unwrap();
+    let segment_bytes = 1024 * 1024;
+    let (replica, offsets) = start_single(&flush, &dir, OFFSETS_COMPACTION, segment_bytes).await;
+    let waves = 1_000_000 / u64::from(PARTITIONS);
+    let started = Instant::now();
+    let mut largest = 0;
+    for chunk in 0..10 {
+        let largest_in_chunk =
+            commit_waves_measuring(&replica, chunk * waves / 10..(chunk + 1) * waves / 10, Some(&dir)).await;
+        largest = largest.max(largest_in_chunk);
+        println!(
+            "{:>9} commits, {:>5.1} s: directory at most {largest_in_chunk} B since the last line, now {} B",
+            (chunk + 1) * waves / 10 * u64::from(PARTITIONS),
+            started.elapsed().as_secs_f64(),
+            dir_size(&dir)
+        );
+    }
+    let live_state = serde_json::to_vec(&*offsets.state()).unwrap().len();
+    let status = replica.status(IsrBounds::default());
+    println!(
+        "largest directory {largest} B; live state {live_state} B (serialized groups); log offsets {:?}..{:?}",
+        status.log_start_offset, status.log_end_offset
+    );
+    assert_offsets_after_wave(&offsets.state(), waves - 1);
+    let before = offsets.state().clone();
+    replica.shutdown().await.unwrap();
+    let restarted_at = Instant::now();
+    let (replica, offsets) = start_single(&flush, &dir, OFFSETS_COMPACTION, segment_bytes).await;
+    replica.wait_for_high_watermark_above(Offset(0), WAIT).await;
+    println!("restarted and leading in {:?}", restarted_at.elapsed());
+    assert_eq!(*offsets.state(), before);
+    replica.shutdown().await.unwrap();
+}
