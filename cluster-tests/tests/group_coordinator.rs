@@ -363,6 +363,7 @@ async fn bad_group_requests_get_clear_errors_and_change_nothing() {
 
     // A topic that does not exist.
     let mut member = Member::new("a");
+    member.session_timeout_ms = 20_000;
     let mut request = member.request();
     request.subscribed_topics.push("no-such-topic".into());
     let answer = coordinators.heartbeat(request).await;
@@ -415,6 +416,20 @@ async fn bad_group_requests_get_clear_errors_and_change_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(deleted.error, ErrorCode::NonEmptyGroup as i32);
+
+    // A coordinator whose offsets partition went quiet (no writes for longer than the
+    // quiescence delay, 1 s: its lease lapsed) still answers, renewing its lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    member.beat(&coordinators).await;
+    let (code, message) = coordinators
+        .commit(OffsetCommitRequest {
+            group_id: GROUP.into(),
+            member_id: member.id.clone(),
+            member_epoch: member.epoch,
+            offsets: vec![],
+        })
+        .await;
+    assert_eq!(code, ErrorCode::None, "{message}");
 
     // Clients cannot write the offsets topic.
     let produced = cluster

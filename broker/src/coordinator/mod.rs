@@ -52,6 +52,9 @@ use tokio::time::Instant;
 
 /// How long a write to an offsets partition may wait for its commit.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for this broker's leadership of the offsets partition to be
+/// confirmed (a quiet partition renews its lease with one heartbeat round).
+const LEADER_WAIT: Duration = Duration::from_secs(2);
 /// How often sessions are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
 /// How often empty groups' offsets are checked for expiry.
@@ -294,11 +297,19 @@ impl GroupCoordinator {
             .partitions
             .get(OFFSETS_TOPIC, partition)
             .ok_or_else(|| not_coordinator(None))?;
-        if !replica.is_leader() {
-            return Err(not_coordinator(replica.leader()));
-        }
+        // Not `is_leader`: an offsets partition with no writes for a while is quiet and its
+        // lease lapsed; a ready check renews it with one heartbeat round (the benchmark found
+        // a quiet coordinator refusing every request as NOT_COORDINATOR, naming itself).
+        let term = replica
+            .ready_to_read(Instant::now() + LEADER_WAIT)
+            .await
+            .map_err(|error| match error {
+                ReplicationError::NotLeader { leader, .. } => {
+                    not_coordinator(leader.filter(|leader| *leader != self.node_id))
+                }
+                other => GroupError::CoordinatorNotAvailable(other.to_string()),
+            })?;
         let offsets = self.offsets.get(partition).ok_or_else(|| not_coordinator(None))?;
-        let term = replica.current_term();
         if offsets.loaded_in_term() != Some(term) {
             let _writes = offsets.writes.lock().await;
             if offsets.loaded_in_term() != Some(term) {
@@ -454,7 +465,7 @@ impl GroupCoordinator {
             let leads = self
                 .partitions
                 .get(OFFSETS_TOPIC, partition)
-                .is_some_and(|replica| replica.is_leader());
+                .is_some_and(|replica| replica.leader() == Some(self.node_id));
             if !leads {
                 continue;
             }
@@ -501,7 +512,9 @@ impl GroupCoordinator {
         let Some(replica) = self.partitions.get(OFFSETS_TOPIC, partition) else {
             return Ok(());
         };
-        if !replica.is_leader() || offsets.loaded_in_term() != Some(replica.current_term()) {
+        // The cheap view of leadership: a quiet partition's lease may have lapsed, and the
+        // removal's write renews it (or fails, and the next tick retries).
+        if replica.leader() != Some(self.node_id) || offsets.loaded_in_term() != Some(replica.current_term()) {
             return Ok(());
         }
         let now = Instant::now();
