@@ -535,3 +535,37 @@ async fn a_single_voter_keeps_taking_writes_after_its_first_lease() {
     assert_eq!(status.leader, Some(1));
     nodes[0].stop().await;
 }
+
+/// A follower that comes back far behind a leader of large batches catches up. openraft bounds
+/// an append by entry count (300), not bytes: 300 batches of 512 KiB made requests of 150 MiB,
+/// which the follower's transport refused (64 MiB) at every retry — the follower never caught
+/// up, and with a second replica behind the partition stopped committing. Appends are now sent
+/// in chunks of at most 8 MiB of entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_large_batches_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = PeerChannels::default();
+    let mut nodes = cluster(root.path(), &peers).await;
+    let leader = leader_of(&nodes).await;
+    let behind = (0..3).find(|&i| i != leader).unwrap();
+    let (address, dir, id) = (nodes[behind].address, nodes[behind].dir.clone(), nodes[behind].id);
+    nodes[behind].stop().await;
+
+    let value = Bytes::from(vec![b'x'; 512 * 1024]);
+    for seq in 0..160 {
+        let record = Record {
+            timestamp: 1_700_000_000_000 + seq,
+            value: Some(value.clone()),
+            ..Record::default()
+        };
+        append_committed(nodes[leader].replica(), encode_batch(&[record], ProducerStamp::NONE))
+            .await
+            .unwrap();
+    }
+
+    nodes[behind] = Node::start(id, address, dir, peers.clone()).await;
+    assert_replicas_identical(&nodes, leader).await;
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}

@@ -6,7 +6,7 @@
 
 use super::coalescer::HeartbeatCoalescer;
 use super::types::PartitionRaft;
-use super::wire::encode_append;
+use super::wire::{encode_append, split_append, APPEND_CHUNK_BYTES};
 use futures_util::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -18,7 +18,7 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetworkV2};
 use proto::raft_v1::raft_client::RaftClient;
 use proto::raft_v1::{JsonRequest, SnapshotRequest};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
@@ -79,13 +79,30 @@ struct AnswerStream {
     wait: Duration,
     /// Dropped with the answers: ends the request side.
     _ends_requests: tokio::sync::oneshot::Sender<()>,
+    /// How many wire messages each of openraft's requests was sent as, oldest first (a large
+    /// request goes as several, see `wire::split_append`).
+    chunks: Arc<Mutex<VecDeque<usize>>>,
 }
 
 impl AnswerStream {
-    /// The next answer; `None` once the follower has answered everything and closed the stream.
-    /// Waits without limit while no request is outstanding (the session is idle), and at most
-    /// `wait` while one is.
+    /// The answer to openraft's next request: the answer to its last wire message, or the first
+    /// failure among them (which ends the session).
     async fn next_answer(&mut self) -> Option<Result<StreamAppendResult<PartitionRaft>, RPCError<PartitionRaft>>> {
+        let mut answer = self.next_wire_answer().await?;
+        let chunks = self.chunks.lock().expect("chunk counts").pop_front().unwrap_or(1);
+        for _ in 1..chunks {
+            if !matches!(answer, Ok(Ok(_))) {
+                return Some(answer);
+            }
+            answer = self.next_wire_answer().await?;
+        }
+        Some(answer)
+    }
+
+    /// The next wire answer; `None` once the follower has answered everything and closed the
+    /// stream. Waits without limit while no message is outstanding (the session is idle), and
+    /// at most `wait` while one is.
+    async fn next_wire_answer(&mut self) -> Option<Result<StreamAppendResult<PartitionRaft>, RPCError<PartitionRaft>>> {
         loop {
             let outstanding = *self.sent.borrow_and_update() > self.received;
             let answer = if outstanding {
@@ -229,12 +246,23 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             }
             return decode(&answer.json);
         }
-        let response = self
-            .client()?
-            .append(with_deadline(request, &option))
-            .await
-            .map_err(rpc_error)?;
-        decode(&response.into_inner().json)
+        // A large request goes as consecutive appends (see `wire::split_append`); the first
+        // that is not a success is the answer.
+        let mut answer = None;
+        for chunk in split_append(request, APPEND_CHUNK_BYTES) {
+            let response = self
+                .client()?
+                .append(with_deadline(chunk, &option))
+                .await
+                .map_err(rpc_error)?;
+            let decoded: AppendEntriesResponse<PartitionRaft> = decode(&response.into_inner().json)?;
+            let success = matches!(decoded, AppendEntriesResponse::Success);
+            answer = Some(decoded);
+            if !success {
+                break;
+            }
+        }
+        answer.ok_or_else(|| RPCError::Network(NetworkError::from_string("an append with no message".to_string())))
     }
 
     /// A lone request (the heartbeat worker's) goes unary, so a heartbeat is coalesced per peer
@@ -275,18 +303,25 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             // session): left running, it would keep taking appends from openraft's shared
             // session state and send them where no one reads the answers.
             let (answers_dropped, answers_gone) = tokio::sync::oneshot::channel::<()>();
+            let chunks: Arc<Mutex<VecDeque<usize>>> = Arc::default();
+            let counted = Arc::clone(&chunks);
             // An entry that cannot be encoded ends the session here; the answers received so
             // far stay in order, and openraft retries the rest.
             let requests = session
                 .scan((), move |_, request| {
                     let encoded = encode_append(group, request)
                         .inspect_err(|error| tracing::error!(group, %error, "append not encodable; ending the stream"))
-                        .ok();
-                    if encoded.is_some() {
-                        sent.send_modify(|count| *count += 1);
+                        .ok()
+                        .map(|request| split_append(request, APPEND_CHUNK_BYTES));
+                    if let Some(messages) = &encoded {
+                        // Counted before they go out, so the answer side knows how many
+                        // answers make up this request's.
+                        counted.lock().expect("chunk counts").push_back(messages.len());
+                        sent.send_modify(|count| *count += messages.len() as u64);
                     }
                     futures_util::future::ready(encoded)
                 })
+                .flat_map(futures_util::stream::iter)
                 .take_until(answers_gone);
             let wait = option.hard_ttl();
             let setup = wait.max(STREAM_SETUP_MIN);
@@ -304,6 +339,7 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
                 received: 0,
                 wait,
                 _ends_requests: answers_dropped,
+                chunks,
             };
             let results = futures_util::stream::unfold(Some(session), |session| async move {
                 let mut session = session?;

@@ -57,6 +57,61 @@ pub fn encode_append(group: u64, request: AppendEntriesRequest<PartitionRaft>) -
     })
 }
 
+/// Most entry bytes one `raft.v1` append message carries; a request holding more is sent as
+/// several, well under the transport's `MAX_MESSAGE_BYTES`. openraft bounds a request by entry
+/// count only (300), so a follower far behind a leader of large batches was sent requests the
+/// follower's transport refused, the same one again at every retry: the partition stopped
+/// committing for good (found by `perf consume` with 1 KiB records).
+pub const APPEND_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Splits an append into consecutive appends of at most `budget` entry bytes each (always at
+/// least one entry): each continues from the previous one's last entry, and claims no more as
+/// committed than it carries, so a follower that takes the first ones has a valid log prefix
+/// and never a commit index beyond its log.
+pub fn split_append(request: raft_v1::AppendRequest, budget: usize) -> Vec<raft_v1::AppendRequest> {
+    let total: usize = request.entries.iter().map(|e| e.body.len()).sum();
+    if total <= budget || request.entries.len() < 2 {
+        return vec![request];
+    }
+    let raft_v1::AppendRequest {
+        group,
+        vote_json,
+        mut prev_log_id,
+        leader_commit,
+        entries,
+    } = request;
+    let mut chunks: Vec<Vec<raft_v1::Entry>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for entry in entries {
+        let current = chunks.last_mut().expect("one chunk at least");
+        if !current.is_empty() && bytes + entry.body.len() > budget {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += entry.body.len();
+        chunks.last_mut().expect("one chunk at least").push(entry);
+    }
+    chunks
+        .into_iter()
+        .map(|entries| {
+            let last = entries.last().and_then(|e| e.id.clone());
+            let commit = match (&leader_commit, &last) {
+                (Some(commit), Some(last)) if commit.index > last.index => Some(last.clone()),
+                _ => leader_commit.clone(),
+            };
+            let chunk = raft_v1::AppendRequest {
+                group,
+                vote_json: vote_json.clone(),
+                prev_log_id: prev_log_id.clone(),
+                leader_commit: commit,
+                entries,
+            };
+            prev_log_id = last;
+            chunk
+        })
+        .collect()
+}
+
 /// Decodes an AppendEntries request (the group id is the caller's to route on).
 pub fn decode_append(request: raft_v1::AppendRequest) -> io::Result<AppendEntriesRequest<PartitionRaft>> {
     let vote = serde_json::from_slice(&request.vote_json).map_err(|e| invalid(format!("bad vote: {e}")))?;
@@ -90,4 +145,63 @@ pub fn decode_append(request: raft_v1::AppendRequest) -> io::Result<AppendEntrie
         leader_commit: request.leader_commit.as_ref().map(raft_log_id),
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(index: u64) -> raft_v1::LogId {
+        raft_v1::LogId {
+            term: 2,
+            leader_node: 1,
+            index,
+        }
+    }
+
+    fn append(sizes: &[usize], commit: u64) -> raft_v1::AppendRequest {
+        raft_v1::AppendRequest {
+            group: 7,
+            vote_json: bytes::Bytes::from_static(b"{}"),
+            prev_log_id: Some(id(10)),
+            leader_commit: Some(id(commit)),
+            entries: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| raft_v1::Entry {
+                    id: Some(id(11 + i as u64)),
+                    kind: 0,
+                    body: vec![0u8; *size].into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_append_within_the_budget_goes_whole() {
+        let request = append(&[100, 100], 12);
+        assert_eq!(split_append(request.clone(), 200), vec![request]);
+        let huge = append(&[1000], 11);
+        assert_eq!(split_append(huge.clone(), 10), vec![huge], "one entry is never split");
+    }
+
+    #[test]
+    fn chunks_chain_their_prev_log_ids_and_never_claim_commits_beyond_themselves() {
+        let chunks = split_append(append(&[60, 60, 60, 60, 60], 14), 130);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.entries.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert_eq!(chunks[0].prev_log_id, Some(id(10)));
+        assert_eq!(chunks[1].prev_log_id, Some(id(12)));
+        assert_eq!(chunks[2].prev_log_id, Some(id(14)));
+        // Committed up to 14: the first chunk (11..=12) claims 12, the rest the leader's 14.
+        assert_eq!(chunks[0].leader_commit, Some(id(12)));
+        assert_eq!(chunks[1].leader_commit, Some(id(14)));
+        assert_eq!(chunks[2].leader_commit, Some(id(14)));
+        let indexes: Vec<u64> = chunks
+            .iter()
+            .flat_map(|c| c.entries.iter().map(|e| e.id.as_ref().unwrap().index))
+            .collect();
+        assert_eq!(indexes, vec![11, 12, 13, 14, 15], "every entry once, in order");
+        assert!(chunks.iter().all(|c| c.group == 7 && c.vote_json.as_ref() == b"{}"));
+    }
 }
