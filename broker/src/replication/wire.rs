@@ -94,15 +94,15 @@ pub fn split_append(request: raft_v1::AppendRequest, budget: usize) -> Vec<raft_
     chunks
         .into_iter()
         .map(|entries| {
-            let last = entries.last().and_then(|e| e.id.clone());
+            let last = entries.last().and_then(|e| e.id);
             let commit = match (&leader_commit, &last) {
-                (Some(commit), Some(last)) if commit.index > last.index => Some(last.clone()),
-                _ => leader_commit.clone(),
+                (Some(commit), Some(last)) if commit.index > last.index => Some(*last),
+                _ => leader_commit,
             };
             let chunk = raft_v1::AppendRequest {
                 group,
                 vote_json: vote_json.clone(),
-                prev_log_id: prev_log_id.clone(),
+                prev_log_id,
                 leader_commit: commit,
                 entries,
             };
