@@ -18,6 +18,7 @@
 //!     revocation: it revoked from a view the coordinator had already left behind (it had
 //!     been fenced and did not know yet), and the loss shows the fencing;
 //!   - A never gives `p` up before the history ends.
+//!
 //!   The rule compares the order of events, not group epochs: callbacks run inside `poll`,
 //!   where a member's epoch cannot be read, so the epochs recorded are informative only.
 //! - **group poll skip / nonmonotonic group poll**: within one hold of `p` by one member,
