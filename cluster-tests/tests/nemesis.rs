@@ -453,7 +453,8 @@ async fn run(plan: Plan) {
         zombie_links.push(proxy);
     }
     let zombie_client = connect_when_ready(&cluster.brokers, zombie_overrides).await;
-    let zombie_cuts = spawn_zombie_cuts(zombie_links, Arc::clone(&stop), started);
+    // Timed from now: `started` includes the wait for the other seeds' clusters.
+    let zombie_cuts = spawn_zombie_cuts(zombie_links, Arc::clone(&stop), Instant::now());
     for process in MEMBERS {
         let plan = MemberPlan {
             process,
@@ -661,7 +662,7 @@ fn summary(
 fn spawn_zombie_cuts(
     links: Vec<FaultProxy>,
     stop: Arc<AtomicBool>,
-    started: Instant,
+    from: Instant,
 ) -> tokio::task::JoinHandle<(usize, Vec<FaultProxy>)> {
     tokio::spawn(async move {
         // Sleeps until `until`; false if `stop` came first.
@@ -678,11 +679,11 @@ fn spawn_zombie_cuts(
             }
         };
         let mut cuts = 0;
-        let mut next = started + ZOMBIE_FIRST;
+        let mut next = from + ZOMBIE_FIRST;
         while wait(next).await {
             println!(
-                "{:>8.1}s group member {ZOMBIE} cut off for {ZOMBIE_CUT:?}",
-                started.elapsed().as_secs_f64()
+                "{:>8.1}s (of the workload) group member {ZOMBIE} cut off for {ZOMBIE_CUT:?}",
+                from.elapsed().as_secs_f64()
             );
             links.iter().for_each(FaultProxy::cut);
             cuts += 1;
