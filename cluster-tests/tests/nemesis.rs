@@ -9,9 +9,10 @@
 //! The group's members (`cluster_tests::group_member`) commit after every poll, one of them
 //! leaves and rejoins every [`MEMBER_REJOIN`], and another reaches the brokers through links
 //! of its own, cut now and then for longer than its session: the coordinator fences it and
-//! moves its partitions on while it still believes it owns them (a zombie); the checker adds committed offsets that move back, a partition owned by two members,
-//! and acknowledged records the group never consumed. The run waits (up to
-//! [`GROUP_CATCH_UP`]) for the group to consume everything before it stops the members.
+//! moves its partitions on while it still believes it owns them (a zombie). The checker adds
+//! committed offsets that move back, a partition owned by two members, and acknowledged
+//! records the group never consumed. The run waits (up to [`GROUP_CATCH_UP`]) for the group to
+//! consume everything before it stops the members.
 //! A failing history is kept under `target/nemesis-histories/` for `checker::check` to replay,
 //! with the brokers' data and logs (`broker.log`, level from `BROKER_LOG`).
 //!
