@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A long nemesis run against one 3-broker cluster: faults from a seeded schedule for the given
-# minutes, then the history checker. Prints (and keeps in target/nemesis-histories/) a summary:
-# operations, faults injected, anomalies. On anomalies the history, the brokers' data and their
+# A long nemesis run against one 3-broker cluster (producers, consumers and consumer-group
+# members): faults from a seeded schedule for the given minutes, then the history checker.
+# Prints (and keeps in target/nemesis-histories/) a summary: operations (the group's too),
+# faults injected, anomalies. On anomalies the history, the brokers' data and their
 # logs are kept, and the exit status is non-zero.
 #
 #   cluster-tests/run-soak.sh --minutes 60 --seed 7 [--quiet-stretches] [--log 'warn,broker::replication=debug']

@@ -11,7 +11,17 @@
 //!   one before it, without a seek in between;
 //! - **nonmonotonic send**: one producer's later send to a partition acknowledged at an earlier
 //!   offset than an earlier send's;
-//! - **replica divergence**: after healing, replicas of a partition hold different logs.
+//! - **replica divergence**: after healing, replicas of a partition hold different logs;
+//! - for consumer groups (the rules exactly: [`groups`]): **committed-offset regression**,
+//!   **double ownership**, **group unseen** (an acknowledged value no member of a group ever
+//!   polled), and poll skips / nonmonotonic polls within one member's hold of a partition.
+//!
+//! Records returned to group members count as reads everywhere above (inconsistent offsets,
+//! duplicates, lost writes).
+
+mod groups;
+
+pub use groups::{GroupStats, LOSS_GRACE_MS};
 
 use crate::history::{Event, Operation, Outcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -96,6 +106,44 @@ pub enum Anomaly {
         /// Broker → digest.
         digests: Vec<(u64, String)>,
     },
+    /// A successful commit moved a group's committed offset of a partition back below what an
+    /// earlier successful commit (acknowledged before this one was sent) stored.
+    CommitRegression {
+        /// Group.
+        group: String,
+        /// Partition.
+        partition: u32,
+        /// The member process whose commit went back.
+        process: u32,
+        /// What it committed.
+        offset: u64,
+        /// The earlier commit: offset, and the member process that made it.
+        earlier: (u64, u32),
+    },
+    /// A member was assigned a partition its holder later revoked in an orderly way.
+    DoubleOwnership {
+        /// Group.
+        group: String,
+        /// Partition.
+        partition: u32,
+        /// The member process that held it.
+        holder: u32,
+        /// The member process assigned it meanwhile.
+        newcomer: u32,
+        /// Milliseconds: the holder assigned it, the newcomer assigned it, the holder revoked it.
+        times_ms: (u64, u64, u64),
+    },
+    /// Acknowledged, and no member of a group that joined ever polled it.
+    GroupUnseen {
+        /// Group.
+        group: String,
+        /// Partition.
+        partition: u32,
+        /// Acknowledged offset.
+        offset: u64,
+        /// Value.
+        value: String,
+    },
 }
 
 impl Anomaly {
@@ -110,6 +158,9 @@ impl Anomaly {
             Anomaly::NonmonotonicPoll { .. } => "nonmonotonic poll",
             Anomaly::NonmonotonicSend { .. } => "nonmonotonic send",
             Anomaly::ReplicaDivergence { .. } => "replica divergence",
+            Anomaly::CommitRegression { .. } => "committed-offset regression",
+            Anomaly::DoubleOwnership { .. } => "double ownership",
+            Anomaly::GroupUnseen { .. } => "group unseen",
         }
     }
 }
@@ -121,6 +172,8 @@ pub struct Report {
     pub sends: (usize, usize, usize, usize),
     /// Records returned by polls and final reads.
     pub records_read: usize,
+    /// What consumer-group members did (all zero without groups).
+    pub groups: GroupStats,
     /// Every anomaly found.
     pub anomalies: Vec<Anomaly>,
 }
@@ -149,6 +202,17 @@ impl fmt::Display for Report {
             "sends: {invoked} invoked, {acked} acknowledged, {failed} failed, {unknown} unknown; {} records read",
             self.records_read
         )?;
+        if self.groups != GroupStats::default() {
+            let groups = &self.groups;
+            let (assigned, revoked, lost) = groups.changes;
+            let (invoked, ok, failed, unknown) = groups.commits;
+            writeln!(
+                f,
+                "groups: {} joins; {assigned} assigned, {revoked} revoked, {lost} lost; {} records polled; \
+                 commits: {invoked} invoked, {ok} ok, {failed} failed, {unknown} unknown",
+                groups.joins, groups.records
+            )?;
+        }
         if self.is_clean() {
             return writeln!(f, "no anomalies");
         }
@@ -245,6 +309,12 @@ pub fn check(events: &[Event]) -> Report {
                     expected_next.insert(key, Some(seen.offset + 1));
                 }
             }
+            (Operation::GroupPoll { records, .. }, Outcome::Ok) => {
+                // Order within a member's holds is `groups`' to check.
+                for seen in records {
+                    observe(seen.partition, seen.offset, &seen.value, &mut report);
+                }
+            }
             (Operation::FinalRead { partition, records }, Outcome::Ok) => {
                 for (offset, value) in records {
                     observe(*partition, *offset, value, &mut report);
@@ -334,6 +404,7 @@ pub fn check(events: &[Event]) -> Report {
             last.insert(*partition, (value.clone(), *offset));
         }
     }
+    groups::check_groups(events, &acked_list, &mut report);
     for (partition, digests) in replicas {
         let distinct: BTreeSet<&String> = digests.values().collect();
         if distinct.len() > 1 {

@@ -2,6 +2,9 @@
 //! info events with timestamps, in the order they happened. The recorder is shared by the
 //! workload's tasks; a history is written and read as JSON lines so a failing run can be kept and
 //! checked again.
+//!
+//! Consumer-group members add their own operations (`group_subscribe`, `assignment`,
+//! `group_poll`, `commit`); histories written before them read back unchanged.
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -32,6 +35,18 @@ pub struct Seen {
     pub offset: u64,
     /// Value (unique per send in the workloads).
     pub value: String,
+}
+
+/// How a group member's partitions changed, as its rebalance listener was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignmentChange {
+    /// `on_assigned`: the member consumes these from now on.
+    Assigned,
+    /// `on_revoked`: the member gave these up in an orderly way (also on `close`).
+    Revoked,
+    /// `on_lost`: the member dropped these without a hand-over (fenced, session expired).
+    Lost,
 }
 
 /// What an operation was.
@@ -74,6 +89,49 @@ pub enum Operation {
         broker: u64,
         /// Digest of its committed entries.
         digest: String,
+    },
+    /// A group member joined `group` (`GroupConsumer::subscribe`): invoke, then ok or fail.
+    GroupSubscribe {
+        /// The group.
+        group: String,
+        /// The member id the consumer drew (a member that leaves and rejoins draws a new one).
+        member: String,
+    },
+    /// A group member's rebalance listener ran (recorded from the callback, so in the order it
+    /// happened relative to other members' events); always `ok`.
+    Assignment {
+        /// The group.
+        group: String,
+        /// Assigned, revoked or lost.
+        change: AssignmentChange,
+        /// The partitions (every one of the subscribed topic).
+        partitions: Vec<u32>,
+        /// The member epoch as of the member's last `poll` return (callbacks run inside `poll`,
+        /// where the consumer cannot be asked): the epoch the change was made from or, for
+        /// an assignment, possibly the one before.
+        epoch: i32,
+    },
+    /// A group member's poll returned `records` (recorded when there were some); `ok`.
+    GroupPoll {
+        /// The group.
+        group: String,
+        /// `member_epoch()` when the poll returned.
+        epoch: i32,
+        /// Records returned.
+        records: Vec<Seen>,
+    },
+    /// A group member committed `offsets` (partition, next offset to consume): invoke, then ok,
+    /// fail (refused, with the broker's `code`) or info (no answer: it may have taken effect).
+    Commit {
+        /// The group.
+        group: String,
+        /// `member_epoch()` when the commit was sent.
+        epoch: i32,
+        /// (partition, offset) committed.
+        offsets: Vec<(u32, u64)>,
+        /// On `fail`: the error code the coordinator answered with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
     },
 }
 

@@ -1,9 +1,11 @@
 //! Harness for tests that run real `broker` processes on loopback: start, kill -9, restart,
 //! stop them, and find the binary (built on demand so the tests never run a stale one); and a
 //! fault-injecting TCP proxy ([`proxy`]) to put between clients (or brokers) and brokers; the
-//! history recorder ([`history`]) and the checker that finds anomalies in it ([`checker`]).
+//! history recorder ([`history`]), a consumer-group member that records into it
+//! ([`group_member`]), and the checker that finds anomalies in it ([`checker`]).
 
 pub mod checker;
+pub mod group_member;
 pub mod history;
 pub mod proxy;
 
@@ -518,6 +520,11 @@ pub struct ProxiedCluster {
 impl ProxiedCluster {
     /// Starts the proxies and three brokers with data under `root`.
     pub async fn start(root: &Path) -> ProxiedCluster {
+        Self::start_with(root, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `broker serve` arguments for every broker.
+    pub async fn start_with(root: &Path, extra_args: &[&str]) -> ProxiedCluster {
         let ports = free_ports(3);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let peers = peers_flag(&addresses);
@@ -537,7 +544,7 @@ impl ProxiedCluster {
         }
         let brokers = (1..=3u64)
             .map(|id| {
-                let overrides: Vec<String> = (1..=3u64)
+                let args: Vec<String> = (1..=3u64)
                     .filter(|to| *to != id)
                     .flat_map(|to| {
                         [
@@ -545,13 +552,14 @@ impl ProxiedCluster {
                             format!("{}={}", addresses[to as usize - 1], links[&(id, to)].address),
                         ]
                     })
+                    .chain(extra_args.iter().map(|arg| arg.to_string()))
                     .collect();
                 BrokerProcess::start_with(
                     id,
                     addresses[id as usize - 1].clone(),
                     root.join(format!("broker-{id}")),
                     peers.clone(),
-                    overrides,
+                    args,
                 )
             })
             .collect();

@@ -5,6 +5,14 @@
 //! a proxy the test controls), and storage faults on a stopped minority replica: a torn segment
 //! tail, a flipped bit in the middle of the active segment, deleted index files. Every operation
 //! goes into a history; after healing, the checker must find nothing.
+//!
+//! The group's members (`cluster_tests::group_member`) commit after every poll, one of them
+//! leaves and rejoins every [`MEMBER_REJOIN`], and another reaches the brokers through links
+//! of its own, cut now and then for longer than its session: the coordinator fences it and
+//! moves its partitions on while it still believes it owns them (a zombie). The checker adds
+//! committed offsets that move back, a partition owned by two members, and acknowledged
+//! records the group never consumed. The run waits (up to [`GROUP_CATCH_UP`]) for the group to
+//! consume everything before it stops the members.
 //! A failing history is kept under `target/nemesis-histories/` for `checker::check` to replay,
 //! with the brokers' data and logs (`broker.log`, level from `BROKER_LOG`).
 //!
@@ -13,6 +21,7 @@
 
 use client::{ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo};
 use cluster_tests::checker::check;
+use cluster_tests::group_member::{spawn_member, GroupSeen, MemberPlan};
 use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
 use cluster_tests::proxy::FaultProxy;
 use cluster_tests::{
@@ -32,6 +41,19 @@ const PRODUCERS: u32 = 3;
 /// wherever the log ends when it starts.
 const CONSUMERS: [u32; 2] = [100, 101];
 const CHECKER: u32 = 999;
+/// The consumer group's member processes; the last one leaves and rejoins as a new member
+/// every [`MEMBER_REJOIN`].
+const MEMBERS: [u32; 3] = [200, 201, 202];
+const GROUP: &str = "jepsen-group";
+const MEMBER_REJOIN: Duration = Duration::from_secs(15);
+/// The member whose own links are cut for [`ZOMBIE_CUT`], above its 6 s session, first
+/// [`ZOMBIE_FIRST`] into the run and then every [`ZOMBIE_EVERY`] until the faults end.
+const ZOMBIE: u32 = MEMBERS[1];
+const ZOMBIE_CUT: Duration = Duration::from_secs(10);
+const ZOMBIE_FIRST: Duration = Duration::from_secs(8);
+const ZOMBIE_EVERY: Duration = Duration::from_secs(40);
+/// Longest the run waits, after healing, for the group to consume every record.
+const GROUP_CATCH_UP: Duration = Duration::from_secs(60);
 
 /// How long a run lasts, and how hard the producers push.
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +188,7 @@ impl Cluster {
             brokers,
             links,
             client_links,
-        } = ProxiedCluster::start(root).await;
+        } = ProxiedCluster::start_with(root, &["--offsets-topic-partitions", "3"]).await;
         Cluster {
             brokers,
             links,
@@ -419,6 +441,34 @@ async fn run(plan: Plan) {
         }));
     }
 
+    let group_seen: GroupSeen = Arc::default();
+    let stop_members = Arc::new(AtomicBool::new(false));
+    let mut members = Vec::new();
+    // The zombie's own links, each in front of a broker's client link (so faults that cut
+    // clients off cut it off too).
+    let mut zombie_links = Vec::new();
+    let mut zombie_overrides = HashMap::new();
+    for broker in &cluster.brokers {
+        let proxy = FaultProxy::start(cluster.client_links[&broker.id].address).await;
+        zombie_overrides.insert(broker.address.clone(), proxy.address.to_string());
+        zombie_links.push(proxy);
+    }
+    let zombie_client = connect_when_ready(&cluster.brokers, zombie_overrides).await;
+    // Timed from now: `started` includes the wait for the other seeds' clusters.
+    let zombie_cuts = spawn_zombie_cuts(zombie_links, Arc::clone(&stop), Instant::now());
+    for process in MEMBERS {
+        let plan = MemberPlan {
+            process,
+            group: GROUP.into(),
+            topic: TOPIC.into(),
+            rejoin_every: (process == MEMBERS[2]).then_some(MEMBER_REJOIN),
+        };
+        let client = if process == ZOMBIE { &zombie_client } else { &client };
+        let (client, history) = (Arc::clone(client), Arc::clone(&history));
+        let (seen, stop) = (Arc::clone(&group_seen), Arc::clone(&stop_members));
+        members.push(spawn_member(client, plan, history, seen, stop));
+    }
+
     let mut schedule = Schedule(seed.max(1));
     let mut faults = Vec::new();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -484,6 +534,7 @@ async fn run(plan: Plan) {
     for worker in workers {
         worker.await.unwrap();
     }
+    let (zombie_cuts, _zombie_links) = zombie_cuts.await.unwrap();
 
     // Healed: wait until every replica holds its leader's last entry, then read everything.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -504,8 +555,9 @@ async fn run(plan: Plan) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut final_offsets: Vec<(u32, Vec<u64>)> = Vec::new();
     for partition in 0..PARTITIONS {
-        let records = read_partition(&client, TOPIC, partition)
+        let records: Vec<(u64, String)> = read_partition(&client, TOPIC, partition)
             .await
             .into_iter()
             .map(|r| {
@@ -515,7 +567,35 @@ async fn run(plan: Plan) {
                 )
             })
             .collect();
+        final_offsets.push((partition, records.iter().map(|(offset, _)| *offset).collect()));
         history.record(CHECKER, Outcome::Ok, Operation::FinalRead { partition, records });
+    }
+    // The group consumes everything before its members stop (if not, the checker says what
+    // it missed).
+    let caught_up = Instant::now() + GROUP_CATCH_UP;
+    loop {
+        let missing: usize = {
+            let seen = group_seen.lock().unwrap();
+            final_offsets
+                .iter()
+                .map(|(partition, offsets)| {
+                    let seen = seen.get(partition);
+                    offsets.iter().filter(|o| !seen.is_some_and(|s| s.contains(o))).count()
+                })
+                .sum()
+        };
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() >= caught_up {
+            println!("the group has not consumed {missing} records after {GROUP_CATCH_UP:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_members.store(true, Ordering::SeqCst);
+    for member in members {
+        member.await.unwrap();
     }
     stop_all_at_once(&mut cluster.brokers);
     for partition in 0..PARTITIONS {
@@ -535,7 +615,7 @@ async fn run(plan: Plan) {
 
     let events = history.events();
     let report = check(&events);
-    let summary = summary(&plan, started.elapsed(), &faults, &report);
+    let summary = summary(&plan, started.elapsed(), &faults, zombie_cuts, &report);
     println!("{summary}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nemesis-histories");
     std::fs::create_dir_all(&dir).unwrap();
@@ -558,17 +638,65 @@ async fn run(plan: Plan) {
 }
 
 /// What a run did, for people: the plan, faults by kind, operations and anomalies.
-fn summary(plan: &Plan, elapsed: Duration, faults: &[String], report: &cluster_tests::checker::Report) -> String {
+fn summary(
+    plan: &Plan,
+    elapsed: Duration,
+    faults: &[String],
+    zombie_cuts: usize,
+    report: &cluster_tests::checker::Report,
+) -> String {
     let mut by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for injection in faults.iter().flat_map(|step| step.split(" + ")) {
         *by_kind.entry(injection.split(' ').next().unwrap_or("?")).or_default() += 1;
     }
     format!(
-        "seed {}: {:.1} minutes, {} steps, faults by kind {by_kind:?}\nschedule: {faults:?}\n{report}",
+        "seed {}: {:.1} minutes, {} steps, faults by kind {by_kind:?}, group member {ZOMBIE} cut off \
+         {zombie_cuts} times for {ZOMBIE_CUT:?}\nschedule: {faults:?}\n{report}",
         plan.seed,
         elapsed.as_secs_f64() / 60.0,
         faults.len()
     )
+}
+
+/// Cuts the zombie's links now and then until `stop` (then heals them); returns how many times,
+/// and the links (the zombie still needs them until the group has caught up).
+fn spawn_zombie_cuts(
+    links: Vec<FaultProxy>,
+    stop: Arc<AtomicBool>,
+    from: Instant,
+) -> tokio::task::JoinHandle<(usize, Vec<FaultProxy>)> {
+    tokio::spawn(async move {
+        // Sleeps until `until`; false if `stop` came first.
+        let wait = |until: Instant| {
+            let stop = Arc::clone(&stop);
+            async move {
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                true
+            }
+        };
+        let mut cuts = 0;
+        let mut next = from + ZOMBIE_FIRST;
+        while wait(next).await {
+            println!(
+                "{:>8.1}s (of the workload) group member {ZOMBIE} cut off for {ZOMBIE_CUT:?}",
+                from.elapsed().as_secs_f64()
+            );
+            links.iter().for_each(FaultProxy::cut);
+            cuts += 1;
+            let healed = wait(Instant::now() + ZOMBIE_CUT).await;
+            links.iter().for_each(FaultProxy::heal);
+            if !healed {
+                break;
+            }
+            next = Instant::now() + ZOMBIE_EVERY;
+        }
+        (cuts, links)
+    })
 }
 
 fn short(seed: u64, steps: usize, kinds: &'static [Fault], combine: bool) -> Plan {
