@@ -19,7 +19,10 @@ pub struct CarrierKeys {
 
 impl Default for CarrierKeys {
     fn default() -> Self {
-        CarrierKeys { tenant: "tenant_id".to_owned(), campaign: "campaign_id".to_owned() }
+        CarrierKeys {
+            tenant: "tenant_id".to_owned(),
+            campaign: "campaign_id".to_owned(),
+        }
     }
 }
 
@@ -45,7 +48,10 @@ mod tests {
         let keys: CarrierKeys = serde_json::from_str("{}").unwrap();
         assert_eq!(keys, CarrierKeys::default());
         assert!(keys.validate().is_ok());
-        let same = CarrierKeys { tenant: "x".into(), campaign: "x".into() };
+        let same = CarrierKeys {
+            tenant: "x".into(),
+            campaign: "x".into(),
+        };
         assert!(same.validate().is_err());
         assert!(serde_json::from_str::<CarrierKeys>(r#"{"tenant":"t","other":1}"#).is_err());
     }

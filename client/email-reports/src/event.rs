@@ -18,10 +18,14 @@ use crate::time::EventTime;
 pub struct CanonicalEvent {
     /// Who reported it.
     pub provider: Provider,
-    /// The provider's id of this event, or the key synthesised from the event's content where
-    /// the provider has none (see the crate README). Stable across the provider's retries:
-    /// `(provider, event_id)` is the dedup key.
+    /// The dedup key: `kind|` followed by the provider's id of the event, or by the key
+    /// synthesised from the event's content where the provider has none (see the crate README).
+    /// Stable across the provider's retries: `(provider, event_id)` identifies the event. The
+    /// kind is part of it because providers' documented samples reuse one id across different
+    /// events (SendGrid, SparkPost); a retry never changes the kind.
     pub event_id: String,
+    /// The provider's own id of the event, verbatim (for support and tracing), when it has one.
+    pub provider_event_id: Option<String>,
     /// The tenant, from the provider's metadata carrier under [`crate::CarrierKeys::tenant`].
     pub tenant: Option<String>,
     /// The campaign, from the provider's metadata carrier under [`crate::CarrierKeys::campaign`].
@@ -199,7 +203,8 @@ mod tests {
     fn the_record_json_has_stable_field_names() {
         let event = CanonicalEvent {
             provider: Provider::Mailgun,
-            event_id: "id-1".into(),
+            event_id: "click|id-1".into(),
+            provider_event_id: Some("id-1".into()),
             tenant: Some("t1".into()),
             campaign: None,
             recipient: "a@example.com".into(),
@@ -211,7 +216,7 @@ mod tests {
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(
             json,
-            r#"{"provider":"mailgun","event_id":"id-1","tenant":"t1","campaign":null,"recipient":"a@example.com","kind":"click","occurred_at":"2018-08-12T21:33:20.089676Z","url":"https://example.com","message_id":null}"#
+            r#"{"provider":"mailgun","event_id":"click|id-1","provider_event_id":"id-1","tenant":"t1","campaign":null,"recipient":"a@example.com","kind":"click","occurred_at":"2018-08-12T21:33:20.089676Z","url":"https://example.com","message_id":null}"#
         );
         assert_eq!(serde_json::from_str::<CanonicalEvent>(&json).unwrap(), event);
     }

@@ -57,7 +57,9 @@ impl EventTime {
             None => (false, text),
         };
         let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit())
+        if whole.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
         {
             return None;
         }
@@ -118,8 +120,14 @@ mod tests {
     fn unix_seconds_are_parsed_from_the_text_without_float_rounding() {
         let t = EventTime::parse_unix_seconds("1770327118.6648676").unwrap();
         assert_eq!(t.unix_micros(), 1_770_327_118_664_867);
-        assert_eq!(EventTime::parse_unix_seconds("1454442600").unwrap().unix_micros(), 1_454_442_600_000_000);
-        assert_eq!(EventTime::parse_unix_seconds("1.5e9").unwrap().unix_micros(), 1_500_000_000_000_000);
+        assert_eq!(
+            EventTime::parse_unix_seconds("1454442600").unwrap().unix_micros(),
+            1_454_442_600_000_000
+        );
+        assert_eq!(
+            EventTime::parse_unix_seconds("1.5e9").unwrap().unix_micros(),
+            1_500_000_000_000_000
+        );
         for bad in ["", "abc", "1.2.3", "-", ".5", "1e400", "99999999999999999999"] {
             assert_eq!(EventTime::parse_unix_seconds(bad), None, "{bad:?}");
         }

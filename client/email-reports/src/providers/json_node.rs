@@ -8,7 +8,10 @@ use crate::time::EventTime;
 
 /// Parses JSON text found at `path` (`$` for a body, `$.Message` for SNS's inner string).
 pub(crate) fn parse_json(text: &[u8], path: &str) -> Result<Value, ParseError> {
-    serde_json::from_slice(text).map_err(|error| ParseError::InvalidJson { path: path.to_owned(), detail: error.to_string() })
+    serde_json::from_slice(text).map_err(|error| ParseError::InvalidJson {
+        path: path.to_owned(),
+        detail: error.to_string(),
+    })
 }
 
 /// A borrowed JSON value and where it is.
@@ -31,7 +34,10 @@ fn type_name(value: &Value) -> &'static str {
 
 impl<'a> Node<'a> {
     pub(crate) fn root(value: &'a Value, path: &str) -> Self {
-        Node { value, path: path.to_owned() }
+        Node {
+            value,
+            path: path.to_owned(),
+        }
     }
 
     pub(crate) fn value(&self) -> &'a Value {
@@ -47,11 +53,18 @@ impl<'a> Node<'a> {
     }
 
     pub(crate) fn wrong_type(&self, expected: &'static str) -> ParseError {
-        ParseError::WrongType { path: self.path.clone(), expected, found: type_name(self.value) }
+        ParseError::WrongType {
+            path: self.path.clone(),
+            expected,
+            found: type_name(self.value),
+        }
     }
 
     pub(crate) fn invalid(&self, detail: impl Into<String>) -> ParseError {
-        ParseError::InvalidValue { path: self.path.clone(), detail: detail.into() }
+        ParseError::InvalidValue {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn object(&self) -> Result<&'a Map<String, Value>, ParseError> {
@@ -60,21 +73,33 @@ impl<'a> Node<'a> {
 
     /// The field `key`, which must be present and not `null`.
     pub(crate) fn get(&self, key: &str) -> Result<Node<'a>, ParseError> {
-        self.get_opt(key)?.ok_or_else(|| ParseError::Missing { path: self.child_path(key) })
+        self.get_opt(key)?.ok_or_else(|| ParseError::Missing {
+            path: self.child_path(key),
+        })
     }
 
     /// The field `key`; `None` when absent or `null`. `self` must be an object.
     pub(crate) fn get_opt(&self, key: &str) -> Result<Option<Node<'a>>, ParseError> {
         Ok(match self.object()?.get(key) {
             None | Some(Value::Null) => None,
-            Some(value) => Some(Node { value, path: self.child_path(key) }),
+            Some(value) => Some(Node {
+                value,
+                path: self.child_path(key),
+            }),
         })
     }
 
     /// The elements of an array.
     pub(crate) fn elements(&self) -> Result<Vec<Node<'a>>, ParseError> {
         let items = self.value.as_array().ok_or_else(|| self.wrong_type("array"))?;
-        Ok(items.iter().enumerate().map(|(i, value)| Node { value, path: format!("{}[{i}]", self.path) }).collect())
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, value)| Node {
+                value,
+                path: format!("{}[{i}]", self.path),
+            })
+            .collect())
     }
 
     pub(crate) fn str(&self) -> Result<&'a str, ParseError> {
@@ -130,7 +155,8 @@ impl<'a> Node<'a> {
             Value::String(text) => text.clone(),
             _ => return Err(self.wrong_type("Unix seconds (number or numeric string)")),
         };
-        EventTime::parse_unix_seconds(&text).ok_or_else(|| self.invalid(format!("{text:?} is not a Unix time in seconds")))
+        EventTime::parse_unix_seconds(&text)
+            .ok_or_else(|| self.invalid(format!("{text:?} is not a Unix time in seconds")))
     }
 
     /// An RFC 3339 date-time string.
@@ -151,9 +177,18 @@ mod tests {
         let items = root.get("a").unwrap().elements().unwrap();
         assert_eq!(
             items[0].get("b").unwrap().str().unwrap_err(),
-            ParseError::WrongType { path: "$.a[0].b".into(), expected: "string", found: "number" }
+            ParseError::WrongType {
+                path: "$.a[0].b".into(),
+                expected: "string",
+                found: "number"
+            }
         );
-        assert_eq!(items[1].get("c").unwrap_err(), ParseError::Missing { path: "$.a[1].c".into() });
+        assert_eq!(
+            items[1].get("c").unwrap_err(),
+            ParseError::Missing {
+                path: "$.a[1].c".into()
+            }
+        );
         assert_eq!(root.get("s").unwrap().text().unwrap_err().path(), "$.s");
         assert_eq!(root.get("a").unwrap().get("x").unwrap_err().path(), "$.a");
     }
@@ -161,6 +196,9 @@ mod tests {
     #[test]
     fn integer_ids_stay_exact() {
         let value: Value = serde_json::from_str(r#"{"id":4323372036854775807}"#).unwrap();
-        assert_eq!(Node::root(&value, "$").get("id").unwrap().id_text().unwrap(), "4323372036854775807");
+        assert_eq!(
+            Node::root(&value, "$").get("id").unwrap().id_text().unwrap(),
+            "4323372036854775807"
+        );
     }
 }

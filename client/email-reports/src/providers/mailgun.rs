@@ -6,13 +6,13 @@
 //!   other permanent → hard_bounce, temporary → soft_bounce; `rejected` → dropped.
 //! - recipient `event-data.recipient`; time `event-data.timestamp` (float seconds, read to the
 //!   µs from its text); click URL `event-data.url`.
-//! - id `event-data.id`; absent in older payloads, then synthesised
-//!   `message-id|event|recipient|timestamp[|url]` (message id from
+//! - id `kind|event-data.id`; absent in older payloads, then synthesised
+//!   `kind|message-id|event|recipient|timestamp[|url]` (message id from
 //!   `event-data.message.headers.message-id`).
 //! - tenant/campaign: `event-data.user-variables` (`[]` when empty).
 
 use super::json_node::{parse_json, Node};
-use super::{not_counted, synthesised_id, Attribution, Entry, ParseOutcome};
+use super::{event_key, not_counted, Attribution, Entry, ParseOutcome};
 use crate::carrier::CarrierKeys;
 use crate::error::ParseError;
 use crate::event::{CanonicalEvent, EventKind, Provider};
@@ -42,23 +42,35 @@ fn parse_event(data: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError>
     let timestamp = data.get("timestamp")?;
     let occurred_at = timestamp.unix_seconds()?;
     let url = match kind {
-        EventKind::Click => data.get_opt("url")?.map(|url| url.text().map(str::to_owned)).transpose()?,
+        EventKind::Click => data
+            .get_opt("url")?
+            .map(|url| url.text().map(str::to_owned))
+            .transpose()?,
         _ => None,
     };
     let message_id = match data.get_opt("message")? {
         Some(message) => match message.get_opt("headers")? {
-            Some(headers) => headers.get_opt("message-id")?.map(|id| id.text().map(str::to_owned)).transpose()?,
+            Some(headers) => headers
+                .get_opt("message-id")?
+                .map(|id| id.text().map(str::to_owned))
+                .transpose()?,
             None => None,
         },
         None => None,
     };
-    let event_id = match data.get_opt("id")? {
-        Some(id) => id.text()?.to_owned(),
+    let provider_event_id = data.get_opt("id")?.map(|id| id.text().map(str::to_owned)).transpose()?;
+    let event_id = match &provider_event_id {
+        Some(id) => event_key(kind, &[id]),
         None => {
             let timestamp_text = timestamp.raw_text()?;
-            let mut parts = vec![message_id.as_deref().unwrap_or(""), event, recipient.as_str(), timestamp_text.as_str()];
+            let mut parts = vec![
+                message_id.as_deref().unwrap_or(""),
+                event,
+                recipient.as_str(),
+                timestamp_text.as_str(),
+            ];
             parts.extend(url.as_deref());
-            synthesised_id(&parts)
+            event_key(kind, &parts)
         }
     };
     let variables = data.get_opt("user-variables")?;
@@ -66,6 +78,7 @@ fn parse_event(data: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError>
     Ok(Entry::Event(CanonicalEvent {
         provider: Provider::Mailgun,
         event_id,
+        provider_event_id,
         tenant: attribution.tenant,
         campaign: attribution.campaign,
         recipient,
@@ -77,7 +90,11 @@ fn parse_event(data: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError>
 }
 
 fn failed_kind(data: &Node<'_>) -> Result<EventKind, ParseError> {
-    let reason = data.get_opt("reason")?.map(|reason| reason.str()).transpose()?.unwrap_or("");
+    let reason = data
+        .get_opt("reason")?
+        .map(|reason| reason.str())
+        .transpose()?
+        .unwrap_or("");
     if reason == "espblock" {
         return Ok(EventKind::SpamBlock);
     }

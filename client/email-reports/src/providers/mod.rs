@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::carrier::CarrierKeys;
 use crate::error::ParseError;
-use crate::event::{CanonicalEvent, Provider};
+use crate::event::{CanonicalEvent, EventKind, Provider};
 use json_node::Node;
 
 /// What a webhook body carried.
@@ -125,9 +125,15 @@ struct Attribution {
 impl Attribution {
     fn from_carrier(carrier: Option<&Node<'_>>, keys: &CarrierKeys) -> Result<Self, ParseError> {
         let Some(carrier) = carrier else {
-            return Ok(Attribution { tenant: None, campaign: None });
+            return Ok(Attribution {
+                tenant: None,
+                campaign: None,
+            });
         };
-        Ok(Attribution { tenant: carrier_value(carrier, &keys.tenant)?, campaign: carrier_value(carrier, &keys.campaign)? })
+        Ok(Attribution {
+            tenant: carrier_value(carrier, &keys.tenant)?,
+            campaign: carrier_value(carrier, &keys.campaign)?,
+        })
     }
 }
 
@@ -154,11 +160,20 @@ fn carrier_value(carrier: &Node<'_>, key: &str) -> Result<Option<String>, ParseE
     node.id_text().map(Some)
 }
 
-/// A synthesised event id: the parts joined with `|` (URLs, which may contain anything, last).
-fn synthesised_id(parts: &[&str]) -> String {
-    parts.join("|")
+/// An event's dedup key: its kind, then the provider's id or the synthesised parts, joined
+/// with `|` (URLs, which may contain anything, always last).
+fn event_key(kind: EventKind, parts: &[&str]) -> String {
+    let mut key = kind.as_str().to_owned();
+    for part in parts {
+        key.push('|');
+        key.push_str(part);
+    }
+    key
 }
 
 fn not_counted(node: &Node<'_>, what: &str, value: &str) -> Entry {
-    Entry::Ignored(Ignored { path: node.path().to_owned(), reason: format!("{what} {value:?} is not counted") })
+    Entry::Ignored(Ignored {
+        path: node.path().to_owned(),
+        reason: format!("{what} {value:?} is not counted"),
+    })
 }

@@ -10,12 +10,12 @@
 //!   admin: ignored); with it false → resubscribe.
 //! - recipient `Recipient`, but `Email` on Bounce and SpamComplaint; time `DeliveredAt`,
 //!   `BouncedAt`, `ReceivedAt` or `ChangedAt` by record type; click URL `OriginalLink`.
-//! - id `ID` (an int64, kept exact) on Bounce and SpamComplaint; otherwise synthesised
-//!   `RecordType|MessageID|recipient|time as written[|OriginalLink]`.
+//! - id `kind|ID` (`ID` an int64, kept exact) on Bounce and SpamComplaint; otherwise
+//!   synthesised `kind|RecordType|MessageID|recipient|time as written[|OriginalLink]`.
 //! - tenant/campaign: `Metadata`.
 
 use super::json_node::{parse_json, Node};
-use super::{not_counted, synthesised_id, Attribution, Entry, ParseOutcome};
+use super::{event_key, not_counted, Attribution, Entry, ParseOutcome};
 use crate::carrier::CarrierKeys;
 use crate::error::ParseError;
 use crate::event::{CanonicalEvent, EventKind, Provider};
@@ -48,7 +48,11 @@ fn parse_record(record: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseErr
             Some(kind) => (kind, "Recipient", "ChangedAt"),
             None => {
                 let origin = record.get_opt("Origin")?.map(|origin| origin.str()).transpose()?;
-                return Ok(not_counted(record, "manual suppression by", origin.unwrap_or("an unknown origin")));
+                return Ok(not_counted(
+                    record,
+                    "manual suppression by",
+                    origin.unwrap_or("an unknown origin"),
+                ));
             }
         },
         other => return Ok(not_counted(record, "record type", other)),
@@ -57,22 +61,38 @@ fn parse_record(record: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseErr
     let time = record.get(time_field)?;
     let occurred_at = time.rfc3339()?;
     let url = match kind {
-        EventKind::Click => record.get_opt("OriginalLink")?.map(|url| url.text().map(str::to_owned)).transpose()?,
+        EventKind::Click => record
+            .get_opt("OriginalLink")?
+            .map(|url| url.text().map(str::to_owned))
+            .transpose()?,
         _ => None,
     };
-    let message_id = record.get_opt("MessageID")?.map(|id| id.text().map(str::to_owned)).transpose()?;
-    let event_id = match (record_type, record.get_opt("ID")?) {
-        ("Bounce" | "SpamComplaint", Some(id)) => id.id_text()?,
-        _ => {
-            let mut parts = vec![record_type, message_id.as_deref().unwrap_or(""), recipient.as_str(), time.str()?];
+    let message_id = record
+        .get_opt("MessageID")?
+        .map(|id| id.text().map(str::to_owned))
+        .transpose()?;
+    let provider_event_id = match (record_type, record.get_opt("ID")?) {
+        ("Bounce" | "SpamComplaint", Some(id)) => Some(id.id_text()?),
+        _ => None,
+    };
+    let event_id = match &provider_event_id {
+        Some(id) => event_key(kind, &[id]),
+        None => {
+            let mut parts = vec![
+                record_type,
+                message_id.as_deref().unwrap_or(""),
+                recipient.as_str(),
+                time.str()?,
+            ];
             parts.extend(url.as_deref());
-            synthesised_id(&parts)
+            event_key(kind, &parts)
         }
     };
     let attribution = Attribution::from_carrier(record.get_opt("Metadata")?.as_ref(), keys)?;
     Ok(Entry::Event(CanonicalEvent {
         provider: Provider::Postmark,
         event_id,
+        provider_event_id,
         tenant: attribution.tenant,
         campaign: attribution.campaign,
         recipient,

@@ -6,9 +6,9 @@
 //!   `dropped` with reason `Spam Content` → spam_block; `account_status_change` is ignored.
 //! - recipient `email`; time `timestamp` (Unix seconds; values past year 5000 are read as
 //!   milliseconds, as in one Marketing Campaigns docs sample); click URL `url`.
-//! - id `sg_event_id`. Without one — or when the same `sg_event_id` appears twice in one POST
-//!   (the legacy docs batch uses a placeholder), so it cannot name an event — the id is
-//!   synthesised: `sg_message_id|event|email|timestamp[|url]`.
+//! - id `kind|sg_event_id`. Without one — or when the same `sg_event_id` appears twice in one
+//!   POST (the legacy docs batch uses a placeholder), so it cannot name an event — the id is
+//!   synthesised: `kind|sg_message_id|event|email|timestamp[|url]`.
 //! - tenant/campaign: custom args are flattened into the event's top-level keys.
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::json_node::{parse_json, Node};
-use super::{not_counted, synthesised_id, Attribution, Entry, ParseOutcome};
+use super::{event_key, not_counted, Attribution, Entry, ParseOutcome};
 use crate::carrier::CarrierKeys;
 use crate::error::ParseError;
 use crate::event::{CanonicalEvent, EventKind, Provider};
@@ -39,7 +39,10 @@ pub(super) fn parse(body: &[u8], keys: &CarrierKeys) -> Result<ParseOutcome, Par
             *id_uses.entry(id.trim()).or_default() += 1;
         }
     }
-    let entries = items.iter().map(|item| parse_entry(item, keys, &id_uses)).collect::<Result<_, _>>()?;
+    let entries = items
+        .iter()
+        .map(|item| parse_entry(item, keys, &id_uses))
+        .collect::<Result<_, _>>()?;
     Ok(ParseOutcome::Entries(entries))
 }
 
@@ -69,23 +72,39 @@ fn parse_entry(item: &Node<'_>, keys: &CarrierKeys, id_uses: &HashMap<&str, usiz
     let timestamp = item.get("timestamp")?;
     let occurred_at = event_time(&timestamp)?;
     let url = match kind {
-        EventKind::Click => item.get_opt("url")?.map(|url| url.text().map(str::to_owned)).transpose()?,
+        EventKind::Click => item
+            .get_opt("url")?
+            .map(|url| url.text().map(str::to_owned))
+            .transpose()?,
         _ => None,
     };
-    let message_id = item.get_opt("sg_message_id")?.map(|id| id.text().map(str::to_owned)).transpose()?;
-    let event_id = match item.get_opt("sg_event_id")? {
-        Some(id) if id_uses.get(id.text()?).copied() == Some(1) => id.text()?.to_owned(),
+    let message_id = item
+        .get_opt("sg_message_id")?
+        .map(|id| id.text().map(str::to_owned))
+        .transpose()?;
+    let provider_event_id = item
+        .get_opt("sg_event_id")?
+        .map(|id| id.text().map(str::to_owned))
+        .transpose()?;
+    let event_id = match &provider_event_id {
+        Some(id) if id_uses.get(id.as_str()).copied() == Some(1) => event_key(kind, &[id]),
         _ => {
             let timestamp_text = timestamp.raw_text()?;
-            let mut parts = vec![message_id.as_deref().unwrap_or(""), event, recipient.as_str(), timestamp_text.as_str()];
+            let mut parts = vec![
+                message_id.as_deref().unwrap_or(""),
+                event,
+                recipient.as_str(),
+                timestamp_text.as_str(),
+            ];
             parts.extend(url.as_deref());
-            synthesised_id(&parts)
+            event_key(kind, &parts)
         }
     };
     let attribution = Attribution::from_carrier(Some(item), keys)?;
     Ok(Entry::Event(CanonicalEvent {
         provider: Provider::SendGrid,
         event_id,
+        provider_event_id,
         tenant: attribution.tenant,
         campaign: attribution.campaign,
         recipient,

@@ -20,12 +20,12 @@
 //! - time: the event's own `timestamp` (`bounce.timestamp`, `open.timestamp`, …); Send, Reject
 //!   and Rendering Failure have none, so `mail.timestamp` (the send) is their event time.
 //! - id: SES has no per-recipient event id (SNS `MessageId` is per notification and absent in
-//!   raw delivery): synthesised `mail.messageId|kind|recipient|event timestamp[|link]`, the same
+//!   raw delivery): synthesised `kind|mail.messageId|recipient|event timestamp[|link]`, the same
 //!   whether the event came raw or in an envelope.
 //! - tenant/campaign: `mail.tags` (arrays; the first value), only in event publishing.
 
 use super::json_node::{parse_json, Node};
-use super::{not_counted, synthesised_id, Attribution, Entry, Ignored, ParseOutcome, SubscriptionConfirmation};
+use super::{event_key, not_counted, Attribution, Entry, Ignored, ParseOutcome, SubscriptionConfirmation};
 use crate::carrier::CarrierKeys;
 use crate::error::ParseError;
 use crate::event::{CanonicalEvent, EventKind, Provider};
@@ -40,7 +40,8 @@ pub(super) fn parse(body: &[u8], keys: &CarrierKeys) -> Result<ParseOutcome, Par
     if object.contains_key("eventType") || object.contains_key("notificationType") {
         return Ok(ParseOutcome::Entries(parse_ses_event(&root, keys)?));
     }
-    Err(root.invalid("neither an SNS message (no \"Type\") nor an SES event (no \"eventType\" or \"notificationType\")"))
+    Err(root
+        .invalid("neither an SNS message (no \"Type\") nor an SES event (no \"eventType\" or \"notificationType\")"))
 }
 
 fn parse_envelope(root: &Node<'_>, keys: &CarrierKeys) -> Result<ParseOutcome, ParseError> {
@@ -92,15 +93,35 @@ fn parse_ses_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Vec<Entry>, P
     let mut url = None;
     let (kind, affected) = match event_type {
         "Send" | "Reject" | "Rendering Failure" => {
-            let kind = if event_type == "Send" { EventKind::Processed } else { EventKind::Dropped };
-            (kind, Affected { recipients: destinations()?, time: mail.get("timestamp")? })
+            let kind = if event_type == "Send" {
+                EventKind::Processed
+            } else {
+                EventKind::Dropped
+            };
+            (
+                kind,
+                Affected {
+                    recipients: destinations()?,
+                    time: mail.get("timestamp")?,
+                },
+            )
         }
         "Bounce" => {
             let bounce = event.get("bounce")?;
             let Some(kind) = bounce_kind(&bounce)? else {
-                return Ok(vec![not_counted(&bounce, "bounce type", bounce.get("bounceType")?.str()?)]);
+                return Ok(vec![not_counted(
+                    &bounce,
+                    "bounce type",
+                    bounce.get("bounceType")?.str()?,
+                )]);
             };
-            (kind, Affected { recipients: addresses(&bounce.get("bouncedRecipients")?)?, time: bounce.get("timestamp")? })
+            (
+                kind,
+                Affected {
+                    recipients: addresses(&bounce.get("bouncedRecipients")?)?,
+                    time: bounce.get("timestamp")?,
+                },
+            )
         }
         "Complaint" => {
             let complaint = event.get("complaint")?;
@@ -110,16 +131,34 @@ fn parse_ses_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Vec<Entry>, P
                 }
             }
             let recipients = addresses(&complaint.get("complainedRecipients")?)?;
-            (EventKind::SpamComplaint, Affected { recipients, time: complaint.get("timestamp")? })
+            (
+                EventKind::SpamComplaint,
+                Affected {
+                    recipients,
+                    time: complaint.get("timestamp")?,
+                },
+            )
         }
         "Delivery" => {
             let delivery = event.get("delivery")?;
-            (EventKind::Delivered, Affected { recipients: delivery.get("recipients")?.elements()?, time: delivery.get("timestamp")? })
+            (
+                EventKind::Delivered,
+                Affected {
+                    recipients: delivery.get("recipients")?.elements()?,
+                    time: delivery.get("timestamp")?,
+                },
+            )
         }
         "DeliveryDelay" => {
             let delay = event.get("deliveryDelay")?;
             let recipients = addresses(&delay.get("delayedRecipients")?)?;
-            (EventKind::Deferred, Affected { recipients, time: delay.get("timestamp")? })
+            (
+                EventKind::Deferred,
+                Affected {
+                    recipients,
+                    time: delay.get("timestamp")?,
+                },
+            )
         }
         "Open" | "Click" | "Subscription" => {
             let (kind, detail) = match event_type {
@@ -138,10 +177,19 @@ fn parse_ses_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Vec<Entry>, P
             if recipients.len() != 1 {
                 return Ok(vec![Entry::Ignored(Ignored {
                     path: event.path().to_owned(),
-                    reason: format!("{event_type} of a message to {} recipients names none of them", recipients.len()),
+                    reason: format!(
+                        "{event_type} of a message to {} recipients names none of them",
+                        recipients.len()
+                    ),
                 })]);
             }
-            (kind, Affected { recipients, time: detail.get("timestamp")? })
+            (
+                kind,
+                Affected {
+                    recipients,
+                    time: detail.get("timestamp")?,
+                },
+            )
         }
         other => return Ok(vec![not_counted(&type_node, "event type", other)]),
     };
@@ -153,11 +201,12 @@ fn parse_ses_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Vec<Entry>, P
         .iter()
         .map(|recipient| {
             let recipient = recipient.email()?;
-            let mut parts = vec![message_id.as_str(), kind.as_str(), recipient.as_str(), time_text];
+            let mut parts = vec![message_id.as_str(), recipient.as_str(), time_text];
             parts.extend(url.as_deref());
             Ok(Entry::Event(CanonicalEvent {
                 provider: Provider::Ses,
-                event_id: synthesised_id(&parts),
+                event_id: event_key(kind, &parts),
+                provider_event_id: None,
                 tenant: attribution.tenant.clone(),
                 campaign: attribution.campaign.clone(),
                 recipient,
@@ -177,7 +226,11 @@ fn addresses<'a>(list: &Node<'a>) -> Result<Vec<Node<'a>>, ParseError> {
 
 /// `None` for a bounce type SES does not document.
 fn bounce_kind(bounce: &Node<'_>) -> Result<Option<EventKind>, ParseError> {
-    let sub_type = bounce.get_opt("bounceSubType")?.map(|node| node.str()).transpose()?.unwrap_or("");
+    let sub_type = bounce
+        .get_opt("bounceSubType")?
+        .map(|node| node.str())
+        .transpose()?
+        .unwrap_or("");
     Ok(match bounce.get("bounceType")?.str()? {
         "Permanent" if matches!(sub_type, "Suppressed" | "OnAccountSuppressionList") => Some(EventKind::Dropped),
         "Permanent" => Some(EventKind::HardBounce),

@@ -9,13 +9,13 @@
 //!   open and amp_open → open (initial_open fires besides open for the same open: ignored);
 //!   click / amp_click → click; list_unsubscribe / link_unsubscribe → unsubscribe.
 //! - recipient `rcpt_to`; time `timestamp` (Unix seconds as a string, or RFC 3339); click URL
-//!   `target_link_url`; id `event_id`; message id `message_id`.
+//!   `target_link_url`; id `kind|event_id`; message id `message_id`.
 //! - tenant/campaign: `rcpt_meta`.
 
 use serde_json::Value;
 
 use super::json_node::{parse_json, Node};
-use super::{not_counted, Attribution, Entry, Ignored, ParseOutcome};
+use super::{event_key, not_counted, Attribution, Entry, Ignored, ParseOutcome};
 use crate::carrier::CarrierKeys;
 use crate::error::ParseError;
 use crate::event::{CanonicalEvent, EventKind, Provider};
@@ -24,7 +24,11 @@ use crate::time::EventTime;
 pub(super) fn parse(body: &[u8], keys: &CarrierKeys) -> Result<ParseOutcome, ParseError> {
     let value = parse_json(body, "$")?;
     let root = Node::root(&value, "$");
-    let entries = root.elements()?.iter().map(|item| parse_item(item, keys)).collect::<Result<_, _>>()?;
+    let entries = root
+        .elements()?
+        .iter()
+        .map(|item| parse_item(item, keys))
+        .collect::<Result<_, _>>()?;
     Ok(ParseOutcome::Entries(entries))
 }
 
@@ -32,7 +36,10 @@ fn parse_item(item: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError> 
     let msys = item.get("msys")?;
     let classes = msys.object()?;
     let Some((class, _)) = classes.iter().next() else {
-        return Ok(Entry::Ignored(Ignored { path: msys.path().to_owned(), reason: "SparkPost ping (empty msys)".to_owned() }));
+        return Ok(Entry::Ignored(Ignored {
+            path: msys.path().to_owned(),
+            reason: "SparkPost ping (empty msys)".to_owned(),
+        }));
     };
     if classes.len() > 1 {
         return Err(msys.invalid(format!("{} event classes in one entry; expected one", classes.len())));
@@ -66,14 +73,19 @@ fn parse_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError
     let recipient = event.get("rcpt_to")?.email()?;
     let occurred_at = event_time(&event.get("timestamp")?)?;
     let url = match kind {
-        EventKind::Click => event.get_opt("target_link_url")?.map(|url| url.text().map(str::to_owned)).transpose()?,
+        EventKind::Click => event
+            .get_opt("target_link_url")?
+            .map(|url| url.text().map(str::to_owned))
+            .transpose()?,
         _ => None,
     };
     let message_id = event.get_opt("message_id")?.map(|id| id.id_text()).transpose()?;
+    let provider_event_id = event.get("event_id")?.id_text()?;
     let attribution = Attribution::from_carrier(event.get_opt("rcpt_meta")?.as_ref(), keys)?;
     Ok(Entry::Event(CanonicalEvent {
         provider: Provider::SparkPost,
-        event_id: event.get("event_id")?.id_text()?,
+        event_id: event_key(kind, &[&provider_event_id]),
+        provider_event_id: Some(provider_event_id),
         tenant: attribution.tenant,
         campaign: attribution.campaign,
         recipient,
@@ -88,7 +100,8 @@ fn parse_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError
 fn bounce_class(event: &Node<'_>) -> Result<u32, ParseError> {
     let class = event.get("bounce_class")?;
     let text = class.id_text()?;
-    text.parse().map_err(|_| class.invalid(format!("{text:?} is not a bounce class number")))
+    text.parse()
+        .map_err(|_| class.invalid(format!("{text:?} is not a bounce class number")))
 }
 
 /// Unix seconds (usually a string), or an RFC 3339 string on some event classes.
