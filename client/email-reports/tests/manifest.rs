@@ -12,44 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{fixtures_dir, request_body};
 use email_reports::{parse, CanonicalEvent, CarrierKeys, Entry, ParseError, ParseOutcome, Provider};
 use serde_json::{json, Value};
 
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("WEBHOOK_FIXTURES_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/webhooks"),
-    };
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "webhook fixtures not found at {} (set WEBHOOK_FIXTURES_DIR)",
-        dir.display()
-    );
-    dir
-}
-
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/expected")
-}
-
-/// What the HTTP request body of a sample is. Samples are mostly bodies as posted; the signed
-/// test vectors wrap theirs in `raw_body`; the Mandrill events sample is the decoded value of
-/// the form field, so it is form-encoded again here. `None`: a signature vector with no body.
-fn request_body(provider: Provider, file_text: &str) -> Option<Vec<u8>> {
-    let value: Value = serde_json::from_str(file_text).expect("fixture is JSON");
-    if let Some(raw) = value.get("raw_body").and_then(Value::as_str) {
-        return Some(raw.as_bytes().to_vec());
-    }
-    if value.get("expected_valid").is_some() {
-        return None;
-    }
-    if provider == Provider::Mandrill {
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("mandrill_events", file_text)
-            .finish();
-        return Some(form.into_bytes());
-    }
-    Some(file_text.as_bytes().to_vec())
 }
 
 /// The manifest's labels for an outcome: each event's kind, `other` for anything else.
