@@ -277,3 +277,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_empty_or_repeated_sendgrid_event_id_is_replaced_by_a_synthesised_key() {
+    let body = r#"[{"event":"open","email":"a@b.c","timestamp":1,"sg_event_id":" ","sg_message_id":"m"},
+                   {"event":"click","email":"a@b.c","timestamp":2,"sg_event_id":"x","url":"u"},
+                   {"event":"click","email":"a@b.c","timestamp":3,"sg_event_id":"x","url":"u"}]"#;
+    let ids: Vec<String> = parse_str(Provider::SendGrid, body)
+        .unwrap()
+        .into_events()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "open|m|open|a@b.c|1",
+            "click||click|a@b.c|2|u",
+            "click||click|a@b.c|3|u"
+        ]
+    );
+}

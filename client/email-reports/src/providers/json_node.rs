@@ -119,6 +119,12 @@ impl<'a> Node<'a> {
         Ok(text)
     }
 
+    /// A string, trimmed; `None` when that leaves it empty.
+    pub(crate) fn trimmed(&self) -> Result<Option<String>, ParseError> {
+        let text = self.str()?.trim();
+        Ok((!text.is_empty()).then(|| text.to_owned()))
+    }
+
     /// An identifier written as a string or as an integer (Postmark's int64 `ID`, SendGrid's
     /// integer `marketing_campaign_id`); integers are kept exact, never through `f64`.
     pub(crate) fn id_text(&self) -> Result<String, ParseError> {

@@ -78,14 +78,17 @@ fn parse_entry(item: &Node<'_>, keys: &CarrierKeys, id_uses: &HashMap<&str, usiz
             .transpose()?,
         _ => None,
     };
+    // Ids are optional and loosely typed in SendGrid's own samples: an empty one is no id.
     let message_id = item
         .get_opt("sg_message_id")?
-        .map(|id| id.text().map(str::to_owned))
-        .transpose()?;
+        .map(|id| id.trimmed())
+        .transpose()?
+        .flatten();
     let provider_event_id = item
         .get_opt("sg_event_id")?
-        .map(|id| id.text().map(str::to_owned))
-        .transpose()?;
+        .map(|id| id.trimmed())
+        .transpose()?
+        .flatten();
     let event_id = match &provider_event_id {
         Some(id) if id_uses.get(id.as_str()).copied() == Some(1) => event_key(kind, &[id]),
         _ => {
