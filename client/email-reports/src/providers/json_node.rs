@@ -1,0 +1,208 @@
+//! A JSON value together with its path from the body's root, so that every field a parser
+//! reads can fail with a [`ParseError`] that names exactly where it is.
+
+use serde_json::{Map, Value};
+
+use crate::error::ParseError;
+use crate::time::EventTime;
+
+/// Parses JSON text found at `path` (`$` for a body, `$.Message` for SNS's inner string).
+pub(crate) fn parse_json(text: &[u8], path: &str) -> Result<Value, ParseError> {
+    serde_json::from_slice(text).map_err(|error| ParseError::InvalidJson {
+        path: path.to_owned(),
+        detail: error.to_string(),
+    })
+}
+
+/// A borrowed JSON value and where it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Node<'a> {
+    value: &'a Value,
+    path: String,
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+impl<'a> Node<'a> {
+    pub(crate) fn root(value: &'a Value, path: &str) -> Self {
+        Node {
+            value,
+            path: path.to_owned(),
+        }
+    }
+
+    pub(crate) fn value(&self) -> &'a Value {
+        self.value
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn child_path(&self, key: &str) -> String {
+        format!("{}.{}", self.path, key)
+    }
+
+    pub(crate) fn wrong_type(&self, expected: &'static str) -> ParseError {
+        ParseError::WrongType {
+            path: self.path.clone(),
+            expected,
+            found: type_name(self.value),
+        }
+    }
+
+    pub(crate) fn invalid(&self, detail: impl Into<String>) -> ParseError {
+        ParseError::InvalidValue {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn object(&self) -> Result<&'a Map<String, Value>, ParseError> {
+        self.value.as_object().ok_or_else(|| self.wrong_type("object"))
+    }
+
+    /// The field `key`, which must be present and not `null`.
+    pub(crate) fn get(&self, key: &str) -> Result<Node<'a>, ParseError> {
+        self.get_opt(key)?.ok_or_else(|| ParseError::Missing {
+            path: self.child_path(key),
+        })
+    }
+
+    /// The field `key`; `None` when absent or `null`. `self` must be an object.
+    pub(crate) fn get_opt(&self, key: &str) -> Result<Option<Node<'a>>, ParseError> {
+        Ok(match self.object()?.get(key) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(Node {
+                value,
+                path: self.child_path(key),
+            }),
+        })
+    }
+
+    /// The elements of an array.
+    pub(crate) fn elements(&self) -> Result<Vec<Node<'a>>, ParseError> {
+        let items = self.value.as_array().ok_or_else(|| self.wrong_type("array"))?;
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, value)| Node {
+                value,
+                path: format!("{}[{i}]", self.path),
+            })
+            .collect())
+    }
+
+    pub(crate) fn str(&self) -> Result<&'a str, ParseError> {
+        self.value.as_str().ok_or_else(|| self.wrong_type("string"))
+    }
+
+    pub(crate) fn bool(&self) -> Result<bool, ParseError> {
+        self.value.as_bool().ok_or_else(|| self.wrong_type("boolean"))
+    }
+
+    /// A non-empty string, trimmed.
+    pub(crate) fn text(&self) -> Result<&'a str, ParseError> {
+        let text = self.str()?.trim();
+        if text.is_empty() {
+            return Err(self.invalid("empty"));
+        }
+        Ok(text)
+    }
+
+    /// A string, trimmed; `None` when that leaves it empty.
+    pub(crate) fn trimmed(&self) -> Result<Option<String>, ParseError> {
+        let text = self.str()?.trim();
+        Ok((!text.is_empty()).then(|| text.to_owned()))
+    }
+
+    /// An identifier written as a string or as an integer (Postmark's int64 `ID`, SendGrid's
+    /// integer `marketing_campaign_id`); integers are kept exact, never through `f64`.
+    pub(crate) fn id_text(&self) -> Result<String, ParseError> {
+        match self.value {
+            Value::String(_) => self.text().map(str::to_owned),
+            Value::Number(number) if number.is_i64() || number.is_u64() => Ok(number.to_string()),
+            _ => Err(self.wrong_type("string or integer")),
+        }
+    }
+
+    /// The value as the provider wrote it, for a synthesised key: strings as they are, numbers
+    /// in serde_json's (deterministic) rendering.
+    pub(crate) fn raw_text(&self) -> Result<String, ParseError> {
+        match self.value {
+            Value::String(text) => Ok(text.clone()),
+            Value::Number(number) => Ok(number.to_string()),
+            _ => Err(self.wrong_type("string or number")),
+        }
+    }
+
+    /// A recipient address: non-empty, trimmed, lower-cased. Not validated further: a
+    /// provider reports drops *because* an address is invalid (SendGrid's `Invalid`), and
+    /// rejecting that entry would fail its whole batch.
+    pub(crate) fn email(&self) -> Result<String, ParseError> {
+        Ok(self.text()?.to_lowercase())
+    }
+
+    /// Unix seconds written as a number or as a numeric string.
+    pub(crate) fn unix_seconds(&self) -> Result<EventTime, ParseError> {
+        let text = match self.value {
+            Value::Number(number) => number.to_string(),
+            Value::String(text) => text.clone(),
+            _ => return Err(self.wrong_type("Unix seconds (number or numeric string)")),
+        };
+        EventTime::parse_unix_seconds(&text)
+            .ok_or_else(|| self.invalid(format!("{text:?} is not a Unix time in seconds")))
+    }
+
+    /// An RFC 3339 date-time string.
+    pub(crate) fn rfc3339(&self) -> Result<EventTime, ParseError> {
+        let text = self.str()?;
+        EventTime::parse_rfc3339(text).ok_or_else(|| self.invalid(format!("{text:?} is not an RFC 3339 date-time")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_path() {
+        let value: Value = serde_json::from_str(r#"{"a":[{"b":1},{"c":null}],"s":" "}"#).unwrap();
+        let root = Node::root(&value, "$");
+        let items = root.get("a").unwrap().elements().unwrap();
+        assert_eq!(
+            items[0].get("b").unwrap().str().unwrap_err(),
+            ParseError::WrongType {
+                path: "$.a[0].b".into(),
+                expected: "string",
+                found: "number"
+            }
+        );
+        assert_eq!(
+            items[1].get("c").unwrap_err(),
+            ParseError::Missing {
+                path: "$.a[1].c".into()
+            }
+        );
+        assert_eq!(root.get("s").unwrap().text().unwrap_err().path(), "$.s");
+        assert_eq!(root.get("a").unwrap().get("x").unwrap_err().path(), "$.a");
+    }
+
+    #[test]
+    fn integer_ids_stay_exact() {
+        let value: Value = serde_json::from_str(r#"{"id":4323372036854775807}"#).unwrap();
+        assert_eq!(
+            Node::root(&value, "$").get("id").unwrap().id_text().unwrap(),
+            "4323372036854775807"
+        );
+    }
+}
