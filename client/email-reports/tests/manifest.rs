@@ -3,8 +3,8 @@
 //! = an ignored entry or an SNS subscription confirmation), and exactly the events of its
 //! golden file `testdata/expected/<sample>.json` (every field).
 //!
-//! Fixtures are read from `$WEBHOOK_FIXTURES_DIR`, else from `shared/fixtures/webhooks` beside
-//! the repository (where CI and the worktrees have it). To regenerate the golden files after a
+//! Fixtures are read from `$WEBHOOK_FIXTURES_DIR`, else from `testdata/webhooks` (a copy of the
+//! project's `shared/fixtures/webhooks`). To regenerate the golden files after a
 //! deliberate mapping change: `UPDATE_GOLDEN=1 cargo test -p email-reports --test manifest`,
 //! then review every changed line.
 

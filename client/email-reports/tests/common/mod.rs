@@ -9,12 +9,13 @@ use std::sync::OnceLock;
 use email_reports::Provider;
 use serde_json::Value;
 
-/// `$WEBHOOK_FIXTURES_DIR`, else `shared/fixtures/webhooks` beside the repository (where CI and
-/// the worktrees have it). Missing fixtures fail the test: they are the point of it.
+/// `$WEBHOOK_FIXTURES_DIR`, else the copy of the project's `shared/fixtures/webhooks` in
+/// `testdata/webhooks` (kept in the repository so a clean clone tests the same payloads).
+/// Missing fixtures fail the test: they are the point of it.
 pub fn fixtures_dir() -> PathBuf {
     let dir = match std::env::var_os("WEBHOOK_FIXTURES_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/webhooks"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/webhooks"),
     };
     assert!(
         dir.join("manifest.json").is_file(),
