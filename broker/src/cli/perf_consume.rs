@@ -40,6 +40,10 @@ pub struct ConsumeArgs {
     /// Seconds of producing at `--rate`.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The producer's `linger.ms` with `--rate`: longer lingers make fewer, larger batches, so
+    /// each partition's 5 in-flight acks=all batches carry more records.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-consume")]
     dir: PathBuf,
@@ -236,6 +240,9 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
                         .as_ref()
                         .and_then(|v| v.get(..8))
                         .map_or(now, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+                    if sent == 0 {
+                        continue; // a warm-up record
+                    }
                     histogram
                         .lock()
                         .expect("histogram")
@@ -265,11 +272,18 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
     let producer = Producer::new(
         Arc::clone(&local.cluster),
         ProducerConfig {
-            linger: Duration::from_millis(1),
+            linger: Duration::from_millis(args.linger_ms),
             ..ProducerConfig::default()
         },
     )?;
     let filler = payload(args.record_size);
+    // Warm up (connections, the producer id, every partition woken from quiescence) with
+    // records stamped 0, which the members do not count.
+    for partition in 0..args.partitions {
+        producer
+            .send_and_wait(ProducerRecord::new("perf", vec![0u8; args.record_size]).partition(partition))
+            .await?;
+    }
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
     let total = rate * args.seconds;
@@ -297,8 +311,8 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
     let histogram = histogram.lock().expect("histogram");
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{} B records at {rate}/s for {} s, {} partitions RF=3 (acks=all, idempotent, linger 1 ms), {} group member(s)",
-        args.record_size, args.seconds, args.partitions, args.members
+        "{} B records at {rate}/s for {} s, {} partitions RF=3 (acks=all, idempotent, linger {} ms), {} group member(s)",
+        args.record_size, args.seconds, args.partitions, args.linger_ms, args.members
     );
     println!(
         "produce -> group consumer: {} of {total} records seen, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
