@@ -442,8 +442,6 @@ impl GroupConsumer {
         let Some(heartbeat) = self.heartbeat.take() else {
             return Ok(());
         };
-        // Nothing may be sent for the member after its leave.
-        heartbeat.abort();
         let mut outcome = Ok(());
         let lost = self.shared.membership().view().lost;
         if lost {
@@ -461,6 +459,11 @@ impl GroupConsumer {
                 })
             });
         }
+        // Heartbeats go on through the final commit: a commit refused for a stale epoch is
+        // sent again once a heartbeat brought the newer one (stopped first, that commit waited
+        // for an epoch that never came and close timed out — a flaky group test found it).
+        // Nothing may be sent for the member after its leave.
+        heartbeat.abort();
         let owned: Vec<Partition> = std::mem::take(&mut self.owned).into_iter().collect();
         self.consumer.unassign(&owned);
         if !owned.is_empty() {
