@@ -45,7 +45,7 @@ use offsets_partition::{OffsetsPartition, OffsetsPartitions};
 use proto::record_batch::{encode_batch, now_ms, ProducerStamp, Record};
 use proto::OFFSETS_TOPIC;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -314,7 +314,10 @@ impl GroupCoordinator {
             let _writes = offsets.writes.lock().await;
             if offsets.loaded_in_term() != Some(term) {
                 append(&replica, &offsets, &[GroupRecord::Barrier]).await?;
-                start_sessions(&offsets);
+                let mut sessions = offsets.sessions();
+                sessions.clear();
+                give_sessions(&offsets, &mut sessions, Instant::now());
+                drop(sessions);
                 offsets.set_loaded_in_term(Some(term));
                 tracing::info!(partition, term, "coordinating the groups of {OFFSETS_TOPIC} partition");
             }
@@ -520,21 +523,13 @@ impl GroupCoordinator {
         let now = Instant::now();
         let expired: Vec<(String, String)> = {
             let mut sessions = offsets.sessions();
-            // A member whose join answered late (its write timed out, then committed) has no
-            // deadline yet: it gets a full session from now.
+            give_sessions(offsets, &mut sessions, now);
             let state = offsets.state();
-            for group_id in state.group_ids() {
-                for member in state.group(&group_id).iter().flat_map(|g| g.members.values()) {
-                    let timeout = Duration::from_millis(u64::from(member.session_timeout_ms));
-                    sessions
-                        .entry((group_id.clone(), member.member_id.clone()))
-                        .or_insert(now + timeout);
-                }
-            }
+            let wall_clock = now_ms();
             let overdue = state.group_ids().into_iter().flat_map(|group_id| {
                 let members = state
                     .group(&group_id)
-                    .map(|g| membership::overdue_revocations(g, now_ms()))
+                    .map(|g| membership::overdue_revocations(g, wall_clock))
                     .unwrap_or_default();
                 members.into_iter().map(move |member| (group_id.clone(), member))
             });
@@ -586,17 +581,18 @@ fn offsets_log_config() -> LogConfig {
     }
 }
 
-/// Every member of the partition's groups gets a full session from now: a new coordinator does
-/// not know when they last heartbeated.
-fn start_sessions(offsets: &OffsetsPartition) {
-    let now = Instant::now();
+/// Every member of the partition's groups without a session deadline gets a full session from
+/// `now`: all of them when a new coordinator loads (it does not know when they last
+/// heartbeated), and later a member whose join answered late (its write timed out, then
+/// committed).
+fn give_sessions(offsets: &OffsetsPartition, sessions: &mut HashMap<(String, String), Instant>, now: Instant) {
     let state = offsets.state();
-    let mut sessions = offsets.sessions();
-    sessions.clear();
     for group_id in state.group_ids() {
         for member in state.group(&group_id).iter().flat_map(|g| g.members.values()) {
             let timeout = Duration::from_millis(u64::from(member.session_timeout_ms));
-            sessions.insert((group_id.clone(), member.member_id.clone()), now + timeout);
+            sessions
+                .entry((group_id.clone(), member.member_id.clone()))
+                .or_insert(now + timeout);
         }
     }
 }

@@ -60,17 +60,19 @@ fn parse_event(data: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError>
     };
     let provider_event_id = data.get_opt("id")?.map(|id| id.text().map(str::to_owned)).transpose()?;
     let event_id = match &provider_event_id {
-        Some(id) => event_key(kind, &[id]),
+        Some(id) => event_key(kind, &[id], None),
         None => {
             let timestamp_text = timestamp.raw_text()?;
-            let mut parts = vec![
-                message_id.as_deref().unwrap_or(""),
-                event,
-                recipient.as_str(),
-                timestamp_text.as_str(),
-            ];
-            parts.extend(url.as_deref());
-            event_key(kind, &parts)
+            event_key(
+                kind,
+                &[
+                    message_id.as_deref().unwrap_or(""),
+                    event,
+                    recipient.as_str(),
+                    timestamp_text.as_str(),
+                ],
+                url.as_deref(),
+            )
         }
     };
     let variables = data.get_opt("user-variables")?;

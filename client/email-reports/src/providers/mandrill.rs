@@ -70,12 +70,10 @@ fn parse_event(item: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError>
     };
     let message_id = item.get("_id")?.text()?.to_owned();
     let ts_text = ts.raw_text()?;
-    let mut parts = vec![message_id.as_str(), ts_text.as_str()];
-    parts.extend(url.as_deref());
     let attribution = Attribution::from_carrier(msg.get_opt("metadata")?.as_ref(), keys)?;
     Ok(Entry::Event(CanonicalEvent {
         provider: Provider::Mandrill,
-        event_id: event_key(kind, &parts),
+        event_id: event_key(kind, &[message_id.as_str(), ts_text.as_str()], url.as_deref()),
         provider_event_id: None,
         tenant: attribution.tenant,
         campaign: attribution.campaign,

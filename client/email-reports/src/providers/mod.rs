@@ -161,10 +161,10 @@ fn carrier_value(carrier: &Node<'_>, key: &str) -> Result<Option<String>, ParseE
 }
 
 /// An event's dedup key: its kind, then the provider's id or the synthesised parts, joined
-/// with `|` (URLs, which may contain anything, always last).
-fn event_key(kind: EventKind, parts: &[&str]) -> String {
+/// with `|`, and a click's URL (which may contain anything) always last.
+fn event_key(kind: EventKind, parts: &[&str], url: Option<&str>) -> String {
     let mut key = kind.as_str().to_owned();
-    for part in parts {
+    for part in parts.iter().copied().chain(url) {
         key.push('|');
         key.push_str(part);
     }

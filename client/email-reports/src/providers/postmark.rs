@@ -76,17 +76,17 @@ fn parse_record(record: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseErr
         _ => None,
     };
     let event_id = match &provider_event_id {
-        Some(id) => event_key(kind, &[id]),
-        None => {
-            let mut parts = vec![
+        Some(id) => event_key(kind, &[id], None),
+        None => event_key(
+            kind,
+            &[
                 record_type,
                 message_id.as_deref().unwrap_or(""),
                 recipient.as_str(),
                 time.str()?,
-            ];
-            parts.extend(url.as_deref());
-            event_key(kind, &parts)
-        }
+            ],
+            url.as_deref(),
+        ),
     };
     let attribution = Attribution::from_carrier(record.get_opt("Metadata")?.as_ref(), keys)?;
     Ok(Entry::Event(CanonicalEvent {

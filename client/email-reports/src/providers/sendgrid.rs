@@ -90,17 +90,19 @@ fn parse_entry(item: &Node<'_>, keys: &CarrierKeys, id_uses: &HashMap<&str, usiz
         .transpose()?
         .flatten();
     let event_id = match &provider_event_id {
-        Some(id) if id_uses.get(id.as_str()).copied() == Some(1) => event_key(kind, &[id]),
+        Some(id) if id_uses.get(id.as_str()).copied() == Some(1) => event_key(kind, &[id], None),
         _ => {
             let timestamp_text = timestamp.raw_text()?;
-            let mut parts = vec![
-                message_id.as_deref().unwrap_or(""),
-                event,
-                recipient.as_str(),
-                timestamp_text.as_str(),
-            ];
-            parts.extend(url.as_deref());
-            event_key(kind, &parts)
+            event_key(
+                kind,
+                &[
+                    message_id.as_deref().unwrap_or(""),
+                    event,
+                    recipient.as_str(),
+                    timestamp_text.as_str(),
+                ],
+                url.as_deref(),
+            )
         }
     };
     let attribution = Attribution::from_carrier(Some(item), keys)?;

@@ -201,11 +201,13 @@ fn parse_ses_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Vec<Entry>, P
         .iter()
         .map(|recipient| {
             let recipient = recipient.email()?;
-            let mut parts = vec![message_id.as_str(), recipient.as_str(), time_text];
-            parts.extend(url.as_deref());
             Ok(Entry::Event(CanonicalEvent {
                 provider: Provider::Ses,
-                event_id: event_key(kind, &parts),
+                event_id: event_key(
+                    kind,
+                    &[message_id.as_str(), recipient.as_str(), time_text],
+                    url.as_deref(),
+                ),
                 provider_event_id: None,
                 tenant: attribution.tenant.clone(),
                 campaign: attribution.campaign.clone(),

@@ -84,7 +84,7 @@ fn parse_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError
     let attribution = Attribution::from_carrier(event.get_opt("rcpt_meta")?.as_ref(), keys)?;
     Ok(Entry::Event(CanonicalEvent {
         provider: Provider::SparkPost,
-        event_id: event_key(kind, &[&provider_event_id]),
+        event_id: event_key(kind, &[&provider_event_id], None),
         provider_event_id: Some(provider_event_id),
         tenant: attribution.tenant,
         campaign: attribution.campaign,
