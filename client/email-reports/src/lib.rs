@@ -35,10 +35,14 @@ pub mod carrier;
 pub mod error;
 pub mod event;
 pub mod providers;
+pub mod signature;
+pub mod signing;
 pub mod time;
 
 pub use carrier::CarrierKeys;
 pub use error::ParseError;
 pub use event::{CanonicalEvent, EventKind, Provider, UnknownProvider};
 pub use providers::{parse, Entry, Ignored, ParseOutcome, SubscriptionConfirmation};
+pub use signature::{SignatureConfig, SignatureConfigError, SignatureError, Verified, Verifier};
+pub use signing::DevSecrets;
 pub use time::EventTime;
