@@ -7,7 +7,10 @@
 //! **Owns:** the canonical event model ([`event`]: provider, event id, tenant, campaign,
 //! recipient, kind, event time, click URL), where each provider carries those fields
 //! ([`providers`]), the synthesised dedup keys for providers that have no per-event id, and
-//! the parse errors a malformed body gets ([`ParseError`], which the HTTP layer turns into a 400).
+//! the parse errors a malformed body gets ([`ParseError`], which the HTTP layer turns into a 400),
+//! and whether a request really comes from its provider ([`signature`]: a [`Verifier`] built
+//! from [`SignatureConfig`]; a [`SignatureError`] is a 401), with the mirror-image signer for
+//! load generation and tests ([`signing`]).
 //!
 //! **Invariants:**
 //! - Parsing is a pure function of `(provider, raw body, carrier keys)`: no clock, no IO, no
@@ -20,15 +23,18 @@
 //!   makes a provider retry — and finally drop — a whole batch.
 //!
 //! **Must not depend on:** the broker (this crate is built on `client` and `proto` only, and
-//! the broker never depends on it), HTTP or tokio in the parsing core.
+//! the broker never depends on it), an HTTP server or tokio in the parsing and verification
+//! cores (`signature` uses only the `http` crate's `HeaderMap` type).
 //!
 //! **Modules (and the ones planned, in this order):**
 //! - [`event`] the canonical event, its kinds and [`Provider`]; [`time`] the event time;
 //!   [`carrier`] which metadata keys carry tenant and campaign; [`error`] [`ParseError`].
 //! - [`providers`] `parse(provider, body, keys)` and one module per provider.
-//! - next: `signature/` (verify the raw bytes before parsing, per provider), `ingest/` (axum
-//!   handlers: verify → parse → produce with acks=all → 2xx), `materialiser/` (one consumer
-//!   group, exact aggregates in sled), `reports/` (the HTTP JSON API).
+//! - [`signature`] verify the raw bytes before parsing, one file per provider scheme;
+//!   [`signing`] the dev/test signer ([`DevSecrets`]).
+//! - next: `ingest/` (axum handlers: verify → parse → produce with acks=all →
+//!   `mark_accepted` → 2xx), `materialiser/` (one consumer group, exact aggregates in sled),
+//!   `reports/` (the HTTP JSON API).
 #![deny(missing_docs)]
 
 pub mod carrier;

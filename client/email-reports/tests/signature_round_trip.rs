@@ -411,3 +411,44 @@ fn bad_keys_are_start_up_errors_naming_the_config_key() {
         .to_string()
         .starts_with("signatures.mandrill.url"));
 }
+
+/// `testdata/signature/config.example.json` (also shown in the README) loads and verifies: the
+/// SendGrid official vector's key, the fixtures' Mailgun and Mandrill test keys, and an SNS
+/// trust store naming a certificate file — the dev certificate of this binary's seeded
+/// secrets. To rewrite that file after changing the generator:
+/// `UPDATE_SIGNATURE_TESTDATA=1 cargo test -p email-reports --test signature_round_trip`.
+#[test]
+fn the_example_config_loads_and_verifies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let certificate = dir.join("testdata/signature/sns-dev-certificate.pem");
+    if std::env::var_os("UPDATE_SIGNATURE_TESTDATA").is_some() {
+        std::fs::write(&certificate, secrets().sns_certificate_pem()).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&certificate).unwrap(),
+        secrets().sns_certificate_pem(),
+        "the committed dev certificate is not the seeded generator's (see this test's doc)"
+    );
+    let text = std::fs::read_to_string(dir.join("testdata/signature/config.example.json")).unwrap();
+    let config: SignatureConfig = serde_json::from_str(&text).unwrap();
+    // Relative certificate paths are read from the working directory: cargo runs tests in the
+    // crate's directory, which the example's path is relative to.
+    let verifier = Verifier::new(&config).unwrap();
+    assert_eq!(verifier.configured_providers(), Provider::ALL.to_vec());
+
+    let body = secrets().sign_sns_notification(&ses_event(), DEV_SNS_TOPIC_ARN, "m", NOW);
+    let _verified = verifier.verify(Provider::Ses, &HeaderMap::new(), &body, NOW).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_static("Basic cG9zdG1hcms6Y2hhbmdlLW1lLXBvc3RtYXJr"),
+    );
+    let _verified = verifier.verify(Provider::Postmark, &headers, b"{}", NOW).unwrap();
+}
+
+#[test]
+fn the_verifier_is_shared_between_handler_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Verifier>();
+    shareable::<DevSecrets>();
+}
