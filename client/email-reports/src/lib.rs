@@ -26,6 +26,8 @@
 //! - [`event`] the canonical event, its kinds and [`Provider`]; [`time`] the event time;
 //!   [`carrier`] which metadata keys carry tenant and campaign; [`error`] [`ParseError`].
 //! - [`providers`] `parse(provider, body, keys)` and one module per provider.
+//! - [`payloads`] the inverse, for load generation and tests: `build(provider, events, keys)`
+//!   writes the (unsigned) body a provider would post, which `parse` reads back exactly.
 //! - next: `signature/` (verify the raw bytes before parsing, per provider), `ingest/` (axum
 //!   handlers: verify → parse → produce with acks=all → 2xx), `materialiser/` (one consumer
 //!   group, exact aggregates in sled), `reports/` (the HTTP JSON API).
@@ -34,6 +36,7 @@
 pub mod carrier;
 pub mod error;
 pub mod event;
+pub mod payloads;
 pub mod providers;
 pub mod time;
 
