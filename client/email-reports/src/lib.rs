@@ -40,6 +40,7 @@
 pub mod carrier;
 pub mod error;
 pub mod event;
+pub mod payloads;
 pub mod providers;
 pub mod signature;
 pub mod signing;
