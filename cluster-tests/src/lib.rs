@@ -5,6 +5,7 @@
 //! ([`group_member`]), and the checker that finds anomalies in it ([`checker`]).
 
 pub mod checker;
+pub mod email;
 pub mod group_member;
 pub mod history;
 pub mod proxy;
@@ -20,29 +21,41 @@ use std::sync::OnceLock;
 pub fn broker_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| {
-            // Test binaries live in target/<profile>/deps; the broker binary one level up.
-            let exe = std::env::current_exe().expect("test binary path");
-            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-            let binary = profile_dir.join("broker");
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-            let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
-            let newest_source = ["broker", "client", "proto"]
-                .iter()
-                .filter_map(|dir| newest_modification(&workspace.join(dir)))
-                .max();
-            if built.is_none() || newest_source > built {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let status = Command::new(cargo)
-                    .args(["build", "--quiet", "-p", "broker", "--bin", "broker"])
-                    .status()
-                    .expect("running cargo build");
-                assert!(status.success(), "building the broker binary failed");
-            }
-            assert!(binary.exists(), "no broker binary at {}", binary.display());
-            binary
-        })
+        .get_or_init(|| workspace_binary("broker", &["broker", "client", "proto"]))
         .clone()
+}
+
+/// The `email-reports` binary, built on demand like [`broker_binary`].
+pub fn email_reports_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| workspace_binary("email-reports", &["client", "proto"]))
+        .clone()
+}
+
+/// Binary `name` of the workspace package of the same name, rebuilt first when any file under
+/// `source_dirs` (workspace-relative) is newer.
+fn workspace_binary(name: &str, source_dirs: &[&str]) -> PathBuf {
+    // Test binaries live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let binary = profile_dir.join(name);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+    let newest_source = source_dirs
+        .iter()
+        .filter_map(|dir| newest_modification(&workspace.join(dir)))
+        .max();
+    if built.is_none() || newest_source > built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", name, "--bin", name])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the {name} binary failed");
+    }
+    assert!(binary.exists(), "no {name} binary at {}", binary.display());
+    binary
 }
 
 /// The newest modification time of any file under `dir` (sources, manifests, protos).

@@ -1,0 +1,338 @@
+//! The owner: the group member that counts the partitions it is given into changelog records.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use client::{
+    Cluster, ConsumerRecord, GroupConfig, GroupConsumer, OffsetReset, OffsetSpec, Producer, ProducerConfig,
+    ProducerRecord, RebalanceListener,
+};
+use tokio::sync::watch;
+
+use super::applier::{wait_applied, Positions};
+use super::MaterialiserConfig;
+use crate::event::CanonicalEvent;
+use crate::reports::apply::{ChangeBuilder, ChangelogRecord};
+use crate::reports::store::Store;
+
+/// Dedup ids and day buckets forgotten per changelog record at most.
+const EXPIRY_PER_RECORD: usize = 200;
+
+/// Partition changes the rebalance listener saw, for the loop to act on after `poll`.
+#[derive(Default)]
+struct Changes {
+    assigned: BTreeSet<u32>,
+    gone: BTreeSet<u32>,
+}
+
+struct Listener(Arc<Mutex<Changes>>);
+
+impl RebalanceListener for Listener {
+    fn on_assigned(&mut self, partitions: &[(String, u32)]) {
+        let mut changes = self.0.lock().expect("changes");
+        for (_, partition) in partitions {
+            changes.gone.remove(partition);
+            changes.assigned.insert(*partition);
+        }
+    }
+
+    fn on_revoked(&mut self, partitions: &[(String, u32)]) {
+        self.gone(partitions);
+    }
+
+    fn on_lost(&mut self, partitions: &[(String, u32)]) {
+        self.gone(partitions);
+    }
+}
+
+impl Listener {
+    fn gone(&mut self, partitions: &[(String, u32)]) {
+        let mut changes = self.0.lock().expect("changes");
+        for (_, partition) in partitions {
+            changes.assigned.remove(partition);
+            changes.gone.insert(*partition);
+        }
+    }
+}
+
+/// One partition's counting state between polls.
+#[derive(Default)]
+struct Owned {
+    /// Caught up: the store has applied the changelog as it was when the partition came.
+    synced: bool,
+    /// Records polled and not yet counted, in offset order.
+    pending: VecDeque<ConsumerRecord>,
+}
+
+/// The counting loop of one instance.
+pub struct Owner {
+    cluster: Arc<Cluster>,
+    store: Store,
+    config: MaterialiserConfig,
+    source_topic: String,
+    producer: Producer,
+    positions: watch::Receiver<Positions>,
+    owned: BTreeMap<u32, Owned>,
+    /// What was last committed to the group per partition (commits only when it moved).
+    committed: BTreeMap<u32, u64>,
+}
+
+impl Owner {
+    /// An owner counting `source_topic` into `config.changelog_topic`, seeing its store's
+    /// progress through `positions` (the applier's).
+    pub fn new(
+        cluster: Arc<Cluster>,
+        store: Store,
+        config: MaterialiserConfig,
+        source_topic: String,
+        positions: watch::Receiver<Positions>,
+    ) -> anyhow::Result<Owner> {
+        let producer = Producer::new(
+            Arc::clone(&cluster),
+            ProducerConfig {
+                linger: Duration::from_millis(0),
+                batch_size: 1024 * 1024,
+                ..ProducerConfig::default()
+            },
+        )?;
+        Ok(Owner {
+            cluster,
+            store,
+            config,
+            source_topic,
+            producer,
+            positions,
+            owned: BTreeMap::new(),
+            committed: BTreeMap::new(),
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then leaves the group.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let changes = Arc::new(Mutex::new(Changes::default()));
+        let group_config = GroupConfig {
+            enable_auto_commit: false,
+            auto_offset_reset: OffsetReset::Earliest,
+            session_timeout: Duration::from_millis(self.config.session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(self.config.heartbeat_interval_ms),
+            fetch_max_wait: Duration::from_millis(100),
+            ..GroupConfig::new(self.config.group_id.clone())
+        };
+        let mut group =
+            GroupConsumer::new(Arc::clone(&self.cluster), group_config)?.with_listener(Listener(Arc::clone(&changes)));
+        group.subscribe(vec![self.source_topic.clone()]).await?;
+        tracing::info!(group = %self.config.group_id, topic = %self.source_topic, "materialiser joined");
+        let mut failures = 0u32;
+        loop {
+            let polled = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                polled = group.poll(Duration::from_millis(200)) => polled,
+            };
+            self.take_changes(&changes);
+            match polled {
+                Ok(records) => {
+                    for record in records {
+                        if let Some(owned) = self.owned.get_mut(&record.partition) {
+                            owned.pending.push_back(record);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "poll failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            match self.count_pending().await {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, "counting failed; retrying from the state's offsets");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
+                    continue;
+                }
+            }
+            self.commit(&mut group).await;
+        }
+        if let Err(error) = group.close().await {
+            tracing::warn!(%error, "leaving the group");
+        }
+        self.producer.close().await;
+        Ok(())
+    }
+
+    fn take_changes(&mut self, changes: &Mutex<Changes>) {
+        let mut changes = changes.lock().expect("changes");
+        for partition in std::mem::take(&mut changes.gone) {
+            self.owned.remove(&partition);
+        }
+        for partition in std::mem::take(&mut changes.assigned) {
+            // A partition given again starts over: it may have been counted elsewhere since.
+            self.owned.insert(partition, Owned::default());
+            self.committed.remove(&partition);
+        }
+    }
+
+    /// Counts everything pending, record by record: each changelog record is seen applied
+    /// before the next one of its partition is computed.
+    async fn count_pending(&mut self) -> anyhow::Result<()> {
+        let unsynced: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(_, owned)| !owned.synced && !owned.pending.is_empty())
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in unsynced {
+            self.catch_up(partition).await?;
+            if let Some(owned) = self.owned.get_mut(&partition) {
+                owned.synced = true;
+            }
+        }
+        while self
+            .owned
+            .values()
+            .any(|owned| owned.synced && !owned.pending.is_empty())
+        {
+            self.count_round().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the store has applied changelog `partition` as far as it now goes.
+    async fn catch_up(&mut self, partition: u32) -> anyhow::Result<()> {
+        let end = self
+            .cluster
+            .list_offsets(&self.config.changelog_topic, partition, OffsetSpec::Latest, 0)
+            .await?
+            .unwrap_or(0);
+        if end > 0 {
+            wait_applied(&mut self.positions, partition, end - 1).await?;
+        }
+        Ok(())
+    }
+
+    /// One changelog record per partition with pending records, written together.
+    async fn count_round(&mut self) -> anyhow::Result<()> {
+        let mut batches: Vec<(ChangelogRecord, Vec<ConsumerRecord>)> = Vec::new();
+        for (partition, owned) in &mut self.owned {
+            if !owned.synced {
+                continue;
+            }
+            let next = self.store.next_offset(*partition);
+            while owned.pending.front().is_some_and(|record| record.offset < next) {
+                owned.pending.pop_front();
+            }
+            if owned.pending.is_empty() {
+                continue;
+            }
+            let mut builder = ChangeBuilder::new(&self.store, &self.config.counting, *partition, next);
+            let mut taken = Vec::new();
+            let mut now_ms = 0;
+            while taken.len() < self.config.max_events_per_record {
+                let Some(record) = owned.pending.pop_front() else { break };
+                match record.value.as_deref().map(serde_json::from_slice::<CanonicalEvent>) {
+                    Some(Ok(event)) => {
+                        builder.count(record.timestamp, &event);
+                    }
+                    _ => tracing::warn!(
+                        partition,
+                        offset = record.offset,
+                        "email-events record is not a canonical event; not counted"
+                    ),
+                }
+                now_ms = now_ms.max(record.timestamp);
+                taken.push(record);
+            }
+            builder.expire(now_ms, EXPIRY_PER_RECORD);
+            let to = taken.last().map_or(next, |record| record.offset + 1);
+            batches.push((builder.finish(to), taken));
+        }
+        let mut deliveries = Vec::with_capacity(batches.len());
+        for (record, _) in &batches {
+            let value = serde_json::to_vec(record)?;
+            let send = ProducerRecord::new(self.config.changelog_topic.clone(), value).partition(record.partition);
+            deliveries.push(self.producer.send(send).await);
+        }
+        let mut outcome = Ok(());
+        for ((record, taken), delivery) in batches.into_iter().zip(deliveries) {
+            let written = match delivery {
+                Ok(delivery) => delivery.await.map_err(anyhow::Error::from),
+                Err(error) => Err(anyhow::Error::from(error)),
+            };
+            let partition = record.partition;
+            match written {
+                Ok(metadata) => {
+                    let offset = match metadata.offset {
+                        Some(offset) => offset,
+                        // Written long ago as far as the broker knows: wait for the end instead.
+                        None => self
+                            .cluster
+                            .list_offsets(&self.config.changelog_topic, partition, OffsetSpec::Latest, 0)
+                            .await?
+                            .unwrap_or(1)
+                            .saturating_sub(1),
+                    };
+                    wait_applied(&mut self.positions, partition, offset).await?;
+                    let next = self.store.next_offset(partition);
+                    if next != record.to {
+                        tracing::info!(
+                            partition,
+                            from = record.from,
+                            to = record.to,
+                            next,
+                            "our changelog record was not applied (another owner's came first); counting again from the state"
+                        );
+                        self.requeue(partition, taken);
+                    }
+                }
+                Err(error) => {
+                    // Maybe written, maybe not: count again from the state; a copy is skipped.
+                    self.requeue(partition, taken);
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
+    }
+
+    fn requeue(&mut self, partition: u32, taken: Vec<ConsumerRecord>) {
+        if let Some(owned) = self.owned.get_mut(&partition) {
+            for record in taken.into_iter().rev() {
+                owned.pending.push_front(record);
+            }
+        }
+    }
+
+    /// Commits the state's next offsets to the group so `group describe` shows lag. Only
+    /// informative: counting resumes from the state, never from these.
+    async fn commit(&mut self, group: &mut GroupConsumer) {
+        let offsets: HashMap<(String, u32), u64> = self
+            .owned
+            .iter()
+            .filter(|(_, owned)| owned.synced)
+            .map(|(partition, _)| {
+                (
+                    (self.source_topic.clone(), *partition),
+                    self.store.next_offset(*partition),
+                )
+            })
+            .filter(|((_, partition), next)| {
+                *next > 0
+                    && self.committed.get(partition) != Some(next)
+                    && group.position(&self.source_topic, *partition).is_some()
+            })
+            .collect();
+        if offsets.is_empty() {
+            return;
+        }
+        let moved: Vec<(u32, u64)> = offsets
+            .iter()
+            .map(|((_, partition), next)| (*partition, *next))
+            .collect();
+        match group.commit_offsets(offsets).await {
+            Ok(()) => self.committed.extend(moved),
+            Err(error) => tracing::debug!(%error, "committing the group's offsets"),
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Counting events: the pure step from (state, events) to the changed values.
+//!
+//! [`ChangeBuilder`] reads the current state through [`StateRead`] and collects every value it
+//! changes, whole, in an overlay; [`ChangeBuilder::finish`] turns that into a
+//! [`ChangelogRecord`] covering source offsets `[from, to)`. Nothing here does IO or reads a
+//! clock: the record time of each event stands in for "now", so the same events on the same
+//! state always give the same record.
+//!
+//! Definitions (the docs state them for users): `sent` counts distinct recipients with an
+//! event of a sent kind; `counts[kind]` counts distinct events; `unique_opens` /
+//! `unique_clicks` count distinct recipients; an event is the same event when its
+//! `(provider, event_id)` is, within the dedup window.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::keys;
+use super::model::{
+    is_sent_kind, CampaignTotals, DailyCounts, Engaged, RecipientFlags, SpamAlert, Suppression, UNATTRIBUTED,
+};
+use crate::event::{CanonicalEvent, EventKind};
+
+/// Read access to the state the changes are computed against.
+pub trait StateRead {
+    /// The stored value of `key`, if any.
+    fn get(&self, key: &str) -> Option<Value>;
+    /// Keys with `prefix` that sort before `before`, in order, at most `limit`.
+    fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String>;
+}
+
+/// The materialiser's settings that shape the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CountingSettings {
+    /// A campaign raises a spam alert when spam_complaint / delivered exceeds this (0.001 =
+    /// 0.1 %).
+    pub spam_alert_threshold: f64,
+    /// … and it has at least this many deliveries (so one early complaint is not an alert).
+    pub spam_alert_min_delivered: u64,
+    /// How long an event id is remembered to drop a provider's redelivery (providers retry for
+    /// up to 24 h; the window is twice that).
+    pub dedup_window_ms: i64,
+    /// Day buckets older than this many days are dropped.
+    pub daily_retention_days: i64,
+}
+
+impl Default for CountingSettings {
+    fn default() -> Self {
+        CountingSettings {
+            spam_alert_threshold: 0.001,
+            spam_alert_min_delivered: 1,
+            dedup_window_ms: 48 * 3600 * 1000,
+            daily_retention_days: 365,
+        }
+    }
+}
+
+/// One changelog record: the values that counting source offsets `[from, to)` of `partition`
+/// changed, whole (`null` deletes). Applied only on a state whose next offset is `from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangelogRecord {
+    /// The `email-events` partition.
+    pub partition: u32,
+    /// The first source offset this record covers (the state's next offset it was computed on).
+    pub from: u64,
+    /// The source offset after the last one it covers.
+    pub to: u64,
+    /// Key → new value, `null` for a deleted key.
+    pub changes: BTreeMap<String, Value>,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted.
+    New,
+    /// Seen before within the dedup window: not counted again.
+    Duplicate,
+}
+
+/// Collects the changes of one batch of one partition.
+pub struct ChangeBuilder<'s, S: StateRead> {
+    state: &'s S,
+    settings: &'s CountingSettings,
+    partition: u32,
+    from: u64,
+    overlay: BTreeMap<String, Value>,
+}
+
+impl<'s, S: StateRead> ChangeBuilder<'s, S> {
+    /// Starts a batch of `partition` at source offset `from` (the state's next offset).
+    pub fn new(state: &'s S, settings: &'s CountingSettings, partition: u32, from: u64) -> Self {
+        ChangeBuilder {
+            state,
+            settings,
+            partition,
+            from,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    fn get_value(&self, key: &str) -> Option<Value> {
+        match self.overlay.get(key) {
+            Some(Value::Null) => None,
+            Some(value) => Some(value.clone()),
+            None => self.state.get(key),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        // A value that does not decode is treated as absent: the state is our own output, so
+        // this only happens across an incompatible format change, which the rebuild repairs.
+        self.get_value(key).and_then(|value| serde_json::from_value(value).ok())
+    }
+
+    fn put<T: Serialize>(&mut self, key: String, value: &T) {
+        let value = serde_json::to_value(value).expect("report values serialise");
+        self.overlay.insert(key, value);
+    }
+
+    fn delete(&mut self, key: String) {
+        self.overlay.insert(key, Value::Null);
+    }
+
+    /// Counts one event read from source offset `offset` with record time `record_ms`.
+    pub fn count(&mut self, record_ms: i64, event: &CanonicalEvent) -> Counted {
+        let provider = event.provider.as_str();
+        let event_id = keys::clean_id(&event.event_id);
+        let dedup_key = keys::dedup(self.partition, provider, &event_id);
+        if self.get_value(&dedup_key).is_some() {
+            return Counted::Duplicate;
+        }
+        self.put(dedup_key, &record_ms);
+        self.put(
+            keys::dedup_by_time(self.partition, record_ms, provider, &event_id),
+            &true,
+        );
+
+        let campaign_id = keys::clean_id(event.campaign.as_deref().unwrap_or(UNATTRIBUTED)).into_owned();
+        let recipient = keys::clean_id(&event.recipient).into_owned();
+        let at = event.occurred_at.unix_micros();
+        let kind = event.kind;
+
+        let campaign_key = keys::campaign(&campaign_id);
+        let mut totals: CampaignTotals = self.get(&campaign_key).unwrap_or_default();
+        if totals.tenant_id.is_empty() {
+            totals.tenant_id = keys::clean_id(event.tenant.as_deref().unwrap_or(UNATTRIBUTED)).into_owned();
+            self.put(keys::tenant(&totals.tenant_id), &true);
+            self.put(keys::tenant_campaign(&totals.tenant_id, &campaign_id), &true);
+            totals.first_event_at = at;
+        }
+        let tenant_id = totals.tenant_id.clone();
+        *totals.counts.entry(kind).or_default() += 1;
+        totals.first_event_at = totals.first_event_at.min(at);
+        totals.last_event_at = totals.last_event_at.max(at);
+
+        let recipient_key = keys::recipient(&campaign_id, &recipient);
+        let mut flags: RecipientFlags = self.get(&recipient_key).unwrap_or_default();
+        let before = flags;
+        if is_sent_kind(kind) && !flags.sent {
+            flags.sent = true;
+            totals.sent += 1;
+        }
+        if kind == EventKind::Open && !flags.opened {
+            flags.opened = true;
+            totals.unique_opens += 1;
+        }
+        if kind == EventKind::Click && !flags.clicked {
+            flags.clicked = true;
+            totals.unique_clicks += 1;
+        }
+        if flags != before {
+            self.put(recipient_key, &flags);
+        }
+
+        self.count_day(&campaign_id, record_ms, at, kind);
+        match kind {
+            EventKind::HardBounce | EventKind::SpamComplaint => {
+                self.suppress(&tenant_id, &campaign_id, &recipient, kind, at)
+            }
+            EventKind::Click => self.engage(&campaign_id, &recipient, at, event.url.as_deref()),
+            _ => {}
+        }
+        self.check_alert(&campaign_id, &totals, at);
+        self.put(campaign_key, &totals);
+        Counted::New
+    }
+
+    fn count_day(&mut self, campaign_id: &str, record_ms: i64, at_micros: i64, kind: EventKind) {
+        let Some(date) = utc_date(at_micros) else { return };
+        let oldest_kept =
+            utc_date(record_ms.saturating_mul(1000) - self.settings.daily_retention_days * 86_400_000_000);
+        if oldest_kept.is_some_and(|oldest| date < oldest) {
+            return;
+        }
+        let day_key = keys::day(campaign_id, &date);
+        let mut day: DailyCounts = self.get(&day_key).unwrap_or_default();
+        if day.is_empty() {
+            self.put(keys::day_index(self.partition, &date, campaign_id), &true);
+        }
+        *day.entry(kind).or_default() += 1;
+        self.put(day_key, &day);
+    }
+
+    fn suppress(&mut self, tenant_id: &str, campaign_id: &str, recipient: &str, reason: EventKind, at: i64) {
+        let key = keys::suppression(tenant_id, recipient);
+        let existing: Option<Suppression> = self.get(&key);
+        if existing.is_some_and(|existing| (existing.at, existing.campaign_id.as_str()) <= (at, campaign_id)) {
+            return;
+        }
+        self.put(
+            key,
+            &Suppression {
+                reason,
+                at,
+                campaign_id: campaign_id.to_owned(),
+            },
+        );
+    }
+
+    fn engage(&mut self, campaign_id: &str, recipient: &str, at: i64, url: Option<&str>) {
+        let key = keys::engaged(campaign_id, recipient);
+        let engaged = match self.get::<Engaged>(&key) {
+            Some(mut engaged) => {
+                engaged.clicks += 1;
+                engaged.first_click_at = engaged.first_click_at.min(at);
+                if at >= engaged.last_click_at {
+                    engaged.last_click_at = at;
+                    engaged.last_url = url.map(str::to_owned);
+                }
+                engaged
+            }
+            None => Engaged {
+                first_click_at: at,
+                last_click_at: at,
+                clicks: 1,
+                last_url: url.map(str::to_owned),
+            },
+        };
+        self.put(key, &engaged);
+    }
+
+    fn check_alert(&mut self, campaign_id: &str, totals: &CampaignTotals, at: i64) {
+        let complaints = totals.count(EventKind::SpamComplaint);
+        let delivered = totals.count(EventKind::Delivered);
+        let key = keys::alert(campaign_id);
+        let existing: Option<SpamAlert> = self.get(&key);
+        let over = delivered >= self.settings.spam_alert_min_delivered.max(1)
+            && complaints as f64 / delivered as f64 > self.settings.spam_alert_threshold;
+        match (over, existing) {
+            (true, existing) => {
+                let raised_at = existing.map_or(at, |alert| alert.raised_at);
+                let alert = SpamAlert {
+                    tenant_id: totals.tenant_id.clone(),
+                    complaints,
+                    delivered,
+                    rate: complaints as f64 / delivered as f64,
+                    threshold: self.settings.spam_alert_threshold,
+                    raised_at,
+                };
+                self.put(key, &alert);
+            }
+            (false, Some(_)) => self.delete(key),
+            (false, None) => {}
+        }
+    }
+
+    /// Forgets event ids older than the dedup window and day buckets past retention, as of
+    /// record time `now_ms`; at most `limit` of each per call so one record stays small.
+    pub fn expire(&mut self, now_ms: i64, limit: usize) {
+        let dedup_prefix = keys::dedup_by_time_prefix(self.partition);
+        let cutoff = format!("{dedup_prefix}{:020}", (now_ms - self.settings.dedup_window_ms).max(0));
+        for key in self.state.keys_between(&dedup_prefix, &cutoff, limit) {
+            let mut parts = keys::suffix(&key, &dedup_prefix).splitn(3, keys::SEP);
+            let (_, Some(provider), Some(event_id)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            self.delete(keys::dedup(self.partition, provider, event_id));
+            self.delete(key);
+        }
+        let day_prefix = keys::day_index_prefix(self.partition);
+        let Some(oldest_kept) =
+            utc_date(now_ms.saturating_mul(1000) - self.settings.daily_retention_days * 86_400_000_000)
+        else {
+            return;
+        };
+        let cutoff = format!("{day_prefix}{oldest_kept}");
+        for key in self.state.keys_between(&day_prefix, &cutoff, limit) {
+            if let Some((date, campaign_id)) = keys::suffix(&key, &day_prefix).split_once(keys::SEP) {
+                self.delete(keys::day(campaign_id, date));
+            }
+            self.delete(key);
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
+    /// The changelog record for source offsets `[from, to)`.
+    pub fn finish(self, to: u64) -> ChangelogRecord {
+        ChangelogRecord {
+            partition: self.partition,
+            from: self.from,
+            to,
+            changes: self.overlay,
+        }
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a time in µs since the epoch.
+pub fn utc_date(micros: i64) -> Option<String> {
+    DateTime::from_timestamp_micros(micros).map(|time| time.format("%Y-%m-%d").to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! The local report store: the state in one sled tree, changed only by applying changelog
+//! records, read by the counting step and by the reports API.
+//!
+//! Each record is applied in one sled batch together with this store's changelog position, so
+//! after a crash (sled keeps a prefix of its batches) the store is the state after some whole
+//! number of records and resumes reading the changelog right after the last one it kept.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::apply::{ChangelogRecord, StateRead};
+use super::keys;
+use super::model::Suppression;
+
+/// A store that could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("report store: {0}")]
+pub struct StoreError(#[from] sled::Error);
+
+/// What applying a changelog record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Its changes are in the state; the partition's next source offset is its `to`.
+    Accepted,
+    /// Skipped: the state's next source offset was not its `from` (another owner's record got
+    /// there first, or it is a copy). Only the changelog position moved.
+    Stale {
+        /// The state's next source offset, which the record did not start at.
+        next: u64,
+    },
+    /// Skipped: the record did not decode.
+    Undecodable,
+}
+
+/// The report store of one instance.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    state: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
+        let state = db.open_tree("state")?;
+        Ok(Store { db, state })
+    }
+
+    fn read_u64(&self, key: &str) -> u64 {
+        self.get::<u64>(key).unwrap_or(0)
+    }
+
+    /// The next `email-events` offset of `partition` the state has not counted.
+    pub fn next_offset(&self, partition: u32) -> u64 {
+        self.read_u64(&keys::next_offset(partition))
+    }
+
+    /// The next changelog offset of `partition` this store has not applied.
+    pub fn changelog_position(&self, partition: u32) -> u64 {
+        self.read_u64(&keys::changelog_position(partition))
+    }
+
+    /// Applies the changelog record read at `offset` of changelog partition `partition`
+    /// (`record` is `None` when it did not decode): its changes and the new position, atomically.
+    pub fn apply(&self, partition: u32, offset: u64, record: Option<&ChangelogRecord>) -> Result<Applied, StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            keys::changelog_position(partition).as_bytes(),
+            encode(&Value::from(offset + 1)),
+        );
+        let outcome = match record {
+            None => Applied::Undecodable,
+            Some(record) => {
+                let next = self.next_offset(record.partition);
+                if record.from != next {
+                    Applied::Stale { next }
+                } else {
+                    for (key, value) in &record.changes {
+                        if value.is_null() {
+                            batch.remove(key.as_bytes());
+                        } else if key.starts_with(keys::SUPPRESSION_PREFIX) && !self.replaces_suppression(key, value) {
+                            // Kept: see `replaces_suppression`.
+                        } else {
+                            batch.insert(key.as_bytes(), encode(value));
+                        }
+                    }
+                    batch.insert(
+                        keys::next_offset(record.partition).as_bytes(),
+                        encode(&Value::from(record.to)),
+                    );
+                    Applied::Accepted
+                }
+            }
+        };
+        self.state.apply_batch(batch)?;
+        Ok(outcome)
+    }
+
+    /// Whether `value` should replace the suppression stored at `key`. A tenant's campaigns
+    /// live in different partitions, so two owners may write the same suppression; keeping the
+    /// earliest event (ties: the smaller campaign id) makes the outcome independent of the
+    /// order in which an instance applies the partitions' records, so every instance agrees.
+    fn replaces_suppression(&self, key: &str, value: &Value) -> bool {
+        let Some(existing) = self.get::<Suppression>(key) else {
+            return true;
+        };
+        let Ok(new) = serde_json::from_value::<Suppression>(value.clone()) else {
+            return false;
+        };
+        (new.at, &new.campaign_id) < (existing.at, &existing.campaign_id)
+    }
+
+    /// The value at `key`, decoded.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let bytes = self.state.get(key.as_bytes()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Up to `limit` entries with `prefix`, in key order, starting after the key
+    /// `prefix + after` when given: the id after the prefix and the value.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
+        let start = match after {
+            // The smallest key greater than prefix+after: append a NUL.
+            Some(after) => format!("{prefix}{after}\u{0}"),
+            None => prefix.to_owned(),
+        };
+        self.state
+            .range(start.as_bytes()..)
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(prefix.as_bytes()))
+            })
+            .filter_map(Result::ok)
+            .take(limit)
+            .filter_map(|(key, value)| {
+                let key = std::str::from_utf8(&key).ok()?;
+                let value = serde_json::from_slice(&value).ok()?;
+                Some((keys::suffix(key, prefix).to_owned(), value))
+            })
+            .collect()
+    }
+
+    /// Writes everything to disk (on a clean shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes every key (the rebuild job starts from an empty state).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.state.clear()?;
+        Ok(())
+    }
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON values serialise")
+}
+
+impl StateRead for Store {
+    fn get(&self, key: &str) -> Option<Value> {
+        Store::get(self, key)
+    }
+
+    fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String> {
+        self.state
+            .range(prefix.as_bytes()..before.as_bytes())
+            .keys()
+            .filter_map(Result::ok)
+            .take(limit)
+            .filter_map(|key| String::from_utf8(key.to_vec()).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::EventKind;
+
+    fn record(partition: u32, from: u64, to: u64, changes: &[(&str, Value)]) -> ChangelogRecord {
+        ChangelogRecord {
+            partition,
+            from,
+            to,
+            changes: changes
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.clone()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn a_record_applies_only_at_the_states_next_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = record(3, 0, 10, &[("camp/a", json!({"tenant_id": "t", "sent": 1}))]);
+        assert_eq!(store.apply(3, 0, Some(&first)).unwrap(), Applied::Accepted);
+        assert_eq!(store.next_offset(3), 10);
+        // The same record again (a producer retry) and a zombie's overlapping one are skipped.
+        assert_eq!(store.apply(3, 1, Some(&first)).unwrap(), Applied::Stale { next: 10 });
+        let zombie = record(3, 5, 12, &[("camp/a", json!({"tenant_id": "t", "sent": 99}))]);
+        assert_eq!(store.apply(3, 2, Some(&zombie)).unwrap(), Applied::Stale { next: 10 });
+        assert_eq!(store.apply(3, 3, None).unwrap(), Applied::Undecodable);
+        assert_eq!(store.get::<Value>("camp/a").unwrap()["sent"], 1);
+        assert_eq!(store.changelog_position(3), 4);
+        // Deletions and the next record in line.
+        let next = record(3, 10, 11, &[("camp/a", Value::Null)]);
+        assert_eq!(store.apply(3, 4, Some(&next)).unwrap(), Applied::Accepted);
+        assert!(store.get::<Value>("camp/a").is_none());
+    }
+
+    #[test]
+    fn suppressions_from_two_partitions_agree_whatever_the_order() {
+        let suppression = |at: i64, campaign: &str| {
+            serde_json::to_value(Suppression {
+                reason: EventKind::HardBounce,
+                at,
+                campaign_id: campaign.into(),
+            })
+            .unwrap()
+        };
+        let key = keys::suppression("t", "a@x.com");
+        let early = record(0, 0, 1, &[(key.as_str(), suppression(5, "c0"))]);
+        let late = record(1, 0, 1, &[(key.as_str(), suppression(9, "c1"))]);
+        for order in [[&early, &late], [&late, &early]] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            for record in order {
+                store.apply(record.partition, 0, Some(record)).unwrap();
+            }
+            assert_eq!(store.get::<Suppression>(&key).unwrap().at, 5);
+        }
+    }
+
+    #[test]
+    fn listing_pages_through_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let changes: Vec<(String, Value)> = (0..5).map(|i| (keys::tenant(&format!("t{i}")), json!(true))).collect();
+        let changes: Vec<(&str, Value)> = changes
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.clone()))
+            .collect();
+        store.apply(0, 0, Some(&record(0, 0, 1, &changes))).unwrap();
+        let first = store.list(keys::TENANT_PREFIX, None, 2);
+        assert_eq!(
+            first.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ["t0", "t1"]
+        );
+        let second = store.list(keys::TENANT_PREFIX, Some("t1"), 10);
+        assert_eq!(
+            second.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ["t2", "t3", "t4"]
+        );
+    }
+}
