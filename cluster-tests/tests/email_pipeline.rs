@@ -62,6 +62,7 @@ fn loadgen_args(url: &str, secrets: &Path, truth: &Path, rate: u32, seconds: u32
         seed,
         probe_interval_ms: 200,
         retry_for_seconds: 120,
+        providers: email_reports::Provider::ALL.to_vec(),
     }
 }
 
@@ -120,8 +121,79 @@ async fn reports_equal_the_truth_through_redeliveries_and_kill9_of_a_materialise
             instance.log()
         );
     }
+
+    // A tenant's year as CSV: the day rows add up to the tenant's counts.
+    let http = reqwest::Client::new();
+    let (tenant, figures) = truth
+        .tenants
+        .iter()
+        .find(|(tenant, _)| tenant.starts_with("tenant-"))
+        .unwrap();
+    let job = http
+        .post(format!("{}/v1/tenants/{tenant}/exports", steady.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status().as_u16(), 202);
+    let job: serde_json::Value = job.json().await.unwrap();
+    wait_for_job(&http, &steady.url, job["id"].as_str().unwrap()).await;
+    let csv = http
+        .get(format!("{}/v1/jobs/{}/result", steady.url, job["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let delivered_column = header.iter().position(|name| *name == "delivered").unwrap();
+    let delivered: u64 = csv
+        .lines()
+        .skip(1)
+        .map(|row| row.split(',').nth(delivered_column).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(delivered, figures.counts[&email_reports::EventKind::Delivered], "{csv}");
+
+    // A rebuild recomputes everything from the start of email-events: the same reports after.
+    let job = http.post(format!("{}/v1/rebuilds", victim.url)).send().await.unwrap();
+    assert_eq!(job.status().as_u16(), 202);
+    let job: serde_json::Value = job.json().await.unwrap();
+    let finished = wait_for_job(&http, &victim.url, job["id"].as_str().unwrap()).await;
+    assert_eq!(finished["generation"], 1, "{finished}");
+    for instance in [&steady, &victim] {
+        let differences = loadgen::compare_until_equal(&instance.url, &truth, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            differences.is_empty(),
+            "after the rebuild, {}: {differences:?}",
+            instance.url
+        );
+    }
     steady.stop();
     victim.stop();
+}
+
+/// Polls a job until it is done; its final state.
+async fn wait_for_job(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job: serde_json::Value = http
+            .get(format!("{url}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match job["status"].as_str() {
+            Some("done") => return job,
+            Some("running") => {}
+            _ => panic!("job {id}: {job}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} not done: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Each way a webhook can fail gets its own status, and nothing that got 2xx is lost.

@@ -30,7 +30,8 @@
 //!   [`signing`] the dev/test signer ([`DevSecrets`]).
 //! - [`reports`] the state: definitions, keys, the pure counting step, the sled store.
 //! - [`materialiser`] the changelog applier and the group member that counts.
-//! - [`http`] ingest and reports routes; [`service`] one instance; [`dev`] the local product.
+//! - [`http`] ingest, reports and job routes; [`jobs`] rebuild and CSV export; [`service`] one
+//!   instance; [`dev`] the local product.
 //! - [`payloads`] provider bodies built from events (the inverse of [`providers`]), for
 //!   [`loadgen`], which posts signed traffic and checks the reports against its ground truth.
 #![deny(missing_docs)]
@@ -40,6 +41,7 @@ pub mod dev;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod jobs;
 pub mod loadgen;
 pub mod materialiser;
 pub mod payloads;

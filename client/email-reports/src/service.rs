@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::http::{self, ingest::Ingest};
+use crate::jobs::Jobs;
 use crate::materialiser::{self, applier, owner::Owner, MaterialiserConfig, TopicSettings};
 use crate::reports::store::Store;
 use crate::signature::{SignatureConfig, Verifier};
@@ -167,7 +168,15 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     } else {
         None
     };
-    let router = http::router(store, ingest, partitions, config.max_body_bytes);
+    let jobs = Jobs::new(
+        store.clone(),
+        Arc::clone(&cluster),
+        config.events.name.clone(),
+        config.materialiser.changelog_topic.clone(),
+        partitions,
+        config.data_dir.join("exports"),
+    );
+    let router = http::router(store, jobs, ingest, partitions, config.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

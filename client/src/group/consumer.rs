@@ -11,7 +11,7 @@ use super::offsets::{
     auto_commit_due, commit_needs_heartbeat, offsets_to_commit, remember_committed, start_at, StartAt,
 };
 use crate::cluster::Cluster;
-use crate::consumer::{Consumer, ConsumerRecord};
+use crate::consumer::{Consumer, ConsumerRecord, SeekTo};
 use crate::retry::Backoff;
 use futures_util::Stream;
 use proto::v1::{ErrorCode, OffsetCommitRequest, OffsetFetchRequest, PartitionOffset, TopicPartition};
@@ -358,6 +358,22 @@ impl GroupConsumer {
                 tracing::warn!(%error, group = %self.config.group_id, "auto-commit failed");
             }
         }
+    }
+
+    /// Moves an owned partition's position (Kafka's `seek`): records fetched but not yet
+    /// returned are dropped, and the next `poll` returns records from the new position, which
+    /// auto-commit then commits like any other. Returns the offset moved to.
+    pub async fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<u64, GroupError> {
+        self.ensure_open()?;
+        let tp = (topic.to_string(), partition);
+        if !self.owned.contains(&tp) {
+            return Err(GroupError::NotAssigned { topic: tp.0, partition });
+        }
+        self.pending
+            .retain(|record| !(record.topic == topic && record.partition == partition));
+        let offset = self.consumer.seek(topic, partition, to).await?;
+        self.positions.insert(tp, offset);
+        Ok(offset)
     }
 
     /// Commits the positions of the records `poll` (or the stream) returned, for every owned

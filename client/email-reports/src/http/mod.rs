@@ -5,6 +5,7 @@
 //! error shape every route answers with: `{"error": "..."}`.
 
 pub mod ingest;
+pub mod jobs;
 pub mod reports;
 
 use std::sync::Arc;
@@ -25,7 +26,13 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
 }
 
 /// The routes. `ingest` is `None` on an instance that serves reports only.
-pub fn router(store: Store, ingest: Option<Arc<ingest::Ingest>>, partitions: u32, max_body_bytes: usize) -> Router {
+pub fn router(
+    store: Store,
+    jobs: crate::jobs::Jobs,
+    ingest: Option<Arc<ingest::Ingest>>,
+    partitions: u32,
+    max_body_bytes: usize,
+) -> Router {
     let reports = Router::new()
         .route("/v1/tenants", get(reports::tenants))
         .route("/v1/tenants/{tenant}", get(reports::tenant))
@@ -38,7 +45,16 @@ pub fn router(store: Store, ingest: Option<Arc<ingest::Ingest>>, partitions: u32
         .route("/v1/status", get(status))
         .with_state(store)
         .layer(axum::Extension(Partitions(partitions)));
-    let mut router = Router::new().route("/health", get(|| async { "ok" })).merge(reports);
+    let jobs = Router::new()
+        .route("/v1/rebuilds", post(jobs::start_rebuild))
+        .route("/v1/tenants/{tenant}/exports", post(jobs::start_export))
+        .route("/v1/jobs/{id}", get(jobs::job))
+        .route("/v1/jobs/{id}/result", get(jobs::job_result))
+        .with_state(jobs);
+    let mut router = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(reports)
+        .merge(jobs);
     if let Some(ingest) = ingest {
         router = router.merge(
             Router::new()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use client::{
     Cluster, ConsumerRecord, GroupConfig, GroupConsumer, OffsetReset, OffsetSpec, Producer, ProducerConfig,
-    ProducerRecord, RebalanceListener,
+    ProducerRecord, RebalanceListener, SeekTo,
 };
 use tokio::sync::watch;
 
@@ -16,8 +16,11 @@ use crate::event::CanonicalEvent;
 use crate::reports::apply::{ChangeBuilder, ChangelogRecord};
 use crate::reports::store::Store;
 
-/// Dedup ids and day buckets forgotten per changelog record at most.
-const EXPIRY_PER_RECORD: usize = 200;
+/// Day buckets forgotten per changelog record at most.
+const DAY_EXPIRY_PER_RECORD: usize = 200;
+
+/// Fetched chunks taken into one counting round at most (each is one partition's fetch).
+const MAX_CHUNKS_PER_ROUND: usize = 64;
 
 /// Partition changes the rebalance listener saw, for the loop to act on after `poll`.
 #[derive(Default)]
@@ -63,6 +66,12 @@ struct Owned {
     synced: bool,
     /// Records polled and not yet counted, in offset order.
     pending: VecDeque<ConsumerRecord>,
+    /// The state needs records from this offset, before what was fetched (after a rebuild
+    /// reset the state): the loop seeks there.
+    seek_to: Option<u64>,
+    /// The last offset sought to; a gap that remains after seeking there is records that are
+    /// gone (retention), and counting goes on from the first one that exists.
+    sought: Option<u64>,
 }
 
 /// The counting loop of one instance.
@@ -129,10 +138,23 @@ impl Owner {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 polled = group.poll(Duration::from_millis(200)) => polled,
             };
+            // A poll returns one partition's chunk; take every chunk already fetched too, so
+            // one round counts all partitions that have records, concurrently.
+            let mut polled = polled.map(|records| vec![records]);
+            while let Ok(chunks) = &mut polled {
+                if chunks.len() >= MAX_CHUNKS_PER_ROUND {
+                    break;
+                }
+                match group.poll(Duration::ZERO).await {
+                    Ok(records) if records.is_empty() => break,
+                    Ok(records) => chunks.push(records),
+                    Err(error) => polled = Err(error),
+                }
+            }
             self.take_changes(&changes);
             match polled {
-                Ok(records) => {
-                    for record in records {
+                Ok(chunks) => {
+                    for record in chunks.into_iter().flatten() {
                         if let Some(owned) = self.owned.get_mut(&record.partition) {
                             owned.pending.push_back(record);
                         }
@@ -144,7 +166,29 @@ impl Owner {
                     continue;
                 }
             }
-            match self.count_pending().await {
+            let counted = self.count_pending().await;
+            for (partition, owned) in &mut self.owned {
+                // Everything returned was counted, so the position equals the state's next
+                // offset — unless a rebuild reset the state: then read again from there.
+                if owned.synced && owned.pending.is_empty() && owned.seek_to.is_none() {
+                    let next = self.store.next_offset(*partition);
+                    let position = group.position(&self.source_topic, *partition);
+                    if position.is_some_and(|position| position > next) && owned.sought != Some(next) {
+                        owned.seek_to = Some(next);
+                    }
+                }
+                let Some(offset) = owned.seek_to.take() else { continue };
+                tracing::info!(
+                    partition,
+                    offset,
+                    "the state starts before the records fetched; seeking"
+                );
+                match group.seek(&self.source_topic, *partition, SeekTo::Offset(offset)).await {
+                    Ok(_) => owned.sought = Some(offset),
+                    Err(error) => tracing::warn!(partition, %error, "seek failed; retrying"),
+                }
+            }
+            match counted {
                 Ok(()) => failures = 0,
                 Err(error) => {
                     failures += 1;
@@ -174,13 +218,14 @@ impl Owner {
         }
     }
 
-    /// Counts everything pending, record by record: each changelog record is seen applied
+    /// Catches up on newly given partitions (their changelog applied as far as it goes), then
+    /// counts everything pending, record by record: each changelog record is seen applied
     /// before the next one of its partition is computed.
     async fn count_pending(&mut self) -> anyhow::Result<()> {
         let unsynced: Vec<u32> = self
             .owned
             .iter()
-            .filter(|(_, owned)| !owned.synced && !owned.pending.is_empty())
+            .filter(|(_, owned)| !owned.synced)
             .map(|(partition, _)| *partition)
             .collect();
         for partition in unsynced {
@@ -223,7 +268,10 @@ impl Owner {
             while owned.pending.front().is_some_and(|record| record.offset < next) {
                 owned.pending.pop_front();
             }
-            if owned.pending.is_empty() {
+            let Some(first) = owned.pending.front() else { continue };
+            if first.offset > next && owned.sought != Some(next) {
+                owned.pending.clear();
+                owned.seek_to = Some(next);
                 continue;
             }
             let mut builder = ChangeBuilder::new(&self.store, &self.config.counting, *partition, next);
@@ -244,7 +292,8 @@ impl Owner {
                 now_ms = now_ms.max(record.timestamp);
                 taken.push(record);
             }
-            builder.expire(now_ms, EXPIRY_PER_RECORD);
+            // Examine twice the ids this record adds (see `ChangeBuilder::expire`).
+            builder.expire(now_ms, 2 * taken.len().max(100), DAY_EXPIRY_PER_RECORD);
             let to = taken.last().map_or(next, |record| record.offset + 1);
             batches.push((builder.finish(to), taken));
         }

@@ -11,7 +11,7 @@
 //! `unique_clicks` count distinct recipients; an event is the same event when its
 //! `(provider, event_id)` is, within the dedup window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::DateTime;
 use serde::de::DeserializeOwned;
@@ -30,6 +30,9 @@ pub trait StateRead {
     fn get(&self, key: &str) -> Option<Value>;
     /// Keys with `prefix` that sort before `before`, in order, at most `limit`.
     fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String>;
+    /// Entries with `prefix` whose key sorts after `after` (from the first when `None`), in
+    /// order, at most `limit`: the full key and the value.
+    fn entries_after(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)>;
 }
 
 /// The materialiser's settings that shape the state.
@@ -71,6 +74,28 @@ pub struct ChangelogRecord {
     pub to: u64,
     /// Key → new value, `null` for a deleted key.
     pub changes: BTreeMap<String, Value>,
+    /// The state generation it was computed in; a rebuild starts a new one (see
+    /// [`super::store`]), and records of an older one are skipped.
+    #[serde(default)]
+    pub generation: u64,
+    /// A rebuild's marker: the first record of `generation`, with no changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+}
+
+impl ChangelogRecord {
+    /// The record that starts generation `generation`: every instance that applies it starts
+    /// from an empty state, and every owner counts its partitions again from their start.
+    pub fn reset(generation: u64) -> ChangelogRecord {
+        ChangelogRecord {
+            partition: 0,
+            from: 0,
+            to: 0,
+            changes: BTreeMap::new(),
+            generation,
+            reset: true,
+        }
+    }
 }
 
 /// What happened to one event.
@@ -88,7 +113,12 @@ pub struct ChangeBuilder<'s, S: StateRead> {
     settings: &'s CountingSettings,
     partition: u32,
     from: u64,
+    generation: u64,
     overlay: BTreeMap<String, Value>,
+    /// The hot values (a batch touches few campaigns and days, each many times), kept typed
+    /// until `finish` so each is decoded and encoded once per record, not once per event.
+    campaigns: HashMap<String, CampaignTotals>,
+    days: HashMap<String, DailyCounts>,
 }
 
 impl<'s, S: StateRead> ChangeBuilder<'s, S> {
@@ -99,7 +129,13 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             settings,
             partition,
             from,
+            generation: state
+                .get(keys::GENERATION)
+                .and_then(|value| value.as_u64())
+                .unwrap_or(0),
             overlay: BTreeMap::new(),
+            campaigns: HashMap::new(),
+            days: HashMap::new(),
         }
     }
 
@@ -135,10 +171,6 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             return Counted::Duplicate;
         }
         self.put(dedup_key, &record_ms);
-        self.put(
-            keys::dedup_by_time(self.partition, record_ms, provider, &event_id),
-            &true,
-        );
 
         let campaign_id = keys::clean_id(event.campaign.as_deref().unwrap_or(UNATTRIBUTED)).into_owned();
         let recipient = keys::clean_id(&event.recipient).into_owned();
@@ -146,7 +178,10 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         let kind = event.kind;
 
         let campaign_key = keys::campaign(&campaign_id);
-        let mut totals: CampaignTotals = self.get(&campaign_key).unwrap_or_default();
+        let mut totals = match self.campaigns.remove(&campaign_key) {
+            Some(totals) => totals,
+            None => self.get(&campaign_key).unwrap_or_default(),
+        };
         if totals.tenant_id.is_empty() {
             totals.tenant_id = keys::clean_id(event.tenant.as_deref().unwrap_or(UNATTRIBUTED)).into_owned();
             self.put(keys::tenant(&totals.tenant_id), &true);
@@ -186,7 +221,7 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             _ => {}
         }
         self.check_alert(&campaign_id, &totals, at);
-        self.put(campaign_key, &totals);
+        self.campaigns.insert(campaign_key, totals);
         Counted::New
     }
 
@@ -198,12 +233,15 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             return;
         }
         let day_key = keys::day(campaign_id, &date);
-        let mut day: DailyCounts = self.get(&day_key).unwrap_or_default();
+        let mut day = match self.days.remove(&day_key) {
+            Some(day) => day,
+            None => self.get::<DailyCounts>(&day_key).unwrap_or_default(),
+        };
         if day.is_empty() {
             self.put(keys::day_index(self.partition, &date, campaign_id), &true);
         }
         *day.entry(kind).or_default() += 1;
-        self.put(day_key, &day);
+        self.days.insert(day_key, day);
     }
 
     fn suppress(&mut self, tenant_id: &str, campaign_id: &str, recipient: &str, reason: EventKind, at: i64) {
@@ -270,17 +308,32 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
     }
 
     /// Forgets event ids older than the dedup window and day buckets past retention, as of
-    /// record time `now_ms`; at most `limit` of each per call so one record stays small.
-    pub fn expire(&mut self, now_ms: i64, limit: usize) {
-        let dedup_prefix = keys::dedup_by_time_prefix(self.partition);
-        let cutoff = format!("{dedup_prefix}{:020}", (now_ms - self.settings.dedup_window_ms).max(0));
-        for key in self.state.keys_between(&dedup_prefix, &cutoff, limit) {
-            let mut parts = keys::suffix(&key, &dedup_prefix).splitn(3, keys::SEP);
-            let (_, Some(provider), Some(event_id)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            self.delete(keys::dedup(self.partition, provider, event_id));
-            self.delete(key);
+    /// record time `now_ms`, a bounded amount per call so one record stays small.
+    ///
+    /// Event ids are one key each (half the writes of a second, time-ordered index): a cursor
+    /// walks the partition's ids in key order, `dedup_scan` of them per call, wrapping around,
+    /// and deletes those older than the window. Called with about twice the ids a record adds,
+    /// a pass takes about half a window, so an id lives between one and one and a half windows.
+    pub fn expire(&mut self, now_ms: i64, dedup_scan: usize, day_limit: usize) {
+        let dedup_prefix = keys::dedup_prefix(self.partition);
+        let cursor_key = keys::dedup_cursor(self.partition);
+        let cursor: Option<String> = self.get(&cursor_key);
+        let entries = self.state.entries_after(&dedup_prefix, cursor.as_deref(), dedup_scan);
+        let oldest_kept = now_ms - self.settings.dedup_window_ms;
+        for (key, seen_at) in &entries {
+            if seen_at.as_i64().is_some_and(|seen_at| seen_at < oldest_kept) {
+                self.delete(key.clone());
+            }
+        }
+        let next_cursor = match entries.last() {
+            Some((last, _)) if entries.len() == dedup_scan => Some(last.clone()),
+            _ => None,
+        };
+        if next_cursor != cursor {
+            match next_cursor {
+                Some(next) => self.put(cursor_key, &next),
+                None => self.delete(cursor_key),
+            }
         }
         let day_prefix = keys::day_index_prefix(self.partition);
         let Some(oldest_kept) =
@@ -289,9 +342,11 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             return;
         };
         let cutoff = format!("{day_prefix}{oldest_kept}");
-        for key in self.state.keys_between(&day_prefix, &cutoff, limit) {
+        for key in self.state.keys_between(&day_prefix, &cutoff, day_limit) {
             if let Some((date, campaign_id)) = keys::suffix(&key, &day_prefix).split_once(keys::SEP) {
-                self.delete(keys::day(campaign_id, date));
+                let day_key = keys::day(campaign_id, date);
+                self.days.remove(&day_key);
+                self.delete(day_key);
             }
             self.delete(key);
         }
@@ -299,16 +354,24 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
 
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.overlay.is_empty()
+        self.overlay.is_empty() && self.campaigns.is_empty() && self.days.is_empty()
     }
 
     /// The changelog record for source offsets `[from, to)`.
-    pub fn finish(self, to: u64) -> ChangelogRecord {
+    pub fn finish(mut self, to: u64) -> ChangelogRecord {
+        for (key, totals) in std::mem::take(&mut self.campaigns) {
+            self.put(key, &totals);
+        }
+        for (key, day) in std::mem::take(&mut self.days) {
+            self.put(key, &day);
+        }
         ChangelogRecord {
             partition: self.partition,
             from: self.from,
             to,
             changes: self.overlay,
+            generation: self.generation,
+            reset: false,
         }
     }
 }

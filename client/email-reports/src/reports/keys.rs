@@ -19,6 +19,13 @@ pub fn changelog_position(partition: u32) -> String {
     format!("clpos/{partition:05}")
 }
 
+/// `generation` → the state generation (0 until the first rebuild); kept across a rebuild's
+/// clearing, like the changelog positions.
+pub const GENERATION: &str = "generation";
+
+/// Prefix of the changelog positions.
+pub const CHANGELOG_POSITION_PREFIX: &str = "clpos/";
+
 /// `camp/{campaign}` → campaign totals.
 pub fn campaign(campaign: &str) -> String {
     format!("camp/{campaign}")
@@ -107,14 +114,14 @@ pub fn dedup(partition: u32, provider: &str, event_id: &str) -> String {
     format!("dd/{partition:05}/{provider}{SEP}{event_id}")
 }
 
-/// `ddt/{p}/{ms, 20 digits}␟{provider}␟{event id}` → `true`: the dedup window by time.
-pub fn dedup_by_time(partition: u32, at_ms: i64, provider: &str, event_id: &str) -> String {
-    format!("ddt/{partition:05}/{:020}{SEP}{provider}{SEP}{event_id}", at_ms.max(0))
+/// Prefix of a partition's event ids.
+pub fn dedup_prefix(partition: u32) -> String {
+    format!("dd/{partition:05}/")
 }
 
-/// Prefix of a partition's dedup window by time.
-pub fn dedup_by_time_prefix(partition: u32) -> String {
-    format!("ddt/{partition:05}/")
+/// `ddcursor/{p}` → the last event id key the expiry walk examined.
+pub fn dedup_cursor(partition: u32) -> String {
+    format!("ddcursor/{partition:05}")
 }
 
 /// Replaces control characters (the separator among them) in an id from a provider.

@@ -58,6 +58,11 @@ impl Store {
         self.read_u64(&keys::next_offset(partition))
     }
 
+    /// The state generation (0 until the first rebuild).
+    pub fn generation(&self) -> u64 {
+        self.read_u64(keys::GENERATION)
+    }
+
     /// The next changelog offset of `partition` this store has not applied.
     pub fn changelog_position(&self, partition: u32) -> u64 {
         self.read_u64(&keys::changelog_position(partition))
@@ -74,14 +79,37 @@ impl Store {
         let outcome = match record {
             None => Applied::Undecodable,
             Some(record) => {
-                let next = self.next_offset(record.partition);
-                if record.from != next {
+                let generation = self.generation();
+                if record.generation > generation {
+                    // A rebuild: start over from an empty state (this instance's changelog
+                    // positions stay), in the new generation.
+                    for key in self.state.iter().keys() {
+                        let key = key?;
+                        if !key.starts_with(keys::CHANGELOG_POSITION_PREFIX.as_bytes()) {
+                            batch.remove(key);
+                        }
+                    }
+                    batch.insert(keys::GENERATION.as_bytes(), encode(&Value::from(record.generation)));
+                }
+                let next = if record.generation > generation {
+                    0
+                } else {
+                    self.next_offset(record.partition)
+                };
+                if record.generation < generation || (record.reset && record.generation == generation) {
+                    Applied::Stale { next }
+                } else if record.reset {
+                    Applied::Accepted
+                } else if record.from != next {
                     Applied::Stale { next }
                 } else {
                     for (key, value) in &record.changes {
                         if value.is_null() {
                             batch.remove(key.as_bytes());
-                        } else if key.starts_with(keys::SUPPRESSION_PREFIX) && !self.replaces_suppression(key, value) {
+                        } else if key.starts_with(keys::SUPPRESSION_PREFIX)
+                            && record.generation == generation
+                            && !self.replaces_suppression(key, value)
+                        {
                             // Kept: see `replaces_suppression`.
                         } else {
                             batch.insert(key.as_bytes(), encode(value));
@@ -122,9 +150,18 @@ impl Store {
     /// Up to `limit` entries with `prefix`, in key order, starting after the key
     /// `prefix + after` when given: the id after the prefix and the value.
     pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
+        let after = after.map(|after| format!("{prefix}{after}"));
+        self.scan(prefix, after.as_deref(), limit)
+            .into_iter()
+            .map(|(key, value)| (keys::suffix(&key, prefix).to_owned(), value))
+            .collect()
+    }
+
+    /// Up to `limit` entries with `prefix` in key order, after the full key `after` when given.
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
         let start = match after {
-            // The smallest key greater than prefix+after: append a NUL.
-            Some(after) => format!("{prefix}{after}\u{0}"),
+            // The smallest key greater than `after`: append a NUL.
+            Some(after) => format!("{after}\u{0}"),
             None => prefix.to_owned(),
         };
         self.state
@@ -137,9 +174,8 @@ impl Store {
             .filter_map(Result::ok)
             .take(limit)
             .filter_map(|(key, value)| {
-                let key = std::str::from_utf8(&key).ok()?;
-                let value = serde_json::from_slice(&value).ok()?;
-                Some((keys::suffix(key, prefix).to_owned(), value))
+                let key = String::from_utf8(key.to_vec()).ok()?;
+                Some((key, serde_json::from_slice(&value).ok()?))
             })
             .collect()
     }
@@ -164,6 +200,10 @@ fn encode(value: &Value) -> Vec<u8> {
 impl StateRead for Store {
     fn get(&self, key: &str) -> Option<Value> {
         Store::get(self, key)
+    }
+
+    fn entries_after(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
+        self.scan(prefix, after, limit)
     }
 
     fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String> {
@@ -195,6 +235,8 @@ mod tests {
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.clone()))
                 .collect::<BTreeMap<_, _>>(),
+            generation: 0,
+            reset: false,
         }
     }
 
@@ -261,5 +303,40 @@ mod tests {
             second.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
             ["t2", "t3", "t4"]
         );
+    }
+
+    #[test]
+    fn a_newer_generation_starts_from_an_empty_state_and_older_records_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let counted = record(0, 0, 5, &[("camp/a", json!({"tenant_id": "t", "sent": 3}))]);
+        assert_eq!(store.apply(0, 0, Some(&counted)).unwrap(), Applied::Accepted);
+        store.apply(1, 0, Some(&record(1, 0, 7, &[]))).unwrap();
+
+        assert_eq!(
+            store.apply(2, 0, Some(&ChangelogRecord::reset(1))).unwrap(),
+            Applied::Accepted
+        );
+        assert_eq!(store.generation(), 1);
+        assert!(store.get::<Value>("camp/a").is_none());
+        assert_eq!((store.next_offset(0), store.next_offset(1)), (0, 0));
+        // This instance's changelog positions survive the clearing.
+        assert_eq!((store.changelog_position(0), store.changelog_position(2)), (1, 1));
+
+        // A late record of generation 0 (an owner that had not seen the reset) is skipped …
+        let late = record(1, 7, 9, &[("camp/b", json!({"tenant_id": "t", "sent": 1}))]);
+        assert_eq!(store.apply(1, 1, Some(&late)).unwrap(), Applied::Stale { next: 0 });
+        // … a second reset of the same generation changes nothing …
+        assert_eq!(
+            store.apply(0, 1, Some(&ChangelogRecord::reset(1))).unwrap(),
+            Applied::Stale { next: 0 }
+        );
+        // … and generation 1 counts from the start.
+        let recounted = ChangelogRecord {
+            generation: 1,
+            ..record(0, 0, 5, &[("camp/a", json!({"tenant_id": "t", "sent": 3}))])
+        };
+        assert_eq!(store.apply(0, 2, Some(&recounted)).unwrap(), Applied::Accepted);
+        assert_eq!(store.next_offset(0), 5);
     }
 }

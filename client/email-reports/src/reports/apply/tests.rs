@@ -14,6 +14,15 @@ impl StateRead for Memory {
     fn get(&self, key: &str) -> Option<Value> {
         self.0.get(key).cloned()
     }
+    fn entries_after(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
+        let start = after.map_or(prefix.to_owned(), |after| format!("{after}\u{0}"));
+        self.0
+            .range(start..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
     fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String> {
         self.0
             .range(prefix.to_owned()..before.to_owned())
@@ -180,7 +189,7 @@ fn expiry_forgets_ids_past_the_window_and_buckets_past_retention() {
     assert!(state.0.keys().any(|key| key.starts_with("day/")));
 
     let mut builder = ChangeBuilder::new(&state, &settings, 0, 1);
-    builder.expire(NOW_MS, 100);
+    builder.expire(NOW_MS, 100, 100);
     let record = builder.finish(1);
     state.apply(record);
     assert!(
@@ -206,4 +215,31 @@ fn events_without_tenant_or_campaign_are_unattributed() {
     bare.campaign = None;
     count_all(&mut state, &settings, &[bare]);
     assert_eq!(state.totals(UNATTRIBUTED).tenant_id, UNATTRIBUTED);
+}
+
+#[test]
+fn the_expiry_walk_covers_every_id_in_bounded_steps_and_keeps_recent_ones() {
+    let settings = CountingSettings::default();
+    let mut state = Memory::default();
+    let old_ms = NOW_MS - 3 * DAY_MS;
+    let mut builder = ChangeBuilder::new(&state, &settings, 0, 0);
+    for n in 0..5 {
+        builder.count(old_ms, &event(&format!("old{n}"), "a@x.com", EventKind::Open));
+        builder.count(NOW_MS, &event(&format!("new{n}"), "a@x.com", EventKind::Open));
+    }
+    state.apply(builder.finish(10));
+    let ids = |state: &Memory| state.0.keys().filter(|key| key.starts_with("dd/")).count();
+    assert_eq!(ids(&state), 10);
+    // Three ids examined per call: four calls walk all ten and wrap.
+    for _ in 0..4 {
+        let mut builder = ChangeBuilder::new(&state, &settings, 0, 10);
+        builder.expire(NOW_MS, 3, 10);
+        state.apply(builder.finish(10));
+    }
+    assert_eq!(ids(&state), 5, "{:?}", state.0.keys().collect::<Vec<_>>());
+    assert!(state
+        .0
+        .keys()
+        .filter(|key| key.starts_with("dd/"))
+        .all(|key| key.contains("new")));
 }
