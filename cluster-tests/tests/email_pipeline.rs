@@ -63,6 +63,7 @@ fn loadgen_args(url: &str, secrets: &Path, truth: &Path, rate: u32, seconds: u32
         probe_interval_ms: 200,
         retry_for_seconds: 120,
         providers: email_reports::Provider::ALL.to_vec(),
+        spam_alert_threshold: 0.001,
     }
 }
 

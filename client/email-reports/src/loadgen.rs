@@ -82,6 +82,10 @@ pub struct LoadgenArgs {
     /// event makes `ses` the costliest to generate here.
     #[arg(long, value_delimiter = ',', default_values_t = Provider::ALL)]
     pub providers: Vec<Provider>,
+    /// The service's `spam_alert_threshold`, recorded in the truth so `check` knows which
+    /// campaigns must be alerting.
+    #[arg(long, default_value_t = 0.001)]
+    pub spam_alert_threshold: f64,
 }
 
 /// What was sent and acknowledged, by the reports' definitions.
@@ -105,6 +109,13 @@ pub struct Truth {
     pub retries: u64,
     /// Requests given up on (their events may or may not be counted; a check with any is void).
     pub abandoned: u64,
+    /// The service's spam alert threshold the run assumed.
+    #[serde(default = "default_spam_alert_threshold")]
+    pub spam_alert_threshold: f64,
+}
+
+fn default_spam_alert_threshold() -> f64 {
+    0.001
 }
 
 /// The figures the check compares.
@@ -558,7 +569,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("truth still shared"))?
         .into_inner()
         .expect("truth");
-    let truth = truth.finish();
+    let mut truth = truth.finish();
+    truth.spam_alert_threshold = args.spam_alert_threshold;
     std::fs::write(&args.truth, serde_json::to_vec_pretty(&truth)?)?;
     println!(
         "posted {} distinct events in {:.1} s ({:.0} events/s acknowledged), {} requests ({} duplicates, {} retries, {} abandoned); truth in {}",
@@ -781,6 +793,26 @@ async fn compare(http: &reqwest::Client, url: &str, truth: &Truth) -> anyhow::Re
                 wanted.len()
             ));
         }
+    }
+    // Alerts: exactly the campaigns whose complaints / delivered is over the threshold (the
+    // service's default minimum of one delivery).
+    let alerting: BTreeSet<String> = list_all(http, &format!("{url}/v1/alerts"), "campaign_id")
+        .await?
+        .into_iter()
+        .filter(|campaign| truth.campaigns.contains_key(campaign))
+        .collect();
+    let expected_alerts: BTreeSet<String> = truth
+        .campaigns
+        .iter()
+        .filter(|(_, figures)| {
+            let delivered = figures.counts.get(&EventKind::Delivered).copied().unwrap_or(0);
+            let complaints = figures.counts.get(&EventKind::SpamComplaint).copied().unwrap_or(0);
+            delivered > 0 && complaints as f64 / delivered as f64 > truth.spam_alert_threshold
+        })
+        .map(|(campaign, _)| campaign.clone())
+        .collect();
+    if alerting != expected_alerts {
+        differences.push(format!("alerts: reported {alerting:?}, expected {expected_alerts:?}"));
     }
     for (tenant, expected) in &truth.tenants {
         let report = get_json(http, &format!("{url}/v1/tenants/{}", urlencode(tenant))).await?;

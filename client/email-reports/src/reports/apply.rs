@@ -119,6 +119,8 @@ pub struct ChangeBuilder<'s, S: StateRead> {
     /// until `finish` so each is decoded and encoded once per record, not once per event.
     campaigns: HashMap<String, CampaignTotals>,
     days: HashMap<String, DailyCounts>,
+    /// Each campaign's alert as this batch last left it (read once per record, not per event).
+    alerts: HashMap<String, Option<SpamAlert>>,
 }
 
 impl<'s, S: StateRead> ChangeBuilder<'s, S> {
@@ -136,6 +138,7 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             overlay: BTreeMap::new(),
             campaigns: HashMap::new(),
             days: HashMap::new(),
+            alerts: HashMap::new(),
         }
     }
 
@@ -286,7 +289,10 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         let complaints = totals.count(EventKind::SpamComplaint);
         let delivered = totals.count(EventKind::Delivered);
         let key = keys::alert(campaign_id);
-        let existing: Option<SpamAlert> = self.get(&key);
+        let existing: Option<SpamAlert> = match self.alerts.get(&key) {
+            Some(known) => known.clone(),
+            None => self.get(&key),
+        };
         let over = delivered >= self.settings.spam_alert_min_delivered.max(1)
             && complaints as f64 / delivered as f64 > self.settings.spam_alert_threshold;
         match (over, existing) {
@@ -300,10 +306,16 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
                     threshold: self.settings.spam_alert_threshold,
                     raised_at,
                 };
-                self.put(key, &alert);
+                self.put(key.clone(), &alert);
+                self.alerts.insert(key, Some(alert));
             }
-            (false, Some(_)) => self.delete(key),
-            (false, None) => {}
+            (false, Some(_)) => {
+                self.delete(key.clone());
+                self.alerts.insert(key, None);
+            }
+            (false, None) => {
+                self.alerts.insert(key, None);
+            }
         }
     }
 
