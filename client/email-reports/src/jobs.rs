@@ -187,6 +187,21 @@ impl Jobs {
             ends.insert(partition, end);
         }
         let total: u64 = ends.values().sum();
+        // The next generation after every reset already written: this store must have applied
+        // changelog partition 0 (where resets go) to its end before it can tell.
+        let reset_end = inner
+            .cluster
+            .list_offsets(&inner.changelog_topic, 0, OffsetSpec::Latest, 0)
+            .await?
+            .unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while inner.store.changelog_position(0) < reset_end {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "this instance has not applied the changelog's resets within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let generation = inner.store.generation() + 1;
         self.update(id, |job| {
             job.total = total;

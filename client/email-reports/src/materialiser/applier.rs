@@ -78,10 +78,13 @@ pub async fn run(
                     next,
                     "changelog record skipped: it does not start at the state's next offset"
                 ),
-                Applied::Undecodable => tracing::warn!(
-                    partition = record.partition,
-                    offset = record.offset,
-                    "changelog record skipped: it does not decode"
+                // Skipping it would make this store diverge from the others (a newer version's
+                // record, or damage): stop, loudly, with the store still consistent.
+                Applied::Undecodable => anyhow::bail!(
+                    "changelog {topic} partition {} offset {} does not decode as a changelog record; \
+                     stopping (is an instance of a newer version writing it?)",
+                    record.partition,
+                    record.offset
                 ),
             }
             applied.insert(record.partition, record.offset + 1);

@@ -103,8 +103,10 @@ pub async fn ensure_topics(
     let wanted = [
         NewTopic::new(&events.name, events.partitions, events.replication_factor)
             .config("retention_ms", events.retention_ms.to_string()),
-        // The changelog is the state's history: kept forever (no retention_ms).
-        NewTopic::new(changelog_topic, events.partitions, events.replication_factor),
+        // The changelog is the state's history: kept forever (no retention_ms). Its records
+        // carry up to `max_events_per_record` events' values (kept under 4 MiB by the owner).
+        NewTopic::new(changelog_topic, events.partitions, events.replication_factor)
+            .config("max_message_bytes", (8 * 1024 * 1024).to_string()),
     ];
     for topic in wanted {
         let name = topic.name.clone();

@@ -59,6 +59,44 @@ impl Listener {
     }
 }
 
+/// Changelog records are kept under this size (the topic's `max_message_bytes` is 8 MiB).
+const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
+
+/// Counts `records` of `partition` on the state (whose next offset is `next`): the changelog
+/// record and its encoding.
+fn count_batch<'r>(
+    store: &Store,
+    config: &MaterialiserConfig,
+    partition: u32,
+    next: u64,
+    records: impl Iterator<Item = &'r ConsumerRecord>,
+) -> anyhow::Result<(ChangelogRecord, Vec<u8>)> {
+    let mut builder = ChangeBuilder::new(store, &config.counting, partition, next);
+    let mut to = next;
+    let mut now_ms = 0;
+    let mut taken = 0usize;
+    for record in records {
+        match record.value.as_deref().map(serde_json::from_slice::<CanonicalEvent>) {
+            Some(Ok(event)) => {
+                builder.count(record.timestamp, &event);
+            }
+            _ => tracing::warn!(
+                partition,
+                offset = record.offset,
+                "email-events record is not a canonical event; not counted"
+            ),
+        }
+        now_ms = now_ms.max(record.timestamp);
+        to = record.offset + 1;
+        taken += 1;
+    }
+    // Examine twice the ids this record adds (see `ChangeBuilder::expire`).
+    builder.expire(now_ms, 2 * taken.max(100), DAY_EXPIRY_PER_RECORD);
+    let record = builder.finish(to);
+    let value = serde_json::to_vec(&record)?;
+    Ok((record, value))
+}
+
 /// One partition's counting state between polls.
 #[derive(Default)]
 struct Owned {
@@ -155,7 +193,12 @@ impl Owner {
             match polled {
                 Ok(chunks) => {
                     for record in chunks.into_iter().flatten() {
-                        if let Some(owned) = self.owned.get_mut(&record.partition) {
+                        let Some(owned) = self.owned.get_mut(&record.partition) else {
+                            continue;
+                        };
+                        // Pending stays in offset order: after a seek or a re-assignment
+                        // between two polls, records already pending are not taken again.
+                        if owned.pending.back().is_none_or(|last| record.offset > last.offset) {
                             owned.pending.push_back(record);
                         }
                     }
@@ -259,7 +302,7 @@ impl Owner {
 
     /// One changelog record per partition with pending records, written together.
     async fn count_round(&mut self) -> anyhow::Result<()> {
-        let mut batches: Vec<(ChangelogRecord, Vec<ConsumerRecord>)> = Vec::new();
+        let mut batches: Vec<(ChangelogRecord, Vec<u8>, Vec<ConsumerRecord>)> = Vec::new();
         for (partition, owned) in &mut self.owned {
             if !owned.synced {
                 continue;
@@ -274,75 +317,83 @@ impl Owner {
                 owned.seek_to = Some(next);
                 continue;
             }
-            let mut builder = ChangeBuilder::new(&self.store, &self.config.counting, *partition, next);
-            let mut taken = Vec::new();
-            let mut now_ms = 0;
-            while taken.len() < self.config.max_events_per_record {
-                let Some(record) = owned.pending.pop_front() else { break };
-                match record.value.as_deref().map(serde_json::from_slice::<CanonicalEvent>) {
-                    Some(Ok(event)) => {
-                        builder.count(record.timestamp, &event);
-                    }
-                    _ => tracing::warn!(
-                        partition,
-                        offset = record.offset,
-                        "email-events record is not a canonical event; not counted"
-                    ),
+            // A record must fit the changelog's max_message_bytes: halve the batch until it does
+            // (the rest stays pending for the next round).
+            let mut count = self.config.max_events_per_record.min(owned.pending.len());
+            let (record, value) = loop {
+                let (record, value) = count_batch(
+                    &self.store,
+                    &self.config,
+                    *partition,
+                    next,
+                    owned.pending.iter().take(count),
+                )?;
+                if value.len() <= MAX_RECORD_BYTES || count == 1 {
+                    break (record, value);
                 }
-                now_ms = now_ms.max(record.timestamp);
-                taken.push(record);
-            }
-            // Examine twice the ids this record adds (see `ChangeBuilder::expire`).
-            builder.expire(now_ms, 2 * taken.len().max(100), DAY_EXPIRY_PER_RECORD);
-            let to = taken.last().map_or(next, |record| record.offset + 1);
-            batches.push((builder.finish(to), taken));
+                count /= 2;
+            };
+            let taken: Vec<ConsumerRecord> = owned.pending.drain(..count).collect();
+            batches.push((record, value, taken));
         }
         let mut deliveries = Vec::with_capacity(batches.len());
-        for (record, _) in &batches {
-            let value = serde_json::to_vec(record)?;
-            let send = ProducerRecord::new(self.config.changelog_topic.clone(), value).partition(record.partition);
+        for (record, value, _) in &mut batches {
+            let send = ProducerRecord::new(self.config.changelog_topic.clone(), std::mem::take(value))
+                .partition(record.partition);
             deliveries.push(self.producer.send(send).await);
         }
         let mut outcome = Ok(());
-        for ((record, taken), delivery) in batches.into_iter().zip(deliveries) {
+        for ((record, _, taken), delivery) in batches.into_iter().zip(deliveries) {
+            let partition = record.partition;
             let written = match delivery {
                 Ok(delivery) => delivery.await.map_err(anyhow::Error::from),
                 Err(error) => Err(anyhow::Error::from(error)),
             };
-            let partition = record.partition;
-            match written {
-                Ok(metadata) => {
-                    let offset = match metadata.offset {
-                        Some(offset) => offset,
-                        // Written long ago as far as the broker knows: wait for the end instead.
-                        None => self
-                            .cluster
-                            .list_offsets(&self.config.changelog_topic, partition, OffsetSpec::Latest, 0)
-                            .await?
-                            .unwrap_or(1)
-                            .saturating_sub(1),
-                    };
-                    wait_applied(&mut self.positions, partition, offset).await?;
-                    let next = self.store.next_offset(partition);
-                    if next != record.to {
-                        tracing::info!(
-                            partition,
-                            from = record.from,
-                            to = record.to,
-                            next,
-                            "our changelog record was not applied (another owner's came first); counting again from the state"
-                        );
-                        self.requeue(partition, taken);
+            // Every error leaves the records pending (never dropped): they are counted again
+            // from the state, where a copy of a record that did get written is skipped.
+            let applied = match written {
+                Ok(metadata) => self.wait_for_record(partition, metadata.offset).await,
+                Err(error) => Err(error),
+            };
+            match applied {
+                Ok(()) if self.store.next_offset(partition) == record.to => {
+                    if let Some(owned) = self.owned.get_mut(&partition) {
+                        // Counting moved on: a later gap is a new one, worth a seek again.
+                        owned.sought = None;
                     }
                 }
+                Ok(()) => {
+                    tracing::info!(
+                        partition,
+                        from = record.from,
+                        to = record.to,
+                        next = self.store.next_offset(partition),
+                        "our changelog record was not applied (another owner's came first, or a rebuild); counting again from the state"
+                    );
+                    self.requeue(partition, taken);
+                }
                 Err(error) => {
-                    // Maybe written, maybe not: count again from the state; a copy is skipped.
                     self.requeue(partition, taken);
                     outcome = Err(error);
                 }
             }
         }
         outcome
+    }
+
+    /// Waits until the store has applied our record written at `offset` of changelog
+    /// `partition` (`None`: the broker knew it as written long ago; wait for the end instead).
+    async fn wait_for_record(&mut self, partition: u32, offset: Option<u64>) -> anyhow::Result<()> {
+        let offset = match offset {
+            Some(offset) => offset,
+            None => self
+                .cluster
+                .list_offsets(&self.config.changelog_topic, partition, OffsetSpec::Latest, 0)
+                .await?
+                .unwrap_or(1)
+                .saturating_sub(1),
+        };
+        wait_applied(&mut self.positions, partition, offset).await
     }
 
     fn requeue(&mut self, partition: u32, taken: Vec<ConsumerRecord>) {
@@ -383,5 +434,56 @@ impl Owner {
             Ok(()) => self.committed.extend(moved),
             Err(error) => tracing::debug!(%error, "committing the group's offsets"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::event::{EventKind, Provider};
+    use crate::time::EventTime;
+
+    fn click(offset: u64, url_bytes: usize) -> ConsumerRecord {
+        let event = CanonicalEvent {
+            provider: Provider::SendGrid,
+            event_id: format!("click|{offset}"),
+            provider_event_id: Some(offset.to_string()),
+            tenant: Some("t".into()),
+            campaign: Some("c".into()),
+            recipient: format!("r{offset}@x.com"),
+            kind: EventKind::Click,
+            occurred_at: EventTime::from_unix_micros(1_760_000_000_000_000).unwrap(),
+            url: Some(format!("https://x.com/{}", "a".repeat(url_bytes))),
+            message_id: None,
+        };
+        ConsumerRecord {
+            topic: "email-events".into(),
+            partition: 0,
+            offset,
+            timestamp: 1_760_000_000_000,
+            key: None,
+            value: Some(Bytes::from(serde_json::to_vec(&event).unwrap())),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_encoded_whole_and_its_range_ends_after_its_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = MaterialiserConfig::default();
+        let records: Vec<ConsumerRecord> = (5..9).map(|offset| click(offset, 10)).collect();
+        let (record, value) = count_batch(&store, &config, 0, 5, records.iter()).unwrap();
+        assert_eq!((record.from, record.to), (5, 9));
+        assert_eq!(serde_json::from_slice::<ChangelogRecord>(&value).unwrap(), record);
+        // Clicks with 20 KiB URLs: 1,000 of them would be ~40 MiB of engaged values, over the
+        // record limit, which is why the owner halves a batch until it fits.
+        let big: Vec<ConsumerRecord> = (0..300).map(|offset| click(offset, 20 * 1024)).collect();
+        let (_, value) = count_batch(&store, &config, 0, 0, big.iter()).unwrap();
+        assert!(value.len() > MAX_RECORD_BYTES);
+        let (_, value) = count_batch(&store, &config, 0, 0, big.iter().take(150)).unwrap();
+        assert!(value.len() <= MAX_RECORD_BYTES);
     }
 }

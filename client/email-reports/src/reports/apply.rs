@@ -28,6 +28,10 @@ use crate::event::{CanonicalEvent, EventKind};
 pub trait StateRead {
     /// The stored value of `key`, if any.
     fn get(&self, key: &str) -> Option<Value>;
+    /// The stored value of `key` decoded as `T` (a store may decode its bytes directly).
+    fn get_as<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.get(key).and_then(|value| serde_json::from_value(value).ok())
+    }
     /// Keys with `prefix` that sort before `before`, in order, at most `limit`.
     fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String>;
     /// Entries with `prefix` whose key sorts after `after` (from the first when `None`), in
@@ -142,18 +146,14 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         }
     }
 
-    fn get_value(&self, key: &str) -> Option<Value> {
-        match self.overlay.get(key) {
-            Some(Value::Null) => None,
-            Some(value) => Some(value.clone()),
-            None => self.state.get(key),
-        }
-    }
-
     fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         // A value that does not decode is treated as absent: the state is our own output, so
         // this only happens across an incompatible format change, which the rebuild repairs.
-        self.get_value(key).and_then(|value| serde_json::from_value(value).ok())
+        match self.overlay.get(key) {
+            Some(Value::Null) => None,
+            Some(value) => T::deserialize(value).ok(),
+            None => self.state.get_as(key),
+        }
     }
 
     fn put<T: Serialize>(&mut self, key: String, value: &T) {
@@ -170,7 +170,11 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         let provider = event.provider.as_str();
         let event_id = keys::clean_id(&event.event_id);
         let dedup_key = keys::dedup(self.partition, provider, &event_id);
-        if self.get_value(&dedup_key).is_some() {
+        // Seen within the window before this record's time: a redelivery. (Checked against
+        // the time, not only the key's presence, so whether an id counts never depends on
+        // when the expiry walk got to it: a rebuild counts exactly as the live run did.)
+        let seen_at: Option<i64> = self.get(&dedup_key);
+        if seen_at.is_some_and(|seen_at| seen_at >= record_ms - self.settings.dedup_window_ms) {
             return Counted::Duplicate;
         }
         self.put(dedup_key, &record_ms);
@@ -216,9 +220,19 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         }
 
         self.count_day(&campaign_id, record_ms, at, kind);
+        // A suppression belongs to the tenant the event names (campaign ids are expected to be
+        // unique across tenants; if two tenants share one, the totals go to the first tenant
+        // seen, but neither tenant's suppressions go to the other).
+        let event_tenant = event
+            .tenant
+            .as_deref()
+            .map_or_else(|| tenant_id.clone(), |tenant| keys::clean_id(tenant).into_owned());
+        if event_tenant != tenant_id && matches!(kind, EventKind::HardBounce | EventKind::SpamComplaint) {
+            self.put(keys::tenant(&event_tenant), &true);
+        }
         match kind {
             EventKind::HardBounce | EventKind::SpamComplaint => {
-                self.suppress(&tenant_id, &campaign_id, &recipient, kind, at)
+                self.suppress(&event_tenant, &campaign_id, &recipient, kind, at)
             }
             EventKind::Click => self.engage(&campaign_id, &recipient, at, event.url.as_deref()),
             _ => {}

@@ -71,14 +71,17 @@ impl Store {
     /// Applies the changelog record read at `offset` of changelog partition `partition`
     /// (`record` is `None` when it did not decode): its changes and the new position, atomically.
     pub fn apply(&self, partition: u32, offset: u64, record: Option<&ChangelogRecord>) -> Result<Applied, StoreError> {
+        let Some(record) = record else {
+            // Not applied, and the position does not move past it either.
+            return Ok(Applied::Undecodable);
+        };
         let mut batch = sled::Batch::default();
         batch.insert(
             keys::changelog_position(partition).as_bytes(),
             encode(&Value::from(offset + 1)),
         );
-        let outcome = match record {
-            None => Applied::Undecodable,
-            Some(record) => {
+        let outcome = {
+            {
                 let generation = self.generation();
                 if record.generation > generation {
                     // A rebuild: start over from an empty state (this instance's changelog
@@ -202,6 +205,10 @@ impl StateRead for Store {
         Store::get(self, key)
     }
 
+    fn get_as<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        Store::get(self, key)
+    }
+
     fn entries_after(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
         self.scan(prefix, after, limit)
     }
@@ -253,6 +260,12 @@ mod tests {
         assert_eq!(store.apply(3, 2, Some(&zombie)).unwrap(), Applied::Stale { next: 10 });
         assert_eq!(store.apply(3, 3, None).unwrap(), Applied::Undecodable);
         assert_eq!(store.get::<Value>("camp/a").unwrap()["sent"], 1);
+        assert_eq!(
+            store.changelog_position(3),
+            3,
+            "an undecodable record is not passed over"
+        );
+        store.apply(3, 3, Some(&record(3, 0, 1, &[]))).unwrap();
         assert_eq!(store.changelog_position(3), 4);
         // Deletions and the next record in line.
         let next = record(3, 10, 11, &[("camp/a", Value::Null)]);

@@ -243,3 +243,35 @@ fn the_expiry_walk_covers_every_id_in_bounded_steps_and_keeps_recent_ones() {
         .filter(|key| key.starts_with("dd/"))
         .all(|key| key.contains("new")));
 }
+
+#[test]
+fn an_id_seen_longer_ago_than_the_window_counts_again_whether_or_not_it_was_expired() {
+    let settings = CountingSettings::default();
+    let mut state = Memory::default();
+    let delivered = event("1", "a@x.com", EventKind::Delivered);
+    let mut builder = ChangeBuilder::new(&state, &settings, 0, 0);
+    builder.count(NOW_MS - 3 * DAY_MS, &delivered);
+    state.apply(builder.finish(1));
+    // Still stored (no expiry ran), but older than the window at this record's time.
+    assert!(state.0.keys().any(|key| key.starts_with("dd/")));
+    let mut builder = ChangeBuilder::new(&state, &settings, 0, 1);
+    assert_eq!(builder.count(NOW_MS, &delivered), Counted::New);
+    // And within the window it is a redelivery.
+    assert_eq!(builder.count(NOW_MS + 1000, &delivered), Counted::Duplicate);
+}
+
+#[test]
+fn a_suppression_goes_to_the_tenant_the_event_names() {
+    let settings = CountingSettings::default();
+    let mut state = Memory::default();
+    let mut other = event("2", "b@x.com", EventKind::HardBounce);
+    other.tenant = Some("globex".into());
+    count_all(
+        &mut state,
+        &settings,
+        &[event("1", "a@x.com", EventKind::Delivered), other],
+    );
+    assert!(state.0.contains_key(&keys::suppression("globex", "b@x.com")));
+    assert!(!state.0.contains_key(&keys::suppression("acme", "b@x.com")));
+    assert!(state.0.contains_key(&keys::tenant("globex")));
+}
