@@ -74,10 +74,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  reports:  {base}/v1/tenants  {base}/v1/alerts");
     println!("  secrets:  {}", args.data_dir.join("dev-secrets.json").display());
+    let exe = std::env::current_exe().map_or_else(|_| "email-reports".into(), |exe| exe.display().to_string());
     println!(
-        "  try:      email-reports loadgen --url {base} --secrets {} --rate 200 --seconds 10 --truth truth.json",
+        "  try:      {exe} loadgen --url {base} --secrets {} --rate 200 --seconds 10 --truth truth.json",
         args.data_dir.join("dev-secrets.json").display()
     );
+    println!("            {exe} check --url {base} --truth truth.json");
     println!("Ctrl-C stops everything.");
     let outcome = tokio::select! {
         outcome = running.wait_any() => outcome,
