@@ -101,7 +101,11 @@ impl ReportsProcess {
                 .expect("running kill");
             assert!(status.success());
             let status = child.wait().expect("waiting for email-reports");
-            assert!(status.success(), "email-reports exited with {status}");
+            assert!(
+                status.success(),
+                "email-reports exited with {status}; log:\n{}",
+                self.log()
+            );
         }
     }
 

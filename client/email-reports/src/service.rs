@@ -81,7 +81,7 @@ pub struct Running {
     /// The HTTP listener's address.
     pub address: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl Running {
@@ -89,12 +89,12 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.send_replace(true);
         let mut outcome = Ok(());
-        for task in self.tasks {
+        for (name, task) in self.tasks {
             match tokio::time::timeout(Duration::from_secs(15), task).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => outcome = Err(error),
-                Ok(Err(join)) => outcome = Err(anyhow::anyhow!("a service task panicked: {join}")),
-                Err(_) => outcome = Err(anyhow::anyhow!("a service task did not stop within 15 s")),
+                Ok(Ok(Err(error))) => outcome = Err(error.context(name)),
+                Ok(Err(join)) => outcome = Err(anyhow::anyhow!("the {name} panicked: {join}")),
+                Err(_) => outcome = Err(anyhow::anyhow!("the {name} did not stop within 15 s")),
             }
         }
         outcome
@@ -105,11 +105,11 @@ impl Running {
         if self.tasks.is_empty() {
             return Ok(());
         }
-        let (outcome, index, _) = futures_util::future::select_all(self.tasks.iter_mut()).await;
-        self.tasks.remove(index);
+        let (outcome, index, _) = futures_util::future::select_all(self.tasks.iter_mut().map(|(_, task)| task)).await;
+        let (name, _) = self.tasks.remove(index);
         match outcome {
-            Ok(result) => result,
-            Err(join) => Err(anyhow::anyhow!("a service task panicked: {join}")),
+            Ok(result) => result.map_err(|error| error.context(name)),
+            Err(join) => Err(anyhow::anyhow!("the {name} panicked: {join}")),
         }
     }
 }
@@ -127,14 +127,17 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut tasks = Vec::new();
 
     let (positions_tx, positions_rx) = watch::channel(applier::Positions::new());
-    tasks.push(tokio::spawn(applier::run(
-        Arc::clone(&cluster),
-        store.clone(),
-        config.materialiser.changelog_topic.clone(),
-        partitions,
-        positions_tx,
-        shutdown_rx.clone(),
-    )));
+    tasks.push((
+        "changelog applier",
+        tokio::spawn(applier::run(
+            Arc::clone(&cluster),
+            store.clone(),
+            config.materialiser.changelog_topic.clone(),
+            partitions,
+            positions_tx,
+            shutdown_rx.clone(),
+        )),
+    ));
     if config.materialise {
         let owner = Owner::new(
             Arc::clone(&cluster),
@@ -143,7 +146,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             config.events.name.clone(),
             positions_rx,
         )?;
-        tasks.push(tokio::spawn(owner.run(shutdown_rx.clone())));
+        tasks.push(("materialiser", tokio::spawn(owner.run(shutdown_rx.clone()))));
     }
     let ingest = if config.ingest {
         let producer = Producer::new(
@@ -182,14 +185,17 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let mut http_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("HTTP server")
-    }));
+    tasks.push((
+        "HTTP server",
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("HTTP server")
+        }),
+    ));
     tracing::info!(%address, partitions, "email-reports serving");
     Ok(Running {
         address,

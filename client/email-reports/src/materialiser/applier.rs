@@ -21,6 +21,27 @@ pub async fn run(
     topic: String,
     partitions: u32,
     positions: watch::Sender<Positions>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // Every await of the applier ends when the service stops — also those outside the poll
+    // loop (assigning and seeking retry while the brokers are unreachable). Stopping between
+    // two awaits is safe: each record is applied in one sled batch with its position.
+    let mut stop = shutdown.clone();
+    let flush = store.clone();
+    tokio::select! {
+        _ = stop.wait_for(|stop| *stop) => {}
+        outcome = apply_changelog(cluster, store, topic, partitions, positions, shutdown) => outcome?,
+    }
+    flush.flush()?;
+    Ok(())
+}
+
+async fn apply_changelog(
+    cluster: Arc<Cluster>,
+    store: Store,
+    topic: String,
+    partitions: u32,
+    positions: watch::Sender<Positions>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let config = ConsumerConfig {
@@ -91,7 +112,6 @@ pub async fn run(
         }
         positions.send_replace(applied.clone());
     }
-    store.flush()?;
     Ok(())
 }
 

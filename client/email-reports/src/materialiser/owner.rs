@@ -168,7 +168,10 @@ impl Owner {
         };
         let mut group =
             GroupConsumer::new(Arc::clone(&self.cluster), group_config)?.with_listener(Listener(Arc::clone(&changes)));
-        group.subscribe(vec![self.source_topic.clone()]).await?;
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            subscribed = group.subscribe(vec![self.source_topic.clone()]) => subscribed?,
+        }
         tracing::info!(group = %self.config.group_id, topic = %self.source_topic, "materialiser joined");
         let mut failures = 0u32;
         loop {
@@ -209,7 +212,12 @@ impl Owner {
                     continue;
                 }
             }
-            let counted = self.count_pending().await;
+            // Counting waits on the cluster (writes, the applier); a stop does not wait for it
+            // (what was counted is in the changelog, the rest is counted by the next owner).
+            let counted = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                counted = self.count_pending() => counted,
+            };
             for (partition, owned) in &mut self.owned {
                 // Everything returned was counted, so the position equals the state's next
                 // offset — unless a rebuild reset the state: then read again from there.
@@ -240,12 +248,22 @@ impl Owner {
                     continue;
                 }
             }
-            self.commit(&mut group).await;
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                () = self.commit(&mut group) => {}
+            }
         }
         if let Err(error) = group.close().await {
             tracing::warn!(%error, "leaving the group");
         }
-        self.producer.close().await;
+        // Nothing is left to deliver that matters (an unwritten record is counted again by
+        // the next owner), so a cluster that is down does not hold the stop up.
+        if tokio::time::timeout(Duration::from_secs(5), self.producer.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the changelog producer did not close within 5 s");
+        }
         Ok(())
     }
 
