@@ -307,6 +307,26 @@ async fn ingest_answers_each_failure_with_its_status() {
     let text = confirmed.text().await.unwrap();
     assert!(text.contains("ConfirmSubscription"), "{text}");
 
+    // Jobs: an export of a tenant the reports do not know, and a job id never issued.
+    let export = http
+        .post(format!("{}/v1/tenants/nobody/exports", service.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&export), 404);
+    let job = http
+        .get(format!("{}/v1/jobs/export-0-0", service.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&job), 404);
+    let result = http
+        .get(format!("{}/v1/jobs/export-0-0/result", service.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&result), 404);
+
     // The cluster is gone: the provider is told to retry.
     for broker in &mut brokers {
         broker.kill9();

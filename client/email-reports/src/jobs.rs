@@ -259,18 +259,7 @@ impl Jobs {
 
     async fn export(&self, id: &str, tenant: &str) -> anyhow::Result<()> {
         let store = &self.inner.store;
-        let mut campaigns = Vec::new();
-        let prefix = keys::tenant_campaigns_prefix(tenant);
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.list(&prefix, after.as_deref(), 1000);
-            let full = page.len() == 1000;
-            after = page.last().map(|(id, _)| id.clone());
-            campaigns.extend(page.into_iter().map(|(id, _)| id));
-            if !full {
-                break;
-            }
-        }
+        let campaigns = store.ids(&keys::tenant_campaigns_prefix(tenant));
         self.update(id, |job| job.total = campaigns.len() as u64);
         let oldest = utc_date((unix_ms() - 365 * 86_400_000) * 1000).unwrap_or_default();
         let mut rows: Vec<(String, String, DailyCounts)> = Vec::new();

@@ -733,8 +733,12 @@ async fn list_all(http: &reqwest::Client, url: &str, id_field: &str) -> anyhow::
     }
 }
 
+/// Percent-encodes a path segment or query value (the form encoder writes a space as `+`,
+/// which a path would keep literally; a literal `+` it writes as `%2B`).
 fn urlencode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 fn figures_differ(what: &str, expected: &TruthFigures, report: Option<&Value>) -> Vec<String> {

@@ -17,7 +17,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::reports::keys;
 use crate::reports::store::Store;
 
 /// A JSON error with `status`.
@@ -78,7 +77,7 @@ async fn status(
         .map(|partition| {
             json!({
                 "partition": partition,
-                "next_offset": store.get::<u64>(&keys::next_offset(partition)).unwrap_or(0),
+                "next_offset": store.next_offset(partition),
                 "changelog_position": store.changelog_position(partition),
             })
         })

@@ -111,20 +111,11 @@ pub fn tenant_totals(store: &Store, tenant: &str) -> Option<(usize, CampaignTota
         tenant_id: tenant.to_owned(),
         ..CampaignTotals::default()
     };
-    let prefix = keys::tenant_campaigns_prefix(tenant);
     let mut campaigns = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.list(&prefix, after.as_deref(), MAX_LIMIT);
-        for (campaign_id, _) in &page {
-            if let Some(totals) = store.get::<CampaignTotals>(&keys::campaign(campaign_id)) {
-                sum.add(&totals);
-                campaigns += 1;
-            }
-        }
-        match page.last() {
-            Some((last, _)) if page.len() == MAX_LIMIT => after = Some(last.clone()),
-            _ => break,
+    for campaign_id in store.ids(&keys::tenant_campaigns_prefix(tenant)) {
+        if let Some(totals) = store.get::<CampaignTotals>(&keys::campaign(&campaign_id)) {
+            sum.add(&totals);
+            campaigns += 1;
         }
     }
     Some((campaigns, sum))

@@ -243,12 +243,11 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
     }
 
     fn count_day(&mut self, campaign_id: &str, record_ms: i64, at_micros: i64, kind: EventKind) {
-        let Some(date) = utc_date(at_micros) else { return };
-        let oldest_kept =
-            utc_date(record_ms.saturating_mul(1000) - self.settings.daily_retention_days * 86_400_000_000);
-        if oldest_kept.is_some_and(|oldest| date < oldest) {
+        // Compared as UTC day numbers (what comparing the dates means), formatted only if kept.
+        if utc_day(at_micros) < self.oldest_kept_day(record_ms) {
             return;
         }
+        let Some(date) = utc_date(at_micros) else { return };
         let day_key = keys::day(campaign_id, &date);
         let mut day = match self.days.remove(&day_key) {
             Some(day) => day,
@@ -259,6 +258,11 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         }
         *day.entry(kind).or_default() += 1;
         self.days.insert(day_key, day);
+    }
+
+    /// The first UTC day whose bucket is kept, as of record time `now_ms`.
+    fn oldest_kept_day(&self, now_ms: i64) -> i64 {
+        utc_day(now_ms.saturating_mul(1000) - self.settings.daily_retention_days * DAY_MICROS)
     }
 
     fn suppress(&mut self, tenant_id: &str, campaign_id: &str, recipient: &str, reason: EventKind, at: i64) {
@@ -362,9 +366,7 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             }
         }
         let day_prefix = keys::day_index_prefix(self.partition);
-        let Some(oldest_kept) =
-            utc_date(now_ms.saturating_mul(1000) - self.settings.daily_retention_days * 86_400_000_000)
-        else {
+        let Some(oldest_kept) = utc_date(self.oldest_kept_day(now_ms).saturating_mul(DAY_MICROS)) else {
             return;
         };
         let cutoff = format!("{day_prefix}{oldest_kept}");
@@ -376,11 +378,6 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             }
             self.delete(key);
         }
-    }
-
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.overlay.is_empty() && self.campaigns.is_empty() && self.days.is_empty()
     }
 
     /// The changelog record for source offsets `[from, to)`.
@@ -400,6 +397,13 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
             reset: false,
         }
     }
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The UTC day number (days since the epoch) of a time in µs since the epoch.
+fn utc_day(micros: i64) -> i64 {
+    micros.div_euclid(DAY_MICROS)
 }
 
 /// `YYYY-MM-DD` (UTC) of a time in µs since the epoch.

@@ -31,9 +31,6 @@ pub fn campaign(campaign: &str) -> String {
     format!("camp/{campaign}")
 }
 
-/// Prefix of every campaign's totals.
-pub const CAMPAIGN_PREFIX: &str = "camp/";
-
 /// `tenant/{tenant}` → `true`: the tenant index.
 pub fn tenant(tenant: &str) -> String {
     format!("tenant/{tenant}")

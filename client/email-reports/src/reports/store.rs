@@ -160,6 +160,16 @@ impl Store {
             .collect()
     }
 
+    /// Every id under `prefix` (the key after the prefix), in order.
+    pub fn ids(&self, prefix: &str) -> Vec<String> {
+        self.state
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|key| Some(keys::suffix(std::str::from_utf8(&key).ok()?, prefix).to_owned()))
+            .collect()
+    }
+
     /// Up to `limit` entries with `prefix` in key order, after the full key `after` when given.
     fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
         let start = match after {
@@ -186,12 +196,6 @@ impl Store {
     /// Writes everything to disk (on a clean shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
-    }
-
-    /// Removes every key (the rebuild job starts from an empty state).
-    pub fn clear(&self) -> Result<(), StoreError> {
-        self.state.clear()?;
         Ok(())
     }
 }
