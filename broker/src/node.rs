@@ -90,10 +90,18 @@ pub struct BrokerConfig {
     /// Consumer groups: the offsets topic and session bounds (`[groups]`).
     #[serde(default)]
     pub groups: GroupSettings,
+    /// How often every replica applies its topic's retention (Kafka's
+    /// `log.retention.check.interval.ms`, the same default: 5 minutes).
+    #[serde(default = "default_retention_check_interval_ms")]
+    pub retention_check_interval_ms: u64,
 }
 
 fn default_controller_voters() -> usize {
     3
+}
+
+fn default_retention_check_interval_ms() -> u64 {
+    5 * 60 * 1000
 }
 
 /// Why a node could not start or stopped with an error.
@@ -246,6 +254,9 @@ pub async fn run(
         partitions: Arc::clone(&partitions),
     });
     let follower = tokio::spawn(Arc::clone(&partitions).follow(controller.subscribe()));
+    let retention = tokio::spawn(
+        Arc::clone(&partitions).apply_retention_every(Duration::from_millis(config.retention_check_interval_ms.max(1))),
+    );
     let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
     let quiescer = match config.raft.quiesce_after_ms {
         0 => Vec::new(),
@@ -311,6 +322,7 @@ pub async fn run(
         task.abort();
     }
     follower.abort();
+    retention.abort();
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");
     controller.shutdown().await?;
@@ -412,6 +424,7 @@ mod tests {
             raft: RaftTimers::default(),
             dial_overrides: BTreeMap::new(),
             groups: GroupSettings::default(),
+            retention_check_interval_ms: default_retention_check_interval_ms(),
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

@@ -53,6 +53,7 @@ impl Cluster {
                 raft: RaftTimers::default(),
                 dial_overrides: Default::default(),
                 groups: Default::default(),
+                retention_check_interval_ms: 300_000,
             };
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);

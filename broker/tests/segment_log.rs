@@ -395,6 +395,61 @@ fn time_retention_deletes_old_segments_and_moves_the_log_start() {
 }
 
 #[test]
+fn segments_roll_by_record_time_even_within_one_append() {
+    // A follower catching up appends many entries at once: they roll as if written one by one.
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let config = LogConfig {
+        segment_ms: 5_000,
+        ..config(1 << 30)
+    };
+    let mut log = open(dir.path(), &flush, config).unwrap();
+    let entries: Vec<NewEntry> = (0..20).map(|i| data_entry(i, 2, T0 + i as i64 * 1000, 10)).collect();
+    log.append(entries, T0, Box::new(|r| r.unwrap())).unwrap();
+    let firsts: Vec<u64> = log.segments().iter().map(|s| s.first_index.0).collect();
+    assert_eq!(firsts, vec![0, 5, 10, 15], "a segment per 5 s of record time");
+}
+
+#[test]
+fn an_aged_active_segment_is_sealed_so_retention_can_delete_it() {
+    let config = LogConfig {
+        segment_ms: 1_000,
+        retention_ms: Some(2_000),
+        ..config(1 << 20)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushWorker::start("t").unwrap();
+    let mut log = open(dir.path(), &flush, config.clone()).unwrap();
+    for i in 0..3 {
+        let entry = data_entry(i, 2, T0, 10);
+        log.append(vec![entry], T0, Box::new(|r| r.unwrap())).unwrap();
+    }
+    let later = T0 + 10_000;
+    assert_eq!(log.retention_point(later), None, "the active segment is never deleted");
+    assert!(!log.roll_if_aged(T0 + 500).unwrap(), "not old enough yet");
+    assert!(log.roll_if_aged(later).unwrap());
+    assert!(
+        !log.roll_if_aged(later).unwrap(),
+        "an empty active segment is not rolled again"
+    );
+    let (point, log_start) = log.retention_point(later).expect("the sealed segment expired");
+    assert_eq!((point.index, log_start), (RaftIndex(2), Offset(6)));
+    log.purge(point, None).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(6));
+    assert_eq!(log.log_end_offset(), Offset(6));
+    // Writing goes on right after the purged entries, and survives a restart.
+    log.append(vec![data_entry(3, 2, later, 10)], later, Box::new(|r| r.unwrap()))
+        .unwrap();
+    assert_eq!(
+        log.read_batches(Offset(6), 1, Offset(u64::MAX)).unwrap()[0].base_offset,
+        Offset(6)
+    );
+    drop(log);
+    let log = open(dir.path(), &flush, config).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(6), Offset(8)));
+}
+
+#[test]
 fn size_retention_keeps_the_log_at_or_above_the_limit() {
     let config = LogConfig {
         retention_bytes: Some(3000),

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Milliseconds a partition stays idle before its Raft timers stop (0 = never); default 1000.
     #[arg(long, env = "BROKER_QUIESCE_AFTER_MS")]
     quiesce_after_ms: Option<u64>,
+    /// How often (ms) every replica applies its topic's retention; default 300000 (5 min).
+    #[arg(long, env = "BROKER_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -81,6 +84,7 @@ impl ServeArgs {
                 raft: RaftTimers::default(),
                 dial_overrides: Default::default(),
                 groups: Default::default(),
+                retention_check_interval_ms: 5 * 60 * 1000,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -104,6 +108,9 @@ impl ServeArgs {
         config.dial_overrides.extend(self.dial_overrides);
         if let Some(quiesce_after_ms) = self.quiesce_after_ms {
             config.raft.quiesce_after_ms = quiesce_after_ms;
+        }
+        if let Some(interval) = self.retention_check_interval_ms {
+            config.retention_check_interval_ms = interval;
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;

@@ -181,6 +181,35 @@ impl PartitionManager {
         }
     }
 
+    /// Applies every hosted replica's retention once per `interval`, for ever: one replica at a
+    /// time, so a broker with thousands of partitions spreads the work instead of bursting it.
+    /// A pass that fails is logged and tried again at the next interval.
+    pub async fn apply_retention_every(self: Arc<Self>, interval: std::time::Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            for (key, replica) in self.replicas() {
+                let now_ms = proto::record_batch::now_ms();
+                match replica.apply_retention(now_ms).await {
+                    Ok(pass) if pass.proposed.is_some() || pass.purged_to.is_some() => tracing::debug!(
+                        topic = %key.topic,
+                        partition = key.partition,
+                        ?pass,
+                        "retention pass"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        %error,
+                        topic = %key.topic,
+                        partition = key.partition,
+                        "retention pass failed; trying again at the next check"
+                    ),
+                }
+            }
+        }
+    }
+
     /// Stops every replica (logs are closed durably).
     pub async fn shutdown(&self) {
         let all: Vec<Running> = self

@@ -7,8 +7,8 @@
 
 use super::snapshot::SnapshotSlot;
 use super::types::{
-    entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, PartitionRaft, ProposalToken, RecordBatchPayload,
-    Vote,
+    entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, LogStartMark, PartitionPayload, PartitionRaft,
+    ProposalToken, RecordBatchPayload, Vote,
 };
 use crate::storage::{EntryKind, NewEntry, Offset, SegmentLog, StoredEntry};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -113,7 +113,8 @@ pub(crate) fn to_new_entry(entry: Entry) -> io::Result<NewEntry> {
     let id = entry_id_of(&entry.log_id);
     let (kind, body) = match entry.payload {
         EntryPayload::Blank => (EntryKind::Blank, bytes::Bytes::new()),
-        EntryPayload::Normal(RecordBatchPayload(batch, _)) => (EntryKind::Data, batch),
+        EntryPayload::Normal(PartitionPayload::Batch(RecordBatchPayload(batch, _))) => (EntryKind::Data, batch),
+        EntryPayload::Normal(PartitionPayload::LogStart(mark)) => (EntryKind::LogStart, mark.encode()),
         EntryPayload::Membership(membership) => {
             let json = serde_json::to_vec(&membership).map_err(io::Error::other)?;
             (EntryKind::Membership, bytes::Bytes::from(json))
@@ -126,7 +127,8 @@ pub(crate) fn to_raft_entry(stored: StoredEntry) -> io::Result<Entry> {
     let log_id = log_id_of(&stored.id);
     let payload = match stored.kind {
         EntryKind::Blank => EntryPayload::Blank,
-        EntryKind::Data => EntryPayload::Normal(RecordBatchPayload::new(stored.body)),
+        EntryKind::Data => EntryPayload::Normal(RecordBatchPayload::new(stored.body).into()),
+        EntryKind::LogStart => EntryPayload::Normal(PartitionPayload::LogStart(LogStartMark::decode(&stored.body)?)),
         EntryKind::Membership => {
             let membership = serde_json::from_slice(&stored.body).map_err(|e| {
                 io::Error::new(
@@ -240,7 +242,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
             .into_iter()
             .map(|entry| {
                 tokens.push(match &entry.payload {
-                    EntryPayload::Normal(RecordBatchPayload(_, token)) => *token,
+                    EntryPayload::Normal(PartitionPayload::Batch(RecordBatchPayload(_, token))) => *token,
                     _ => ProposalToken::NONE,
                 });
                 to_new_entry(entry)

@@ -58,7 +58,7 @@ pub use replica::{
 };
 pub use snapshot::Compaction;
 pub use state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
-pub use types::{PartitionRaft, RecordBatchPayload};
+pub use types::{LogStartMark, PartitionPayload, PartitionRaft, RecordBatchPayload};
 
 #[cfg(test)]
 mod suite_test;

@@ -202,8 +202,22 @@ impl ProducerTable {
     }
 
     /// Records a committed batch. Called for every idempotent batch in log order; whatever it
-    /// holds is recorded (the leader already refused batches that break the rules).
+    /// holds is recorded (the leader already refused batches that break the rules), except a
+    /// batch the table already has or has passed: an older epoch, or a sequence at or before
+    /// the producer's last. Such batches come only from replaying entries after a snapshot
+    /// whose table is newer than its log position (retention's snapshots), and recording them
+    /// would put the table back in time.
     pub fn record(&mut self, batch: &BatchIdentity, base_offset: Offset) {
+        if let Some(entry) = self.producers.get(&batch.producer_id) {
+            let passed = batch.epoch < entry.epoch
+                || (batch.epoch == entry.epoch
+                    && entry
+                        .last_sequence()
+                        .is_some_and(|last| sequence_at_or_before(batch.last_sequence, last)));
+            if passed {
+                return;
+            }
+        }
         self.tick += 1;
         let tick = self.tick;
         let entry = self
@@ -244,6 +258,29 @@ mod tests {
 
     fn batch(producer_id: i64, epoch: i16, first: i32, count: i32) -> BatchIdentity {
         BatchIdentity::new(producer_id, epoch, first, count)
+    }
+
+    #[test]
+    fn replaying_batches_the_table_already_passed_changes_nothing() {
+        let mut table = ProducerTable::default();
+        for i in 0..10 {
+            table.record(&batch(7, 1, i * 10, 10), Offset(1000 + i as u64 * 10));
+        }
+        let before = table.clone();
+        // Replayed after a snapshot whose table is newer than its position: every batch again,
+        // and a batch of the epoch before.
+        for i in 0..10 {
+            table.record(&batch(7, 1, i * 10, 10), Offset(1000 + i as u64 * 10));
+        }
+        table.record(&batch(7, 0, 500, 10), Offset(5));
+        assert_eq!(table, before);
+        assert_eq!(table.check(&batch(7, 1, 100, 1)), SequenceVerdict::Append);
+        // What comes after still records.
+        table.record(&batch(7, 1, 100, 1), Offset(1100));
+        assert_eq!(
+            table.check(&batch(7, 1, 100, 1)),
+            SequenceVerdict::Duplicate(Offset(1100))
+        );
     }
 
     #[test]
@@ -299,8 +336,11 @@ mod tests {
         table.record(&batch(1, 0, 0, 1), Offset(0));
         let near_end = batch(1, 0, i32::MAX - 1, 5);
         assert_eq!(near_end.last_sequence, 2);
-        // Jump the producer's state to just before the wrap by recording a batch there.
-        table.record(&BatchIdentity::new(1, 0, i32::MAX - 10, 9), Offset(1));
+        // Move the producer's state to just before the wrap, in forward jumps of less than half
+        // the range each (the table ignores a batch that comes before its last).
+        table.record(&BatchIdentity::new(1, 0, i32::MAX / 3, 1), Offset(1));
+        table.record(&BatchIdentity::new(1, 0, i32::MAX / 3 * 2, 1), Offset(2));
+        table.record(&BatchIdentity::new(1, 0, i32::MAX - 10, 9), Offset(3));
         assert_eq!(table.check(&near_end), SequenceVerdict::Append);
         table.record(&near_end, Offset(10));
         assert_eq!(table.check(&batch(1, 0, 3, 1)), SequenceVerdict::Append);

@@ -6,10 +6,15 @@
 //! retention decides when it goes. A group whose observer opts in to compaction also carries
 //! the observer's state in its snapshots, which are persisted and let the log be purged behind
 //! them (see [`super::snapshot`]).
+//!
+//! Retention purges an ordinary partition's log the same way, at a point every replica agrees
+//! on: applying a [`LogStartMark`] publishes it ([`PartitionStateMachine::log_start_marks`]),
+//! and the next snapshot is then built *at the mark* (not at the last applied entry: the data
+//! after the mark is not in a snapshot, so a follower installing one must continue from there).
 
 use super::producer_state::{BatchIdentity, ProducerTable};
 use super::snapshot::{meta_of, Compaction, KeptSnapshot, Meta, SnapshotSlot, SnapshotState};
-use super::types::{AppliedBatch, LogId, PartitionRaft, RecordBatchPayload};
+use super::types::{log_id_of, AppliedBatch, LogId, LogStartMark, PartitionPayload, PartitionRaft, RecordBatchPayload};
 use crate::storage::Offset;
 use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -124,11 +129,16 @@ pub struct PartitionStateMachine {
     applied_next_offset: watch::Sender<u64>,
     observer: Option<Arc<dyn BatchObserver>>,
     producers: SharedProducerTable,
+    /// The newest log start retention replicated, once applied: where this replica's log is
+    /// to be purged through.
+    log_start: watch::Sender<Option<LogStartMark>>,
 }
 
-/// Builds a snapshot of the state as it was when the builder was made.
+/// Builds a snapshot as of the moment the builder was made.
 pub struct PartitionSnapshotBuilder {
-    state: SnapshotState,
+    /// The state to snapshot; `None`: nothing new, the kept snapshot again (openraft ignores a
+    /// snapshot no newer than its own).
+    build: Option<SnapshotState>,
     snapshots: SnapshotSlot,
 }
 
@@ -141,7 +151,64 @@ impl PartitionStateMachine {
             applied_next_offset: watch::Sender::new(0),
             observer: None,
             producers: SharedProducerTable::default(),
+            log_start: watch::Sender::new(None),
         }
+    }
+
+    /// The newest applied log start mark of retention, live after the state machine is handed
+    /// to openraft: the replica purges its log through it.
+    pub fn log_start_marks(&self) -> watch::Receiver<Option<LogStartMark>> {
+        self.log_start.subscribe()
+    }
+
+    /// What a snapshot of an ordinary partition holds: the state as of the newest log start
+    /// mark, if there is one the snapshot may stand at. The producer table is the current one,
+    /// newer than the mark: replaying the entries after the mark records nothing twice (the
+    /// table ignores batches older than those it has).
+    fn snapshot_at_log_start(&self) -> Option<SnapshotState> {
+        let mark = (*self.log_start.borrow())?;
+        let through = log_id_of(&mark.through);
+        // The membership in force at the mark: the current one, unless it changed after the
+        // mark (the leader proposes no such mark; this guards a replica's own view).
+        if self.state.membership.log_id().as_ref().is_some_and(|id| *id > through) {
+            return None;
+        }
+        Some(SnapshotState {
+            applied: AppliedState {
+                last_applied: Some(through),
+                membership: self.state.membership.clone(),
+                next_offset: mark.next_offset,
+            },
+            producers: self.producer_table().clone(),
+            observer: None,
+        })
+    }
+
+    /// Takes `mark` as the log start to purge to, if it is sound and newer than the last one.
+    fn apply_log_start(&mut self, mark: LogStartMark, at: &LogId) {
+        let sound = mark.through.index.0 < at.index
+            && mark.next_offset <= self.state.next_offset
+            && self
+                .state
+                .membership
+                .log_id()
+                .as_ref()
+                .is_none_or(|id| *id <= log_id_of(&mark.through));
+        if !sound {
+            tracing::warn!(
+                ?mark,
+                entry = at.index,
+                "log start mark ignored: not a point this replica can purge to"
+            );
+            return;
+        }
+        self.log_start.send_if_modified(|current| {
+            let newer = current.is_none_or(|c| c.through.index < mark.through.index);
+            if newer {
+                *current = Some(mark);
+            }
+            newer
+        });
     }
 
     /// The producer table this state machine keeps current.
@@ -216,15 +283,33 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> io::Result<PartitionSnapshot> {
-        let bytes = self.state.encode()?;
-        let meta = meta_of(&self.state.applied);
-        // Kept (and, for compacting groups, persisted) before openraft learns the snapshot
-        // exists: only then may it purge the log behind it.
+        let state = match &self.build {
+            Some(state) => state,
+            None => {
+                return Ok(match self.snapshots.current() {
+                    Some(kept) => Snapshot {
+                        meta: kept.meta,
+                        snapshot: Cursor::new(kept.bytes),
+                    },
+                    None => {
+                        let empty = SnapshotState::default();
+                        Snapshot {
+                            meta: meta_of(&empty.applied),
+                            snapshot: Cursor::new(empty.encode()?),
+                        }
+                    }
+                });
+            }
+        };
+        let bytes = state.encode()?;
+        let meta = meta_of(&state.applied);
+        // Kept (and persisted) before openraft learns the snapshot exists: only then may it
+        // purge the log behind it.
         self.snapshots
             .keep_async(KeptSnapshot {
                 meta: meta.clone(),
                 bytes: bytes.clone(),
-                next_offset: self.state.applied.next_offset,
+                next_offset: state.applied.next_offset,
             })
             .await?;
         Ok(Snapshot {
@@ -255,7 +340,11 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     None
                 }
-                EntryPayload::Normal(RecordBatchPayload(batch, _)) => {
+                EntryPayload::Normal(PartitionPayload::LogStart(mark)) => {
+                    self.apply_log_start(mark, &entry.log_id);
+                    None
+                }
+                EntryPayload::Normal(PartitionPayload::Batch(RecordBatchPayload(batch, _))) => {
                     let header = BatchHeader::parse(&batch).map_err(|e| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -288,8 +377,16 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // A group that compacts snapshots its whole state; any other partition's data is its
+        // log, so its snapshot stands where retention starts the log.
+        let compacts = self.observer.as_ref().is_some_and(|o| o.compaction().is_some());
+        let build = if compacts {
+            Some(self.snapshot_state())
+        } else {
+            self.snapshot_at_log_start()
+        };
         PartitionSnapshotBuilder {
-            state: self.snapshot_state(),
+            build,
             snapshots: self.snapshots.clone(),
         }
     }

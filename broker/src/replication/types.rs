@@ -34,6 +34,63 @@ impl fmt::Display for RecordBatchPayload {
     }
 }
 
+/// What a partition group's Raft log carries besides blanks and memberships (openraft's
+/// application data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartitionPayload {
+    /// A record batch: the partition's data.
+    Batch(RecordBatchPayload),
+    /// Retention's decision that the log now starts after an earlier entry.
+    LogStart(LogStartMark),
+}
+
+impl From<RecordBatchPayload> for PartitionPayload {
+    fn from(batch: RecordBatchPayload) -> Self {
+        PartitionPayload::Batch(batch)
+    }
+}
+
+impl fmt::Display for PartitionPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartitionPayload::Batch(batch) => batch.fmt(f),
+            PartitionPayload::LogStart(mark) => write!(
+                f,
+                "log start {} after entry {}",
+                mark.next_offset.0, mark.through.index.0
+            ),
+        }
+    }
+}
+
+/// A new start of a partition's log, decided by the leader's retention and replicated, so
+/// that every replica purges its log through the same entry and reports the same log start.
+/// Entries are identical on every replica (Raft's log matching), only segment boundaries differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStartMark {
+    /// The last entry that goes.
+    pub through: EntryId,
+    /// The offset after it: the new log start offset.
+    pub next_offset: Offset,
+}
+
+impl LogStartMark {
+    /// The stored body of a log start entry.
+    pub(crate) fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("a log start mark serialises"))
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote.
+    pub(crate) fn decode(body: &[u8]) -> std::io::Result<LogStartMark> {
+        serde_json::from_slice(body).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("log start entry does not parse: {e}"),
+            )
+        })
+    }
+}
+
 /// What applying a data entry answers: the offset its first record got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedBatch {
@@ -44,7 +101,7 @@ pub struct AppliedBatch {
 openraft::declare_raft_types!(
     /// Type configuration of a partition's Raft group.
     pub PartitionRaft:
-        D = RecordBatchPayload,
+        D = PartitionPayload,
         R = Option<AppliedBatch>,
         NodeId = u64,
         Node = openraft::BasicNode,

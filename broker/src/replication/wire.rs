@@ -124,6 +124,7 @@ pub fn decode_append(request: raft_v1::AppendRequest) -> io::Result<AppendEntrie
                 0 => EntryKind::Data,
                 1 => EntryKind::Blank,
                 2 => EntryKind::Membership,
+                3 => EntryKind::LogStart,
                 other => return Err(invalid(format!("unknown entry kind {other}"))),
             };
             to_raft_entry(StoredEntry {

@@ -33,6 +33,9 @@ pub enum EntryKind {
     Blank = 1,
     /// A Raft membership change; the body is the serialized membership.
     Membership = 2,
+    /// Retention's decision that the log starts after an earlier entry; the body is the
+    /// replication layer's encoding of it. Replicated so every replica purges to the same entry.
+    LogStart = 3,
 }
 
 impl EntryKind {
@@ -41,6 +44,7 @@ impl EntryKind {
             0 => Some(EntryKind::Data),
             1 => Some(EntryKind::Blank),
             2 => Some(EntryKind::Membership),
+            3 => Some(EntryKind::LogStart),
             _ => None,
         }
     }

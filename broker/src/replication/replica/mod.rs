@@ -14,6 +14,8 @@
 //!   to serve; leadership transfer.
 //! - [`read`]: high watermark, committed offsets and batches.
 //! - [`status`]: [`ReplicaStatus`] and the ISR, reported only by a leader whose lease holds.
+//! - [`retention`]: [`PartitionReplica::apply_retention`], the leader's replicated log start and
+//!   every replica's purge through it.
 //!
 //! Ownership and concurrency: a replica is owned by its partition (or the controller), shared
 //! behind an `Arc`; its methods take `&self` and may run concurrently. No lock is held across an
@@ -22,6 +24,7 @@
 pub mod error;
 pub mod lease;
 pub mod read;
+pub mod retention;
 pub mod start;
 pub mod status;
 pub mod timers;
@@ -29,6 +32,7 @@ pub mod write;
 
 pub use error::ReplicationError;
 pub use read::{CommittedOffsets, CommittedRead};
+pub use retention::RetentionPass;
 pub use status::ReplicaStatus;
 pub use timers::RaftTimers;
 pub use write::{Acks, AppendBatch, AppendOutcome};
@@ -39,6 +43,7 @@ use super::network::PeerChannels;
 use super::raft_node::PartitionRaftNode;
 use super::raft_service::RaftGroups;
 use super::state_machine::SharedProducerTable;
+use super::types::LogStartMark;
 use crate::storage::{FlushHandle, SegmentLog};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -78,4 +83,8 @@ pub struct PartitionReplica {
     /// When a request last woke this group, or renewed a quiet leader's lease: until a lease
     /// has passed, a leader without a fresh lease is renewing it, not cut off.
     renewing_since: std::sync::Mutex<Option<Instant>>,
+    /// Whether topic retention applies (groups with an observer have none).
+    retention: bool,
+    /// The newest log start retention replicated, as this replica's state machine applied it.
+    log_start_marks: watch::Receiver<Option<LogStartMark>>,
 }

@@ -110,6 +110,7 @@ impl PartitionReplica {
             .lost_acknowledged
             .map(|lost| CatchUpRule::after(lost, log.vote()));
         let compaction = observer.as_ref().and_then(|o| o.compaction());
+        let observer_absent = observer.is_none();
         let raft_config = raft_config_of(&host.raft_config, caught_up.is_some(), compaction);
         let state_machine = match observer {
             Some(observer) => {
@@ -118,12 +119,12 @@ impl PartitionReplica {
             }
             None => PartitionStateMachine::new(),
         };
-        let state_machine = match compaction {
-            // openraft installs the persisted snapshot before anything else: the log behind it
-            // may be purged.
-            Some(_) => state_machine.persisting_snapshots(dir)?,
-            None => state_machine,
-        };
+        let retention = observer_absent;
+        // Every group persists its snapshots (a compacting group's, and retention's at the
+        // log start): openraft installs the persisted one before anything else, since the
+        // log behind it may be purged.
+        let state_machine = state_machine.persisting_snapshots(dir)?;
+        let log_start_marks = state_machine.log_start_marks();
         let store = PartitionLogStore::new(log).sharing_snapshots_of(&state_machine);
         let log = store.log();
         let appended = store.append_notifier();
@@ -166,6 +167,8 @@ impl PartitionReplica {
             proposals: watch::Sender::new(0),
             lease: Duration::from_millis(host.raft_config.election_timeout_max),
             renewing_since: std::sync::Mutex::new(None),
+            retention,
+            log_start_marks,
         })
     }
 

@@ -147,7 +147,7 @@ impl PartitionReplica {
     async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
-        match self.raft.client_write(RecordBatchPayload::new(batch)).await {
+        match self.raft.client_write(RecordBatchPayload::new(batch).into()).await {
             Ok(response) => self.applied_offset(Ok(response)),
             Err(RaftError::APIError(error)) => self.applied_offset(Err(error)),
             Err(e) => Err(ReplicationError::Raft {
@@ -186,7 +186,7 @@ impl PartitionReplica {
                     let (responder, response_rx) = ProgressResponder::<PartitionRaft, _>::complete_only();
                     if let Err(fatal) = self
                         .raft
-                        .client_write_ff(RecordBatchPayload::new(batch.clone()), Some(responder))
+                        .client_write_ff(RecordBatchPayload::new(batch.clone()).into(), Some(responder))
                         .await
                     {
                         in_flight.withdraw(&identity);
@@ -309,7 +309,7 @@ impl PartitionReplica {
         let (responder, completion) = ProgressResponder::<PartitionRaft, _>::complete_only();
         if let Err(fatal) = self
             .raft
-            .client_write_ff(RecordBatchPayload(batch, token), Some(responder))
+            .client_write_ff(RecordBatchPayload(batch, token).into(), Some(responder))
             .await
         {
             self.appended.forget(token);
@@ -343,7 +343,7 @@ impl PartitionReplica {
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         self.raft
-            .client_write_ff(RecordBatchPayload::new(batch), None)
+            .client_write_ff(RecordBatchPayload::new(batch).into(), None)
             .await
             .map_err(|fatal| ReplicationError::Raft {
                 group: self.group,

@@ -93,6 +93,22 @@ pub struct SegmentInfo {
     pub path: PathBuf,
 }
 
+/// Frames an append has encoded for the active segment and not yet written to it.
+#[derive(Default)]
+struct PendingFrames {
+    bytes: u64,
+    first_timestamp: Option<i64>,
+}
+
+impl PendingFrames {
+    fn add(&mut self, header: &FrameHeader) {
+        self.bytes += header.frame_len() as u64;
+        if header.kind == EntryKind::Data && self.first_timestamp.is_none() {
+            self.first_timestamp = Some(header.max_timestamp);
+        }
+    }
+}
+
 /// The log of one partition replica.
 pub struct SegmentLog {
     dir: PathBuf,
@@ -131,7 +147,8 @@ impl SegmentLog {
 
     /// The last entry in the log, or the last purged one if the log holds nothing after it.
     pub fn last_entry_id(&self) -> Option<EntryId> {
-        let last = self.segments.last().and_then(|s| s.last()).map(|h| h.id);
+        // The active segment is empty right after a roll: the last entry is in the one before.
+        let last = self.segments.iter().rev().find_map(|s| s.last()).map(|h| h.id);
         match (last, self.purged()) {
             (Some(last), Some(purged)) if purged.index > last.index => Some(purged),
             (Some(last), _) => Some(last),
@@ -232,7 +249,7 @@ impl SegmentLog {
                     })?;
                     (batch.record_count as u32, batch.max_timestamp)
                 }
-                EntryKind::Blank | EntryKind::Membership => (0, -1),
+                EntryKind::Blank | EntryKind::Membership | EntryKind::LogStart => (0, -1),
             };
             let header = FrameHeader {
                 id: entry.id,
@@ -283,10 +300,14 @@ impl SegmentLog {
         let mut touched: Vec<SyncTarget> = Vec::new();
         let mut buffer = Vec::new();
         let mut headers = Vec::new();
+        // What this call has encoded for the active segment but not written yet: a follower
+        // catching up appends hundreds of entries at once, and they must roll like single ones.
+        let mut pending = PendingFrames::default();
         for (header, body) in frames {
-            if self.needs_roll(header.frame_len() as u64, now_ms) {
+            if self.needs_roll(&header, &pending, now_ms) {
                 self.write_to_active(&mut buffer, &mut headers)?;
                 self.roll(header.id.index, header.base_offset, now_ms)?;
+                pending = PendingFrames::default();
             }
             if self.segments.is_empty() {
                 self.start_segment(header.id.index, header.base_offset, now_ms)?;
@@ -295,6 +316,7 @@ impl SegmentLog {
             if !touched.iter().any(|t| Arc::ptr_eq(&t.file, &target.file)) {
                 touched.push(target);
             }
+            pending.add(&header);
             encode_frame(&mut buffer, &header, &body);
             headers.push(header);
         }
@@ -317,13 +339,27 @@ impl SegmentLog {
         Ok(())
     }
 
-    fn needs_roll(&self, frame_len: u64, now_ms: i64) -> bool {
+    /// Whether `frame` goes to a new segment: the active one (with the frames of this append
+    /// before it) is full, or `segment_ms` old — by the clock, or by record time (the frame's
+    /// newest record against the segment's first, Kafka's rule). The record-time rule keeps a
+    /// follower that catches up minutes of entries in seconds from writing them all into one
+    /// segment, which retention could then only delete whole, long after the leader deleted
+    /// its own.
+    fn needs_roll(&self, frame: &FrameHeader, pending: &PendingFrames, now_ms: i64) -> bool {
         let Some(active) = self.segments.last() else {
             return false;
         };
-        active.size() > 0
-            && (active.size() + frame_len > self.config.segment_bytes
-                || now_ms.saturating_sub(active.created_at_ms()) >= self.config.segment_ms as i64)
+        let size = active.size() + pending.bytes;
+        let segment_ms = self.config.segment_ms as i64;
+        let by_record_time = frame.kind == EntryKind::Data
+            && active
+                .first_timestamp()
+                .or(pending.first_timestamp)
+                .is_some_and(|first| frame.max_timestamp.saturating_sub(first) >= segment_ms);
+        size > 0
+            && (size + frame.frame_len() as u64 > self.config.segment_bytes
+                || now_ms.saturating_sub(active.created_at_ms()) >= segment_ms
+                || by_record_time)
     }
 
     /// Seals the active segment (making it and its indexes durable) and starts a new one.
@@ -455,8 +491,9 @@ impl SegmentLog {
         self.state.set_committed_lazily(committed);
     }
 
-    /// The entry up to which retention would delete segments now, if any.
-    pub fn retention_point(&self, now_ms: i64) -> Option<EntryId> {
+    /// Where retention would start the log now, if it would delete anything: the last entry of
+    /// the newest segment it may delete, and the offset after that entry (the new log start).
+    pub fn retention_point(&self, now_ms: i64) -> Option<(EntryId, Offset)> {
         let facts: Vec<SegmentFacts> = self
             .segments
             .iter()
@@ -471,14 +508,39 @@ impl SegmentLog {
         };
         match segments_to_delete(&facts, policy, now_ms) {
             0 => None,
-            n => self.segments[n - 1].last().map(|h| h.id),
+            n => {
+                let segment = &self.segments[n - 1];
+                segment.last().map(|h| (h.id, segment.next_offset()))
+            }
         }
     }
 
+    /// Seals the active segment if it holds records and is `segment_ms` old, so that retention
+    /// may delete it although nothing more is written (Kafka rolls on the next append only, and
+    /// keeps a quiet partition's last segment for ever). The next append starts a new segment.
+    /// Whether it rolled.
+    pub fn roll_if_aged(&mut self, now_ms: i64) -> StorageResult<bool> {
+        let Some(active) = self.segments.last() else {
+            return Ok(false);
+        };
+        let holds_records = active.next_offset() > active.base_offset();
+        let aged = now_ms.saturating_sub(active.created_at_ms()) >= self.config.segment_ms as i64;
+        if !holds_records || !aged {
+            return Ok(false);
+        }
+        let Some(last) = active.last().map(|h| h.id) else {
+            return Ok(false);
+        };
+        let next_offset = active.next_offset();
+        self.roll(RaftIndex(last.index.0 + 1), next_offset, now_ms)?;
+        Ok(true)
+    }
+
     /// Applies retention now: purges up to [`retention_point`](Self::retention_point). Under
-    /// Raft, the replication layer instead drives the purge through a snapshot.
+    /// Raft, the replication layer instead replicates the point and purges through a snapshot
+    /// (`replication::retention`).
     pub fn enforce_retention(&mut self, now_ms: i64) -> StorageResult<Option<EntryId>> {
-        let Some(point) = self.retention_point(now_ms) else {
+        let Some((point, _)) = self.retention_point(now_ms) else {
             return Ok(None);
         };
         self.purge(point, None)?;

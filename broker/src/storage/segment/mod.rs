@@ -42,6 +42,8 @@ pub struct Segment {
     next_offset: Offset,
     max_timestamp: i64,
     created_at_ms: i64,
+    /// The first data entry's largest record timestamp, once the segment holds one.
+    first_timestamp: Option<i64>,
     positions: SparseIndex<PositionEntry>,
     times: SparseIndex<TimeEntry>,
     index_interval: u64,
@@ -124,6 +126,7 @@ impl Segment {
             last: None,
             next_offset: base_offset,
             max_timestamp: -1,
+            first_timestamp: None,
             created_at_ms: now_ms,
             positions,
             times,
@@ -166,6 +169,13 @@ impl Segment {
     /// When the segment was started (the first record's timestamp, or its creation time).
     pub fn created_at_ms(&self) -> i64 {
         self.created_at_ms
+    }
+
+    /// The first data entry's largest record timestamp, if the segment holds data: what
+    /// `segment_ms` is measured from once records are in (Kafka's rule), so that replicas
+    /// that wrote the same entries at different times still roll at about the same ones.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        self.first_timestamp
     }
 
     /// Path of the `.log` file.
@@ -211,6 +221,9 @@ impl Segment {
                 position: position as u32,
             })?;
             self.bytes_since_position_entry = 0;
+        }
+        if header.kind == EntryKind::Data && self.first_timestamp.is_none() {
+            self.first_timestamp = Some(header.max_timestamp);
         }
         if header.kind == EntryKind::Data && header.max_timestamp > self.max_timestamp {
             if self.times.last().is_none() || self.bytes_since_time_entry >= self.index_interval {
@@ -282,6 +295,10 @@ impl Segment {
             Visit::Skip
         })?;
         self.max_timestamp = max_timestamp;
+        if max_timestamp == -1 {
+            // No data frame is left (the first one was never before a later one).
+            self.first_timestamp = None;
+        }
         self.bytes_since_time_entry = self.index_interval;
         Ok(())
     }

@@ -92,6 +92,7 @@ impl Segment {
                 segment.base_offset = first.base_offset;
                 if first.kind == EntryKind::Data {
                     segment.created_at_ms = first.max_timestamp;
+                    segment.first_timestamp = Some(first.max_timestamp);
                 }
             }
             Ok(None) => {}
@@ -166,6 +167,7 @@ impl Segment {
         self.last = None;
         self.next_offset = self.base_offset;
         self.max_timestamp = -1;
+        self.first_timestamp = None;
         self.bytes_since_position_entry = 0;
         self.bytes_since_time_entry = 0;
         let file = Arc::clone(&self.file);
