@@ -10,7 +10,7 @@ use crate::metrics::endpoint::AdminProbes;
 use crate::partition::{metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
-use crate::storage::FlushWorker;
+use crate::storage::{DiskSpace, FlushWorker};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -94,6 +94,10 @@ pub struct BrokerConfig {
     /// `log.retention.check.interval.ms`, the same default: 5 minutes).
     #[serde(default = "default_retention_check_interval_ms")]
     pub retention_check_interval_ms: u64,
+    /// Free space (bytes) the broker keeps on its data directory's filesystem: below it, leaders
+    /// refuse produce requests with the retriable `STORAGE_UNAVAILABLE` until space returns.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 fn default_controller_voters() -> usize {
@@ -102,6 +106,10 @@ fn default_controller_voters() -> usize {
 
 fn default_retention_check_interval_ms() -> u64 {
     5 * 60 * 1000
+}
+
+fn default_min_free_bytes() -> u64 {
+    128 * 1024 * 1024
 }
 
 /// Why a node could not start or stopped with an error.
@@ -279,7 +287,10 @@ pub async fn run(
         ),
     };
 
-    let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default());
+    let space = DiskSpace::of(&config.data_dir, config.min_free_bytes);
+    let space_sampler = tokio::spawn(space.clone().sample_every());
+    let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default())
+        .refusing_writes_below(space);
     tracing::info!(node = config.node_id, listen = %config.listen, "broker serving");
     // Graceful shutdown waits for open connections to drain; peers' idle HTTP/2 connections
     // may never close on their own, so the drain is bounded.
@@ -323,6 +334,7 @@ pub async fn run(
     }
     follower.abort();
     retention.abort();
+    space_sampler.abort();
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");
     controller.shutdown().await?;
@@ -425,6 +437,7 @@ mod tests {
             dial_overrides: BTreeMap::new(),
             groups: GroupSettings::default(),
             retention_check_interval_ms: default_retention_check_interval_ms(),
+            min_free_bytes: default_min_free_bytes(),
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

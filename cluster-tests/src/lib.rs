@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 pub fn broker_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| workspace_binary("broker", &["broker", "client", "proto"]))
+        .get_or_init(|| workspace_binary("broker", &["broker", "client", "proto"], &["--features", "failpoints"]))
         .clone()
 }
 
@@ -29,13 +29,14 @@ pub fn broker_binary() -> PathBuf {
 pub fn email_reports_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| workspace_binary("email-reports", &["client", "proto"]))
+        .get_or_init(|| workspace_binary("email-reports", &["client", "proto"], &[]))
         .clone()
 }
 
 /// Binary `name` of the workspace package of the same name, rebuilt first when any file under
-/// `source_dirs` (workspace-relative) is newer.
-fn workspace_binary(name: &str, source_dirs: &[&str]) -> PathBuf {
+/// `source_dirs` (workspace-relative) is newer, with `build_args` (the features the workspace
+/// build gives it, so both builds agree).
+fn workspace_binary(name: &str, source_dirs: &[&str], build_args: &[&str]) -> PathBuf {
     // Test binaries live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
@@ -50,6 +51,7 @@ fn workspace_binary(name: &str, source_dirs: &[&str]) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", name, "--bin", name])
+            .args(build_args)
             .status()
             .expect("running cargo build");
         assert!(status.success(), "building the {name} binary failed");
@@ -222,6 +224,33 @@ impl Drop for BrokerProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Brokers 1..=n on fresh loopback ports, each with its admin endpoint (`--admin-listen`) and
+/// `extra_args`: the processes, their API addresses and their admin addresses.
+pub fn start_cluster_with_admin(
+    root: &Path,
+    n: usize,
+    extra_args: &[&str],
+) -> (Vec<BrokerProcess>, Vec<String>, Vec<String>) {
+    let ports = free_ports(2 * n);
+    let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let admins: Vec<String> = ports[n..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers = peers_flag(&addresses);
+    let brokers = (0..n)
+        .map(|i| {
+            let mut args = vec!["--admin-listen".to_string(), admins[i].clone()];
+            args.extend(extra_args.iter().map(|a| a.to_string()));
+            BrokerProcess::start_with(
+                i as u64 + 1,
+                addresses[i].clone(),
+                root.join(format!("broker-{}", i + 1)),
+                peers.clone(),
+                args,
+            )
+        })
+        .collect();
+    (brokers, addresses, admins)
 }
 
 /// The `--peers` value for brokers 1..=n at `addresses`: `1=addr,2=addr,...`.
@@ -617,10 +646,21 @@ pub fn stop_all_at_once(brokers: &mut [BrokerProcess]) {
 /// `GET path` over HTTP/1.0 (one request per connection, the body delimited by the close): the
 /// status code and the body. For the brokers' admin endpoint.
 pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(address, "GET", path, "").await
+}
+
+/// One HTTP/1.0 request with `body`; the status code and the body of the answer.
+pub async fn http_request(address: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .write_all(
+            format!(
+                "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
@@ -631,4 +671,24 @@ pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_string()))
+}
+
+/// Turns fault point `name` on in the broker whose admin endpoint is `admin` (`actions` in the
+/// `fail` crate's syntax, e.g. `return(enospc)`; see `broker/src/storage/faults.rs`).
+pub async fn set_failpoint(admin: &str, name: &str, actions: &str) {
+    let (status, body) = http_request(admin, "PUT", &format!("/failpoints/{name}"), actions)
+        .await
+        .expect("admin endpoint");
+    assert_eq!(
+        status, 200,
+        "setting {name}: {body} (is the broker built with --features failpoints?)"
+    );
+}
+
+/// Turns fault point `name` off.
+pub async fn clear_failpoint(admin: &str, name: &str) {
+    let (status, body) = http_request(admin, "DELETE", &format!("/failpoints/{name}"), "")
+        .await
+        .expect("admin endpoint");
+    assert_eq!(status, 200, "clearing {name}: {body}");
 }

@@ -11,7 +11,9 @@ use proto::v1::ErrorCode;
 /// The wire code for a storage error.
 pub fn storage_error_code(error: &StorageError) -> ErrorCode {
     match error {
-        StorageError::Io { .. } | StorageError::Failed { .. } => ErrorCode::StorageUnavailable,
+        StorageError::Io { .. } | StorageError::Failed { .. } | StorageError::LowDiskSpace { .. } => {
+            ErrorCode::StorageUnavailable
+        }
         StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => ErrorCode::CorruptData,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::EntryTooLarge { .. } => ErrorCode::RecordTooLarge,

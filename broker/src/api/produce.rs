@@ -14,6 +14,16 @@ pub(super) async fn produce(api: &BrokerApi, request: ProduceRequest) -> Result<
         return Err(super::topics::internal_topic_refusal(&request.topic));
     }
     let replica = api.replica(&request.topic, request.partition)?;
+    // A leader on a full disk refuses (retriable); a follower answers NOT_LEADER as always.
+    if replica.is_leader() {
+        if let Err(full) = api.check_writable() {
+            crate::storage::metrics::write_refused_low_space();
+            return Err(Refusal::new(
+                super::error_codes::storage_error_code(&full),
+                full.to_string(),
+            ));
+        }
+    }
     let max_message_bytes = api
         .controller()
         .metadata()

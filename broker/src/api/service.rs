@@ -7,6 +7,7 @@ use super::{fetch, leadership, produce, producer_ids, topics};
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
 use crate::replication::{IsrBounds, PartitionReplica};
+use crate::storage::DiskSpace;
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
     AlterTopicConfigRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode,
@@ -22,6 +23,7 @@ pub struct BrokerApi {
     controller: Arc<Controller>,
     partitions: Arc<PartitionManager>,
     isr_bounds: IsrBounds,
+    space: Option<DiskSpace>,
 }
 
 impl BrokerApi {
@@ -31,7 +33,19 @@ impl BrokerApi {
             controller,
             partitions,
             isr_bounds,
+            space: None,
         }
+    }
+
+    /// The same, refusing produce requests while `space` is below its floor.
+    pub fn refusing_writes_below(mut self, space: DiskSpace) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// `Ok` unless the data directory is too full to accept writes.
+    pub(super) fn check_writable(&self) -> Result<(), crate::storage::StorageError> {
+        self.space.as_ref().map_or(Ok(()), DiskSpace::check_writable)
     }
 
     /// The tonic service to mount.

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// How often (ms) every replica applies its topic's retention; default 300000 (5 min).
     #[arg(long, env = "BROKER_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Free bytes kept on the data directory's filesystem; below, produce is refused
+    /// (retriable) until space returns; default 134217728 (128 MiB).
+    #[arg(long, env = "BROKER_MIN_FREE_BYTES")]
+    min_free_bytes: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -85,6 +89,7 @@ impl ServeArgs {
                 dial_overrides: Default::default(),
                 groups: Default::default(),
                 retention_check_interval_ms: 5 * 60 * 1000,
+                min_free_bytes: 128 * 1024 * 1024,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -111,6 +116,9 @@ impl ServeArgs {
         }
         if let Some(interval) = self.retention_check_interval_ms {
             config.retention_check_interval_ms = interval;
+        }
+        if let Some(bytes) = self.min_free_bytes {
+            config.min_free_bytes = bytes;
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;

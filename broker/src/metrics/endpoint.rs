@@ -41,8 +41,13 @@ pub async fn serve(
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .with_state(probes);
+        .route("/ready", get(ready));
+    #[cfg(feature = "failpoints")]
+    let router = router.route(
+        "/failpoints/{name}",
+        axum::routing::put(set_failpoint).delete(remove_failpoint),
+    );
+    let router = router.with_state(probes);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
@@ -56,6 +61,27 @@ async fn metrics(State(probes): State<AdminProbes>) -> Response {
     };
     (probes.before_scrape)();
     ([(header::CONTENT_TYPE, EXPOSITION_CONTENT_TYPE)], recorder.render()).into_response()
+}
+
+/// `PUT /failpoints/{name}` with the `fail` crate's action in the body (e.g. `return(enospc)`):
+/// turns a fault point on in this process. Only in builds with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+async fn set_failpoint(axum::extract::Path(name): axum::extract::Path<String>, actions: String) -> Response {
+    match fail::cfg(name.clone(), actions.trim()) {
+        Ok(()) => {
+            tracing::warn!(failpoint = %name, actions = %actions.trim(), "fault point turned on");
+            (StatusCode::OK, "on\n").into_response()
+        }
+        Err(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// `DELETE /failpoints/{name}`: turns a fault point off.
+#[cfg(feature = "failpoints")]
+async fn remove_failpoint(axum::extract::Path(name): axum::extract::Path<String>) -> &'static str {
+    fail::remove(&name);
+    tracing::warn!(failpoint = %name, "fault point turned off");
+    "off\n"
 }
 
 async fn health() -> &'static str {

@@ -17,8 +17,10 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The log store of one partition replica.
@@ -29,7 +31,12 @@ pub struct PartitionLogStore {
     /// The state machine's newest snapshot: a purge beyond the log's end (a follower installing
     /// a snapshot) continues the offsets from the snapshot's, which the log cannot know.
     snapshots: SnapshotSlot,
+    /// Set when the replica shuts down: an append waiting for disk space gives up.
+    closing: Arc<AtomicBool>,
 }
+
+/// The longest wait between two attempts of an append that found the disk full.
+const FULL_DISK_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Tells `acks=1` producers that the leader's log holds their batch, with its offset.
 ///
@@ -85,7 +92,14 @@ impl PartitionLogStore {
             log: Arc::new(RwLock::new(log)),
             appended: AppendNotifier::default(),
             snapshots: SnapshotSlot::default(),
+            closing: Arc::default(),
         }
+    }
+
+    /// The flag that ends an append waiting for disk space; set it before shutting the
+    /// replica's Raft node down.
+    pub fn closing_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.closing)
     }
 
     /// Shares the snapshots of `state_machine`, for purges beyond the end of the log.
@@ -248,14 +262,37 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
                 to_new_entry(entry)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let offsets = {
-            let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-            log.append(
-                entries,
-                proto::record_batch::now_ms(),
-                Box::new(move |result| callback.io_completed(result)),
-            )
-            .map_err(io::Error::from)?
+        // Handed to the attempt that succeeds; a failed attempt drops its callback uncalled.
+        let callback = Arc::new(Mutex::new(Some(callback)));
+        let mut wait = Duration::from_millis(10);
+        let offsets = loop {
+            let for_attempt = Arc::clone(&callback);
+            let attempt = {
+                let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+                log.append(
+                    entries.clone(),
+                    proto::record_batch::now_ms(),
+                    Box::new(move |result| {
+                        if let Some(callback) = for_attempt.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                            callback.io_completed(result);
+                        }
+                    }),
+                )
+            };
+            match attempt {
+                Ok(offsets) => break offsets,
+                // A full disk (or no file handles) is not a fault of this log: the append was
+                // rolled back, and openraft would stop this group for good on an error. Wait
+                // for space (retention, the operator) and try again; the group stalls
+                // meanwhile, as on a slow disk, and its peers go on without it.
+                Err(error) if error.is_resource_exhausted() && !self.closing.load(Ordering::Relaxed) => {
+                    crate::storage::metrics::append_retried();
+                    tracing::warn!(%error, retry_in = ?wait, "append found a resource exhausted; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(FULL_DISK_RETRY_MAX);
+                }
+                Err(error) => return Err(io::Error::from(error)),
+            }
         };
         let appended: Vec<(ProposalToken, Offset)> = tokens.into_iter().zip(offsets).collect();
         self.appended.appended(&appended);

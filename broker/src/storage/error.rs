@@ -26,6 +26,19 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
+    /// The data directory's free space is below the configured floor: writes are refused
+    /// (retriable) until space returns.
+    #[error(
+        "{path}: {available} bytes free, below the {min_free} bytes kept free; writes are refused until space returns"
+    )]
+    LowDiskSpace {
+        /// The data directory.
+        path: PathBuf,
+        /// Bytes available at the last sample.
+        available: u64,
+        /// The floor (`min_free_bytes`).
+        min_free: u64,
+    },
     /// An earlier fsync failed. After a failed fsync the kernel's view of the file is unknown,
     /// so the log refuses all writes until it is reopened (which re-validates the tail).
     #[error("log {path} is failed after an fsync error and must be reopened")]
@@ -84,6 +97,22 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the error is a resource running out — a full disk or quota, too many open
+    /// files, no memory — rather than a fault: retrying later can succeed, and nothing was
+    /// written (a failed append is rolled back).
+    pub fn is_resource_exhausted(&self) -> bool {
+        use rustix::io::Errno;
+        match self {
+            StorageError::Io { source, .. } => source.raw_os_error().is_some_and(|code| {
+                [Errno::NOSPC, Errno::DQUOT, Errno::MFILE, Errno::NFILE, Errno::NOMEM]
+                    .iter()
+                    .any(|errno| errno.raw_os_error() == code)
+            }),
+            StorageError::LowDiskSpace { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             path: path.into(),
@@ -104,6 +133,7 @@ impl From<StorageError> for std::io::Error {
             | StorageError::InvalidBatch { .. }
             | StorageError::EntryTooLarge { .. } => std::io::ErrorKind::InvalidInput,
             StorageError::Failed { .. } => std::io::ErrorKind::Other,
+            StorageError::LowDiskSpace { .. } => std::io::ErrorKind::StorageFull,
         };
         // Keep the whole message (path, position) rather than only the OS error.
         std::io::Error::new(kind, error)

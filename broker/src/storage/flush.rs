@@ -225,7 +225,11 @@ fn run(receiver: Receiver<Request>, stats: &FlushStats) {
 /// fdatasyncs every target, several at once; returns the failures by file key.
 fn sync_files(targets: &[SyncTarget]) -> Vec<Option<(usize, String)>> {
     let sync_one = |target: &SyncTarget| -> Option<(usize, String)> {
-        match target.file.sync_data() {
+        let synced = match super::faults::segment_fsync() {
+            Some(injected) => Err(injected),
+            None => target.file.sync_data(),
+        };
+        match synced {
             Ok(()) => None,
             Err(error) => {
                 target.failed.store(true, Ordering::SeqCst);

@@ -34,6 +34,16 @@ pub fn fsync_failed() {
     metrics::counter!("storage_fsync_errors_total").increment(1);
 }
 
+/// An append met a full disk (or no file handles) and waits to retry.
+pub fn append_retried() {
+    metrics::counter!("storage_append_retries_total").increment(1);
+}
+
+/// A produce was refused because the data directory's free space is below the floor.
+pub fn write_refused_low_space() {
+    metrics::counter!("storage_writes_refused_low_space_total").increment(1);
+}
+
 /// Registers every storage metric with its help text and a zero value, so a scrape shows all
 /// of them from the start (an alert on `rate(storage_fsync_errors_total[5m])` needs the series
 /// before the first error). Called once by the node after it installs the recorder.
@@ -60,6 +70,14 @@ pub fn describe() {
         (
             "storage_fsync_errors_total",
             "Failed fsyncs (the log concerned refuses writes).",
+        ),
+        (
+            "storage_append_retries_total",
+            "Appends retried after a full disk or too many open files.",
+        ),
+        (
+            "storage_writes_refused_low_space_total",
+            "Produce requests refused because free space was below min_free_bytes.",
         ),
     ];
     for (name, help) in counters {

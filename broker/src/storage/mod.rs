@@ -37,11 +37,14 @@
 //! - `flush.rs` the group-commit [`FlushWorker`]; `retention.rs` which segments retention
 //!   deletes (pure); `config.rs` [`LogConfig`]; `settings.rs` a `LogConfig` by its
 //!   topic-config names and changes to it (pure); `types.rs` the index and offset newtypes;
-//!   `error.rs` [`StorageError`]; `metrics.rs` the subsystem's metrics.
+//!   `error.rs` [`StorageError`]; `metrics.rs` the subsystem's metrics; `space.rs` the data
+//!   directory's free space and the floor below which writes are refused ([`DiskSpace`]);
+//!   `faults.rs` the fault points tests inject ENOSPC and EIO through.
 
 pub mod acknowledged;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod flush;
 pub mod frame;
 pub mod index;
@@ -51,6 +54,7 @@ pub mod retention;
 pub mod segment;
 pub mod settings;
 pub mod snapshot_file;
+pub mod space;
 pub mod state_file;
 pub mod types;
 
@@ -58,5 +62,6 @@ pub use config::{FsyncPolicy, LogConfig};
 pub use error::{StorageError, StorageResult};
 pub use flush::{DurableCallback, FlushHandle, FlushWorker};
 pub use log::{LostAcknowledged, NewEntry, RecoveryReport, SegmentInfo, SegmentLog, StoredEntry};
+pub use space::DiskSpace;
 pub use state_file::StoredVote;
 pub use types::{EntryId, EntryKind, Offset, RaftIndex};

@@ -87,4 +87,6 @@ pub struct PartitionReplica {
     retention: bool,
     /// The newest log start retention replicated, as this replica's state machine applied it.
     log_start_marks: watch::Receiver<Option<LogStartMark>>,
+    /// Ends an append that waits for disk space, at shutdown.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }

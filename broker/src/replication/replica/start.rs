@@ -126,6 +126,7 @@ impl PartitionReplica {
         let state_machine = state_machine.persisting_snapshots(dir)?;
         let log_start_marks = state_machine.log_start_marks();
         let store = PartitionLogStore::new(log).sharing_snapshots_of(&state_machine);
+        let closing = store.closing_flag();
         let log = store.log();
         let appended = store.append_notifier();
         let applied_next_offset = state_machine.applied_next_offset();
@@ -169,6 +170,7 @@ impl PartitionReplica {
             renewing_since: std::sync::Mutex::new(None),
             retention,
             log_start_marks,
+            closing,
         })
     }
 
@@ -234,6 +236,8 @@ impl PartitionReplica {
     /// Stops the Raft node and closes the log durably.
     pub async fn shutdown(&self) -> Result<(), ReplicationError> {
         self.groups.remove(self.group);
+        // An append waiting for disk space would hold the Raft core, and so the shutdown.
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         self.raft.shutdown().await.map_err(|e| ReplicationError::Raft {
             group: self.group,
             message: e.to_string(),

@@ -197,6 +197,9 @@ impl Segment {
     /// order. On a write error the file is cut back to its previous size, so no partial frame
     /// is left behind, and the error is returned.
     pub fn append(&mut self, bytes: &[u8], frames: &[FrameHeader]) -> StorageResult<()> {
+        if let Some(injected) = crate::storage::faults::segment_write() {
+            return Err(StorageError::io(&self.log_path, injected));
+        }
         if let Err(error) = self.file.write_all_at(bytes, self.size) {
             // Roll back a partial write (e.g. ENOSPC half-way) so the tail stays clean.
             let _ = self.file.set_len(self.size);
