@@ -2,7 +2,8 @@
 //! records are kept three seconds. While producers write, every replica's disk stays bounded;
 //! once retention stops moving, all replicas report the same log start; a consumer left behind
 //! the log start jumps to the earliest record; and a replica that was down while its leader
-//! purged past its log end is caught up by a snapshot and then serves the same records. A quiet
+//! purged past its log end is caught up by a snapshot and then serves the same records; one
+//! restarted after purging comes back at the same log start. A quiet
 //! partition's last segment is sealed once `segment_ms` old, so its records expire too.
 
 use bytes::Bytes;
@@ -178,6 +179,26 @@ async fn retention_bounds_every_replica_and_all_agree_on_the_log_start() {
                 "broker {} partition {partition} keeps {kept} bytes of {total} written",
                 broker.id
             );
+        }
+    }
+
+    // A replica restarted after purging starts from its persisted snapshot at the log start,
+    // not from the purged entries.
+    brokers[0].stop();
+    brokers[0].restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for partition in 0..PARTITIONS {
+        loop {
+            let view = replica_offsets(&addresses[..1], TOPIC, partition).await[0];
+            if view == Some(agreed[&partition]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partition {partition}: broker 1 restarted at {view:?}, not {:?}",
+                agreed[&partition]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
