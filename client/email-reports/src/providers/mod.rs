@@ -173,7 +173,7 @@ fn event_key(kind: EventKind, parts: &[&str], url: Option<&str>) -> String {
 
 fn not_counted(node: &Node<'_>, what: &str, value: &str) -> Entry {
     Entry::Ignored(Ignored {
-        path: node.path().to_owned(),
+        path: node.path(),
         reason: format!("{what} {value:?} is not counted"),
     })
 }

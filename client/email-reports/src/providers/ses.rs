@@ -54,7 +54,7 @@ fn parse_envelope(root: &Node<'_>, keys: &CarrierKeys) -> Result<ParseOutcome, P
             message_id: root.get("MessageId")?.text()?.to_owned(),
         })),
         "UnsubscribeConfirmation" => Ok(ParseOutcome::Entries(vec![Entry::Ignored(Ignored {
-            path: root.path().to_owned(),
+            path: root.path(),
             reason: "SNS UnsubscribeConfirmation is not an email event".to_owned(),
         })])),
         "Notification" => {
@@ -63,12 +63,13 @@ fn parse_envelope(root: &Node<'_>, keys: &CarrierKeys) -> Result<ParseOutcome, P
                 Ok(inner) if inner.get("eventType").is_some() || inner.get("notificationType").is_some() => inner,
                 _ => {
                     return Ok(ParseOutcome::Entries(vec![Entry::Ignored(Ignored {
-                        path: message.path().to_owned(),
+                        path: message.path(),
                         reason: "SNS notification whose message is not an SES event".to_owned(),
                     })]))
                 }
             };
-            let inner_root = Node::root(&inner, message.path());
+            let inner_path = message.path();
+            let inner_root = Node::root(&inner, &inner_path);
             Ok(ParseOutcome::Entries(parse_ses_event(&inner_root, keys)?))
         }
         other => Err(message_type.invalid(format!("unknown SNS message type {other:?}"))),
@@ -176,7 +177,7 @@ fn parse_ses_event(event: &Node<'_>, keys: &CarrierKeys) -> Result<Vec<Entry>, P
             let recipients = destinations()?;
             if recipients.len() != 1 {
                 return Ok(vec![Entry::Ignored(Ignored {
-                    path: event.path().to_owned(),
+                    path: event.path(),
                     reason: format!(
                         "{event_type} of a message to {} recipients names none of them",
                         recipients.len()

@@ -37,7 +37,7 @@ fn parse_item(item: &Node<'_>, keys: &CarrierKeys) -> Result<Entry, ParseError> 
     let classes = msys.object()?;
     let Some((class, _)) = classes.iter().next() else {
         return Ok(Entry::Ignored(Ignored {
-            path: msys.path().to_owned(),
+            path: msys.path(),
             reason: "SparkPost ping (empty msys)".to_owned(),
         }));
     };
