@@ -136,9 +136,41 @@ impl ServeArgs {
     }
 }
 
+/// Raises the soft open-file limit to the hard one and logs both: every partition replica holds
+/// a few descriptors (its active segment and indexes), so the usual soft limit of 1,024 runs
+/// out at a few hundred partitions, while the hard limit is typically far higher.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let (soft, hard) = (limit.current, limit.maximum);
+    if soft < hard {
+        let raised = rustix::process::Rlimit {
+            current: hard,
+            maximum: hard,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, ?soft, ?hard, "could not raise the open-file limit");
+            return;
+        }
+    }
+    let shown = |limit: Option<u64>| limit.map_or("unlimited".to_string(), |n| n.to_string());
+    // Below this, a broker hosting thousands of replicas can run out (docs/operations.md).
+    const COMFORTABLE: u64 = 65_536;
+    if hard.is_some_and(|hard| hard < COMFORTABLE) {
+        tracing::warn!(
+            soft_was = %shown(soft),
+            now = %shown(hard),
+            "open-file limit is low for many partitions: raise the hard limit (LimitNOFILE=, ulimit -Hn)"
+        );
+    } else {
+        tracing::info!(soft_was = %shown(soft), now = %shown(hard), "open-file limit");
+    }
+}
+
 /// Runs one broker until Ctrl-C, SIGTERM or (optionally) standard input closing.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, options) = args.into_config()?;
+    raise_open_file_limit();
     let api = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

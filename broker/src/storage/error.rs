@@ -142,3 +142,27 @@ impl From<StorageError> for std::io::Error {
 
 /// Result alias for the storage layer.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    fn os_error(errno: Errno) -> StorageError {
+        StorageError::io("/data/p-0", std::io::Error::from_raw_os_error(errno.raw_os_error()))
+    }
+
+    #[test]
+    fn running_out_of_space_handles_or_memory_is_retried_a_fault_is_not() {
+        for errno in [Errno::NOSPC, Errno::DQUOT, Errno::MFILE, Errno::NFILE, Errno::NOMEM] {
+            assert!(os_error(errno).is_resource_exhausted(), "{errno:?}");
+        }
+        for errno in [Errno::IO, Errno::ACCESS, Errno::ROFS] {
+            assert!(!os_error(errno).is_resource_exhausted(), "{errno:?}");
+        }
+        let failed = StorageError::Failed {
+            path: "/data/p-0".into(),
+        };
+        assert!(!failed.is_resource_exhausted(), "a failed fsync is never retried");
+    }
+}
