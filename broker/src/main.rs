@@ -217,7 +217,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Perf {
                 target: PerfTarget::Storage(args),
-            } => storage::run(&args.into_options()?).context("storage benchmark"),
+            } => storage::run(&args.into_options()?, &mut cli::progress::StoragePhases::default())
+                .context("storage benchmark"),
             Command::Perf {
                 target: PerfTarget::Idle(args),
             } => cli::perf_idle::run(args).await.context("idle benchmark"),

@@ -2,6 +2,7 @@
 //! data under one scratch directory, ready once every broker has registered.
 
 use super::admin::connect;
+use super::progress::Phase;
 use anyhow::{bail, Context};
 use client::{Cluster, TopicSpec};
 use std::collections::HashMap;
@@ -25,6 +26,8 @@ impl LocalCluster {
     /// environment (e.g. `BROKER_QUIESCE_AFTER_MS`), and waits for them. With `admin`, each
     /// also serves its admin endpoint, so its metrics recorder is on (what metrics cost).
     pub async fn start(dir: &Path, env: &[(String, String)], admin: bool) -> anyhow::Result<LocalCluster> {
+        let phase = Phase::open("starting brokers");
+        phase.message(|| format!("3 processes, data under {}", dir.display()));
         let _ = std::fs::remove_dir_all(dir);
         let listeners: Vec<TcpListener> = (0..6)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -39,6 +42,7 @@ impl LocalCluster {
             super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, Some("error"), env)?;
         let cluster = connect(&addresses.join(","));
         super::dev::wait_until_registered(&cluster, 3, Duration::from_secs(60)).await?;
+        phase.finish();
         Ok(LocalCluster {
             brokers,
             cluster,
@@ -61,6 +65,8 @@ impl LocalCluster {
             bail!("creating topic {name} failed: {}", results[0].message);
         }
         let created = Instant::now();
+        let phase = Phase::counted("waiting for leaders", u64::from(partitions));
+        phase.message(|| format!("partitions of {name} with a leader"));
         loop {
             let metadata = self.cluster.metadata(vec![name.into()]).await?;
             let led = metadata.topics[0]
@@ -68,7 +74,9 @@ impl LocalCluster {
                 .iter()
                 .filter(|p| p.leader.is_some())
                 .count();
+            phase.set_position(led as u64);
             if led == partitions as usize {
+                phase.finish();
                 return Ok(created.elapsed());
             }
             if created.elapsed() > wait {
@@ -80,6 +88,7 @@ impl LocalCluster {
 
     /// Stops the brokers cleanly and removes their data.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        let phase = Phase::open("stopping brokers");
         for child in &mut self.brokers {
             drop(child.stdin.take());
         }
@@ -87,6 +96,7 @@ impl LocalCluster {
             child.wait().await.context("waiting for a broker to stop")?;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        phase.finish();
         Ok(())
     }
 }

@@ -10,4 +10,5 @@ pub mod output;
 pub mod perf_consume;
 pub mod perf_idle;
 pub mod perf_produce;
+pub mod progress;
 pub mod serve;

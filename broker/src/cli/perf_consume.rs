@@ -9,6 +9,7 @@
 //!   time until every partition is owned again (the group stable with its new member).
 
 use super::local_cluster::LocalCluster;
+use super::progress::{self, Phase};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use client::{Admin, GroupConfig, GroupConsumer, OffsetReset, Producer, ProducerConfig, ProducerRecord};
@@ -130,7 +131,14 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
     )?;
     let value = payload(args.record_size);
     let filling = Instant::now();
+    let fill = Phase::counted("filling the topic", args.records);
+    let record_bytes = args.record_size as u64;
     for n in 0..args.records {
+        // Every 8192 records: keeps even the phase's throttle (a clock read) off the per-record path.
+        if n.is_multiple_of(8192) {
+            fill.set_position(n);
+            fill.message(|| progress::throughput(n, n * record_bytes, filling.elapsed()));
+        }
         let partition = ((n / 1000) % u64::from(args.partitions)) as u32;
         // Deliveries are not awaited one by one: flush waits for all of them.
         drop(
@@ -139,8 +147,12 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
                 .await?,
         );
     }
+    fill.finish();
+    let acknowledging = Phase::open("acknowledging");
+    acknowledging.message(|| format!("{} records sent; waiting for the last acknowledgements", args.records));
     producer.flush().await;
     producer.close().await;
+    acknowledging.finish();
     eprintln!(
         "filled {} records in {:.1} s",
         args.records,
@@ -186,8 +198,15 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
             anyhow::Ok(())
         }));
     }
+    let reading = Phase::counted("reading", args.records);
     let deadline = Instant::now() + Duration::from_secs(600);
     while !done.load(Ordering::Relaxed) {
+        let records = consumed.load(Ordering::Relaxed);
+        reading.set_position(records);
+        reading.message(|| match *first_record.lock().expect("first record") {
+            Some(first) => progress::throughput(records, bytes.load(Ordering::Relaxed), first.elapsed()),
+            None => format!("{} member(s) joining the group", args.members),
+        });
         if Instant::now() > deadline {
             bail!(
                 "read only {} of {} records in 10 minutes",
@@ -198,9 +217,12 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let finished = Instant::now();
+    reading.finish();
+    let closing = Phase::open("closing the members");
     for member in members {
         member.await.context("member task")??;
     }
+    closing.finish();
     let first = first_record.lock().expect("first record").unwrap_or(started);
     let elapsed = finished.duration_since(first).as_secs_f64();
     let records = consumed.load(Ordering::Relaxed);
@@ -256,12 +278,16 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
     // Members own every partition before the clock starts.
     let admin = Admin::new(Arc::clone(&local.cluster));
     let deadline = Instant::now() + Duration::from_secs(60);
+    let joining = Phase::counted("joining the group", u64::from(args.partitions));
+    joining.message(|| format!("partitions owned by the {} member(s)", args.members));
     loop {
         let owned = admin
             .describe_group("perf-latency")
             .await
             .map_or(0, |d| d.members.iter().map(|m| m.assigned.len()).sum::<usize>());
+        joining.set_position(owned as u64);
         if owned == args.partitions as usize {
+            joining.finish();
             break;
         }
         if Instant::now() > deadline {
@@ -279,15 +305,24 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
     let filler = payload(args.record_size);
     // Warm up (connections, the producer id, every partition woken from quiescence) with
     // records stamped 0, which the members do not count.
+    let warming = Phase::counted("warming up", u64::from(args.partitions));
+    warming.message(|| "a record to every partition".into());
     for partition in 0..args.partitions {
         producer
             .send_and_wait(ProducerRecord::new("perf", vec![0u8; args.record_size]).partition(partition))
             .await?;
+        warming.set_position(u64::from(partition) + 1);
     }
+    warming.finish();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
     let total = rate * args.seconds;
+    let producing = Phase::timed("producing", Duration::from_secs(args.seconds));
     for n in 0..total {
+        producing.message(|| {
+            let seen = histogram.lock().expect("histogram").len();
+            format!("{n} of {total} records sent at {rate}/s, {seen} seen by the group")
+        });
         let due = started + interval.mul_f64(n as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
@@ -301,6 +336,9 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
                 .await?,
         );
     }
+    producing.finish();
+    let draining = Phase::open("draining");
+    draining.message(|| "the last records reaching the group".into());
     producer.flush().await;
     producer.close().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -308,6 +346,7 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
     for member in members {
         member.await.context("member task")??;
     }
+    draining.finish();
     let histogram = histogram.lock().expect("histogram");
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -357,12 +396,20 @@ fn spawn_member(
     }))
 }
 
-/// Waits until the group is stable with `members` members owning every partition.
-async fn wait_owned(admin: &Admin, members: usize, partitions: u32) -> anyhow::Result<()> {
+/// Waits until the group is stable with `members` members owning every partition, showing
+/// where it is in `phase`'s message.
+async fn wait_owned(admin: &Admin, members: usize, partitions: u32, phase: &Phase) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(described) = admin.describe_group("perf-rebalance").await {
             let owned: usize = described.members.iter().map(|m| m.assigned.len()).sum();
+            phase.message(|| {
+                format!(
+                    "{}/{members} members, {owned}/{partitions} partitions owned, group {}",
+                    described.members.len(),
+                    described.state
+                )
+            });
             if described.state == "stable" && described.members.len() == members && owned == partitions as usize {
                 return Ok(());
             }
@@ -382,22 +429,30 @@ async fn rebalance(local: &LocalCluster, args: &RebalanceArgs) -> anyhow::Result
     for _ in 0..args.members {
         members.push(spawn_member(local, heartbeat, &stop_all)?);
     }
-    wait_owned(&admin, args.members, args.partitions).await?;
+    let forming = Phase::open("forming the group");
+    forming.message(|| format!("{} members subscribing", args.members));
+    wait_owned(&admin, args.members, args.partitions, &forming).await?;
+    forming.finish();
     let mut times = Vec::new();
+    let joins = Phase::counted("timing joins", args.runs as u64);
     for _ in 0..args.runs {
         let stop_joiner = Arc::new(AtomicBool::new(false));
         let joined = Instant::now();
         let joiner = spawn_member(local, heartbeat, &stop_joiner)?;
-        wait_owned(&admin, args.members + 1, args.partitions).await?;
+        wait_owned(&admin, args.members + 1, args.partitions, &joins).await?;
         times.push(joined.elapsed());
         stop_joiner.store(true, Ordering::Relaxed);
         joiner.await.context("joiner task")??;
-        wait_owned(&admin, args.members, args.partitions).await?;
+        wait_owned(&admin, args.members, args.partitions, &joins).await?;
+        joins.set_position(times.len() as u64);
     }
+    joins.finish();
+    let closing = Phase::open("closing the members");
     stop_all.store(true, Ordering::Relaxed);
     for member in members {
         member.await.context("member task")??;
     }
+    closing.finish();
     times.sort();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     println!(

@@ -2,6 +2,7 @@
 //! broker its own process, measured from /proc over a quiet period.
 
 use super::local_cluster::LocalCluster;
+use super::progress::Phase;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::Command;
@@ -73,14 +74,31 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         led_after.as_secs_f64(),
         args.seconds
     );
+    let settling = Phase::timed("settling", Duration::from_secs(5));
+    settling.message(|| "before measuring".into());
     tokio::time::sleep(Duration::from_secs(5)).await;
+    settling.finish();
     let pids: Vec<u32> = local.brokers.iter().filter_map(tokio::process::Child::id).collect();
+    let ticks = clock_ticks_per_second();
+    let measuring = Phase::timed("measuring", Duration::from_secs(args.seconds));
     let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
     let measured = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let end = measured + Duration::from_secs(args.seconds);
+    // Woken once a second for the live figure (read from /proc only when it is shown).
+    while Instant::now() < end {
+        tokio::time::sleep_until(end.min(Instant::now() + Duration::from_secs(1)).into()).await;
+        measuring.message(|| {
+            let now: u64 = pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).sum();
+            let used = now.saturating_sub(before.iter().sum()) as f64;
+            format!(
+                "3 brokers at {:.1} % of one core so far",
+                100.0 * used / ticks / measured.elapsed().as_secs_f64()
+            )
+        });
+    }
     let after: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
     let elapsed = measured.elapsed().as_secs_f64();
-    let ticks = clock_ticks_per_second();
+    measuring.finish();
     let mut total = 0.0;
     for (i, pid) in pids.iter().enumerate() {
         let percent = 100.0 * (after[i] - before[i]) as f64 / ticks / elapsed;

@@ -5,6 +5,7 @@
 
 use super::local_cluster::LocalCluster;
 use super::perf_idle::{clock_ticks_per_second, cpu_ticks};
+use super::progress::{self, Phase};
 use anyhow::bail;
 use bytes::Bytes;
 use client::{Acks, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
@@ -123,9 +124,12 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .collect::<Vec<u8>>()
         .into();
     // Warm up: connections, leaders, producer id.
+    let warming = Phase::open("warming up");
+    warming.message(|| "connections, leaders, producer id".into());
     producer
         .send_and_wait(ProducerRecord::new("perf", payload.clone()).partition(0))
         .await?;
+    warming.finish();
 
     let mut senders = Vec::new();
     let mut collectors = Vec::new();
@@ -144,10 +148,14 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let stop_at = started + Duration::from_secs(args.seconds);
     let mut sent = 0u64;
     let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
-    let progress = SendProgress::new(args.seconds);
+    let sending = Phase::timed("sending", Duration::from_secs(args.seconds));
     loop {
+        // Every 8192 records: keeps even the phase's throttle (a clock read) off the per-record path.
         if sent.is_multiple_of(8192) {
-            progress.update(started.elapsed(), sent);
+            sending.message(|| {
+                let rates = progress::throughput(sent, sent * args.record_size as u64, started.elapsed());
+                format!("{sent} records sent, {rates}")
+            });
         }
         // Latency counts from before `send`, so time blocked on a full buffer is included
         // (as in Kafka's producer-perf-test).
@@ -172,7 +180,9 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         sent += 1;
     }
     drop(senders);
-    progress.finish(sent);
+    sending.finish();
+    let acknowledging = Phase::open("acknowledging");
+    acknowledging.message(|| format!("{sent} records sent; waiting for the last acknowledgements"));
     let mut latency = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let (mut acked, mut failed, mut last_ack, mut first_error) = (0u64, 0u64, started, None);
     for collector in collectors {
@@ -185,6 +195,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         }
         first_error = first_error.or(collected.first_error);
     }
+    acknowledging.finish();
     let elapsed = last_ack.duration_since(started).as_secs_f64();
     let cpu_after: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
     let own_after = cpu_ticks(std::process::id())?;
@@ -226,33 +237,4 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         println!("first failure: {error}");
     }
     Ok(())
-}
-
-/// Live progress of the sending phase on standard error (hidden when it is not a terminal, so
-/// logs and pipes get only the summary).
-struct SendProgress {
-    bar: indicatif::ProgressBar,
-}
-
-impl SendProgress {
-    fn new(seconds: u64) -> SendProgress {
-        let bar = indicatif::ProgressBar::new(seconds * 1000);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("sending [{bar:30}] {elapsed}/{duration} {msg}")
-                .expect("a valid progress template")
-                .progress_chars("=> "),
-        );
-        SendProgress { bar }
-    }
-
-    fn update(&self, elapsed: Duration, sent: u64) {
-        self.bar.set_position(elapsed.as_millis() as u64);
-        let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
-        self.bar.set_message(format!("{sent} records sent ({rate:.0}/s)"));
-    }
-
-    fn finish(&self, sent: u64) {
-        self.bar
-            .finish_with_message(format!("{sent} records sent; waiting for the last acknowledgements"));
-    }
 }

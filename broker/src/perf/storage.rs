@@ -56,8 +56,20 @@ pub struct AppendResult {
     pub p99_us: u64,
 }
 
+/// Where a run reports what it is measuring while it measures, so a caller can show it live
+/// (the `broker` binary draws a progress line on a terminal). Every call comes from the thread
+/// that called [`run`], and a measurement is finished before its line of the report is printed.
+pub trait Progress {
+    /// A measurement starts; `length` is how long it lasts, when that is known in advance.
+    fn start(&mut self, measurement: &str, length: Option<Duration>);
+    /// `bytes` were written (or read) in the first `elapsed` of the current measurement.
+    fn update(&mut self, elapsed: Duration, bytes: u64);
+    /// The current measurement is over.
+    fn finish(&mut self);
+}
+
 /// Runs the whole benchmark and prints a report.
-pub fn run(options: &StoragePerfOptions) -> anyhow::Result<()> {
+pub fn run(options: &StoragePerfOptions, progress: &mut dyn Progress) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&options.dir);
     std::fs::create_dir_all(&options.dir).with_context(|| format!("creating {}", options.dir.display()))?;
     let records_per_batch = (options.batch_bytes / options.record_bytes).max(1);
@@ -70,7 +82,7 @@ pub fn run(options: &StoragePerfOptions) -> anyhow::Result<()> {
         options.inflight_bytes / 1024
     );
 
-    let raw = raw_write_bandwidth(&options.dir.join("raw"), options.seconds)?;
+    let raw = raw_write_bandwidth(&options.dir.join("raw"), options.seconds, progress)?;
     println!(
         "raw sequential write (1 MiB writes, fdatasync per 8 MiB): {:.0} MB/s",
         raw / 1e6
@@ -78,7 +90,7 @@ pub fn run(options: &StoragePerfOptions) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for &partitions in &options.partitions {
-        let result = append_run(options, partitions, None)?;
+        let result = append_run(options, partitions, None, progress)?;
         println!(
             "append fsync=always {:>3} partitions: {:>7.0} MB/s ({:>5.1} % of raw), {:>7.0} appends/s, {:>6.0} fsyncs/s, durable p50 {:>6} µs p99 {:>6} µs",
             partitions,
@@ -96,9 +108,9 @@ pub fn run(options: &StoragePerfOptions) -> anyhow::Result<()> {
         .iter()
         .find(|r| r.partitions == 8)
         .cloned()
-        .map_or_else(|| append_run(options, 8, None), Ok)?;
+        .map_or_else(|| append_run(options, 8, None, progress), Ok)?;
     let half_rate = eight.appends_per_sec / 2.0;
-    let paced = append_run(options, 8, Some(half_rate))?;
+    let paced = append_run(options, 8, Some(half_rate), progress)?;
     println!(
         "latency at half load (8 partitions, {:.0} appends/s = {:.0} MB/s): append→durable p50 {} µs, p99 {} µs",
         half_rate,
@@ -107,7 +119,7 @@ pub fn run(options: &StoragePerfOptions) -> anyhow::Result<()> {
         paced.p99_us
     );
 
-    let read = read_throughput(options)?;
+    let read = read_throughput(options, progress)?;
     println!(
         "read by offset, warm page cache (1 MiB fetches): {:.2} GB/s",
         read / 1e9
@@ -117,9 +129,10 @@ pub fn run(options: &StoragePerfOptions) -> anyhow::Result<()> {
 }
 
 /// Sequential writes of 1 MiB with one fdatasync per 8 MiB, for `seconds`.
-fn raw_write_bandwidth(path: &Path, seconds: f64) -> anyhow::Result<f64> {
+fn raw_write_bandwidth(path: &Path, seconds: f64, progress: &mut dyn Progress) -> anyhow::Result<f64> {
     let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
     let chunk = vec![0x5au8; 1024 * 1024];
+    progress.start("raw sequential write", Some(Duration::from_secs_f64(seconds)));
     let start = Instant::now();
     let mut written = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
@@ -128,8 +141,10 @@ fn raw_write_bandwidth(path: &Path, seconds: f64) -> anyhow::Result<f64> {
         }
         file.sync_data()?;
         written += 8 * chunk.len() as u64;
+        progress.update(start.elapsed(), written);
     }
     let rate = written as f64 / start.elapsed().as_secs_f64();
+    progress.finish();
     drop(file);
     std::fs::remove_file(path)?;
     Ok(rate)
@@ -154,7 +169,12 @@ struct Partition {
 
 /// Appends to `partitions` logs for the configured time; with `rate`, paces appends to that
 /// many per second in total (for latency at a given load).
-fn append_run(options: &StoragePerfOptions, partitions: usize, rate: Option<f64>) -> anyhow::Result<AppendResult> {
+fn append_run(
+    options: &StoragePerfOptions,
+    partitions: usize,
+    rate: Option<f64>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<AppendResult> {
     let run_dir = options.dir.join(format!("append-{partitions}-{}", rate.is_some()));
     let worker = FlushWorker::start("perf")?;
     let config = LogConfig {
@@ -179,6 +199,11 @@ fn append_run(options: &StoragePerfOptions, partitions: usize, rate: Option<f64>
     let durable_appends = Arc::new(AtomicU64::new(0));
     let fsyncs_before = worker.handle().stats().fsyncs.load(Ordering::Relaxed);
     let drivers = partitions.min(2);
+    let measurement = match rate {
+        Some(_) => format!("paced append, {partitions} partitions"),
+        None => format!("append fsync=always {partitions} partitions"),
+    };
+    progress.start(&measurement, Some(Duration::from_secs_f64(options.seconds)));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(options.seconds);
     std::thread::scope(|scope| -> anyhow::Result<()> {
@@ -242,6 +267,12 @@ fn append_run(options: &StoragePerfOptions, partitions: usize, rate: Option<f64>
                 Ok(())
             }));
         }
+        // This thread only reports, until every driver has stopped.
+        while !handles.iter().all(std::thread::ScopedJoinHandle::is_finished) {
+            progress.update(start.elapsed(), durable_bytes.load(Ordering::Relaxed));
+            let left = deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.clamp(Duration::from_millis(1), Duration::from_millis(100)));
+        }
         for handle in handles {
             handle.join().expect("driver thread")?;
         }
@@ -253,6 +284,7 @@ fn append_run(options: &StoragePerfOptions, partitions: usize, rate: Option<f64>
         let guard = wake.0.lock().expect("wake");
         let _ = wake.1.wait_timeout(guard, Duration::from_millis(10));
     }
+    progress.finish();
     let fsyncs = worker.handle().stats().fsyncs.load(Ordering::Relaxed) - fsyncs_before;
     let histogram = latencies.lock().expect("histogram");
     let result = AppendResult {
@@ -273,10 +305,10 @@ fn append_run(options: &StoragePerfOptions, partitions: usize, rate: Option<f64>
 }
 
 /// Reads back the 8-partition run's data by offset, once to warm the cache and once timed.
-fn read_throughput(options: &StoragePerfOptions) -> anyhow::Result<f64> {
+fn read_throughput(options: &StoragePerfOptions, progress: &mut dyn Progress) -> anyhow::Result<f64> {
     let run_dir = options.dir.join("append-8-false");
     if !run_dir.exists() {
-        append_run(options, 8, None)?;
+        append_run(options, 8, None, progress)?;
     }
     let worker = FlushWorker::start("perf-read")?;
     let mut logs = Vec::new();
@@ -298,11 +330,18 @@ fn read_throughput(options: &StoragePerfOptions) -> anyhow::Result<f64> {
         }
         Ok(bytes)
     };
+    progress.start("read: warming the page cache", None);
     read_all(&logs)?;
+    progress.finish();
+    let seconds = options.seconds.min(3.0);
+    progress.start("read by offset", Some(Duration::from_secs_f64(seconds)));
     let start = Instant::now();
     let mut bytes = 0;
-    while start.elapsed().as_secs_f64() < options.seconds.min(3.0) {
+    while start.elapsed().as_secs_f64() < seconds {
         bytes += read_all(&logs)?;
+        progress.update(start.elapsed(), bytes);
     }
-    Ok(bytes as f64 / start.elapsed().as_secs_f64())
+    let rate = bytes as f64 / start.elapsed().as_secs_f64();
+    progress.finish();
+    Ok(rate)
 }
