@@ -1,14 +1,14 @@
 //! A JSON value together with its path from the body's root, so that every field a parser
 //! reads can fail with a [`ParseError`] that names exactly where it is.
 
-use serde_json::{Map, Value};
+use super::json::{Json, Object};
 use smallvec::SmallVec;
 
 use crate::error::ParseError;
 use crate::time::EventTime;
 
 /// Parses JSON text found at `path` (`$` for a body, `$.Message` for SNS's inner string).
-pub(crate) fn parse_json(text: &[u8], path: &str) -> Result<Value, ParseError> {
+pub(crate) fn parse_json<'a>(text: &'a [u8], path: &str) -> Result<Json<'a>, ParseError> {
     serde_json::from_slice(text).map_err(|error| ParseError::InvalidJson {
         path: path.to_owned(),
         detail: error.to_string(),
@@ -20,7 +20,7 @@ pub(crate) fn parse_json(text: &[u8], path: &str) -> Result<Value, ParseError> {
 /// path string for every field read was a tenth of the ingest's CPU.
 #[derive(Debug, Clone)]
 pub(crate) struct Node<'a> {
-    value: &'a Value,
+    value: &'a Json<'a>,
     root: &'a str,
     steps: SmallVec<[Step<'a>; 6]>,
 }
@@ -32,19 +32,19 @@ enum Step<'a> {
     Index(usize),
 }
 
-fn type_name(value: &Value) -> &'static str {
+fn type_name(value: &Json<'_>) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
     }
 }
 
 impl<'a> Node<'a> {
-    pub(crate) fn root(value: &'a Value, path: &'a str) -> Self {
+    pub(crate) fn root(value: &'a Json<'a>, path: &'a str) -> Self {
         Node {
             value,
             root: path,
@@ -52,7 +52,7 @@ impl<'a> Node<'a> {
         }
     }
 
-    pub(crate) fn value(&self) -> &'a Value {
+    pub(crate) fn value(&self) -> &'a Json<'a> {
         self.value
     }
 
@@ -74,7 +74,7 @@ impl<'a> Node<'a> {
         path
     }
 
-    fn child(&self, value: &'a Value, step: Step<'a>) -> Node<'a> {
+    fn child(&self, value: &'a Json<'a>, step: Step<'a>) -> Node<'a> {
         let mut steps = self.steps.clone();
         steps.push(step);
         Node {
@@ -103,7 +103,7 @@ impl<'a> Node<'a> {
         }
     }
 
-    pub(crate) fn object(&self) -> Result<&'a Map<String, Value>, ParseError> {
+    pub(crate) fn object(&self) -> Result<&'a Object<'a>, ParseError> {
         self.value.as_object().ok_or_else(|| self.wrong_type("object"))
     }
 
@@ -117,7 +117,7 @@ impl<'a> Node<'a> {
     /// The field `key`; `None` when absent or `null`. `self` must be an object.
     pub(crate) fn get_opt(&self, key: &str) -> Result<Option<Node<'a>>, ParseError> {
         Ok(match self.object()?.get_key_value(key) {
-            None | Some((_, Value::Null)) => None,
+            None | Some((_, Json::Null)) => None,
             Some((key, value)) => Some(self.child(value, Step::Key(key))),
         })
     }
@@ -159,8 +159,8 @@ impl<'a> Node<'a> {
     /// integer `marketing_campaign_id`); integers are kept exact, never through `f64`.
     pub(crate) fn id_text(&self) -> Result<String, ParseError> {
         match self.value {
-            Value::String(_) => self.text().map(str::to_owned),
-            Value::Number(number) if number.is_i64() || number.is_u64() => Ok(number.to_string()),
+            Json::String(_) => self.text().map(str::to_owned),
+            Json::Number(number) if number.is_i64() || number.is_u64() => Ok(number.to_string()),
             _ => Err(self.wrong_type("string or integer")),
         }
     }
@@ -169,8 +169,8 @@ impl<'a> Node<'a> {
     /// in serde_json's (deterministic) rendering.
     pub(crate) fn raw_text(&self) -> Result<String, ParseError> {
         match self.value {
-            Value::String(text) => Ok(text.clone()),
-            Value::Number(number) => Ok(number.to_string()),
+            Json::String(text) => Ok(text.to_string()),
+            Json::Number(number) => Ok(number.to_string()),
             _ => Err(self.wrong_type("string or number")),
         }
     }
@@ -185,8 +185,8 @@ impl<'a> Node<'a> {
     /// Unix seconds written as a number or as a numeric string.
     pub(crate) fn unix_seconds(&self) -> Result<EventTime, ParseError> {
         let text = match self.value {
-            Value::Number(number) => number.to_string(),
-            Value::String(text) => text.clone(),
+            Json::Number(number) => number.to_string(),
+            Json::String(text) => text.to_string(),
             _ => return Err(self.wrong_type("Unix seconds (number or numeric string)")),
         };
         EventTime::parse_unix_seconds(&text)
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_path() {
-        let value: Value = serde_json::from_str(r#"{"a":[{"b":1},{"c":null}],"s":" "}"#).unwrap();
+        let value = parse_json(br#"{"a":[{"b":1},{"c":null}],"s":" "}"#, "$").unwrap();
         let root = Node::root(&value, "$");
         let items = root.get("a").unwrap().elements().unwrap();
         assert_eq!(
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn integer_ids_stay_exact() {
-        let value: Value = serde_json::from_str(r#"{"id":4323372036854775807}"#).unwrap();
+        let value = parse_json(br#"{"id":4323372036854775807}"#, "$").unwrap();
         assert_eq!(
             Node::root(&value, "$").get("id").unwrap().id_text().unwrap(),
             "4323372036854775807"

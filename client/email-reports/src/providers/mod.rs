@@ -17,6 +17,7 @@
 //!
 //! **Files:** `json_node.rs` the path-tracking JSON reader; one file per provider.
 
+mod json;
 mod json_node;
 mod mailgun;
 mod mandrill;
@@ -148,7 +149,7 @@ fn carrier_value(carrier: &Node<'_>, key: &str) -> Result<Option<String>, ParseE
         return Ok(None);
     };
     let node = match node.value() {
-        serde_json::Value::Array(_) => match node.elements()?.into_iter().next() {
+        json::Json::Array(_) => match node.elements()?.into_iter().next() {
             Some(first) => first,
             None => return Ok(None),
         },

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use super::json::Json;
 
 use super::json_node::{parse_json, Node};
 use super::{event_key, not_counted, Attribution, Entry, ParseOutcome};
@@ -29,13 +29,13 @@ pub(super) fn parse(body: &[u8], keys: &CarrierKeys) -> Result<ParseOutcome, Par
     let value = parse_json(body, "$")?;
     let root = Node::root(&value, "$");
     let items = match &value {
-        Value::Array(_) => root.elements()?,
-        Value::Object(_) => vec![root],
+        Json::Array(_) => root.elements()?,
+        Json::Object(_) => vec![root],
         _ => return Err(root.wrong_type("array of events")),
     };
     let mut id_uses: HashMap<&str, usize> = HashMap::new();
     for item in &items {
-        if let Some(id) = item.value().get("sg_event_id").and_then(Value::as_str) {
+        if let Some(id) = item.value().get("sg_event_id").and_then(Json::as_str) {
             *id_uses.entry(id.trim()).or_default() += 1;
         }
     }

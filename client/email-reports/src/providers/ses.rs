@@ -59,7 +59,7 @@ fn parse_envelope(root: &Node<'_>, keys: &CarrierKeys) -> Result<ParseOutcome, P
         })])),
         "Notification" => {
             let message = root.get("Message")?;
-            let inner = match serde_json::from_str::<serde_json::Value>(message.str()?) {
+            let inner = match serde_json::from_str::<super::json::Json<'_>>(message.str()?) {
                 Ok(inner) if inner.get("eventType").is_some() || inner.get("notificationType").is_some() => inner,
                 _ => {
                     return Ok(ParseOutcome::Entries(vec![Entry::Ignored(Ignored {

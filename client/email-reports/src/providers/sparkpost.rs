@@ -12,7 +12,7 @@
 //!   `target_link_url`; id `kind|event_id`; message id `message_id`.
 //! - tenant/campaign: `rcpt_meta`.
 
-use serde_json::Value;
+use super::json::Json;
 
 use super::json_node::{parse_json, Node};
 use super::{event_key, not_counted, Attribution, Entry, Ignored, ParseOutcome};
@@ -107,7 +107,7 @@ fn bounce_class(event: &Node<'_>) -> Result<u32, ParseError> {
 /// Unix seconds (usually a string), or an RFC 3339 string on some event classes.
 fn event_time(timestamp: &Node<'_>) -> Result<EventTime, ParseError> {
     match timestamp.value() {
-        Value::String(text) if text.contains('T') => timestamp.rfc3339(),
+        Json::String(text) if text.contains('T') => timestamp.rfc3339(),
         _ => timestamp.unix_seconds(),
     }
 }
