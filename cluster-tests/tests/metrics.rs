@@ -173,6 +173,16 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
         produced > 0.0 && produced <= 2_000.0,
         "{produced} records counted by the leaders"
     );
+    // Every broker holds a replica of each partition: all 200,000 bytes of records (in segments
+    // of their own), and the idempotent producer in each replica's producer table.
+    for scrape in &scrapes {
+        let size = value(scrape, "broker_log_size_bytes");
+        assert!(size >= 200_000.0, "{size} bytes of logs");
+        let segments = value(scrape, "broker_log_segments");
+        assert!(segments >= 3.0, "{segments} segments");
+        let producers = value(scrape, "broker_producer_ids");
+        assert!(producers >= 3.0, "{producers} producer ids");
+    }
     // A refused request is counted by API and error code (on the controller, which answers it).
     let admin_client = client::Admin::new(Arc::clone(&cluster));
     let refused = admin_client.create_partitions("no-such-topic", 2).await.unwrap_err();

@@ -37,6 +37,12 @@ pub struct ReplicaStatus {
     pub held_from_elections: bool,
     /// The group is quiet here: idle, its Raft timers stopped (see `replication::quiesce`).
     pub quiescent: bool,
+    /// Bytes of the local log's segments (indexes aside).
+    pub log_size_bytes: u64,
+    /// Segments of the local log, the active one included.
+    pub log_segments: u64,
+    /// Idempotent producers this replica's producer table remembers.
+    pub producer_ids: u64,
 }
 
 impl PartitionReplica {
@@ -92,6 +98,12 @@ impl PartitionReplica {
             high_watermark: self.high_watermark(),
             log_end_offset: Offset(0),
         });
+        let (log_size_bytes, log_segments) = self
+            .log
+            .read()
+            .map(|log| (log.size_bytes(), log.segment_count() as u64))
+            .unwrap_or((0, 0));
+        let producer_ids = self.producers.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
         ReplicaStatus {
             // A lapsed leader does not know who leads now.
             leader: if lapsed { None } else { metrics.current_leader },
@@ -104,6 +116,9 @@ impl PartitionReplica {
             log_end_offset: offsets.log_end_offset,
             held_from_elections: self.groups.votes_held(self.group),
             quiescent,
+            log_size_bytes,
+            log_segments,
+            producer_ids,
         }
     }
 }
