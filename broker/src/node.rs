@@ -204,6 +204,7 @@ pub async fn run(
         crate::api::metrics::describe();
         crate::metrics::disk::describe();
         crate::storage::metrics::describe();
+        crate::replication::metrics::describe();
         partition_metrics::describe();
     }
     let admin_task = admin.map(|listener| {

@@ -30,6 +30,24 @@ fn value(scrape: &Scrape, name: &str) -> f64 {
         .sum()
 }
 
+/// How many observations an unlabelled histogram holds (0 when it has none yet).
+fn histogram_count(scrape: &Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match &sample.value {
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            _ => panic!("{name} is not a histogram"),
+        })
+        .sum()
+}
+
+/// The sum of `per_broker` over the scrapes.
+fn total(scrapes: &[Scrape], per_broker: impl Fn(&Scrape) -> f64) -> f64 {
+    scrapes.iter().map(per_broker).sum()
+}
+
 /// Polls every admin endpoint until `check` holds for the scrapes of all of them.
 async fn wait_for_scrapes(admins: &[String], what: &str, check: impl Fn(&[Scrape]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -173,6 +191,11 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
         produced > 0.0 && produced <= 2_000.0,
         "{produced} records counted by the leaders"
     );
+    // Every acks=all batch the leaders committed was timed from proposal to commit: at least one
+    // per partition.
+    let committed = total(&scrapes, |s| histogram_count(s, "broker_raft_commit_duration_seconds"))
+        - total(&before, |s| histogram_count(s, "broker_raft_commit_duration_seconds"));
+    assert!(committed >= 3.0, "{committed} commits timed");
     // Every broker holds a replica of each partition: all 200,000 bytes of records (in segments
     // of their own), and the idempotent producer in each replica's producer table.
     for scrape in &scrapes {
