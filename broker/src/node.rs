@@ -7,7 +7,7 @@ use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
 use crate::coordinator::offsets_partition::OffsetsPartitions;
 use crate::coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::endpoint::AdminProbes;
-use crate::partition::{metrics as partition_metrics, PartitionManager};
+use crate::partition::{leadership, metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use crate::storage::FlushWorker;
@@ -206,6 +206,7 @@ pub async fn run(
         crate::storage::metrics::describe();
         crate::replication::metrics::describe();
         partition_metrics::describe();
+        leadership::describe();
     }
     let admin_task = admin.map(|listener| {
         let probes = admin_probes(config.node_id, config.data_dir.clone(), Arc::clone(&started));
@@ -259,6 +260,10 @@ pub async fn run(
         Arc::clone(&partitions).apply_retention_every(Duration::from_millis(config.retention_check_interval_ms.max(1))),
     );
     let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
+    let leadership_sampler = tokio::spawn(leadership::sample_forever(
+        Arc::clone(&partitions),
+        IsrBounds::default(),
+    ));
     let quiescer = match config.raft.quiesce_after_ms {
         0 => Vec::new(),
         quiesce_after_ms => quiesce::spawn(
@@ -324,6 +329,7 @@ pub async fn run(
     }
     follower.abort();
     retention.abort();
+    leadership_sampler.abort();
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");
     controller.shutdown().await?;

@@ -1,10 +1,10 @@
 //! The admin endpoint of real broker processes (`--admin-listen`): `/health` answers while the
 //! process is up, `/ready` once the broker has joined the cluster, and `/metrics` serves the
 //! Prometheus text exposition — parsed here with a parser crate — whose figures move with the
-//! traffic the test sends.
+//! traffic the test sends: produce, a leadership transfer, a paused broker.
 
 use client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
-use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, peers_flag, BrokerProcess};
+use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, leaders, peers_flag, BrokerProcess};
 use prometheus_parse::{Scrape, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -109,6 +109,11 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     wait_for_scrapes(&admins, "3 replicas on each broker and 3 leaders in all", |scrapes| {
         scrapes.iter().all(|s| value(s, "broker_partition_replicas") == 3.0)
             && scrapes.iter().map(|s| value(s, "broker_partitions_led")).sum::<f64>() == 3.0
+    })
+    .await;
+    // The leadership sampler counts the elections that gave each partition its leader.
+    wait_for_scrapes(&admins, "the 3 partitions' elections counted", |scrapes| {
+        total(scrapes, |s| value(s, "broker_leader_elections_won_total")) >= 3.0
     })
     .await;
 
@@ -231,6 +236,46 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     }
     assert_eq!(errors, 1.0, "the refusal counted once, by API and code");
     check_deploy_files_and_docs_name_only_exported_metrics(&scrapes);
+
+    // A leadership transfer: every broker's replica sees partition 0's leader change, and the
+    // new leader's replica won an election.
+    let from = leaders(&cluster, "observed").await[&0];
+    let to = (1..=3).find(|id| *id != from).unwrap();
+    let before = scrapes;
+    admin_client
+        .transfer_leadership("observed", 0, to)
+        .await
+        .expect("transfer");
+    wait_for_scrapes(&admins, "the leader change seen by every replica", |after| {
+        let moved = |scrape: &Scrape, before: &Scrape, name: &str| value(scrape, name) > value(before, name);
+        after
+            .iter()
+            .zip(&before)
+            .all(|(after, before)| moved(after, before, "broker_leader_changes_total"))
+            && moved(
+                &after[to as usize - 1],
+                &before[to as usize - 1],
+                "broker_leader_elections_won_total",
+            )
+    })
+    .await;
+
+    // A follower frozen past the ISR's 10 s lag bound leaves the ISR of partition 0 on its
+    // leader, and rejoins once it runs again.
+    let leader = leaders(&cluster, "observed").await[&0];
+    let frozen = (1..=3).find(|id| *id != leader).unwrap();
+    let leader_admin = [admins[leader as usize - 1].clone()];
+    let before = scrape(&leader_admin[0]).await;
+    brokers[frozen as usize - 1].signal_pause(true);
+    wait_for_scrapes(&leader_admin, "the frozen follower dropped from the ISR", |after| {
+        value(&after[0], "broker_isr_shrinks_total") > value(&before, "broker_isr_shrinks_total")
+    })
+    .await;
+    brokers[frozen as usize - 1].signal_pause(false);
+    wait_for_scrapes(&leader_admin, "the follower back in the ISR", |after| {
+        value(&after[0], "broker_isr_expands_total") > value(&before, "broker_isr_expands_total")
+    })
+    .await;
     wait_for_scrapes(&admins, "no under-replicated partition", |scrapes| {
         scrapes
             .iter()
