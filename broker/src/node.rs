@@ -207,6 +207,7 @@ pub async fn run(
         crate::replication::metrics::describe();
         partition_metrics::describe();
         leadership::describe();
+        crate::coordinator::metrics::describe();
     }
     let admin_task = admin.map(|listener| {
         let probes = admin_probes(config.node_id, config.data_dir.clone(), Arc::clone(&started));
@@ -254,6 +255,7 @@ pub async fn run(
     let _ = started.set(Started {
         controller: Arc::clone(&controller),
         partitions: Arc::clone(&partitions),
+        coordinator: Arc::clone(&coordinator),
     });
     let follower = tokio::spawn(Arc::clone(&partitions).follow(controller.subscribe()));
     let retention = tokio::spawn(
@@ -345,10 +347,11 @@ pub async fn run(
 struct Started {
     controller: Arc<Controller>,
     partitions: Arc<PartitionManager>,
+    coordinator: Arc<GroupCoordinator>,
 }
 
 /// Readiness (a controller leader is known and this broker is registered in the metadata) and
-/// the partition gauges refreshed before each scrape.
+/// the partition and group gauges refreshed before each scrape.
 fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>) -> AdminProbes {
     let for_ready = Arc::clone(&started);
     AdminProbes {
@@ -366,6 +369,7 @@ fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>
             crate::metrics::disk::record(&data_dir);
             if let Some(started) = started.get() {
                 partition_metrics::record(&started.partitions, IsrBounds::default());
+                started.coordinator.record_metrics();
             }
         }),
     }

@@ -1,9 +1,9 @@
 //! The admin endpoint of real broker processes (`--admin-listen`): `/health` answers while the
 //! process is up, `/ready` once the broker has joined the cluster, and `/metrics` serves the
 //! Prometheus text exposition — parsed here with a parser crate — whose figures move with the
-//! traffic the test sends: produce, a leadership transfer, a paused broker.
+//! traffic the test sends: produce, a leadership transfer, a consumer group, a paused broker.
 
-use client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
+use client::{GroupConfig, GroupConsumer, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord};
 use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, leaders, peers_flag, BrokerProcess};
 use prometheus_parse::{Scrape, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -23,6 +23,19 @@ fn value(scrape: &Scrape, name: &str) -> f64 {
         .samples
         .iter()
         .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{name} is not a counter or gauge"),
+        })
+        .sum()
+}
+
+/// The value of a counter or gauge's series whose `group` label is `group` (0 if absent).
+fn group_value(scrape: &Scrape, name: &str, group: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name && sample.labels.get("group") == Some(group))
         .map(|sample| match sample.value {
             Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
             _ => panic!("{name} is not a counter or gauge"),
@@ -257,6 +270,40 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
                 &before[to as usize - 1],
                 "broker_leader_elections_won_total",
             )
+    })
+    .await;
+
+    // A consumer group on the coordinator: a member joins (a rebalance), is given the three
+    // partitions and commits offset 10 on each, so the group lags 2,000 - 30 records; it leaves
+    // (another rebalance).
+    const GROUP: &str = "metrics-group";
+    let config = GroupConfig {
+        enable_auto_commit: false,
+        heartbeat_interval: Duration::from_millis(200),
+        auto_offset_reset: OffsetReset::Earliest,
+        ..GroupConfig::new(GROUP)
+    };
+    let mut consumer = GroupConsumer::new(Arc::clone(&cluster), config).unwrap();
+    consumer.subscribe(vec!["observed".into()]).await.expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().len() < 3 {
+        assert!(Instant::now() < deadline, "the member never got all 3 partitions");
+        consumer.poll(Duration::from_millis(200)).await.expect("poll");
+    }
+    let offsets = (0..3)
+        .map(|partition| (("observed".to_string(), partition), 10))
+        .collect();
+    consumer.commit_offsets(offsets).await.expect("commit");
+    wait_for_scrapes(&admins, "the group's member, lag and rebalance", |scrapes| {
+        total(scrapes, |s| group_value(s, "broker_group_members", GROUP)) == 1.0
+            && total(scrapes, |s| group_value(s, "broker_group_lag", GROUP)) == 1_970.0
+            && total(scrapes, |s| group_value(s, "broker_group_rebalances_total", GROUP)) >= 1.0
+    })
+    .await;
+    consumer.close().await.expect("close");
+    wait_for_scrapes(&admins, "the member gone and its leave counted", |scrapes| {
+        total(scrapes, |s| group_value(s, "broker_group_members", GROUP)) == 0.0
+            && total(scrapes, |s| group_value(s, "broker_group_rebalances_total", GROUP)) >= 2.0
     })
     .await;
 
