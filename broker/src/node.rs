@@ -7,7 +7,7 @@ use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
 use crate::coordinator::offsets_partition::OffsetsPartitions;
 use crate::coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::endpoint::AdminProbes;
-use crate::partition::{metrics as partition_metrics, PartitionManager};
+use crate::partition::{leadership, metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use crate::storage::{DiskSpace, FlushWorker};
@@ -212,7 +212,10 @@ pub async fn run(
         crate::api::metrics::describe();
         crate::metrics::disk::describe();
         crate::storage::metrics::describe();
+        crate::replication::metrics::describe();
         partition_metrics::describe();
+        leadership::describe();
+        crate::coordinator::metrics::describe();
     }
     let admin_task = admin.map(|listener| {
         let probes = admin_probes(config.node_id, config.data_dir.clone(), Arc::clone(&started));
@@ -260,12 +263,17 @@ pub async fn run(
     let _ = started.set(Started {
         controller: Arc::clone(&controller),
         partitions: Arc::clone(&partitions),
+        coordinator: Arc::clone(&coordinator),
     });
     let follower = tokio::spawn(Arc::clone(&partitions).follow(controller.subscribe()));
     let retention = tokio::spawn(
         Arc::clone(&partitions).apply_retention_every(Duration::from_millis(config.retention_check_interval_ms.max(1))),
     );
     let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
+    let leadership_sampler = tokio::spawn(leadership::sample_forever(
+        Arc::clone(&partitions),
+        IsrBounds::default(),
+    ));
     let quiescer = match config.raft.quiesce_after_ms {
         0 => Vec::new(),
         quiesce_after_ms => quiesce::spawn(
@@ -335,6 +343,7 @@ pub async fn run(
     follower.abort();
     retention.abort();
     space_sampler.abort();
+    leadership_sampler.abort();
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");
     controller.shutdown().await?;
@@ -350,10 +359,11 @@ pub async fn run(
 struct Started {
     controller: Arc<Controller>,
     partitions: Arc<PartitionManager>,
+    coordinator: Arc<GroupCoordinator>,
 }
 
 /// Readiness (a controller leader is known and this broker is registered in the metadata) and
-/// the partition gauges refreshed before each scrape.
+/// the partition and group gauges refreshed before each scrape.
 fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>) -> AdminProbes {
     let for_ready = Arc::clone(&started);
     AdminProbes {
@@ -371,6 +381,7 @@ fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>
             crate::metrics::disk::record(&data_dir);
             if let Some(started) = started.get() {
                 partition_metrics::record(&started.partitions, IsrBounds::default());
+                started.coordinator.record_metrics();
             }
         }),
     }

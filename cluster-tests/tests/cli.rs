@@ -105,6 +105,7 @@ fn topic_admin_keyed_produce_and_consume_through_the_cli() {
         assert_eq!(partition["replicas"].as_array().unwrap().len(), 3, "{partition}");
         assert!(partition["quiet"].is_boolean(), "{partition}");
         assert!(partition["high_watermark"].is_u64(), "{partition}");
+        assert!(partition["log_size_bytes"].is_u64(), "{partition}");
     }
     let failed = cli(&bootstrap, &["topic", "create", "clicks", "--output", "json"], None);
     assert_eq!(failed.status.code(), Some(1));

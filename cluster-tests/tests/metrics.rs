@@ -1,10 +1,10 @@
 //! The admin endpoint of real broker processes (`--admin-listen`): `/health` answers while the
 //! process is up, `/ready` once the broker has joined the cluster, and `/metrics` serves the
 //! Prometheus text exposition — parsed here with a parser crate — whose figures move with the
-//! traffic the test sends.
+//! traffic the test sends: produce, a leadership transfer, a consumer group, a paused broker.
 
-use client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
-use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, peers_flag, BrokerProcess};
+use client::{GroupConfig, GroupConsumer, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord};
+use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, leaders, peers_flag, BrokerProcess};
 use prometheus_parse::{Scrape, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -28,6 +28,37 @@ fn value(scrape: &Scrape, name: &str) -> f64 {
             _ => panic!("{name} is not a counter or gauge"),
         })
         .sum()
+}
+
+/// The value of a counter or gauge's series whose `group` label is `group` (0 if absent).
+fn group_value(scrape: &Scrape, name: &str, group: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name && sample.labels.get("group") == Some(group))
+        .map(|sample| match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{name} is not a counter or gauge"),
+        })
+        .sum()
+}
+
+/// How many observations an unlabelled histogram holds (0 when it has none yet).
+fn histogram_count(scrape: &Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match &sample.value {
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            _ => panic!("{name} is not a histogram"),
+        })
+        .sum()
+}
+
+/// The sum of `per_broker` over the scrapes.
+fn total(scrapes: &[Scrape], per_broker: impl Fn(&Scrape) -> f64) -> f64 {
+    scrapes.iter().map(per_broker).sum()
 }
 
 /// Polls every admin endpoint until `check` holds for the scrapes of all of them.
@@ -91,6 +122,11 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     wait_for_scrapes(&admins, "3 replicas on each broker and 3 leaders in all", |scrapes| {
         scrapes.iter().all(|s| value(s, "broker_partition_replicas") == 3.0)
             && scrapes.iter().map(|s| value(s, "broker_partitions_led")).sum::<f64>() == 3.0
+    })
+    .await;
+    // The leadership sampler counts the elections that gave each partition its leader.
+    wait_for_scrapes(&admins, "the 3 partitions' elections counted", |scrapes| {
+        total(scrapes, |s| value(s, "broker_leader_elections_won_total")) >= 3.0
     })
     .await;
 
@@ -173,6 +209,21 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
         produced > 0.0 && produced <= 2_000.0,
         "{produced} records counted by the leaders"
     );
+    // Every acks=all batch the leaders committed was timed from proposal to commit: at least one
+    // per partition.
+    let committed = total(&scrapes, |s| histogram_count(s, "broker_raft_commit_duration_seconds"))
+        - total(&before, |s| histogram_count(s, "broker_raft_commit_duration_seconds"));
+    assert!(committed >= 3.0, "{committed} commits timed");
+    // Every broker holds a replica of each partition: all 200,000 bytes of records (in segments
+    // of their own), and the idempotent producer in each replica's producer table.
+    for scrape in &scrapes {
+        let size = value(scrape, "broker_log_size_bytes");
+        assert!(size >= 200_000.0, "{size} bytes of logs");
+        let segments = value(scrape, "broker_log_segments");
+        assert!(segments >= 3.0, "{segments} segments");
+        let producers = value(scrape, "broker_producer_ids");
+        assert!(producers >= 3.0, "{producers} producer ids");
+    }
     // A refused request is counted by API and error code (on the controller, which answers it).
     let admin_client = client::Admin::new(Arc::clone(&cluster));
     let refused = admin_client.create_partitions("no-such-topic", 2).await.unwrap_err();
@@ -198,6 +249,80 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
     }
     assert_eq!(errors, 1.0, "the refusal counted once, by API and code");
     check_deploy_files_and_docs_name_only_exported_metrics(&scrapes);
+
+    // A leadership transfer: every broker's replica sees partition 0's leader change, and the
+    // new leader's replica won an election.
+    let from = leaders(&cluster, "observed").await[&0];
+    let to = (1..=3).find(|id| *id != from).unwrap();
+    let before = scrapes;
+    admin_client
+        .transfer_leadership("observed", 0, to)
+        .await
+        .expect("transfer");
+    wait_for_scrapes(&admins, "the leader change seen by every replica", |after| {
+        let moved = |scrape: &Scrape, before: &Scrape, name: &str| value(scrape, name) > value(before, name);
+        after
+            .iter()
+            .zip(&before)
+            .all(|(after, before)| moved(after, before, "broker_leader_changes_total"))
+            && moved(
+                &after[to as usize - 1],
+                &before[to as usize - 1],
+                "broker_leader_elections_won_total",
+            )
+    })
+    .await;
+
+    // A consumer group on the coordinator: a member joins (a rebalance), is given the three
+    // partitions and commits offset 10 on each, so the group lags 2,000 - 30 records; it leaves
+    // (another rebalance).
+    const GROUP: &str = "metrics-group";
+    let config = GroupConfig {
+        enable_auto_commit: false,
+        heartbeat_interval: Duration::from_millis(200),
+        auto_offset_reset: OffsetReset::Earliest,
+        ..GroupConfig::new(GROUP)
+    };
+    let mut consumer = GroupConsumer::new(Arc::clone(&cluster), config).unwrap();
+    consumer.subscribe(vec!["observed".into()]).await.expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().len() < 3 {
+        assert!(Instant::now() < deadline, "the member never got all 3 partitions");
+        consumer.poll(Duration::from_millis(200)).await.expect("poll");
+    }
+    let offsets = (0..3)
+        .map(|partition| (("observed".to_string(), partition), 10))
+        .collect();
+    consumer.commit_offsets(offsets).await.expect("commit");
+    wait_for_scrapes(&admins, "the group's member, lag and rebalance", |scrapes| {
+        total(scrapes, |s| group_value(s, "broker_group_members", GROUP)) == 1.0
+            && total(scrapes, |s| group_value(s, "broker_group_lag", GROUP)) == 1_970.0
+            && total(scrapes, |s| group_value(s, "broker_group_rebalances_total", GROUP)) >= 1.0
+    })
+    .await;
+    consumer.close().await.expect("close");
+    wait_for_scrapes(&admins, "the member gone and its leave counted", |scrapes| {
+        total(scrapes, |s| group_value(s, "broker_group_members", GROUP)) == 0.0
+            && total(scrapes, |s| group_value(s, "broker_group_rebalances_total", GROUP)) >= 2.0
+    })
+    .await;
+
+    // A follower frozen past the ISR's 10 s lag bound leaves the ISR of partition 0 on its
+    // leader, and rejoins once it runs again.
+    let leader = leaders(&cluster, "observed").await[&0];
+    let frozen = (1..=3).find(|id| *id != leader).unwrap();
+    let leader_admin = [admins[leader as usize - 1].clone()];
+    let before = scrape(&leader_admin[0]).await;
+    brokers[frozen as usize - 1].signal_pause(true);
+    wait_for_scrapes(&leader_admin, "the frozen follower dropped from the ISR", |after| {
+        value(&after[0], "broker_isr_shrinks_total") > value(&before, "broker_isr_shrinks_total")
+    })
+    .await;
+    brokers[frozen as usize - 1].signal_pause(false);
+    wait_for_scrapes(&leader_admin, "the follower back in the ISR", |after| {
+        value(&after[0], "broker_isr_expands_total") > value(&before, "broker_isr_expands_total")
+    })
+    .await;
     wait_for_scrapes(&admins, "no under-replicated partition", |scrapes| {
         scrapes
             .iter()

@@ -31,6 +31,8 @@ pub struct PartitionView {
     pub high_watermark: Option<u64>,
     /// First offset kept.
     pub log_start_offset: Option<u64>,
+    /// Bytes of the answering broker's replica's log segments.
+    pub log_size_bytes: Option<u64>,
     /// Idle with its Raft timers stopped.
     pub quiet: bool,
 }
@@ -44,13 +46,14 @@ impl From<&PartitionDescription> for PartitionView {
             isr: p.isr.clone(),
             high_watermark: p.high_watermark,
             log_start_offset: p.log_start_offset,
+            log_size_bytes: p.log_size_bytes,
             quiet: p.quiescent,
         }
     }
 }
 
 /// The header of the partition columns every text table shares.
-pub const PARTITION_COLUMNS: &str = "partition  leader  replicas  isr  high_watermark  log_start  quiet";
+pub const PARTITION_COLUMNS: &str = "partition  leader  replicas  isr  high_watermark  log_start  log_bytes  quiet";
 
 impl PartitionView {
     /// This partition's columns, aligned under [`PARTITION_COLUMNS`] (`-` where unknown;
@@ -59,13 +62,14 @@ impl PartitionView {
         let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         format!(
-            "{:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>5}",
+            "{:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>9}  {:>5}",
             self.partition,
             or_dash(self.leader),
             ids(&self.replicas),
             ids(&self.isr),
             or_dash(self.high_watermark),
             or_dash(self.log_start_offset),
+            or_dash(self.log_size_bytes),
             if self.quiet { "yes" } else { "no" }
         )
     }

@@ -16,6 +16,8 @@
 //! - [`membership`]: the KIP-848 group state machine — heartbeats, revoke-first reconciliation,
 //!   fencing, static members, commit checks (pure, `now` passed in).
 //! - [`assignor`]: the server-side assignors, `uniform` (sticky, default) and `range` (pure).
+//! - [`metrics`]: members, lag and rebalances of the groups coordinated here, under a capped
+//!   `group` label.
 //! - this file: the shell — leadership and loading, one write at a time per offsets
 //!   partition (each change is computed from the applied state and answered once replicated,
 //!   acks=all), session deadlines, offset expiry.
@@ -29,6 +31,7 @@
 pub mod assignor;
 pub mod error;
 pub mod membership;
+pub mod metrics;
 pub mod model;
 pub mod offsets_partition;
 
@@ -40,6 +43,7 @@ use crate::storage::LogConfig;
 use bytes::Bytes;
 pub use error::GroupError;
 use membership::{Heartbeat, HeartbeatAnswer, SessionLimits, LEAVE_EPOCH, LEAVE_FOR_RESTART_EPOCH};
+use metrics::{GroupFigures, GroupLabels};
 use model::{Committed, Group, GroupPhase, GroupRecord};
 use offsets_partition::{OffsetsPartition, OffsetsPartitions};
 use proto::record_batch::{encode_batch, now_ms, ProducerStamp, Record};
@@ -164,6 +168,8 @@ pub struct GroupCoordinator {
     offsets: Arc<OffsetsPartitions>,
     /// When this broker last asked for the offsets topic to be created.
     asked_to_create: Mutex<Option<Instant>>,
+    /// Which groups have a metrics label of their own.
+    labels: GroupLabels,
 }
 
 /// The offsets partition of a group, led here and loaded.
@@ -189,6 +195,7 @@ impl GroupCoordinator {
             partitions,
             offsets,
             asked_to_create: Mutex::new(None),
+            labels: GroupLabels::default(),
         }
     }
 
@@ -338,12 +345,16 @@ impl GroupCoordinator {
             now_ms(),
         )?;
         if current.as_ref() != Some(&outcome.group) {
+            let bumps = epoch_bumps(current.as_ref(), &outcome.group);
             append(
                 &led.replica,
                 &led.offsets,
                 &[GroupRecord::Group { group: outcome.group }],
             )
             .await?;
+            if bumps > 0 {
+                metrics::rebalanced(&self.labels, &request.group_id, bumps);
+            }
         }
         let mut sessions = led.offsets.sessions();
         let key = (request.group_id.clone(), request.member_id.clone());
@@ -461,15 +472,19 @@ impl GroupCoordinator {
         append(&led.replica, &led.offsets, &[record]).await
     }
 
+    /// Whether this broker coordinates the groups of offsets partition `partition` now: the
+    /// cheap view of leadership, as `broker group list` shows it.
+    fn coordinates(&self, partition: u32) -> bool {
+        self.partitions
+            .get(OFFSETS_TOPIC, partition)
+            .is_some_and(|replica| replica.leader() == Some(self.node_id))
+    }
+
     /// The groups this broker coordinates now.
     pub fn list(&self) -> Vec<GroupListing> {
         let mut listings = Vec::new();
         for (partition, offsets) in self.offsets.all() {
-            let leads = self
-                .partitions
-                .get(OFFSETS_TOPIC, partition)
-                .is_some_and(|replica| replica.leader() == Some(self.node_id));
-            if !leads {
+            if !self.coordinates(partition) {
                 continue;
             }
             let state = offsets.state();
@@ -484,6 +499,65 @@ impl GroupCoordinator {
         }
         listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         listings
+    }
+
+    /// Sets the group gauges (members, lag) from the groups coordinated here; called before a
+    /// metrics scrape.
+    pub fn record_metrics(&self) {
+        metrics::record(&self.labels, &self.group_figures());
+    }
+
+    /// Members and committed-offset lag of every group coordinated here, sorted by group id.
+    ///
+    /// The lag of a partition is its high watermark less the group's committed offset (0 if
+    /// the commit is ahead), over the partitions the group has committed offsets for *and* this
+    /// broker hosts a replica of, against that replica's own high watermark: exact where it
+    /// leads, a little behind the leader's where it follows (by a replication round trip, more
+    /// while it catches up), so the lag is never overstated. Partitions without a replica here
+    /// are left out: asking their leaders at every scrape would make a scrape depend on other
+    /// brokers. `broker group describe` reads every partition's exact lag.
+    fn group_figures(&self) -> Vec<GroupFigures> {
+        let mut figures = Vec::new();
+        for (partition, offsets) in self.offsets.all() {
+            if !self.coordinates(partition) {
+                continue;
+            }
+            // Copied out so the partitions' watermarks are read without the groups' lock.
+            let groups: Vec<(GroupFigures, Vec<(TopicPartition, u64)>)> = {
+                let state = offsets.state();
+                state
+                    .group_ids()
+                    .into_iter()
+                    .map(|group_id| {
+                        let members = state.group(&group_id).map_or(0, |g| g.members.len() as u64);
+                        let committed = state
+                            .offsets(&group_id)
+                            .map(|o| o.iter().map(|(p, c)| (p.clone(), c.offset)).collect())
+                            .unwrap_or_default();
+                        (
+                            GroupFigures {
+                                group_id,
+                                members,
+                                lag: 0,
+                            },
+                            committed,
+                        )
+                    })
+                    .collect()
+            };
+            for (mut group, committed) in groups {
+                group.lag = committed
+                    .iter()
+                    .filter_map(|(p, offset)| {
+                        let replica = self.partitions.get(&p.topic, p.partition)?;
+                        Some(replica.high_watermark().0.saturating_sub(*offset))
+                    })
+                    .sum();
+                figures.push(group);
+            }
+        }
+        figures.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        figures
     }
 
     /// Removes members whose session ended and expires the offsets of long-empty groups, on
@@ -543,11 +617,16 @@ impl GroupCoordinator {
         for (group_id, member_id) in expired {
             let _writes = offsets.writes.lock().await;
             let current = offsets.state().group(&group_id).cloned();
-            let changed =
-                current.and_then(|group| membership::expire(&group, &member_id, &self.topic_counts(), now_ms()));
+            let changed = current
+                .as_ref()
+                .and_then(|group| membership::expire(group, &member_id, &self.topic_counts(), now_ms()));
             if let Some(group) = changed {
                 tracing::info!(group = %group_id, member = %member_id, "session expired or revocation overdue; member removed");
+                let bumps = epoch_bumps(current.as_ref(), &group);
                 append(&replica, offsets, &[GroupRecord::Group { group }]).await?;
+                if bumps > 0 {
+                    metrics::rebalanced(&self.labels, &group_id, bumps);
+                }
             }
             offsets.sessions().remove(&(group_id, member_id));
         }
@@ -579,6 +658,12 @@ fn offsets_log_config() -> LogConfig {
         segment_bytes: 1024 * 1024,
         ..LogConfig::default()
     }
+}
+
+/// How many times a change from `before` (`None`: no membership yet) to `after` bumps the
+/// group epoch: the rebalances it starts.
+fn epoch_bumps(before: Option<&Group>, after: &Group) -> u64 {
+    u64::try_from(after.epoch - before.map_or(0, |g| g.epoch)).unwrap_or(0)
 }
 
 /// Every member of the partition's groups without a session deadline gets a full session from

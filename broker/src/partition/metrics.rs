@@ -1,7 +1,9 @@
 //! Gauges of the partition replicas this broker hosts, sampled from their status just before a
 //! Prometheus scrape (cheaper than updating them on every change, and never stale at scrape
-//! time). Labels are bounded: per broker only, never per topic or partition, so a broker with
-//! 10,000 partitions exports the same handful of series as one with ten.
+//! time): counts of replicas by state, and totals of their logs and producer tables. Labels are
+//! bounded: per broker only, never per topic or partition, so a broker with 10,000 partitions
+//! exports the same handful of series as one with ten (per-partition figures are in
+//! `broker topic describe` / `broker cluster partitions`).
 
 use super::PartitionManager;
 use crate::replication::IsrBounds;
@@ -21,37 +23,67 @@ pub struct ReplicaCounts {
     pub quiet: u64,
     /// Replicas held out of elections after losing acknowledged entries.
     pub held_from_elections: u64,
+    /// Bytes of every hosted replica's log segments.
+    pub log_size_bytes: u64,
+    /// Segments of every hosted replica's log.
+    pub log_segments: u64,
+    /// Entries of every hosted replica's idempotent-producer table.
+    pub producer_ids: u64,
 }
 
-/// The gauges and their help texts.
-const GAUGES: [(&str, &str); 6] = [
+/// The gauges, their units and help texts, in the order of [`ReplicaCounts`]' fields.
+const GAUGES: [(&str, metrics::Unit, &str); 9] = [
     (
         "broker_partition_replicas",
+        metrics::Unit::Count,
         "Partition replicas hosted (the controller group not counted).",
     ),
-    ("broker_partitions_led", "Partitions this broker leads."),
+    (
+        "broker_partitions_led",
+        metrics::Unit::Count,
+        "Partitions this broker leads.",
+    ),
     (
         "broker_partitions_under_replicated",
+        metrics::Unit::Count,
         "Led partitions whose in-sync replicas are fewer than their voters.",
     ),
     (
         "broker_partition_replicas_without_leader",
+        metrics::Unit::Count,
         "Hosted replicas that know no leader.",
     ),
     (
         "broker_partition_replicas_quiet",
+        metrics::Unit::Count,
         "Replicas whose group is quiet (Raft timers stopped).",
     ),
     (
         "broker_partition_replicas_held_from_elections",
+        metrics::Unit::Count,
         "Replicas held out of elections after losing acknowledged entries.",
+    ),
+    (
+        "broker_log_size_bytes",
+        metrics::Unit::Bytes,
+        "Bytes of the log segments of every hosted partition replica (indexes aside).",
+    ),
+    (
+        "broker_log_segments",
+        metrics::Unit::Count,
+        "Log segments of every hosted partition replica.",
+    ),
+    (
+        "broker_producer_ids",
+        metrics::Unit::Count,
+        "Idempotent producers tracked, summed over the producer tables of every hosted replica.",
     ),
 ];
 
 /// Registers the gauges with their help texts, at zero until the first scrape samples them.
 pub fn describe() {
-    for (name, help) in GAUGES {
-        metrics::describe_gauge!(name, metrics::Unit::Count, help);
+    for (name, unit, help) in GAUGES {
+        metrics::describe_gauge!(name, unit, help);
         metrics::gauge!(name).set(0.0);
     }
 }
@@ -77,6 +109,9 @@ pub fn record(partitions: &PartitionManager, bounds: IsrBounds) {
         if status.held_from_elections {
             counts.held_from_elections += 1;
         }
+        counts.log_size_bytes += status.log_size_bytes;
+        counts.log_segments += status.log_segments;
+        counts.producer_ids += status.producer_ids;
     }
     let values = [
         counts.hosted,
@@ -85,8 +120,11 @@ pub fn record(partitions: &PartitionManager, bounds: IsrBounds) {
         counts.without_leader,
         counts.quiet,
         counts.held_from_elections,
+        counts.log_size_bytes,
+        counts.log_segments,
+        counts.producer_ids,
     ];
-    for ((name, _), value) in GAUGES.iter().zip(values) {
+    for ((name, _, _), value) in GAUGES.iter().zip(values) {
         metrics::gauge!(*name).set(value as f64);
     }
 }

@@ -8,8 +8,12 @@
 //! (`<data-dir>/partitions/<topic>-<partition>-g<group>`: the group id in the name means a
 //! re-created topic never picks up an old topic's data).
 //!
+//! Also here: the replicas' gauges sampled at scrape time ([`metrics`]) and the once-a-second
+//! sampler counting their leadership and ISR changes ([`leadership`]).
+//!
 //! **Must not depend on:** the API layer.
 
+pub mod leadership;
 pub mod metrics;
 
 use crate::controller::metadata::ClusterMetadata;

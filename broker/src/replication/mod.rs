@@ -22,6 +22,7 @@
 //!   compact), [`Compaction`].
 //! - [`producer_state`], `idempotence`: the idempotent-producer table and admission (pure).
 //! - [`isr`]: in-sync replicas (pure). [`catch_up`]: vote holding after lost storage (pure).
+//! - [`metrics`]: the commit-latency histogram, recorded by the write path.
 //! - [`quiesce`]: idle groups stop their timers; `quiesce/rules.rs` holds its rules (pure),
 //!   `groups.rs` the quiet state, `liveness.rs` the failure detector, `leader.rs` the scan.
 //! - `suite_test.rs`: openraft's storage test suite over the log store.
@@ -37,6 +38,7 @@ mod coalescer;
 mod idempotence;
 pub mod isr;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod producer_state;
 pub mod quiesce;
@@ -53,8 +55,8 @@ pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::PeerChannels;
 pub use raft_service::RaftGroups;
 pub use replica::{
-    Acks, AppendBatch, AppendOutcome, CommittedOffsets, CommittedRead, PartitionReplica, RaftTimers, ReplicaHost,
-    ReplicaStatus, ReplicationError,
+    Acks, AppendBatch, AppendOutcome, CommittedOffsets, CommittedRead, Leadership, PartitionReplica, RaftTimers,
+    ReplicaHost, ReplicaStatus, ReplicationError,
 };
 pub use snapshot::Compaction;
 pub use state_machine::{AppliedState, BatchObserver, PartitionStateMachine};

@@ -13,7 +13,8 @@
 //! - [`lease`]: the leader lease ([`lease::lease_standing`], pure) and waiting for a leader fit
 //!   to serve; leadership transfer.
 //! - [`read`]: high watermark, committed offsets and batches.
-//! - [`status`]: [`ReplicaStatus`] and the ISR, reported only by a leader whose lease holds.
+//! - [`status`]: [`ReplicaStatus`] and the ISR, reported only by a leader whose lease holds;
+//!   [`Leadership`], the part of it that reads no log.
 //! - [`retention`]: [`PartitionReplica::apply_retention`], the leader's replicated log start and
 //!   every replica's purge through it.
 //!
@@ -33,7 +34,7 @@ pub mod write;
 pub use error::ReplicationError;
 pub use read::{CommittedOffsets, CommittedRead};
 pub use retention::RetentionPass;
-pub use status::ReplicaStatus;
+pub use status::{Leadership, ReplicaStatus};
 pub use timers::RaftTimers;
 pub use write::{Acks, AppendBatch, AppendOutcome};
 

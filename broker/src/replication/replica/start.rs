@@ -192,6 +192,12 @@ impl PartitionReplica {
             })
     }
 
+    /// The Raft group id of this replica: unique in the cluster, never reused (a re-created
+    /// topic's partitions get new groups).
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
     /// The voters and learners of the group, by node id.
     pub fn members(&self) -> Vec<u64> {
         self.raft

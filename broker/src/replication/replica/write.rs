@@ -10,6 +10,7 @@
 use super::lease::LEADER_WAKE_WAIT;
 use super::{PartitionReplica, ReplicationError};
 use crate::replication::idempotence::Admission;
+use crate::replication::metrics::commit_latency;
 use crate::replication::producer_state::{BatchIdentity, SequenceVerdict};
 use crate::replication::quiesce::WriteInFlight;
 use crate::replication::types::{PartitionRaft, RecordBatchPayload};
@@ -147,8 +148,13 @@ impl PartitionReplica {
     async fn append_committed(&self, batch: Bytes) -> Result<Offset, ReplicationError> {
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
+        let proposed = Instant::now();
         match self.raft.client_write(RecordBatchPayload::new(batch).into()).await {
-            Ok(response) => self.applied_offset(Ok(response)),
+            Ok(response) => {
+                // client_write answers once the entry is committed and applied here.
+                commit_latency(proposed.elapsed());
+                self.applied_offset(Ok(response))
+            }
             Err(RaftError::APIError(error)) => self.applied_offset(Err(error)),
             Err(e) => Err(ReplicationError::Raft {
                 group: self.group,
@@ -184,6 +190,7 @@ impl PartitionReplica {
                 Admission::Propose => {
                     in_flight.proposed(&identity);
                     let (responder, response_rx) = ProgressResponder::<PartitionRaft, _>::complete_only();
+                    let proposed = Instant::now();
                     if let Err(fatal) = self
                         .raft
                         .client_write_ff(RecordBatchPayload::new(batch.clone()).into(), Some(responder))
@@ -204,6 +211,10 @@ impl PartitionReplica {
                     let gate = Arc::clone(&self.in_flight);
                     tokio::spawn(async move {
                         let result = response_rx.await;
+                        // Timed here, where the apply is answered, even if the caller gave up.
+                        if matches!(result, Ok(Ok(_))) {
+                            commit_latency(proposed.elapsed());
+                        }
                         let mut gate = gate.lock().await;
                         gate.resolved();
                         if !matches!(result, Ok(Ok(_))) {

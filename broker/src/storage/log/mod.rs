@@ -182,6 +182,17 @@ impl SegmentLog {
             .unwrap_or_else(|| self.log_start_offset())
     }
 
+    /// Bytes of frames in all segments: the log's size on disk, indexes aside (what
+    /// `retention_bytes` bounds). Cheap: no allocation, unlike [`SegmentLog::segments`].
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    /// How many segments the log has (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Summaries of the segments, oldest first.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments
