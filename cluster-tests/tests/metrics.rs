@@ -4,7 +4,7 @@
 //! traffic the test sends: produce, a leadership transfer, a consumer group, a paused broker.
 
 use client::{GroupConfig, GroupConsumer, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord};
-use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, leaders, peers_flag, BrokerProcess};
+use cluster_tests::{connect_when_ready, create_topic, http_get, leaders, start_cluster_with_admin};
 use prometheus_parse::{Scrape, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -80,21 +80,7 @@ async fn wait_for_scrapes(admins: &[String], what: &str, check: impl Fn(&[Scrape
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traffic() {
     let root = tempfile::tempdir().unwrap();
-    let ports = free_ports(6);
-    let addresses: Vec<String> = ports[..3].iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let admins: Vec<String> = ports[3..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let peers = peers_flag(&addresses);
-    let brokers: Vec<BrokerProcess> = (0..3)
-        .map(|i| {
-            BrokerProcess::start_with(
-                i as u64 + 1,
-                addresses[i].clone(),
-                root.path().join(format!("broker-{}", i + 1)),
-                peers.clone(),
-                vec!["--admin-listen".into(), admins[i].clone()],
-            )
-        })
-        .collect();
+    let (brokers, _, admins) = start_cluster_with_admin(root.path(), 3, &[]);
 
     // Ready means: a controller leader is known and this broker is registered with it.
     let deadline = Instant::now() + Duration::from_secs(60);
