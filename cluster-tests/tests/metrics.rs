@@ -195,6 +195,30 @@ async fn admin_endpoint_serves_health_readiness_and_metrics_that_move_with_traff
         produced > 0.0 && produced <= 2_000.0,
         "{produced} records counted by the leaders"
     );
+    // All of them under the topic's own label (the first topic these brokers serve).
+    let labelled = |scrape: &Scrape, name: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|sample| sample.metric == name && sample.labels.get("topic") == Some("observed"))
+            .map(|sample| match sample.value {
+                Value::Counter(v) | Value::Untyped(v) => v,
+                _ => panic!("{name} is not a counter"),
+            })
+            .sum()
+    };
+    let produced_observed: f64 = scrapes
+        .iter()
+        .map(|s| labelled(s, "broker_produced_records_total"))
+        .sum();
+    assert_eq!(produced_observed, produced, "produced records carry their topic");
+    // Reading a partition back counts its records as fetched, under the topic's label.
+    let read = cluster_tests::read_partition(&cluster, "observed", 0).await.len() as f64;
+    let mut fetched = 0.0;
+    for admin in &admins {
+        fetched += labelled(&scrape(admin).await, "broker_fetched_records_total");
+    }
+    assert!(read > 0.0 && fetched >= read, "{fetched} records fetched, {read} read");
     // Every acks=all batch the leaders committed was timed from proposal to commit: at least one
     // per partition.
     let committed = total(&scrapes, |s| histogram_count(s, "broker_raft_commit_duration_seconds"))

@@ -39,7 +39,11 @@ pub(super) async fn fetch(api: &BrokerApi, request: FetchRequest) -> Result<Fetc
     let committed = replica
         .read_committed(read.from, read.max_bytes)
         .map_err(|error| Refusal::replication(&error))?;
-    metrics::fetched(committed.batches.iter().map(|b| b.body.len()).sum());
+    metrics::fetched(
+        &request.topic,
+        committed.batches.iter().map(|b| b.body.len()).sum(),
+        committed.batches.iter().map(|b| u64::from(b.record_count)).sum(),
+    );
     Ok(FetchResponse {
         error: ErrorCode::None as i32,
         message: String::new(),

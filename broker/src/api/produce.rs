@@ -30,15 +30,17 @@ pub(super) async fn produce(api: &BrokerApi, request: ProduceRequest) -> Result<
         .topics
         .get(&request.topic)
         .map_or(u32::MAX, |t| t.config.max_message_bytes);
+    let request_topic = request.topic.clone();
     let produce = convert::produce(request, max_message_bytes)?;
     let deadline = Instant::now() + produce.timeout;
     let (bytes, records) = (produce.batch.records.len(), produce.record_count);
+    let topic = request_topic;
     let outcome = replica
         .append(produce.batch, produce.acks, deadline)
         .await
         .map_err(|error| Refusal::replication(&error).naming(error.leader()))?;
     if !outcome.duplicate {
-        metrics::produced(bytes, records);
+        metrics::produced(&topic, bytes, records);
     }
     Ok(ProduceResponse {
         error: ErrorCode::None as i32,

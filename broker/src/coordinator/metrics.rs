@@ -11,14 +11,14 @@
 //! without bound) and a counter must not move between series. The `_other` series exist from
 //! start, at zero.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use crate::metrics::labels::{CappedLabels, OTHER};
+use std::collections::BTreeMap;
 
 /// How many groups get a `group` label of their own on one broker process.
 pub const MAX_LABELLED_GROUPS: usize = 100;
 
 /// The label value of every group past the cap (and of a group actually named so).
-pub const OTHER_GROUPS: &str = "_other";
+pub const OTHER_GROUPS: &str = OTHER;
 
 const MEMBERS: &str = "broker_group_members";
 const LAG: &str = "broker_group_lag";
@@ -58,26 +58,29 @@ pub struct GroupFigures {
 }
 
 /// The groups that have a `group` label of their own on this broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupLabels {
-    labelled: Mutex<BTreeSet<String>>,
+    labels: CappedLabels,
+}
+
+impl Default for GroupLabels {
+    fn default() -> Self {
+        GroupLabels {
+            labels: CappedLabels::new(MAX_LABELLED_GROUPS),
+        }
+    }
 }
 
 impl GroupLabels {
     /// The label of `group_id`: its own while it has one or a slot is free (then it keeps it),
     /// else [`OTHER_GROUPS`].
     pub fn label(&self, group_id: &str) -> String {
-        let mut labelled = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
-        if labelled.contains(group_id) {
-            return group_id.to_string();
+        let (label, new) = self.labels.label(group_id);
+        if new {
+            // The new counter series starts at zero, so a rate sees its first increment.
+            metrics::counter!(REBALANCES, "group" => label.clone()).absolute(0);
         }
-        if group_id == OTHER_GROUPS || labelled.len() >= MAX_LABELLED_GROUPS {
-            return OTHER_GROUPS.to_string();
-        }
-        labelled.insert(group_id.to_string());
-        // The new counter series starts at zero, so a rate sees its first increment.
-        metrics::counter!(REBALANCES, "group" => group_id.to_string()).absolute(0);
-        group_id.to_string()
+        label
     }
 
     /// Sums `groups` per label: every labelled group (zero if it is no longer coordinated
@@ -85,11 +88,10 @@ impl GroupLabels {
     /// out in the order of `groups`.
     fn totals(&self, groups: &[GroupFigures]) -> BTreeMap<String, (u64, u64)> {
         let mut totals: BTreeMap<String, (u64, u64)> = self
-            .labelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|group| (group.clone(), (0, 0)))
+            .labels
+            .labelled()
+            .into_iter()
+            .map(|group| (group, (0, 0)))
             .collect();
         totals.insert(OTHER_GROUPS.to_string(), (0, 0));
         for group in groups {

@@ -16,6 +16,7 @@
 
 pub mod disk;
 pub mod endpoint;
+pub mod labels;
 pub mod requests;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
