@@ -37,6 +37,34 @@ pub trait StateRead {
     /// Entries with `prefix` whose key sorts after `after` (from the first when `None`), in
     /// order, at most `limit`: the full key and the value.
     fn entries_after(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)>;
+
+    /// Walks [`entries_after`](Self::entries_after) for values that are integers: the keys
+    /// whose value is below `below`, how many entries were walked and the last key walked. A
+    /// store may do it without decoding every value (the dedup expiry walks thousands of ids
+    /// per record and deletes few).
+    fn integers_below(&self, prefix: &str, after: Option<&str>, limit: usize, below: i64) -> IntegerScan {
+        let entries = self.entries_after(prefix, after, limit);
+        IntegerScan {
+            below: entries
+                .iter()
+                .filter(|(_, value)| value.as_i64().is_some_and(|value| value < below))
+                .map(|(key, _)| key.clone())
+                .collect(),
+            walked: entries.len(),
+            last: entries.last().map(|(key, _)| key.clone()),
+        }
+    }
+}
+
+/// What [`StateRead::integers_below`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegerScan {
+    /// Keys whose value is below the bound, in key order.
+    pub below: Vec<String>,
+    /// Entries walked.
+    pub walked: usize,
+    /// The last key walked.
+    pub last: Option<String>,
 }
 
 /// The materialiser's settings that shape the state.
@@ -348,15 +376,15 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         let dedup_prefix = keys::dedup_prefix(self.partition);
         let cursor_key = keys::dedup_cursor(self.partition);
         let cursor: Option<String> = self.get(&cursor_key);
-        let entries = self.state.entries_after(&dedup_prefix, cursor.as_deref(), dedup_scan);
         let oldest_kept = now_ms - self.settings.dedup_window_ms;
-        for (key, seen_at) in &entries {
-            if seen_at.as_i64().is_some_and(|seen_at| seen_at < oldest_kept) {
-                self.delete(key.clone());
-            }
+        let scan = self
+            .state
+            .integers_below(&dedup_prefix, cursor.as_deref(), dedup_scan, oldest_kept);
+        for key in scan.below {
+            self.delete(key);
         }
-        let next_cursor = match entries.last() {
-            Some((last, _)) if entries.len() == dedup_scan => Some(last.clone()),
+        let next_cursor = match scan.last {
+            Some(last) if scan.walked == dedup_scan => Some(last),
             _ => None,
         };
         if next_cursor != cursor {
