@@ -172,6 +172,21 @@ impl Store {
 
     /// Up to `limit` entries with `prefix` in key order, after the full key `after` when given.
     fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
+        self.walk(prefix, after, limit)
+            .filter_map(|(key, value)| {
+                let key = String::from_utf8(key.to_vec()).ok()?;
+                Some((key, serde_json::from_slice(&value).ok()?))
+            })
+            .collect()
+    }
+
+    /// The raw entries [`scan`](Self::scan) decodes.
+    fn walk<'s>(
+        &'s self,
+        prefix: &'s str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Iterator<Item = (sled::IVec, sled::IVec)> + 's {
         let start = match after {
             // The smallest key greater than `after`: append a NUL.
             Some(after) => format!("{after}\u{0}"),
@@ -179,18 +194,13 @@ impl Store {
         };
         self.state
             .range(start.as_bytes()..)
-            .take_while(|entry| {
+            .take_while(move |entry| {
                 entry
                     .as_ref()
                     .map_or(true, |(key, _)| key.starts_with(prefix.as_bytes()))
             })
             .filter_map(Result::ok)
             .take(limit)
-            .filter_map(|(key, value)| {
-                let key = String::from_utf8(key.to_vec()).ok()?;
-                Some((key, serde_json::from_slice(&value).ok()?))
-            })
-            .collect()
     }
 
     /// Writes everything to disk (on a clean shutdown).
@@ -218,22 +228,9 @@ impl StateRead for Store {
     }
 
     fn integers_below(&self, prefix: &str, after: Option<&str>, limit: usize, below: i64) -> IntegerScan {
-        let start = match after {
-            Some(after) => format!("{after}\u{0}"),
-            None => prefix.to_owned(),
-        };
         let mut scan = IntegerScan::default();
         let mut last = None;
-        let entries = self
-            .state
-            .range(start.as_bytes()..)
-            .take_while(|entry| {
-                entry
-                    .as_ref()
-                    .map_or(true, |(key, _)| key.starts_with(prefix.as_bytes()))
-            })
-            .filter_map(Result::ok)
-            .take(limit);
+        let entries = self.walk(prefix, after, limit);
         for (key, value) in entries {
             scan.walked += 1;
             // An integer is stored as its JSON text: digits, no decoding of a JSON value.
