@@ -6,8 +6,9 @@
 //!   writes again once space returns;
 //! - a follower whose writes fail with ENOSPC stalls (its Raft group does not stop), the
 //!   majority goes on acknowledging, and it catches up when space returns;
-//! - a follower whose fsync fails with EIO takes its log out of service (it acknowledges
-//!   nothing it could not make durable) and, restarted, recovers and catches up.
+//! - a follower whose fsync fails with EIO takes its log out of service, visibly (its broker
+//!   describes the replica as `storage_failed` and counts it), acknowledges nothing it could
+//!   not make durable and, restarted, recovers and catches up.
 //!
 //! At the end every acknowledged record is read back from each of those replicas as leader.
 
@@ -63,8 +64,8 @@ async fn wait_for_high_watermark(address: &str, at_least: u64, what: &str) {
     }
 }
 
-/// A counter of the broker whose admin endpoint is `admin`.
-async fn counter(admin: &str, name: &str) -> f64 {
+/// A counter or gauge of the broker whose admin endpoint is `admin`.
+async fn metric(admin: &str, name: &str) -> f64 {
     let (status, body) = http_get(admin, "/metrics").await.expect("scraping /metrics");
     assert_eq!(status, 200, "{body}");
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("exposition");
@@ -73,8 +74,10 @@ async fn counter(admin: &str, name: &str) -> f64 {
         .iter()
         .filter(|sample| sample.metric == name)
         .map(|sample| match sample.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name} is not a counter"),
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a counter or gauge"),
         })
         .sum()
 }
@@ -178,13 +181,28 @@ async fn a_full_or_failing_disk_refuses_or_stalls_writes_and_loses_nothing_ackno
     acknowledged.extend(write(&cluster, "follower-eio", 10).await);
     let failing_admin = &admins[failing as usize - 1];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while counter(failing_admin, "storage_fsync_errors_total").await < 1.0 {
+    while metric(failing_admin, "storage_fsync_errors_total").await < 1.0 {
         assert!(
             Instant::now() < deadline,
             "broker {failing} never reported its failed fsync"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The replica is visibly out of service: its broker describes it so, and counts it.
+    let failing_address = &addresses[failing as usize - 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !describe_on(failing_address, TOPIC)
+        .await
+        .and_then(|d| d.partitions.into_iter().next())
+        .is_some_and(|p| p.storage_failed)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "broker {failing} never described its replica as failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric(failing_admin, "broker_partition_replicas_storage_failed").await >= 1.0);
     brokers[failing as usize - 1].kill9();
     brokers[failing as usize - 1].restart();
     wait_for_high_watermark(

@@ -65,6 +65,7 @@ fn describe_topic(api: &BrokerApi, topic: &TopicMetadata, detailed: bool) -> Top
                     description.high_watermark = Some(status.high_watermark.0);
                     description.log_start_offset = Some(status.log_start_offset.0);
                     description.log_size_bytes = Some(status.log_size_bytes);
+                    description.storage_failed = status.storage_failed;
                     description.caught_up = status.caught_up;
                     description.held_from_elections = status.held_from_elections;
                     description.quiescent = status.quiescent;

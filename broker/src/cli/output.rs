@@ -35,6 +35,8 @@ pub struct PartitionView {
     pub log_size_bytes: Option<u64>,
     /// Idle with its Raft timers stopped.
     pub quiet: bool,
+    /// The answering broker's replica failed an fsync and is out of service until it restarts.
+    pub storage_failed: bool,
 }
 
 impl From<&PartitionDescription> for PartitionView {
@@ -48,21 +50,24 @@ impl From<&PartitionDescription> for PartitionView {
             log_start_offset: p.log_start_offset,
             log_size_bytes: p.log_size_bytes,
             quiet: p.quiescent,
+            storage_failed: p.storage_failed,
         }
     }
 }
 
 /// The header of the partition columns every text table shares.
-pub const PARTITION_COLUMNS: &str = "partition  leader  replicas  isr  high_watermark  log_start  log_bytes  quiet";
+pub const PARTITION_COLUMNS: &str =
+    "partition  leader  replicas  isr  high_watermark  log_start  log_bytes  quiet  storage";
 
 impl PartitionView {
     /// This partition's columns, aligned under [`PARTITION_COLUMNS`] (`-` where unknown;
-    /// `quiet`: the leader's group is idle with its Raft timers stopped).
+    /// `quiet`: the leader's group is idle with its Raft timers stopped; `storage`: `FAILED` when
+    /// the answering broker's replica failed an fsync).
     pub fn text_row(&self) -> String {
         let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         format!(
-            "{:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>9}  {:>5}",
+            "{:>9}  {:>6}  {:>8}  {:>3}  {:>14}  {:>9}  {:>9}  {:>5}  {:>7}",
             self.partition,
             or_dash(self.leader),
             ids(&self.replicas),
@@ -70,7 +75,8 @@ impl PartitionView {
             or_dash(self.high_watermark),
             or_dash(self.log_start_offset),
             or_dash(self.log_size_bytes),
-            if self.quiet { "yes" } else { "no" }
+            if self.quiet { "yes" } else { "no" },
+            if self.storage_failed { "FAILED" } else { "ok" }
         )
     }
 }

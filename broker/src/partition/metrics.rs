@@ -29,10 +29,12 @@ pub struct ReplicaCounts {
     pub log_segments: u64,
     /// Entries of every hosted replica's idempotent-producer table.
     pub producer_ids: u64,
+    /// Replicas whose log failed an fsync (out of service until a restart).
+    pub storage_failed: u64,
 }
 
 /// The gauges, their units and help texts, in the order of [`ReplicaCounts`]' fields.
-const GAUGES: [(&str, metrics::Unit, &str); 9] = [
+const GAUGES: [(&str, metrics::Unit, &str); 10] = [
     (
         "broker_partition_replicas",
         metrics::Unit::Count,
@@ -78,6 +80,11 @@ const GAUGES: [(&str, metrics::Unit, &str); 9] = [
         metrics::Unit::Count,
         "Idempotent producers tracked, summed over the producer tables of every hosted replica.",
     ),
+    (
+        "broker_partition_replicas_storage_failed",
+        metrics::Unit::Count,
+        "Replicas whose log failed an fsync: out of service until the broker restarts.",
+    ),
 ];
 
 /// Registers the gauges with their help texts, at zero until the first scrape samples them.
@@ -112,6 +119,9 @@ pub fn record(partitions: &PartitionManager, bounds: IsrBounds) {
         counts.log_size_bytes += status.log_size_bytes;
         counts.log_segments += status.log_segments;
         counts.producer_ids += status.producer_ids;
+        if status.storage_failed {
+            counts.storage_failed += 1;
+        }
     }
     let values = [
         counts.hosted,
@@ -123,6 +133,7 @@ pub fn record(partitions: &PartitionManager, bounds: IsrBounds) {
         counts.log_size_bytes,
         counts.log_segments,
         counts.producer_ids,
+        counts.storage_failed,
     ];
     for ((name, _, _), value) in GAUGES.iter().zip(values) {
         metrics::gauge!(*name).set(value as f64);

@@ -45,6 +45,9 @@ pub struct ReplicaStatus {
     pub log_segments: u64,
     /// Idempotent producers this replica's producer table remembers.
     pub producer_ids: u64,
+    /// The local log failed an fsync and refuses writes: the replica is out of service until
+    /// the broker restarts (which re-reads and verifies the log).
+    pub storage_failed: bool,
 }
 
 /// Who leads a replica's partition, as the replica sees it: the part of [`ReplicaStatus`] that
@@ -83,11 +86,11 @@ impl PartitionReplica {
             high_watermark: self.high_watermark(),
             log_end_offset: Offset(0),
         });
-        let (log_size_bytes, log_segments) = self
+        let (log_size_bytes, log_segments, storage_failed) = self
             .log
             .read()
-            .map(|log| (log.size_bytes(), log.segment_count() as u64))
-            .unwrap_or((0, 0));
+            .map(|log| (log.size_bytes(), log.segment_count() as u64, log.is_failed()))
+            .unwrap_or((0, 0, true));
         let producer_ids = self.producers.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
         ReplicaStatus {
             leader: leadership.leader,
@@ -103,6 +106,7 @@ impl PartitionReplica {
             log_size_bytes,
             log_segments,
             producer_ids,
+            storage_failed,
         }
     }
 

@@ -156,6 +156,11 @@ impl SegmentLog {
         }
     }
 
+    /// Whether an fsync failed: the log refuses every write until it is reopened (a restart).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// The first Raft index that can be read.
     pub fn first_index(&self) -> Option<RaftIndex> {
         match (self.purged(), self.segments.first()) {
