@@ -18,8 +18,8 @@
 //! - [`network`], `coalescer`, `wire`: the client side of the transport (one channel per peer,
 //!   heartbeats coalesced per peer, the append wire form).
 //! - [`log_store`], [`state_machine`]: openraft's storage traits over the segment log;
-//!   [`snapshot`]: what a snapshot holds, where the newest is kept (persisted for groups that
-//!   compact), [`Compaction`].
+//!   [`snapshot`]: what a snapshot holds, where the newest is kept (persisted in the partition
+//!   directory), [`Compaction`].
 //! - [`producer_state`], `idempotence`: the idempotent-producer table and admission (pure).
 //! - [`isr`]: in-sync replicas (pure). [`catch_up`]: vote holding after lost storage (pure).
 //! - [`metrics`]: the commit-latency histogram, recorded by the write path.

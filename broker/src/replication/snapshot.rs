@@ -3,7 +3,9 @@
 //! one ([`Compaction`]).
 //!
 //! An ordinary partition's data *is* its log, so its snapshot is a few hundred bytes of position
-//! and it is never taken by policy (`SnapshotPolicy::Never`): retention decides when data goes.
+//! (and the producer table) and it is never taken by policy (`SnapshotPolicy::Never`):
+//! retention takes one at the replicated log start and purges the log behind it
+//! (`replica/retention.rs`).
 //! A group whose [`BatchObserver`](super::BatchObserver) materialises a small state from a log
 //! of whole-value records (`__consumer_offsets`) opts in to compaction instead: openraft
 //! snapshots it every [`Compaction::snapshot_every`] entries, the observer's state included,
@@ -111,8 +113,9 @@ pub(crate) struct KeptSnapshot {
     pub(crate) next_offset: Offset,
 }
 
-/// Where a replica keeps its newest snapshot: in memory, and — for compacting groups — in the
-/// partition directory, written before the snapshot is reported built or installed. Shared by
+/// Where a replica keeps its newest snapshot: in memory, and — for every group a broker runs
+/// (replicas start with [`SnapshotSlot::persisted_in`]) — in the partition directory, written
+/// before the snapshot is reported built or installed. Shared by
 /// the state machine, its snapshot builders (which run on their own task) and the log store
 /// (which needs the snapshot's next offset when a purge empties the log).
 ///

@@ -122,7 +122,8 @@ pub type SharedProducerTable = Arc<Mutex<ProducerTable>>;
 /// The state machine of one partition replica.
 pub struct PartitionStateMachine {
     state: AppliedState,
-    /// The newest snapshot, built or installed (persisted for compacting groups).
+    /// The newest snapshot, built or installed (persisted once `persisting_snapshots` is set,
+    /// as every replica a broker runs does).
     snapshots: SnapshotSlot,
     /// The next offset after everything applied, published for the fetch path. Applied
     /// entries are committed ones, so this never exceeds the high watermark.
@@ -168,9 +169,8 @@ impl PartitionStateMachine {
     fn snapshot_at_log_start(&self) -> Option<SnapshotState> {
         let mark = (*self.log_start.borrow())?;
         let through = log_id_of(&mark.through);
-        // The membership in force at the mark: the current one, unless it changed after the
-        // mark (the leader proposes no such mark; this guards a replica's own view).
-        if self.state.membership.log_id().as_ref().is_some_and(|id| *id > through) {
+        // The membership in force at the mark: the current one, unless it changed since.
+        if !self.membership_in_force_at(through) {
             return None;
         }
         Some(SnapshotState {
@@ -184,16 +184,17 @@ impl PartitionStateMachine {
         })
     }
 
+    /// Whether the current membership was already in force at entry `at` (a snapshot standing
+    /// there carries it; the leader proposes no mark before a membership change).
+    fn membership_in_force_at(&self, at: LogId) -> bool {
+        self.state.membership.log_id().as_ref().is_none_or(|id| *id <= at)
+    }
+
     /// Takes `mark` as the log start to purge to, if it is sound and newer than the last one.
     fn apply_log_start(&mut self, mark: LogStartMark, at: &LogId) {
         let sound = mark.through.index.0 < at.index
             && mark.next_offset <= self.state.next_offset
-            && self
-                .state
-                .membership
-                .log_id()
-                .as_ref()
-                .is_none_or(|id| *id <= log_id_of(&mark.through));
+            && self.membership_in_force_at(log_id_of(&mark.through));
         if !sound {
             tracing::warn!(
                 ?mark,
@@ -279,6 +280,14 @@ impl Default for PartitionStateMachine {
     }
 }
 
+/// openraft's form of a kept snapshot.
+fn snapshot_of(kept: KeptSnapshot) -> PartitionSnapshot {
+    Snapshot {
+        meta: kept.meta,
+        snapshot: Cursor::new(kept.bytes),
+    }
+}
+
 impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
@@ -287,10 +296,7 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
             Some(state) => state,
             None => {
                 return Ok(match self.snapshots.current() {
-                    Some(kept) => Snapshot {
-                        meta: kept.meta,
-                        snapshot: Cursor::new(kept.bytes),
-                    },
+                    Some(kept) => snapshot_of(kept),
                     None => {
                         let empty = SnapshotState::default();
                         Snapshot {
@@ -430,9 +436,6 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<PartitionSnapshot>> {
-        Ok(self.snapshots.current().map(|kept| Snapshot {
-            meta: kept.meta,
-            snapshot: Cursor::new(kept.bytes),
-        }))
+        Ok(self.snapshots.current().map(snapshot_of))
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! **Owns:** the segment files (`<first raft index>.log`, `.index`, `.timeindex`), the
 //! per-partition `raft-state.json` (vote, committed, purged prefix), the per-partition
-//! `acknowledged.mark` (the last entry reported durable), the per-partition `snapshot.bin` of groups
-//! whose log the replication layer purges behind snapshots (opaque bytes here), and one
+//! `acknowledged.mark` (the last entry reported durable), the per-partition `snapshot.bin` (the
+//! replication layer's newest snapshot, which it purges the log behind; opaque bytes here), and one
 //! group-commit flush worker per data directory.
 //!
 //! **Invariants:**

@@ -13,11 +13,11 @@
 //! `GET /v1/jobs/{id}` shows its state. Jobs live in the instance that accepted them: a
 //! restart forgets the job (a rebuild itself goes on — it lives in the changelog).
 
+use proto::record_batch::now_ms;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use client::{Cluster, OffsetSpec, Producer, ProducerConfig, ProducerRecord};
 use serde::Serialize;
@@ -86,12 +86,6 @@ struct JobsInner {
     export_dir: PathBuf,
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
-}
-
 impl Jobs {
     /// The registry of an instance.
     pub fn new(
@@ -128,12 +122,12 @@ impl Jobs {
     fn register(&self, kind: &'static str) -> Job {
         let mut jobs = self.inner.jobs.lock().expect("jobs");
         let job = Job {
-            id: format!("{kind}-{}-{}", unix_ms(), jobs.len() + 1),
+            id: format!("{kind}-{}-{}", now_ms(), jobs.len() + 1),
             kind,
             status: JobStatus::Running,
             done: 0,
             total: 0,
-            started_at_ms: unix_ms(),
+            started_at_ms: now_ms(),
             finished_at_ms: None,
             error: None,
             generation: None,
@@ -152,7 +146,7 @@ impl Jobs {
 
     fn finish(&self, id: &str, outcome: anyhow::Result<()>) {
         self.update(id, |job| {
-            job.finished_at_ms = Some(unix_ms());
+            job.finished_at_ms = Some(now_ms());
             match outcome {
                 Ok(()) => job.status = JobStatus::Done,
                 Err(error) => {
@@ -261,7 +255,7 @@ impl Jobs {
         let store = &self.inner.store;
         let campaigns = store.ids(&keys::tenant_campaigns_prefix(tenant));
         self.update(id, |job| job.total = campaigns.len() as u64);
-        let oldest = utc_date((unix_ms() - 365 * 86_400_000) * 1000).unwrap_or_default();
+        let oldest = utc_date((now_ms() - 365 * 86_400_000) * 1000).unwrap_or_default();
         let mut rows: Vec<(String, String, DailyCounts)> = Vec::new();
         for (index, campaign) in campaigns.iter().enumerate() {
             for (date, value) in store.list(&keys::days_prefix(campaign), None, 400) {
