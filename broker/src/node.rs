@@ -10,7 +10,7 @@ use crate::metrics::endpoint::AdminProbes;
 use crate::partition::{leadership, metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
-use crate::storage::{DiskSpace, FlushWorker};
+use crate::storage::{open_files, DiskSpace, FlushWorker, LogHost, OpenFiles};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -98,6 +98,17 @@ pub struct BrokerConfig {
     /// refuse produce requests with the retriable `STORAGE_UNAVAILABLE` until space returns.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// Partition-log files (segments, acknowledged marks) kept open at once; the least recently
+    /// used are closed beyond it and reopened on demand, so idle replicas hold no descriptor.
+    /// Default (absent): the process's open-file limit minus a reserve for sockets, at most
+    /// 32768. The broker refuses to start when the limit cannot cover it.
+    #[serde(default)]
+    pub max_open_files: Option<u64>,
+}
+
+/// The process's soft open-file limit (`None` when unlimited).
+fn current_open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 fn default_controller_voters() -> usize {
@@ -232,13 +243,23 @@ pub async fn run(
         context: format!("creating {}", config.data_dir.display()),
         source,
     })?;
+    let open_files = OpenFiles::new(
+        open_files::budget_for(config.max_open_files, current_open_file_limit()).map_err(NodeError::Config)?,
+    );
+    tracing::info!(
+        max_open_files = open_files.capacity(),
+        "open-file budget for partition logs"
+    );
     let flush = FlushWorker::start(&format!("node{}", config.node_id)).map_err(|source| NodeError::Io {
         context: "starting the flush worker".into(),
         source,
     })?;
     let host = ReplicaHost {
         node_id: config.node_id,
-        flush: flush.handle(),
+        logs: LogHost {
+            flush: flush.handle(),
+            files: open_files,
+        },
         peers: PeerChannels::with_dial_overrides(config.dial_overrides.clone().into_iter().collect()),
         groups: RaftGroups::default(),
         raft_config: config
@@ -449,6 +470,7 @@ mod tests {
             groups: GroupSettings::default(),
             retention_check_interval_ms: default_retention_check_interval_ms(),
             min_free_bytes: default_min_free_bytes(),
+            max_open_files: None,
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

@@ -54,6 +54,7 @@ impl Cluster {
                 dial_overrides: Default::default(),
                 groups: Default::default(),
                 retention_check_interval_ms: 300_000,
+                max_open_files: None,
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

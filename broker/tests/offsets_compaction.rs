@@ -129,7 +129,7 @@ fn dir_size(dir: &Path) -> u64 {
 fn host(node_id: u64, flush: &FlushWorker, peers: PeerChannels, groups: RaftGroups) -> ReplicaHost {
     ReplicaHost {
         node_id,
-        flush: flush.handle(),
+        logs: flush.handle().into(),
         peers,
         groups,
         raft_config: RaftTimers::default().raft_config("offsets-compaction").unwrap(),

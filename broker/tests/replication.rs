@@ -62,7 +62,7 @@ impl Node {
         let flush = FlushWorker::start(&format!("node{id}")).unwrap();
         let host = ReplicaHost {
             node_id: id,
-            flush: flush.handle(),
+            logs: flush.handle().into(),
             peers,
             groups,
             raft_config: RaftTimers::default().raft_config("test").unwrap(),

@@ -93,6 +93,8 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     peers: String,
     extra_args: Vec<String>,
+    /// The open-file limit (soft and hard) the process starts with, set through `prlimit`.
+    open_file_limit: Option<u64>,
     child: Option<Child>,
 }
 
@@ -110,16 +112,46 @@ impl BrokerProcess {
         peers: String,
         extra_args: Vec<String>,
     ) -> BrokerProcess {
+        Self::launch(id, address, data_dir, peers, extra_args, None)
+    }
+
+    /// Like [`start_with`](Self::start_with), the process (and its restarts) limited to
+    /// `open_file_limit` descriptors, soft and hard (so the broker cannot raise it).
+    pub fn start_limited(
+        id: u64,
+        address: String,
+        data_dir: PathBuf,
+        peers: String,
+        extra_args: Vec<String>,
+        open_file_limit: u64,
+    ) -> BrokerProcess {
+        Self::launch(id, address, data_dir, peers, extra_args, Some(open_file_limit))
+    }
+
+    fn launch(
+        id: u64,
+        address: String,
+        data_dir: PathBuf,
+        peers: String,
+        extra_args: Vec<String>,
+        open_file_limit: Option<u64>,
+    ) -> BrokerProcess {
         let mut process = BrokerProcess {
             id,
             address,
             data_dir,
             peers,
             extra_args,
+            open_file_limit,
             child: None,
         };
         process.restart();
         process
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGSTOP (`pause = true`) or SIGCONT: the process freezes with its sockets open.
@@ -158,7 +190,16 @@ impl BrokerProcess {
     /// (Re)starts the process on the same address and data.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "broker {} is running", self.id);
-        let child = Command::new(broker_binary())
+        // prlimit sets the limit and execs the broker: the child's pid is the broker's.
+        let mut command = match self.open_file_limit {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={limit}")).arg("--").arg(broker_binary());
+                command
+            }
+            None => Command::new(broker_binary()),
+        };
+        let child = command
             .arg("serve")
             .args([
                 "--node-id",
@@ -214,6 +255,13 @@ impl BrokerProcess {
         }
     }
 
+    /// Closes the process's standard input (a clean stop request) without waiting for it.
+    pub fn close_stdin(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            drop(child.stdin.take());
+        }
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -233,6 +281,16 @@ pub fn start_cluster_with_admin(
     n: usize,
     extra_args: &[&str],
 ) -> (Vec<BrokerProcess>, Vec<String>, Vec<String>) {
+    start_cluster_with_admin_limited(root, n, extra_args, None)
+}
+
+/// Like [`start_cluster_with_admin`], every process limited to `open_file_limit` descriptors.
+pub fn start_cluster_with_admin_limited(
+    root: &Path,
+    n: usize,
+    extra_args: &[&str],
+    open_file_limit: Option<u64>,
+) -> (Vec<BrokerProcess>, Vec<String>, Vec<String>) {
     let ports = free_ports(2 * n);
     let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let admins: Vec<String> = ports[n..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -241,13 +299,15 @@ pub fn start_cluster_with_admin(
         .map(|i| {
             let mut args = vec!["--admin-listen".to_string(), admins[i].clone()];
             args.extend(extra_args.iter().map(|a| a.to_string()));
-            BrokerProcess::start_with(
+            let (id, address, data_dir) = (
                 i as u64 + 1,
                 addresses[i].clone(),
                 root.join(format!("broker-{}", i + 1)),
-                peers.clone(),
-                args,
-            )
+            );
+            match open_file_limit {
+                Some(limit) => BrokerProcess::start_limited(id, address, data_dir, peers.clone(), args, limit),
+                None => BrokerProcess::start_with(id, address, data_dir, peers.clone(), args),
+            }
         })
         .collect();
     (brokers, addresses, admins)
@@ -691,4 +751,32 @@ pub async fn clear_failpoint(admin: &str, name: &str) {
         .await
         .expect("admin endpoint");
     assert_eq!(status, 200, "clearing {name}: {body}");
+}
+
+/// A counter or gauge of the broker whose admin endpoint is `admin`.
+pub async fn metric(admin: &str, name: &str) -> f64 {
+    let (status, body) = http_get(admin, "/metrics").await.expect("scraping /metrics");
+    assert_eq!(status, 200, "{body}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("exposition");
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a counter or gauge"),
+        })
+        .sum()
+}
+
+/// A batch of one record holding `value`, stamped now, for the raw `Cluster::produce`.
+pub fn one_record_batch(value: &str) -> bytes::Bytes {
+    let records = vec![proto::record_batch::Record {
+        timestamp: proto::record_batch::now_ms(),
+        value: Some(bytes::Bytes::from(value.to_string())),
+        ..proto::record_batch::Record::default()
+    }];
+    proto::record_batch::encode_batch(&records, proto::record_batch::ProducerStamp::NONE)
 }

@@ -12,27 +12,16 @@
 //!
 //! At the end every acknowledged record is read back from each of those replicas as leader.
 
-use bytes::Bytes;
 use client::{Acks, Cluster};
 use cluster_tests::{
-    clear_failpoint, connect_when_ready, create_topic, describe_on, http_get, leaders, read_partition, set_failpoint,
-    start_cluster_with_admin,
+    clear_failpoint, connect_when_ready, create_topic, describe_on, http_get, leaders, metric, one_record_batch,
+    read_partition, set_failpoint, start_cluster_with_admin,
 };
-use proto::record_batch::{encode_batch, now_ms, ProducerStamp, Record};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "disk";
-
-fn batch(value: &str) -> Bytes {
-    let records = vec![Record {
-        timestamp: now_ms(),
-        value: Some(Bytes::from(value.to_string())),
-        ..Record::default()
-    }];
-    encode_batch(&records, ProducerStamp::NONE)
-}
 
 /// Writes `count` records with acks=all (the client retries retriable refusals); returns them.
 async fn write(cluster: &Cluster, tag: &str, count: usize) -> Vec<String> {
@@ -40,7 +29,7 @@ async fn write(cluster: &Cluster, tag: &str, count: usize) -> Vec<String> {
     for i in 0..count {
         let value = format!("{tag}-{i}");
         cluster
-            .produce(TOPIC, 0, Acks::All, batch(&value))
+            .produce(TOPIC, 0, Acks::All, one_record_batch(&value))
             .await
             .unwrap_or_else(|e| panic!("{value}: acks=all: {e}"));
         written.push(value);
@@ -62,24 +51,6 @@ async fn wait_for_high_watermark(address: &str, at_least: u64, what: &str) {
         assert!(Instant::now() < deadline, "{what}: never reached {at_least}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A counter or gauge of the broker whose admin endpoint is `admin`.
-async fn metric(admin: &str, name: &str) -> f64 {
-    let (status, body) = http_get(admin, "/metrics").await.expect("scraping /metrics");
-    assert_eq!(status, 200, "{body}");
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("exposition");
-    scrape
-        .samples
-        .iter()
-        .filter(|sample| sample.metric == name)
-        .map(|sample| match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name} is not a counter or gauge"),
-        })
-        .sum()
 }
 
 /// Reads the partition with broker `id` leading it.
@@ -119,7 +90,7 @@ async fn a_full_or_failing_disk_refuses_or_stalls_writes_and_loses_nothing_ackno
                 partition: 0,
                 acks: proto::v1::Acks::All as i32,
                 timeout_ms: 5_000,
-                records: batch("refused"),
+                records: one_record_batch("refused"),
             })
             .await
             .expect("the leader answers")

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// (retriable) until space returns; default 134217728 (128 MiB).
     #[arg(long, env = "BROKER_MIN_FREE_BYTES")]
     min_free_bytes: Option<u64>,
+    /// Partition-log files kept open at once (least recently used closed beyond it); default:
+    /// the open-file limit minus a reserve for sockets, at most 32768.
+    #[arg(long, env = "BROKER_MAX_OPEN_FILES")]
+    max_open_files: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -90,6 +94,7 @@ impl ServeArgs {
                 groups: Default::default(),
                 retention_check_interval_ms: 5 * 60 * 1000,
                 min_free_bytes: 128 * 1024 * 1024,
+                max_open_files: None,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -119,6 +124,9 @@ impl ServeArgs {
         }
         if let Some(bytes) = self.min_free_bytes {
             config.min_free_bytes = bytes;
+        }
+        if self.max_open_files.is_some() {
+            config.max_open_files = self.max_open_files;
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;

@@ -326,7 +326,7 @@ mod tests {
     fn host(flush: &FlushWorker) -> ReplicaHost {
         ReplicaHost {
             node_id: 1,
-            flush: flush.handle(),
+            logs: flush.handle().into(),
             peers: PeerChannels::default(),
             groups: RaftGroups::default(),
             raft_config: RaftTimers::default().raft_config("controller-test").unwrap(),

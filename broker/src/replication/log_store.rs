@@ -10,7 +10,7 @@ use super::types::{
     entry_id_of, log_id_of, stored_vote_of, vote_of, Entry, LogId, LogStartMark, PartitionPayload, PartitionRaft,
     ProposalToken, RecordBatchPayload, Vote,
 };
-use crate::storage::{EntryKind, NewEntry, Offset, SegmentLog, StoredEntry};
+use crate::storage::{EntryKind, NewEntry, Offset, SegmentLog, StorageResult, StoredEntry};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 use std::collections::HashMap;
@@ -116,6 +116,36 @@ impl PartitionLogStore {
     /// The shared log, for the fetch path.
     pub fn log(&self) -> Arc<RwLock<SegmentLog>> {
         Arc::clone(&self.log)
+    }
+
+    /// Runs `operation` on the log, again and again while it fails for want of a resource — a
+    /// full disk, no file descriptor left, no memory for a buffer — and the replica is not
+    /// closing. Such an error is not a fault of this log (the operation left it as it was), and
+    /// openraft would stop this group for good on an error: waiting for the resource (retention
+    /// or the operator frees space, another replica closes files) heals it instead. The group
+    /// stalls meanwhile, as on a slow disk, and its peers go on without it.
+    async fn retrying_exhausted<T>(
+        &self,
+        what: &'static str,
+        mut operation: impl FnMut(&mut SegmentLog) -> StorageResult<T>,
+    ) -> io::Result<T> {
+        let mut wait = Duration::from_millis(10);
+        loop {
+            let attempt = {
+                let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+                operation(&mut log)
+            };
+            match attempt {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_resource_exhausted() && !self.closing.load(Ordering::Relaxed) => {
+                    crate::storage::metrics::append_retried();
+                    tracing::warn!(%error, operation = what, retry_in = ?wait, "a log write found a resource exhausted; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(FULL_DISK_RETRY_MAX);
+                }
+                Err(error) => return Err(io::Error::from(error)),
+            }
+        }
     }
 }
 
@@ -231,8 +261,8 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-        log.save_vote(stored_vote_of(vote)).map_err(io::Error::from)
+        let vote = stored_vote_of(vote);
+        self.retrying_exhausted("save vote", |log| log.save_vote(vote)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -262,13 +292,12 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
                 to_new_entry(entry)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        // Handed to the attempt that succeeds; a failed attempt drops its callback uncalled.
+        // Handed to the attempt that succeeds; a failed attempt (rolled back) drops its
+        // callback uncalled.
         let callback = Arc::new(Mutex::new(Some(callback)));
-        let mut wait = Duration::from_millis(10);
-        let offsets = loop {
-            let for_attempt = Arc::clone(&callback);
-            let attempt = {
-                let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        let offsets = self
+            .retrying_exhausted("append", |log| {
+                let for_attempt = Arc::clone(&callback);
                 log.append(
                     entries.clone(),
                     proto::record_batch::now_ms(),
@@ -278,38 +307,25 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
                         }
                     }),
                 )
-            };
-            match attempt {
-                Ok(offsets) => break offsets,
-                // A full disk (or no file handles) is not a fault of this log: the append was
-                // rolled back, and openraft would stop this group for good on an error. Wait
-                // for space (retention, the operator) and try again; the group stalls
-                // meanwhile, as on a slow disk, and its peers go on without it.
-                Err(error) if error.is_resource_exhausted() && !self.closing.load(Ordering::Relaxed) => {
-                    crate::storage::metrics::append_retried();
-                    tracing::warn!(%error, retry_in = ?wait, "append found a resource exhausted; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(FULL_DISK_RETRY_MAX);
-                }
-                Err(error) => return Err(io::Error::from(error)),
-            }
-        };
+            })
+            .await?;
         let appended: Vec<(ProposalToken, Offset)> = tokens.into_iter().zip(offsets).collect();
         self.appended.appended(&appended);
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
-        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-        log.truncate_after(last_log_id.map(|id| crate::storage::RaftIndex(id.index)))
-            .map_err(io::Error::from)
+        let last_kept = last_log_id.map(|id| crate::storage::RaftIndex(id.index));
+        self.retrying_exhausted("truncate", |log| log.truncate_after(last_kept))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // openraft purges beyond the log only up to a snapshot it installed (or, at start-up,
         // the persisted one), which the slot holds by then.
         let next_offset = self.snapshots.next_offset_after(log_id.index);
-        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-        log.purge(entry_id_of(&log_id), next_offset).map_err(io::Error::from)
+        let last = entry_id_of(&log_id);
+        self.retrying_exhausted("purge", |log| log.purge(last, next_offset))
+            .await
     }
 }

@@ -22,10 +22,11 @@
 //! reports from an older generation are ignored, so a replaced entry never reappears as the mark.
 
 use super::error::{StorageError, StorageResult};
+use super::open_files::{BudgetedFile, OpenFiles};
 use super::types::{EntryId, RaftIndex};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 const FILE_NAME: &str = "acknowledged.mark";
@@ -46,8 +47,9 @@ pub enum MarkOnOpen {
 /// The mark of one partition replica.
 #[derive(Debug)]
 pub struct AcknowledgedMark {
-    path: PathBuf,
-    file: File,
+    /// Written after every durable append under `fsync = always`; open while the broker's
+    /// open-file budget keeps it so.
+    file: BudgetedFile,
     state: Mutex<MarkState>,
 }
 
@@ -65,8 +67,9 @@ fn log_order(id: &EntryId) -> (u64, u64, u64) {
 }
 
 impl AcknowledgedMark {
-    /// Opens (or creates) the mark in `dir`, returning it and what it held.
-    pub fn open(dir: &Path) -> StorageResult<(AcknowledgedMark, MarkOnOpen)> {
+    /// Opens (or creates) the mark in `dir`, its file under the `files` budget, returning it
+    /// and what it held.
+    pub fn open(dir: &Path, files: &OpenFiles) -> StorageResult<(AcknowledgedMark, MarkOnOpen)> {
         let path = dir.join(FILE_NAME);
         let file = OpenOptions::new()
             .read(true)
@@ -92,8 +95,7 @@ impl AcknowledgedMark {
         };
         Ok((
             AcknowledgedMark {
-                path,
-                file,
+                file: files.adopt(path, file),
                 state: Mutex::new(MarkState { current, generation: 0 }),
             },
             found,
@@ -113,7 +115,7 @@ impl AcknowledgedMark {
         if state.generation != generation || state.current.is_some_and(|c| log_order(&c) >= log_order(&id)) {
             return Ok(());
         }
-        self.file.write_all_at(&encode(id), 0)?;
+        self.file.get()?.write_all_at(&encode(id), 0)?;
         state.current = Some(id);
         Ok(())
     }
@@ -130,11 +132,12 @@ impl AcknowledgedMark {
         if now.index <= keep_index {
             return Ok(());
         }
+        let file = self.file.get().map_err(|e| StorageError::io(self.file.path(), e))?;
         match last_kept {
-            Some(kept) => self.file.write_all_at(&encode(kept), 0),
-            None => self.file.set_len(0),
+            Some(kept) => file.write_all_at(&encode(kept), 0),
+            None => file.set_len(0),
         }
-        .map_err(|e| StorageError::io(&self.path, e))?;
+        .map_err(|e| StorageError::io(self.file.path(), e))?;
         state.current = last_kept;
         Ok(())
     }
@@ -182,30 +185,33 @@ mod tests {
     #[test]
     fn the_mark_only_moves_forward_except_when_raft_replaces_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let (mark, found) = AcknowledgedMark::open(dir.path()).unwrap();
+        let (mark, found) = AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap();
         assert_eq!(found, MarkOnOpen::Absent);
         mark.advance(id(1, 10), mark.generation()).unwrap();
         mark.advance(id(1, 7), mark.generation()).unwrap();
         assert_eq!(mark.current(), Some(id(1, 10)));
         drop(mark);
 
-        let (mark, found) = AcknowledgedMark::open(dir.path()).unwrap();
+        let (mark, found) = AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap();
         assert_eq!(found, MarkOnOpen::Entry(id(1, 10)));
         mark.lower_to(Some(id(1, 12))).unwrap();
         assert_eq!(mark.current(), Some(id(1, 10)), "lowering never raises");
         mark.lower_to(Some(id(1, 8))).unwrap();
         drop(mark);
-        let (mark, found) = AcknowledgedMark::open(dir.path()).unwrap();
+        let (mark, found) = AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap();
         assert_eq!(found, MarkOnOpen::Entry(id(1, 8)));
         mark.lower_to(None).unwrap();
         drop(mark);
-        assert_eq!(AcknowledgedMark::open(dir.path()).unwrap().1, MarkOnOpen::Absent);
+        assert_eq!(
+            AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap().1,
+            MarkOnOpen::Absent
+        );
     }
 
     #[test]
     fn a_report_from_before_raft_replaced_entries_does_not_bring_them_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (mark, _) = AcknowledgedMark::open(dir.path()).unwrap();
+        let (mark, _) = AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap();
         mark.advance(id(2, 9), mark.generation()).unwrap();
         // Entries 10..=50 of term 2 are appended; before their fsync reports arrive, a new
         // leader replaces everything after 9.
@@ -227,15 +233,21 @@ mod tests {
     #[test]
     fn a_damaged_mark_is_reported_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let (mark, _) = AcknowledgedMark::open(dir.path()).unwrap();
+        let (mark, _) = AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap();
         mark.advance(id(3, 40), mark.generation()).unwrap();
         drop(mark);
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[30] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(AcknowledgedMark::open(dir.path()).unwrap().1, MarkOnOpen::Unreadable);
+        assert_eq!(
+            AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap().1,
+            MarkOnOpen::Unreadable
+        );
         std::fs::write(&path, b"short").unwrap();
-        assert_eq!(AcknowledgedMark::open(dir.path()).unwrap().1, MarkOnOpen::Unreadable);
+        assert_eq!(
+            AcknowledgedMark::open(dir.path(), &OpenFiles::new(16)).unwrap().1,
+            MarkOnOpen::Unreadable
+        );
     }
 }

@@ -6,6 +6,8 @@
 //!   byte is written.
 //! - `segment-fsync`: an fdatasync of a segment fails.
 //! - `disk-available`: the data directory's free space reads as the given number of bytes.
+//! - `file-open`: reopening a log file the open-file budget had closed fails
+//!   (`return(emfile)`: the process is out of descriptors).
 
 use std::io;
 
@@ -22,6 +24,12 @@ pub fn injected_error(argument: Option<String>) -> io::Error {
 /// An injected write error, if `segment-write` is on.
 pub fn segment_write() -> Option<io::Error> {
     fail::fail_point!("segment-write", |argument| Some(injected_error(argument)));
+    None
+}
+
+/// An injected error for reopening a budgeted file, if `file-open` is on.
+pub fn file_open() -> Option<io::Error> {
+    fail::fail_point!("file-open", |argument| Some(injected_error(argument)));
     None
 }
 

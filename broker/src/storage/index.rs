@@ -2,13 +2,13 @@
 //! `.timeindex` (timestamp → offset).
 //!
 //! Indexes are derived data: they are rebuilt from the log whenever they are missing, torn or
-//! inconsistent, so they are never fsynced on the append path (only when a segment is sealed).
-//! Entries are fixed-size little-endian records appended as the log grows; the whole index of
-//! a segment is also held in memory for lookups.
+//! inconsistent, so they are written only when a segment is sealed (whole, then fsynced).
+//! Entries are fixed-size little-endian records; the whole index of a segment is held in
+//! memory for lookups, and the active segment's only there.
 
 use super::error::{StorageError, StorageResult};
-use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 /// One fixed-size index record.
@@ -88,11 +88,14 @@ impl IndexEntry for TimeEntry {
     }
 }
 
-/// An index file plus its in-memory copy.
+/// A segment's index, held in memory and written to its file when the segment is sealed.
+///
+/// The file is not kept open: an active segment's index lives only in memory (recovery scans
+/// the active segment anyway and rebuilds it), so a replica holds no descriptor for its
+/// indexes. A sealed segment's file is written whole, once, and fsynced with the seal.
 #[derive(Debug)]
 pub struct SparseIndex<E: IndexEntry> {
     path: PathBuf,
-    file: File,
     entries: Vec<E>,
 }
 
@@ -108,28 +111,26 @@ pub enum IndexLoad {
 }
 
 impl<E: IndexEntry> SparseIndex<E> {
-    /// Opens (creating if needed) the index at `path` and loads it.
-    pub fn open(path: &Path) -> StorageResult<(Self, IndexLoad)> {
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| StorageError::io(path, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| StorageError::io(path, e))?;
-        let mut index = SparseIndex {
+    /// An empty index to be written at `path` (a new segment's).
+    pub fn empty(path: &Path) -> Self {
+        SparseIndex {
             path: path.to_path_buf(),
-            file,
-            entries: Vec::with_capacity(bytes.len() / E::LEN),
-        };
-        if !existed {
-            return Ok((index, IndexLoad::Missing));
+            entries: Vec::new(),
         }
+    }
+
+    /// Loads the index file at `path`, if it exists and is well-formed.
+    pub fn load(path: &Path) -> StorageResult<(Self, IndexLoad)> {
+        let mut index = SparseIndex::empty(path);
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok((index, IndexLoad::Missing)),
+            Err(e) => return Err(StorageError::io(path, e)),
+        };
         if bytes.len() % E::LEN != 0 {
             return Ok((index, IndexLoad::Damaged));
         }
+        index.entries.reserve_exact(bytes.len() / E::LEN);
         for chunk in bytes.chunks_exact(E::LEN) {
             let entry = E::decode(chunk);
             if let Some(previous) = index.entries.last() {
@@ -153,45 +154,37 @@ impl<E: IndexEntry> SparseIndex<E> {
         self.entries.last()
     }
 
-    /// Appends one entry to memory and file.
-    pub fn push(&mut self, entry: E) -> StorageResult<()> {
-        let mut bytes = Vec::with_capacity(E::LEN);
-        entry.encode(&mut bytes);
-        self.file
-            .write_all(&bytes)
-            .map_err(|e| StorageError::io(&self.path, e))?;
+    /// Appends one entry (in memory; the file is written at [`persist`](Self::persist)).
+    pub fn push(&mut self, entry: E) {
         self.entries.push(entry);
-        Ok(())
     }
 
     /// Keeps the first `len` entries.
-    pub fn truncate(&mut self, len: usize) -> StorageResult<()> {
-        if len >= self.entries.len() {
-            return Ok(());
-        }
+    pub fn truncate(&mut self, len: usize) {
         self.entries.truncate(len);
-        self.file
-            .set_len((len * E::LEN) as u64)
-            .map_err(|e| StorageError::io(&self.path, e))
     }
 
     /// Replaces the whole index (after a rebuild from the log).
-    pub fn replace(&mut self, entries: Vec<E>) -> StorageResult<()> {
-        let mut bytes = Vec::with_capacity(entries.len() * E::LEN);
-        for entry in &entries {
-            entry.encode(&mut bytes);
-        }
-        self.file.set_len(0).map_err(|e| StorageError::io(&self.path, e))?;
-        self.file
-            .write_all(&bytes)
-            .map_err(|e| StorageError::io(&self.path, e))?;
+    pub fn replace(&mut self, entries: Vec<E>) {
         self.entries = entries;
-        Ok(())
     }
 
-    /// Makes the file durable (done once, when a segment is sealed).
-    pub fn sync(&self) -> StorageResult<()> {
-        self.file.sync_data().map_err(|e| StorageError::io(&self.path, e))
+    /// Writes the whole index to its file and makes it durable (when a segment is sealed, and
+    /// after a sealed segment's index was rebuilt). A crash part-way leaves a torn or missing
+    /// file, which the next open detects and rebuilds from the log.
+    pub fn persist(&self) -> StorageResult<()> {
+        let mut bytes = Vec::with_capacity(self.entries.len() * E::LEN);
+        for entry in &self.entries {
+            entry.encode(&mut bytes);
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        file.write_all(&bytes).map_err(|e| StorageError::io(&self.path, e))?;
+        file.sync_data().map_err(|e| StorageError::io(&self.path, e))
     }
 
     /// Removes the file (segment deletion).
@@ -211,7 +204,7 @@ mod tests {
     fn entries_round_trip_through_the_file_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let (mut index, load) = SparseIndex::<PositionEntry>::open(&path).unwrap();
+        let (mut index, load) = SparseIndex::<PositionEntry>::load(&path).unwrap();
         assert_eq!(load, IndexLoad::Missing);
         let a = PositionEntry {
             raft_index: 5,
@@ -223,17 +216,19 @@ mod tests {
             offset: 10,
             position: 4200,
         };
-        index.push(a).unwrap();
-        index.push(b).unwrap();
+        index.push(a);
+        index.push(b);
+        assert!(!path.exists(), "an index is written only when persisted");
+        index.persist().unwrap();
         drop(index);
-        let (index, load) = SparseIndex::<PositionEntry>::open(&path).unwrap();
+        let (index, load) = SparseIndex::<PositionEntry>::load(&path).unwrap();
         assert_eq!(load, IndexLoad::Intact);
         assert_eq!(index.entries(), &[a, b]);
         drop(index);
 
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(30).unwrap();
-        let (_, load) = SparseIndex::<PositionEntry>::open(&path).unwrap();
+        let (_, load) = SparseIndex::<PositionEntry>::load(&path).unwrap();
         assert_eq!(load, IndexLoad::Damaged);
     }
 }

@@ -44,6 +44,21 @@ pub fn write_refused_low_space() {
     metrics::counter!("storage_writes_refused_low_space_total").increment(1);
 }
 
+/// Files the open-file budget holds open now.
+pub fn open_files(count: usize) {
+    metrics::gauge!("storage_open_files").set(count as f64);
+}
+
+/// The budget reopened a file it had closed.
+pub fn file_reopened() {
+    metrics::counter!("storage_file_reopens_total").increment(1);
+}
+
+/// The budget closed least-recently-used files to stay within its capacity.
+pub fn files_evicted(count: u64) {
+    metrics::counter!("storage_file_evictions_total").increment(count);
+}
+
 /// Registers every storage metric with its help text and a zero value, so a scrape shows all
 /// of them from the start (an alert on `rate(storage_fsync_errors_total[5m])` needs the series
 /// before the first error). Called once by the node after it installs the recorder.
@@ -79,11 +94,25 @@ pub fn describe() {
             "storage_writes_refused_low_space_total",
             "Produce requests refused because free space was below min_free_bytes.",
         ),
+        (
+            "storage_file_reopens_total",
+            "Log files reopened after the open-file budget had closed them.",
+        ),
+        (
+            "storage_file_evictions_total",
+            "Log files closed to keep within the open-file budget (max_open_files).",
+        ),
     ];
     for (name, help) in counters {
         metrics::describe_counter!(name, metrics::Unit::Count, help);
         metrics::counter!(name).absolute(0);
     }
+    metrics::describe_gauge!(
+        "storage_open_files",
+        metrics::Unit::Count,
+        "Log files held open by the open-file budget (at most max_open_files)."
+    );
+    metrics::gauge!("storage_open_files").set(0.0);
     metrics::describe_histogram!(
         "storage_flush_round_duration_seconds",
         metrics::Unit::Seconds,

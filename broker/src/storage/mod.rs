@@ -39,7 +39,9 @@
 //!   topic-config names and changes to it (pure); `types.rs` the index and offset newtypes;
 //!   `error.rs` [`StorageError`]; `metrics.rs` the subsystem's metrics; `space.rs` the data
 //!   directory's free space and the floor below which writes are refused ([`DiskSpace`]);
-//!   `faults.rs` the fault points tests inject ENOSPC and EIO through.
+//!   `faults.rs` the fault points tests inject ENOSPC and EIO through; `open_files.rs` the
+//!   broker's open-file budget ([`OpenFiles`]): log files open on demand, least recently used
+//!   closed first, so idle replicas hold no descriptor.
 
 pub mod acknowledged;
 pub mod config;
@@ -50,6 +52,7 @@ pub mod frame;
 pub mod index;
 pub mod log;
 pub mod metrics;
+pub mod open_files;
 pub mod retention;
 pub mod segment;
 pub mod settings;
@@ -61,7 +64,8 @@ pub mod types;
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{StorageError, StorageResult};
 pub use flush::{DurableCallback, FlushHandle, FlushWorker};
-pub use log::{LostAcknowledged, NewEntry, RecoveryReport, SegmentInfo, SegmentLog, StoredEntry};
+pub use log::{LogHost, LostAcknowledged, NewEntry, RecoveryReport, SegmentInfo, SegmentLog, StoredEntry};
+pub use open_files::{BudgetedFile, OpenFiles};
 pub use space::DiskSpace;
 pub use state_file::StoredVote;
 pub use types::{EntryId, EntryKind, Offset, RaftIndex};

@@ -45,20 +45,20 @@ use super::raft_node::PartitionRaftNode;
 use super::raft_service::RaftGroups;
 use super::state_machine::SharedProducerTable;
 use super::types::LogStartMark;
-use crate::storage::{FlushHandle, SegmentLog};
+use crate::storage::{LogHost, SegmentLog};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// What every replica on a broker shares: its node id, the data directory's flush worker, the
-/// connections to peers, the Raft group router and the Raft timers.
+/// What every replica on a broker shares: its node id, the data directory's flush worker and
+/// open-file budget, the connections to peers, the Raft group router and the Raft timers.
 #[derive(Clone)]
 pub struct ReplicaHost {
     /// This broker's node id.
     pub node_id: u64,
-    /// Group-commit worker of the data directory.
-    pub flush: FlushHandle,
+    /// Group-commit worker and open-file budget of the data directory.
+    pub logs: LogHost,
     /// One connection per peer.
     pub peers: PeerChannels,
     /// Routes incoming Raft messages to local groups.

@@ -102,7 +102,7 @@ impl PartitionReplica {
         log_config: LogConfig,
         observer: Option<Arc<dyn BatchObserver>>,
     ) -> Result<PartitionReplica, ReplicationError> {
-        let (log, report) = SegmentLog::open(dir, log_config, host.flush.clone(), proto::record_batch::now_ms())?;
+        let (log, report) = SegmentLog::open(dir, log_config, host.logs.clone(), proto::record_batch::now_ms())?;
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
         }

@@ -29,6 +29,7 @@ use super::error::{StorageError, StorageResult};
 use super::flush::{DurableCallback, FlushHandle, SyncTarget};
 use super::frame::{encode_frame, FrameHeader, MAX_BODY_LEN};
 use super::metrics;
+use super::open_files::OpenFiles;
 use super::retention::{segments_to_delete, RetentionPolicy, SegmentFacts};
 use super::segment::{ReadFrame, Segment};
 use super::state_file::{sync_dir, PersistedState, PurgedPrefix, StateFile, StoredVote};
@@ -109,6 +110,28 @@ impl PendingFrames {
     }
 }
 
+/// What every log of one broker shares: the group-commit flush worker and the open-file
+/// budget. A bare [`FlushHandle`] converts into one with a budget of its own (tests, perf).
+#[derive(Clone)]
+pub struct LogHost {
+    /// Where fsyncs go.
+    pub flush: FlushHandle,
+    /// The broker's open-file budget.
+    pub files: OpenFiles,
+}
+
+impl From<FlushHandle> for LogHost {
+    fn from(flush: FlushHandle) -> LogHost {
+        LogHost {
+            flush,
+            files: OpenFiles::new(UNSHARED_OPEN_FILES),
+        }
+    }
+}
+
+/// The budget of a log opened without a shared one: enough that it never closes its own files.
+const UNSHARED_OPEN_FILES: usize = 1 << 16;
+
 /// The log of one partition replica.
 pub struct SegmentLog {
     dir: PathBuf,
@@ -116,6 +139,7 @@ pub struct SegmentLog {
     segments: Vec<Segment>,
     state: StateFile,
     flusher: FlushHandle,
+    files: OpenFiles,
     failed: Arc<AtomicBool>,
     acknowledged: Arc<AcknowledgedMark>,
     /// The newest entries as appended, for replication reads (see [`RecentEntries`]).
@@ -320,17 +344,18 @@ impl SegmentLog {
         // catching up appends hundreds of entries at once, and they must roll like single ones.
         let mut pending = PendingFrames::default();
         for (header, body) in frames {
+            let mut new_segment = false;
             if self.needs_roll(&header, &pending, now_ms) {
                 self.write_to_active(&mut buffer, &mut headers)?;
                 self.roll(header.id.index, header.base_offset, now_ms)?;
                 pending = PendingFrames::default();
+                new_segment = true;
             }
             if self.segments.is_empty() {
                 self.start_segment(header.id.index, header.base_offset, now_ms)?;
             }
-            let target = self.active_sync_target();
-            if !touched.iter().any(|t| Arc::ptr_eq(&t.file, &target.file)) {
-                touched.push(target);
+            if new_segment || touched.is_empty() {
+                touched.push(self.active_sync_target()?);
             }
             pending.add(&header);
             encode_frame(&mut buffer, &header, &body);
@@ -393,19 +418,21 @@ impl SegmentLog {
             base_offset,
             now_ms,
             self.config.index_interval_bytes,
+            &self.files,
         )?;
         sync_dir(&self.dir)?;
         self.segments.push(segment);
         Ok(())
     }
 
-    fn active_sync_target(&self) -> SyncTarget {
+    /// The active segment's file for the flush worker, which holds it open until its fsync.
+    fn active_sync_target(&self) -> StorageResult<SyncTarget> {
         let active = self.segments.last().expect("active segment exists");
-        SyncTarget {
-            file: active.file_handle(),
+        Ok(SyncTarget {
+            file: active.file_handle()?,
             path: Arc::new(active.log_path().to_path_buf()),
             failed: Arc::clone(&self.failed),
-        }
+        })
     }
 
     /// Removes every entry after `last_kept` (all entries if `None`). Durable on return.
@@ -446,7 +473,8 @@ impl SegmentLog {
     /// current log end offset if none is given).
     pub fn purge(&mut self, last: EntryId, next_offset_hint: Option<Offset>) -> StorageResult<()> {
         if self.purged().is_some_and(|p| p.index >= last.index) {
-            return Ok(());
+            // Also where a purge that failed after recording its point is retried.
+            return self.drop_purged_segments();
         }
         let next_offset = match self.read_entries(last.index, RaftIndex(last.index.0 + 1))?.first() {
             Some(entry) => Offset(entry.base_offset.0 + u64::from(entry.record_count)),

@@ -4,11 +4,10 @@
 //! survived with what had been acknowledged before the restart.
 
 use super::recent::RecentEntries;
-use super::SegmentLog;
+use super::{LogHost, SegmentLog};
 use crate::storage::acknowledged::{AcknowledgedMark, MarkOnOpen};
 use crate::storage::config::LogConfig;
 use crate::storage::error::{StorageError, StorageResult};
-use crate::storage::flush::FlushHandle;
 use crate::storage::segment::{parse_segment_name, OpenMode, Segment};
 use crate::storage::state_file::StateFile;
 use crate::storage::types::{EntryId, Offset};
@@ -49,9 +48,10 @@ impl SegmentLog {
     pub fn open(
         dir: &Path,
         config: LogConfig,
-        flusher: FlushHandle,
+        host: impl Into<LogHost>,
         now_ms: i64,
     ) -> StorageResult<(SegmentLog, RecoveryReport)> {
+        let LogHost { flush: flusher, files } = host.into();
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let state = StateFile::load(dir)?;
@@ -76,6 +76,7 @@ impl SegmentLog {
                 now_ms,
                 config.index_interval_bytes,
                 mode,
+                &files,
             )?;
             if let Some(previous) = segments.last() {
                 let expected = previous.last().map(|h| h.id.index.0 + 1);
@@ -104,13 +105,14 @@ impl SegmentLog {
             empty.delete_files()?;
         }
         report.segments = segments.len();
-        let (acknowledged, mark) = AcknowledgedMark::open(dir)?;
+        let (acknowledged, mark) = AcknowledgedMark::open(dir, &files)?;
         let mut log = SegmentLog {
             dir: dir.to_path_buf(),
             config,
             segments,
             state,
             flusher,
+            files,
             failed: Arc::new(AtomicBool::new(false)),
             acknowledged: Arc::new(acknowledged),
             recent: RecentEntries::default(),

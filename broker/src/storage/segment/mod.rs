@@ -24,10 +24,11 @@ use super::error::{StorageError, StorageResult};
 use super::frame::FrameHeader;
 use super::index::{PositionEntry, SparseIndex, TimeEntry};
 use super::metrics;
+use super::open_files::{BudgetedFile, OpenFiles};
 use super::types::{EntryKind, Offset, RaftIndex};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// One `.log` file and its indexes.
@@ -35,8 +36,8 @@ use std::sync::Arc;
 pub struct Segment {
     first_index: RaftIndex,
     base_offset: Offset,
-    log_path: PathBuf,
-    file: Arc<File>,
+    /// The `.log` file, open only while the broker's open-file budget keeps it so.
+    file: BudgetedFile,
     size: u64,
     last: Option<FrameHeader>,
     next_offset: Offset,
@@ -66,14 +67,16 @@ pub fn parse_segment_name(name: &str) -> Option<RaftIndex> {
 }
 
 impl Segment {
-    /// Creates an empty segment whose first entry will be `first_index` at `base_offset`.
-    /// Leftover files of the same name (from a truncated segment) are replaced.
+    /// Creates an empty segment whose first entry will be `first_index` at `base_offset`, its
+    /// file under the `files` budget. Leftover files of the same name (from a truncated
+    /// segment) are replaced.
     pub fn create(
         dir: &Path,
         first_index: RaftIndex,
         base_offset: Offset,
         now_ms: i64,
         index_interval: u32,
+        files: &OpenFiles,
     ) -> StorageResult<Segment> {
         let stem = segment_stem(first_index);
         let log_path = dir.join(format!("{stem}.log"));
@@ -92,13 +95,12 @@ impl Segment {
             .truncate(true)
             .open(&log_path)
             .map_err(|e| StorageError::io(&log_path, e))?;
-        let (positions, _) = SparseIndex::open(&dir.join(format!("{stem}.index")))?;
-        let (times, _) = SparseIndex::open(&dir.join(format!("{stem}.timeindex")))?;
+        let positions = SparseIndex::empty(&dir.join(format!("{stem}.index")));
+        let times = SparseIndex::empty(&dir.join(format!("{stem}.timeindex")));
         Ok(Segment::before_any_frame(
             first_index,
             base_offset,
-            log_path,
-            file,
+            files.adopt(log_path, file),
             (positions, times),
             now_ms,
             index_interval,
@@ -111,8 +113,7 @@ impl Segment {
     fn before_any_frame(
         first_index: RaftIndex,
         base_offset: Offset,
-        log_path: PathBuf,
-        file: File,
+        file: BudgetedFile,
         (positions, times): (SparseIndex<PositionEntry>, SparseIndex<TimeEntry>),
         now_ms: i64,
         index_interval: u32,
@@ -120,8 +121,7 @@ impl Segment {
         Segment {
             first_index,
             base_offset,
-            log_path,
-            file: Arc::new(file),
+            file,
             size: 0,
             last: None,
             next_offset: base_offset,
@@ -180,12 +180,13 @@ impl Segment {
 
     /// Path of the `.log` file.
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.file.path()
     }
 
-    /// A shared handle on the `.log` file, for the flush worker.
-    pub fn file_handle(&self) -> Arc<File> {
-        Arc::clone(&self.file)
+    /// The open `.log` file (reopened if the budget had closed it): held by the flush worker
+    /// until its fsync, and for one read or write otherwise.
+    pub fn file_handle(&self) -> StorageResult<Arc<File>> {
+        self.file.get().map_err(|e| StorageError::io(self.file.path(), e))
     }
 
     /// The in-memory position index (for tests and diagnostics).
@@ -198,16 +199,17 @@ impl Segment {
     /// is left behind, and the error is returned.
     pub fn append(&mut self, bytes: &[u8], frames: &[FrameHeader]) -> StorageResult<()> {
         if let Some(injected) = crate::storage::faults::segment_write() {
-            return Err(StorageError::io(&self.log_path, injected));
+            return Err(StorageError::io(self.log_path(), injected));
         }
-        if let Err(error) = self.file.write_all_at(bytes, self.size) {
+        let file = self.file_handle()?;
+        if let Err(error) = file.write_all_at(bytes, self.size) {
             // Roll back a partial write (e.g. ENOSPC half-way) so the tail stays clean.
-            let _ = self.file.set_len(self.size);
-            return Err(StorageError::io(&self.log_path, error));
+            let _ = file.set_len(self.size);
+            return Err(StorageError::io(self.log_path(), error));
         }
         let mut position = self.size;
         for header in frames {
-            self.note_frame(header, position)?;
+            self.note_frame(header, position);
             position += header.frame_len() as u64;
         }
         debug_assert_eq!(position, self.size + bytes.len() as u64);
@@ -216,13 +218,13 @@ impl Segment {
     }
 
     /// Records a frame written at `position` in the indexes and the running state.
-    fn note_frame(&mut self, header: &FrameHeader, position: u64) -> StorageResult<()> {
+    fn note_frame(&mut self, header: &FrameHeader, position: u64) {
         if self.bytes_since_position_entry >= self.index_interval {
             self.positions.push(PositionEntry {
                 raft_index: header.id.index.0,
                 offset: header.base_offset.0,
                 position: position as u32,
-            })?;
+            });
             self.bytes_since_position_entry = 0;
         }
         if header.kind == EntryKind::Data && self.first_timestamp.is_none() {
@@ -233,7 +235,7 @@ impl Segment {
                 self.times.push(TimeEntry {
                     timestamp: header.max_timestamp,
                     offset: header.base_offset.0,
-                })?;
+                });
                 self.bytes_since_time_entry = 0;
             }
             self.max_timestamp = header.max_timestamp;
@@ -243,21 +245,28 @@ impl Segment {
         self.bytes_since_time_entry += frame_len;
         self.next_offset = header.next_offset();
         self.last = Some(*header);
-        Ok(())
     }
 
-    /// Makes the segment's log and indexes durable (on seal and close).
+    /// Makes the segment's log durable and writes its indexes (on seal, truncation and close).
     pub fn sync_all(&self) -> StorageResult<()> {
-        self.file.sync_data().map_err(|e| StorageError::io(&self.log_path, e))?;
-        self.positions.sync()?;
-        self.times.sync()
+        self.file_handle()?
+            .sync_data()
+            .map_err(|e| StorageError::io(self.log_path(), e))?;
+        self.persist_indexes()
     }
 
-    /// Deletes the segment's files.
+    /// Writes both index files whole.
+    fn persist_indexes(&self) -> StorageResult<()> {
+        self.positions.persist()?;
+        self.times.persist()
+    }
+
+    /// Deletes the segment's files (closing the log file first).
     pub fn delete_files(&self) -> StorageResult<()> {
+        self.file.close();
         self.positions.remove_file()?;
         self.times.remove_file()?;
-        std::fs::remove_file(&self.log_path).map_err(|e| StorageError::io(&self.log_path, e))
+        std::fs::remove_file(self.log_path()).map_err(|e| StorageError::io(self.log_path(), e))
     }
 
     /// Removes every entry after `last_kept` (which must be in this segment).
@@ -267,9 +276,9 @@ impl Segment {
             .ok_or_else(|| StorageError::InvalidPosition(format!("{last_kept} is not in segment")))?;
         let (position, header) = kept_frame;
         let new_size = position + header.frame_len() as u64;
-        self.file
+        self.file_handle()?
             .set_len(new_size)
-            .map_err(|e| StorageError::io(&self.log_path, e))?;
+            .map_err(|e| StorageError::io(self.log_path(), e))?;
         self.size = new_size;
         self.last = Some(header);
         self.next_offset = header.next_offset();
@@ -277,12 +286,12 @@ impl Segment {
             .positions
             .entries()
             .partition_point(|e| e.raft_index <= last_kept.0);
-        self.positions.truncate(keep_positions)?;
+        self.positions.truncate(keep_positions);
         let keep_times = self
             .times
             .entries()
             .partition_point(|e| e.offset <= header.base_offset.0);
-        self.times.truncate(keep_times)?;
+        self.times.truncate(keep_times);
         self.bytes_since_position_entry = new_size - self.positions.last().map_or(0, |e| u64::from(e.position));
         // Recompute the exact max timestamp: the last kept time entry covers everything up to
         // its batch; scan what follows it.
@@ -308,9 +317,9 @@ impl Segment {
 
     fn corrupt(&self, position: u64, reason: &str) -> StorageError {
         metrics::corrupt_frame();
-        tracing::error!(path = %self.log_path.display(), position, reason, "corrupt frame in partition log");
+        tracing::error!(path = %self.log_path().display(), position, reason, "corrupt frame in partition log");
         StorageError::Corrupt {
-            path: self.log_path.clone(),
+            path: self.log_path().to_path_buf(),
             position,
             reason: reason.to_string(),
         }

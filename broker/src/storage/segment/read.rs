@@ -159,9 +159,9 @@ impl Segment {
 
     pub(super) fn read_at(&self, position: u64, len: usize) -> StorageResult<Bytes> {
         let mut buf = vec![0u8; len];
-        self.file
+        self.file_handle()?
             .read_exact_at(&mut buf, position)
-            .map_err(|e| StorageError::io(&self.log_path, e))?;
+            .map_err(|e| StorageError::io(self.log_path(), e))?;
         Ok(Bytes::from(buf))
     }
 }

@@ -8,11 +8,11 @@ use crate::storage::error::{StorageError, StorageResult};
 use crate::storage::frame::{decode_frame, decode_header_unverified, FrameDecode, FrameHeader, FRAME_HEADER_LEN};
 use crate::storage::index::{IndexLoad, SparseIndex};
 use crate::storage::metrics;
+use crate::storage::open_files::OpenFiles;
 use crate::storage::types::{EntryKind, Offset, RaftIndex};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Bytes read per `pread` when scanning (recovery, resync).
 const READ_CHUNK: usize = 1024 * 1024;
@@ -54,6 +54,7 @@ impl Segment {
         now_ms: i64,
         index_interval: u32,
         mode: OpenMode,
+        files: &OpenFiles,
     ) -> StorageResult<(Segment, SegmentRecovery)> {
         let stem = segment_stem(first_index);
         let log_path = dir.join(format!("{stem}.log"));
@@ -63,13 +64,12 @@ impl Segment {
             .open(&log_path)
             .map_err(|e| StorageError::io(&log_path, e))?;
         let file_len = file.metadata().map_err(|e| StorageError::io(&log_path, e))?.len();
-        let (positions, positions_load) = SparseIndex::open(&dir.join(format!("{stem}.index")))?;
-        let (times, times_load) = SparseIndex::open(&dir.join(format!("{stem}.timeindex")))?;
+        let (positions, positions_load) = SparseIndex::load(&dir.join(format!("{stem}.index")))?;
+        let (times, times_load) = SparseIndex::load(&dir.join(format!("{stem}.timeindex")))?;
         let mut segment = Segment::before_any_frame(
             first_index,
             base_offset,
-            log_path,
-            file,
+            files.adopt(log_path, file),
             (positions, times),
             now_ms,
             index_interval,
@@ -84,6 +84,11 @@ impl Segment {
         } else {
             segment.recover_by_full_scan(file_len, mode)?
         };
+        if mode == OpenMode::Sealed && !indexes_intact {
+            // Written back so the next start trusts them; the active segment's indexes live
+            // in memory until it is sealed.
+            segment.persist_indexes()?;
+        }
         match segment.first_frame() {
             Ok(Some(first)) => {
                 if first.id.index != first_index {
@@ -161,8 +166,8 @@ impl Segment {
     fn recover_by_full_scan(&mut self, file_len: u64, mode: OpenMode) -> StorageResult<SegmentRecovery> {
         let old_positions = self.positions.entries().to_vec();
         let old_times = self.times.entries().to_vec();
-        self.positions.replace(Vec::new())?;
-        self.times.replace(Vec::new())?;
+        self.positions.replace(Vec::new());
+        self.times.replace(Vec::new());
         self.size = 0;
         self.last = None;
         self.next_offset = self.base_offset;
@@ -170,11 +175,11 @@ impl Segment {
         self.first_timestamp = None;
         self.bytes_since_position_entry = 0;
         self.bytes_since_time_entry = 0;
-        let file = Arc::clone(&self.file);
+        let file = self.file_handle()?;
         let mut scanner = Scanner::new(&file, file_len);
         let mut recovery = SegmentRecovery::default();
         loop {
-            let log_path = self.log_path.clone();
+            let log_path = self.log_path().to_path_buf();
             match scanner.next(&log_path)? {
                 ScanStep::End => break,
                 ScanStep::Frame(header, position) => {
@@ -187,7 +192,7 @@ impl Segment {
                             self.cut_corrupt_rest(position, file_len, "frame out of sequence")?;
                         break;
                     }
-                    self.note_frame(&header, position)?;
+                    self.note_frame(&header, position);
                     self.size = position + header.frame_len() as u64;
                 }
                 ScanStep::Bad(position, reason) => {
@@ -201,7 +206,7 @@ impl Segment {
                     }
                     metrics::torn_tail_truncated();
                     tracing::warn!(
-                        path = %self.log_path.display(),
+                        path = %self.log_path().display(),
                         position,
                         cut = file_len - position,
                         reason,
@@ -212,7 +217,10 @@ impl Segment {
                 }
             }
         }
-        recovery.rebuilt_index = self.positions.entries() != old_positions || self.times.entries() != old_times;
+        // The active segment's index is rebuilt by every open (its file is written only when it
+        // is sealed): only a sealed segment's counts as a repair.
+        recovery.rebuilt_index = mode == OpenMode::Sealed
+            && (self.positions.entries() != old_positions || self.times.entries() != old_times);
         if recovery.rebuilt_index {
             metrics::index_rebuilt();
         }
@@ -226,7 +234,7 @@ impl Segment {
     fn cut_corrupt_rest(&mut self, position: u64, file_len: u64, reason: &str) -> StorageResult<u64> {
         metrics::corrupt_frame();
         tracing::error!(
-            path = %self.log_path.display(),
+            path = %self.log_path().display(),
             position,
             cut = file_len - position,
             reason,
@@ -237,10 +245,10 @@ impl Segment {
 
     /// Cuts the file at `position`, durably; returns the bytes cut.
     fn cut_at(&mut self, position: u64, file_len: u64) -> StorageResult<u64> {
-        self.file
-            .set_len(position)
-            .map_err(|e| StorageError::io(&self.log_path, e))?;
-        self.file.sync_data().map_err(|e| StorageError::io(&self.log_path, e))?;
+        let file = self.file_handle()?;
+        file.set_len(position)
+            .map_err(|e| StorageError::io(self.log_path(), e))?;
+        file.sync_data().map_err(|e| StorageError::io(self.log_path(), e))?;
         Ok(file_len - position)
     }
 
