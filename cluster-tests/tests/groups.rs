@@ -547,6 +547,18 @@ async fn a_static_member_restarted_within_its_session_keeps_its_partitions_and_t
     let described = admin.describe_group(GROUP).await.unwrap();
     assert!(described.members.iter().any(|m| m.left_for_restart), "{described:?}");
     let second = spawn_member(&cluster, "static-again", static_config(), TOPIC, &consumed, &events);
+    // The member that left for a restart keeps its partitions, so the group looks stable
+    // before the new process has even joined: wait for the new process first.
+    let deadline = Instant::now() + WAIT;
+    while !admin.describe_group(GROUP).await.is_ok_and(|described| {
+        described
+            .members
+            .iter()
+            .any(|m| m.group_instance_id.is_some() && !m.left_for_restart && m.member_id != static_before.member_id)
+    }) {
+        assert!(Instant::now() < deadline, "the restarted static member never joined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let after = wait_stable(&admin, GROUP, &[2, 2]).await;
     let described = admin.describe_group(GROUP).await.unwrap();
     assert_eq!(described.group_epoch, epoch_before, "no rebalance");
