@@ -55,6 +55,7 @@ impl Cluster {
                 groups: Default::default(),
                 retention_check_interval_ms: 300_000,
                 max_open_files: None,
+                close_idle_files_ms: 30_000,
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

@@ -6,6 +6,8 @@
 //!   1,200 in all) all elect a leader; a record produced to each (acks=all) is read back;
 //! - each broker keeps its partition-log files within the budget (counted in
 //!   `/proc/<pid>/fd`), and its total descriptors under the limit;
+//! - once the partitions are quiet (`--close-idle-files-ms 1000`), their replicas hold no
+//!   descriptor at all;
 //! - reopening log files failing with EMFILE (the `file-open` fault point) on a follower stalls
 //!   its writes without stopping any Raft group: the majority goes on acknowledging, and when
 //!   descriptors return the follower catches up and serves every record as leader;
@@ -68,10 +70,12 @@ async fn read_all(cluster: &Arc<Cluster>, expected: usize) -> BTreeMap<u32, Vec<
 }
 
 /// The descriptors of process `pid`: all of them, and those on partition-log files (segment
-/// files `<index>.log` and acknowledged marks) under `data_dir` (not its `broker.log`).
-fn descriptors(pid: u32, data_dir: &Path) -> (usize, usize) {
-    let mut total = 0;
-    let mut log_files = 0;
+/// files `<index>.log` and acknowledged marks) under `data_dir` (not its `broker.log`), and
+/// those among these of the test topic's replicas.
+fn descriptors(pid: u32, data_dir: &Path) -> (usize, usize, usize) {
+    let topic_dirs = data_dir.join("partitions").join(format!("{TOPIC}-"));
+    let topic_dirs = topic_dirs.to_string_lossy().into_owned();
+    let (mut total, mut log_files, mut topic_files) = (0, 0, 0);
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("listing /proc/<pid>/fd") {
         let Ok(entry) = entry else { continue };
         total += 1;
@@ -82,16 +86,17 @@ fn descriptors(pid: u32, data_dir: &Path) -> (usize, usize) {
                 .is_some_and(|stem| stem.bytes().all(|b| b.is_ascii_digit()));
             if target.starts_with(data_dir) && (segment || name == "acknowledged.mark") {
                 log_files += 1;
+                topic_files += usize::from(target.to_string_lossy().starts_with(&topic_dirs));
             }
         }
     }
-    (total, log_files)
+    (total, log_files, topic_files)
 }
 
 fn assert_within_budget(brokers: &[BrokerProcess]) {
     for broker in brokers {
         let pid = broker.pid().expect("running");
-        let (total, log_files) = descriptors(pid, &broker.data_dir);
+        let (total, log_files, _) = descriptors(pid, &broker.data_dir);
         assert!(
             log_files <= MAX_OPEN_FILES,
             "broker {} holds {log_files} log files open (budget {MAX_OPEN_FILES})",
@@ -122,8 +127,12 @@ async fn own_high_watermarks(address: &str) -> BTreeMap<u32, u64> {
 async fn hundreds_of_replicas_per_broker_run_within_a_small_descriptor_budget() {
     let root = tempfile::tempdir().unwrap();
     let budget = MAX_OPEN_FILES.to_string();
-    let (mut brokers, addresses, admins) =
-        start_cluster_with_admin_limited(root.path(), 3, &["--max-open-files", &budget], Some(OPEN_FILE_LIMIT));
+    let (mut brokers, addresses, admins) = start_cluster_with_admin_limited(
+        root.path(),
+        3,
+        &["--max-open-files", &budget, "--close-idle-files-ms", "1000"],
+        Some(OPEN_FILE_LIMIT),
+    );
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;
     create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let all: Vec<u32> = (0..PARTITIONS).collect();
@@ -194,7 +203,25 @@ async fn hundreds_of_replicas_per_broker_run_within_a_small_descriptor_budget() 
     }
     assert_within_budget(&brokers);
 
-    // 3. Under write load on every partition, standard input closing and SIGTERM each stop a
+    // 3. Quiet partitions hold no descriptor: a file unused for a second is closed.
+    for broker in &brokers {
+        let pid = broker.pid().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, _, topic_files) = descriptors(pid, &broker.data_dir);
+            if topic_files == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {} still holds {topic_files} files of quiet partitions",
+                broker.id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // 4. Under write load on every partition, standard input closing and SIGTERM each stop a
     //    broker within the bound (the 3 s drain plus closing logs, well under 15 s).
     let writing = Arc::new(AtomicBool::new(true));
     let load = {
@@ -218,6 +245,8 @@ async fn hundreds_of_replicas_per_broker_run_within_a_small_descriptor_budget() 
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, _, topic_files) = descriptors(brokers[2].pid().expect("running"), &brokers[2].data_dir);
+    assert!(topic_files > 0, "partitions being written hold their files open again");
     let started = Instant::now();
     brokers[0].close_stdin();
     let status = brokers[0]

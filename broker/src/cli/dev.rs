@@ -32,6 +32,20 @@ pub fn spawn_local_brokers(
     log_filter: Option<&str>,
     env: &[(String, String)],
 ) -> anyhow::Result<Vec<Child>> {
+    (0..addresses.len())
+        .map(|i| spawn_local_broker(i, addresses, admin_addresses, data_dir, log_filter, env))
+        .collect()
+}
+
+/// Starts broker `index + 1` of [`spawn_local_brokers`]'s cluster (also to restart it).
+pub fn spawn_local_broker(
+    index: usize,
+    addresses: &[String],
+    admin_addresses: Option<&[String]>,
+    data_dir: &std::path::Path,
+    log_filter: Option<&str>,
+    env: &[(String, String)],
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("locating the broker binary")?;
     let peers = addresses
         .iter()
@@ -39,37 +53,35 @@ pub fn spawn_local_brokers(
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let mut children = Vec::new();
-    for (i, address) in addresses.iter().enumerate() {
-        let mut command = Command::new(&exe);
-        command
-            .arg("serve")
-            .args([
-                "--node-id",
-                &(i + 1).to_string(),
-                "--listen",
-                address,
-                "--peers",
-                &peers,
-            ])
-            .arg("--data-dir")
-            .arg(data_dir.join(format!("broker-{}", i + 1)))
-            .arg("--exit-on-stdin-close")
-            .args(
-                admin_addresses
-                    .map(|admin| ["--admin-listen", admin[i].as_str()])
-                    .into_iter()
-                    .flatten(),
-            )
-            .stdin(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(filter) = log_filter {
-            command.env("RUST_LOG", filter);
-        }
-        command.envs(env.iter().map(|(k, v)| (k, v)));
-        children.push(command.spawn().with_context(|| format!("starting broker {}", i + 1))?);
+    let mut command = Command::new(&exe);
+    command
+        .arg("serve")
+        .args([
+            "--node-id",
+            &(index + 1).to_string(),
+            "--listen",
+            &addresses[index],
+            "--peers",
+            &peers,
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.join(format!("broker-{}", index + 1)))
+        .arg("--exit-on-stdin-close")
+        .args(
+            admin_addresses
+                .map(|admin| ["--admin-listen", admin[index].as_str()])
+                .into_iter()
+                .flatten(),
+        )
+        .stdin(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(filter) = log_filter {
+        command.env("RUST_LOG", filter);
     }
-    Ok(children)
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
+        .spawn()
+        .with_context(|| format!("starting broker {}", index + 1))
 }
 
 /// Starts the three brokers, waits until all have registered with an elected controller (so

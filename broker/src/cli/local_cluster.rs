@@ -12,13 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::Child;
 
+/// The brokers log errors only: the benchmarks print their own progress.
+const LOG_FILTER: Option<&str> = Some("error");
+
 /// A running local cluster.
 pub struct LocalCluster {
     /// The broker processes, node ids 1..=3.
     pub brokers: Vec<Child>,
     /// A client of it.
     pub cluster: Arc<Cluster>,
+    /// The brokers' client API addresses.
+    pub addresses: Vec<String>,
     dir: PathBuf,
+    admins: Option<Vec<String>>,
+    env: Vec<(String, String)>,
 }
 
 impl LocalCluster {
@@ -38,16 +45,41 @@ impl LocalCluster {
             .collect::<Result<_, _>>()?;
         drop(listeners);
         let admins = addresses.split_off(3);
-        let brokers =
-            super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, Some("error"), env)?;
+        let brokers = super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, LOG_FILTER, env)?;
         let cluster = connect(&addresses.join(","));
         super::dev::wait_until_registered(&cluster, 3, Duration::from_secs(60)).await?;
         phase.finish();
         Ok(LocalCluster {
             brokers,
             cluster,
+            addresses,
             dir: dir.to_path_buf(),
+            admins: admin.then_some(admins),
+            env: env.to_vec(),
         })
+    }
+
+    /// Stops broker `index + 1` cleanly (standard input closed) and returns how long it took.
+    pub async fn stop_broker(&mut self, index: usize) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let child = &mut self.brokers[index];
+        drop(child.stdin.take());
+        let status = child.wait().await.context("waiting for a broker to stop")?;
+        anyhow::ensure!(status.success(), "broker {} exited with {status}", index + 1);
+        Ok(started.elapsed())
+    }
+
+    /// Starts broker `index + 1` again on its data (after [`stop_broker`](Self::stop_broker)).
+    pub fn start_broker(&mut self, index: usize) -> anyhow::Result<()> {
+        self.brokers[index] = super::dev::spawn_local_broker(
+            index,
+            &self.addresses,
+            self.admins.as_deref(),
+            &self.dir,
+            LOG_FILTER,
+            &self.env,
+        )?;
+        Ok(())
     }
 
     /// Creates an RF=3 topic and waits (up to `wait`) until every partition has a leader.

@@ -1,5 +1,6 @@
-//! `broker perf idle`: CPU used by three idle brokers hosting many partitions (RF=3), each
-//! broker its own process, measured from /proc over a quiet period.
+//! `broker perf idle`: what three idle brokers hosting many partitions (RF=3) cost — CPU over
+//! a quiet period, resident memory and open descriptors, each broker its own process, measured
+//! from /proc — and, with `--restart`, how long one of them takes to stop and come back.
 
 use super::local_cluster::LocalCluster;
 use super::progress::Phase;
@@ -21,6 +22,10 @@ pub struct IdleArgs {
     /// broker's own default.
     #[arg(long)]
     quiesce_after_ms: Option<u64>,
+    /// Afterwards, stop broker 3 cleanly and start it again: time the stop, and the start until
+    /// it hosts every replica again with a leader known for each.
+    #[arg(long)]
+    restart: bool,
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-idle")]
     dir: PathBuf,
@@ -33,6 +38,11 @@ pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// Open descriptors of a process (entries of /proc/<pid>/fd).
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 fn resident_mib(pid: u32) -> u64 {
@@ -64,7 +74,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .map(|ms| ("BROKER_QUIESCE_AFTER_MS".to_string(), ms.to_string()))
         .into_iter()
         .collect();
-    let local = LocalCluster::start(&args.dir, &env, false).await?;
+    let mut local = LocalCluster::start(&args.dir, &env, false).await?;
     let led_after = local
         .create_topic("idle", args.partitions, Duration::from_secs(600))
         .await?;
@@ -103,12 +113,67 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     for (i, pid) in pids.iter().enumerate() {
         let percent = 100.0 * (after[i] - before[i]) as f64 / ticks / elapsed;
         total += percent;
+        let resident = resident_mib(*pid);
+        // RF=3 on three brokers: each hosts one replica of every partition.
         println!(
-            "broker {}: {percent:.1} % of one core, RSS {} MiB",
+            "broker {}: {percent:.1} % of one core, RSS {resident} MiB ({:.0} KiB per replica), {} open descriptors",
             i + 1,
-            resident_mib(*pid)
+            (resident * 1024) as f64 / f64::from(args.partitions.max(1)),
+            open_descriptors(*pid)
         );
     }
     println!("idle CPU, all 3 brokers: {total:.1} % of one core");
+    if args.restart {
+        restart_one(&mut local, args.partitions).await?;
+    }
     local.stop().await
+}
+
+/// Stops broker 3 cleanly, starts it again and waits until it hosts every replica of the
+/// topic with a leader known for each; prints both times.
+async fn restart_one(local: &mut LocalCluster, partitions: u32) -> anyhow::Result<()> {
+    const INDEX: usize = 2;
+    let stopping = Phase::open("stopping broker 3");
+    let stopped_in = local.stop_broker(INDEX).await?;
+    stopping.finish();
+    local.start_broker(INDEX)?;
+    let started = Instant::now();
+    let phase = Phase::counted("restarting broker 3", u64::from(partitions));
+    phase.message(|| "replicas open with a leader known".into());
+    let address = format!("http://{}", local.addresses[INDEX]);
+    loop {
+        let ready = match proto::v1::broker_client::BrokerClient::connect(address.clone()).await {
+            Ok(mut client) => client
+                .describe_topics(proto::v1::MetadataRequest {
+                    topics: vec!["idle".into()],
+                })
+                .await
+                .ok()
+                .and_then(|answer| answer.into_inner().topics.into_iter().next())
+                .map_or(0, |topic| {
+                    topic
+                        .partitions
+                        .iter()
+                        .filter(|p| p.high_watermark.is_some() && p.leader.is_some())
+                        .count()
+                }),
+            Err(_) => 0,
+        };
+        phase.set_position(ready as u64);
+        if ready == partitions as usize {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "broker 3 hosted only {ready} of {partitions} replicas 600 s after its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phase.finish();
+    println!(
+        "broker 3 restart: stopped in {:.1} s; back with all {partitions} replicas {:.1} s after its start",
+        stopped_in.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

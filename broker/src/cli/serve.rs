@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// the open-file limit minus a reserve for sockets, at most 32768.
     #[arg(long, env = "BROKER_MAX_OPEN_FILES")]
     max_open_files: Option<u64>,
+    /// Close a partition-log file unused this long (ms), so quiet partitions hold no
+    /// descriptor; 0 = only the budget closes files; default 30000.
+    #[arg(long, env = "BROKER_CLOSE_IDLE_FILES_MS")]
+    close_idle_files_ms: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -95,6 +99,7 @@ impl ServeArgs {
                 retention_check_interval_ms: 5 * 60 * 1000,
                 min_free_bytes: 128 * 1024 * 1024,
                 max_open_files: None,
+                close_idle_files_ms: 30_000,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -128,6 +133,9 @@ impl ServeArgs {
         if self.max_open_files.is_some() {
             config.max_open_files = self.max_open_files;
         }
+        if let Some(ms) = self.close_idle_files_ms {
+            config.close_idle_files_ms = ms;
+        }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;
         }
@@ -144,9 +152,9 @@ impl ServeArgs {
     }
 }
 
-/// Raises the soft open-file limit to the hard one and logs both: every partition replica holds
-/// a few descriptors (its active segment and indexes), so the usual soft limit of 1,024 runs
-/// out at a few hundred partitions, while the hard limit is typically far higher.
+/// Raises the soft open-file limit to the hard one and logs both: the broker sizes its
+/// open-file budget for partition logs from the limit (`max_open_files`, docs/operations.md,
+/// "Open files"), so the usual soft limit of 1,024 would leave it needlessly small.
 fn raise_open_file_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let limit = getrlimit(Resource::Nofile);
@@ -162,17 +170,7 @@ fn raise_open_file_limit() {
         }
     }
     let shown = |limit: Option<u64>| limit.map_or("unlimited".to_string(), |n| n.to_string());
-    // Below this, a broker hosting thousands of replicas can run out (docs/operations.md).
-    const COMFORTABLE: u64 = 65_536;
-    if hard.is_some_and(|hard| hard < COMFORTABLE) {
-        tracing::warn!(
-            soft_was = %shown(soft),
-            now = %shown(hard),
-            "open-file limit is low for many partitions: raise the hard limit (LimitNOFILE=, ulimit -Hn)"
-        );
-    } else {
-        tracing::info!(soft_was = %shown(soft), now = %shown(hard), "open-file limit");
-    }
+    tracing::info!(soft_was = %shown(soft), now = %shown(hard), "open-file limit");
 }
 
 /// Runs one broker until Ctrl-C, SIGTERM or (optionally) standard input closing.

@@ -23,6 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
+/// Replicas stopped at once at shutdown (their log closes run on the blocking pool).
+const SHUTDOWN_CONCURRENCY: usize = 64;
+
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TopicPartition {
@@ -214,8 +217,10 @@ impl PartitionManager {
         }
     }
 
-    /// Stops every replica (logs are closed durably).
+    /// Stops every replica (logs are closed durably), many at once: one at a time, a broker
+    /// hosting 3,000 replicas took longer than the whole stop may (an fdatasync each).
     pub async fn shutdown(&self) {
+        use futures_util::StreamExt;
         let all: Vec<Running> = self
             .running
             .write()
@@ -223,10 +228,12 @@ impl PartitionManager {
             .drain()
             .map(|(_, r)| r)
             .collect();
-        for running in all {
-            if let Err(error) = running.replica.shutdown().await {
-                tracing::warn!(%error, "partition did not shut down cleanly");
-            }
-        }
+        futures_util::stream::iter(all)
+            .for_each_concurrent(SHUTDOWN_CONCURRENCY, |running| async move {
+                if let Err(error) = running.replica.shutdown().await {
+                    tracing::warn!(%error, "partition did not shut down cleanly");
+                }
+            })
+            .await;
     }
 }

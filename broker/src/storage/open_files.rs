@@ -22,6 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Smallest budget a broker runs with: an active segment and a mark for a few partitions.
 pub const MIN_OPEN_FILES: usize = 16;
@@ -87,7 +88,8 @@ pub struct OpenFiles {
 struct Shared {
     capacity: usize,
     next_id: AtomicU64,
-    open: Mutex<LruCache<u64, Arc<File>>>,
+    /// Open files, least recently used first, with when each was last used.
+    open: Mutex<LruCache<u64, (Arc<File>, Instant)>>,
 }
 
 impl std::fmt::Debug for OpenFiles {
@@ -141,16 +143,19 @@ impl OpenFiles {
         let file = {
             let mut open = self.lock();
             // Another thread may have reopened it meanwhile: keep one descriptor.
-            let kept = match open.get(&id) {
-                Some(existing) => Arc::clone(existing),
+            let kept = match open.get_mut(&id) {
+                Some((existing, used)) => {
+                    *used = Instant::now();
+                    Arc::clone(existing)
+                }
                 None => {
-                    open.put(id, Arc::clone(&file));
+                    open.put(id, (Arc::clone(&file), Instant::now()));
                     file
                 }
             };
             while open.len() > self.shared.capacity {
                 match open.pop_lru() {
-                    Some((_, closed)) => evicted.push(closed),
+                    Some((_, (closed, _))) => evicted.push(closed),
                     None => break,
                 }
             }
@@ -165,17 +170,54 @@ impl OpenFiles {
     }
 
     fn cached(&self, id: u64) -> Option<Arc<File>> {
-        self.lock().get(&id).map(Arc::clone)
+        self.lock().get_mut(&id).map(|(file, used)| {
+            *used = Instant::now();
+            Arc::clone(file)
+        })
     }
 
     fn forget(&self, id: u64) -> Option<Arc<File>> {
         let mut open = self.lock();
-        let removed = open.pop(&id);
+        let removed = open.pop(&id).map(|(file, _)| file);
         super::metrics::open_files(open.len());
         removed
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Arc<File>>> {
+    /// Closes every file unused for `idle` or longer; returns how many. A partition that went
+    /// quiet then holds no descriptor at all, whatever the budget.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let Some(cutoff) = Instant::now().checked_sub(idle) else {
+            return 0;
+        };
+        let mut closed = Vec::new();
+        {
+            let mut open = self.lock();
+            // Least recently used first: stop at the first file used since the cutoff.
+            while open.peek_lru().is_some_and(|(_, (_, used))| *used <= cutoff) {
+                if let Some((_, (file, _))) = open.pop_lru() {
+                    closed.push(file);
+                }
+            }
+            super::metrics::open_files(open.len());
+        }
+        let count = closed.len();
+        if count > 0 {
+            super::metrics::files_evicted(count as u64);
+        }
+        count
+    }
+
+    /// Closes files idle for `idle` every `idle / 4` (at least every 100 ms), for ever.
+    pub async fn close_idle_every(self, idle: Duration) {
+        let mut ticks = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.close_idle(idle);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, (Arc<File>, Instant)>> {
         // The cache holds plain handles; a panic elsewhere cannot leave it inconsistent.
         self.shared.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -289,6 +331,21 @@ mod tests {
         let _extra = budgeted(&files, dir.path(), "extra.log");
         assert!(files.cached(all[0].id).is_some_and(|f| Arc::ptr_eq(&f, &first)));
         assert!(files.cached(all[1].id).is_none());
+    }
+
+    #[test]
+    fn files_unused_for_the_idle_time_are_closed_and_reopen_on_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = OpenFiles::new(MIN_OPEN_FILES);
+        let quiet = budgeted(&files, dir.path(), "quiet.log");
+        std::thread::sleep(Duration::from_millis(30));
+        let busy = budgeted(&files, dir.path(), "busy.log");
+        assert_eq!(files.close_idle(Duration::from_millis(20)), 1);
+        assert!(files.cached(quiet.id).is_none());
+        assert!(files.cached(busy.id).is_some());
+        quiet.get().unwrap();
+        assert_eq!(files.open_count(), 2);
+        assert_eq!(files.close_idle(Duration::from_secs(3600)), 0);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct PersistedState {
 pub struct StateFile {
     dir: PathBuf,
     state: PersistedState,
+    /// The in-memory state differs from the file (a committed entry noted lazily).
+    unwritten: bool,
 }
 
 impl StateFile {
@@ -67,6 +69,7 @@ impl StateFile {
         Ok(StateFile {
             dir: dir.to_path_buf(),
             state,
+            unwritten: false,
         })
     }
 
@@ -91,13 +94,26 @@ impl StateFile {
         std::fs::rename(&temp, &path).map_err(|e| StorageError::io(&path, e))?;
         sync_dir(&self.dir)?;
         self.state = state;
+        self.unwritten = false;
+        Ok(())
+    }
+
+    /// Writes the in-memory state if it differs from the file (at close: a broker stopping
+    /// thousands of idle replicas should not rewrite thousands of unchanged files).
+    pub fn store_if_changed(&mut self) -> StorageResult<()> {
+        if self.unwritten {
+            self.store(self.state.clone())?;
+        }
         Ok(())
     }
 
     /// Updates the in-memory committed entry without writing; it is written with the next
     /// durable store. Losing it in a crash only makes a restart re-apply a little more.
     pub fn set_committed_lazily(&mut self, committed: Option<EntryId>) {
-        self.state.committed = committed;
+        if self.state.committed != committed {
+            self.state.committed = committed;
+            self.unwritten = true;
+        }
     }
 }
 

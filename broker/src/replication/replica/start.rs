@@ -248,7 +248,21 @@ impl PartitionReplica {
             group: self.group,
             message: e.to_string(),
         })?;
-        let mut log = self.log.write().map_err(|_| self.poisoned())?;
-        Ok(log.close()?)
+        // Blocking file work (an fdatasync, maybe the state file) off the async workers, so a
+        // broker stopping thousands of replicas closes their logs in parallel.
+        let log = Arc::clone(&self.log);
+        let group = self.group;
+        tokio::task::spawn_blocking(move || -> Result<(), ReplicationError> {
+            let mut log = log.write().map_err(|_| ReplicationError::Raft {
+                group,
+                message: "log lock poisoned".into(),
+            })?;
+            Ok(log.close()?)
+        })
+        .await
+        .map_err(|e| ReplicationError::Raft {
+            group,
+            message: format!("closing the log: {e}"),
+        })?
     }
 }

@@ -593,10 +593,12 @@ impl SegmentLog {
 
     /// Makes everything durable, including the lazily kept committed entry.
     pub fn close(&mut self) -> StorageResult<()> {
+        // The active segment's data only: its indexes are rebuilt by the scan every open does
+        // of the active segment, so writing them here would only cost two more fsyncs per
+        // replica on every stop.
         if let Some(active) = self.segments.last() {
-            active.sync_all()?;
+            active.sync_data()?;
         }
-        let state = self.state.state().clone();
-        self.state.store(state)
+        self.state.store_if_changed()
     }
 }

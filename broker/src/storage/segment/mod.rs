@@ -247,12 +247,17 @@ impl Segment {
         self.last = Some(*header);
     }
 
-    /// Makes the segment's log durable and writes its indexes (on seal, truncation and close).
+    /// Makes the segment's log durable and writes its indexes (on seal and truncation).
     pub fn sync_all(&self) -> StorageResult<()> {
+        self.sync_data()?;
+        self.persist_indexes()
+    }
+
+    /// Makes the segment's log durable (fdatasync).
+    pub fn sync_data(&self) -> StorageResult<()> {
         self.file_handle()?
             .sync_data()
-            .map_err(|e| StorageError::io(self.log_path(), e))?;
-        self.persist_indexes()
+            .map_err(|e| StorageError::io(self.log_path(), e))
     }
 
     /// Writes both index files whole.
