@@ -58,7 +58,7 @@ impl Default for MaterialiserConfig {
         MaterialiserConfig {
             group_id: "email-reports".into(),
             changelog_topic: "email-reports-changelog".into(),
-            max_events_per_record: 1000,
+            max_events_per_record: 4000,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             counting: CountingSettings::default(),

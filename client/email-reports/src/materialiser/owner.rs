@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use super::applier::{wait_applied, Positions};
 use super::MaterialiserConfig;
 use crate::event::CanonicalEvent;
-use crate::reports::apply::{ChangeBuilder, ChangelogRecord};
+use crate::reports::apply::{ChangeBuilder, ChangelogRecord, StateRead};
+use crate::reports::mirror::Mirror;
 use crate::reports::store::Store;
 
 /// Day buckets forgotten per changelog record at most.
@@ -64,14 +65,14 @@ const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 
 /// Counts `records` of `partition` on the state (whose next offset is `next`): the changelog
 /// record and its encoding.
-fn count_batch<'r>(
-    store: &Store,
+fn count_batch<'r, S: StateRead>(
+    state: &S,
     config: &MaterialiserConfig,
     partition: u32,
     next: u64,
     records: impl Iterator<Item = &'r ConsumerRecord>,
 ) -> anyhow::Result<(ChangelogRecord, Vec<u8>)> {
-    let mut builder = ChangeBuilder::new(store, &config.counting, partition, next);
+    let mut builder = ChangeBuilder::new(state, &config.counting, partition, next);
     let mut to = next;
     let mut now_ms = 0;
     let mut taken = 0usize;
@@ -98,7 +99,6 @@ fn count_batch<'r>(
 }
 
 /// One partition's counting state between polls.
-#[derive(Default)]
 struct Owned {
     /// Caught up: the store has applied the changelog as it was when the partition came.
     synced: bool,
@@ -110,6 +110,20 @@ struct Owned {
     /// The last offset sought to; a gap that remains after seeking there is records that are
     /// gone (retention), and counting goes on from the first one that exists.
     sought: Option<u64>,
+    /// The partition's own keys in memory (see [`Mirror`]).
+    mirror: Mirror,
+}
+
+impl Owned {
+    fn new(partition: u32) -> Owned {
+        Owned {
+            synced: false,
+            pending: VecDeque::new(),
+            seek_to: None,
+            sought: None,
+            mirror: Mirror::new(partition),
+        }
+    }
 }
 
 /// The counting loop of one instance.
@@ -274,7 +288,7 @@ impl Owner {
         }
         for partition in std::mem::take(&mut changes.assigned) {
             // A partition given again starts over: it may have been counted elsewhere since.
-            self.owned.insert(partition, Owned::default());
+            self.owned.insert(partition, Owned::new(partition));
             self.committed.remove(&partition);
         }
     }
@@ -338,14 +352,11 @@ impl Owner {
             // A record must fit the changelog's max_message_bytes: halve the batch until it does
             // (the rest stays pending for the next round).
             let mut count = self.config.max_events_per_record.min(owned.pending.len());
+            owned.mirror.align(self.store.generation(), next);
+            let state = owned.mirror.over(&self.store);
             let (record, value) = loop {
-                let (record, value) = count_batch(
-                    &self.store,
-                    &self.config,
-                    *partition,
-                    next,
-                    owned.pending.iter().take(count),
-                )?;
+                let (record, value) =
+                    count_batch(&state, &self.config, *partition, next, owned.pending.iter().take(count))?;
                 if value.len() <= MAX_RECORD_BYTES || count == 1 {
                     break (record, value);
                 }
@@ -378,6 +389,7 @@ impl Owner {
                     if let Some(owned) = self.owned.get_mut(&partition) {
                         // Counting moved on: a later gap is a new one, worth a seek again.
                         owned.sought = None;
+                        owned.mirror.absorb(&record);
                     }
                 }
                 Ok(()) => {

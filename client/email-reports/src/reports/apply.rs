@@ -32,6 +32,15 @@ pub trait StateRead {
     fn get_as<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         self.get(key).and_then(|value| serde_json::from_value(value).ok())
     }
+    /// The record time (ms) an event id key was counted at: [`get_as`](Self::get_as) unless a
+    /// state answers it from memory (the owner's [`super::mirror`]).
+    fn seen_at(&self, key: &str) -> Option<i64> {
+        self.get_as(key)
+    }
+    /// A recipient's flags, like [`seen_at`](Self::seen_at).
+    fn recipient_flags(&self, key: &str) -> Option<RecipientFlags> {
+        self.get_as(key)
+    }
     /// Keys with `prefix` that sort before `before`, in order, at most `limit`.
     fn keys_between(&self, prefix: &str, before: &str, limit: usize) -> Vec<String>;
     /// Entries with `prefix` whose key sorts after `after` (from the first when `None`), in
@@ -139,6 +148,14 @@ pub enum Counted {
     Duplicate,
 }
 
+/// A campaign's alert during one batch.
+struct AlertState {
+    /// As the batch last left it.
+    alert: Option<SpamAlert>,
+    /// Raised, updated or cleared by the batch (an unchanged alert is not written).
+    changed: bool,
+}
+
 /// Collects the changes of one batch of one partition.
 pub struct ChangeBuilder<'s, S: StateRead> {
     state: &'s S,
@@ -151,8 +168,10 @@ pub struct ChangeBuilder<'s, S: StateRead> {
     /// until `finish` so each is decoded and encoded once per record, not once per event.
     campaigns: HashMap<String, CampaignTotals>,
     days: HashMap<String, DailyCounts>,
-    /// Each campaign's alert as this batch last left it (read once per record, not per event).
-    alerts: HashMap<String, Option<SpamAlert>>,
+    /// Each campaign's alert as this batch last left it (read once per record, not per event)
+    /// and whether the batch changed it; written once in `finish` (a campaign over the
+    /// threshold changes its alert on every event).
+    alerts: HashMap<String, AlertState>,
 }
 
 impl<'s, S: StateRead> ChangeBuilder<'s, S> {
@@ -175,12 +194,17 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.get_or(key, S::get_as)
+    }
+
+    /// The value of `key` as this batch left it, else as `read` finds it in the state.
+    fn get_or<T: DeserializeOwned>(&self, key: &str, read: impl FnOnce(&S, &str) -> Option<T>) -> Option<T> {
         // A value that does not decode is treated as absent: the state is our own output, so
         // this only happens across an incompatible format change, which the rebuild repairs.
         match self.overlay.get(key) {
             Some(Value::Null) => None,
             Some(value) => T::deserialize(value).ok(),
-            None => self.state.get_as(key),
+            None => read(self.state, key),
         }
     }
 
@@ -201,7 +225,7 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         // Seen within the window before this record's time: a redelivery. (Checked against
         // the time, not only the key's presence, so whether an id counts never depends on
         // when the expiry walk got to it: a rebuild counts exactly as the live run did.)
-        let seen_at: Option<i64> = self.get(&dedup_key);
+        let seen_at = self.get_or(&dedup_key, S::seen_at);
         if seen_at.is_some_and(|seen_at| seen_at >= record_ms - self.settings.dedup_window_ms) {
             return Counted::Duplicate;
         }
@@ -229,7 +253,7 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         totals.last_event_at = totals.last_event_at.max(at);
 
         let recipient_key = keys::recipient(&campaign_id, &recipient);
-        let mut flags: RecipientFlags = self.get(&recipient_key).unwrap_or_default();
+        let mut flags = self.get_or(&recipient_key, S::recipient_flags).unwrap_or_default();
         let before = flags;
         if is_sent_kind(kind) && !flags.sent {
             flags.sent = true;
@@ -335,34 +359,30 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         let complaints = totals.count(EventKind::SpamComplaint);
         let delivered = totals.count(EventKind::Delivered);
         let key = keys::alert(campaign_id);
-        let existing: Option<SpamAlert> = match self.alerts.get(&key) {
-            Some(known) => known.clone(),
-            None => self.get(&key),
+        let mut state = match self.alerts.remove(&key) {
+            Some(state) => state,
+            None => AlertState {
+                alert: self.get(&key),
+                changed: false,
+            },
         };
         let over = delivered >= self.settings.spam_alert_min_delivered.max(1)
             && complaints as f64 / delivered as f64 > self.settings.spam_alert_threshold;
-        match (over, existing) {
-            (true, existing) => {
-                let raised_at = existing.map_or(at, |alert| alert.raised_at);
-                let alert = SpamAlert {
-                    tenant_id: totals.tenant_id.clone(),
-                    complaints,
-                    delivered,
-                    rate: complaints as f64 / delivered as f64,
-                    threshold: self.settings.spam_alert_threshold,
-                    raised_at,
-                };
-                self.put(key.clone(), &alert);
-                self.alerts.insert(key, Some(alert));
-            }
-            (false, Some(_)) => {
-                self.delete(key.clone());
-                self.alerts.insert(key, None);
-            }
-            (false, None) => {
-                self.alerts.insert(key, None);
-            }
+        if over {
+            let raised_at = state.alert.as_ref().map_or(at, |alert| alert.raised_at);
+            state.alert = Some(SpamAlert {
+                tenant_id: totals.tenant_id.clone(),
+                complaints,
+                delivered,
+                rate: complaints as f64 / delivered as f64,
+                threshold: self.settings.spam_alert_threshold,
+                raised_at,
+            });
+            state.changed = true;
+        } else if state.alert.take().is_some() {
+            state.changed = true;
         }
+        self.alerts.insert(key, state);
     }
 
     /// Forgets event ids older than the dedup window and day buckets past retention, as of
@@ -415,6 +435,13 @@ impl<'s, S: StateRead> ChangeBuilder<'s, S> {
         }
         for (key, day) in std::mem::take(&mut self.days) {
             self.put(key, &day);
+        }
+        for (key, state) in std::mem::take(&mut self.alerts) {
+            match state {
+                AlertState { changed: false, .. } => {}
+                AlertState { alert: Some(alert), .. } => self.put(key, &alert),
+                AlertState { alert: None, .. } => self.delete(key),
+            }
         }
         ChangelogRecord {
             partition: self.partition,

@@ -75,6 +75,14 @@ pub fn recipient(campaign: &str, recipient: &str) -> String {
     format!("rcpt/{campaign}{SEP}{recipient}")
 }
 
+/// Prefix of one campaign's recipients.
+pub fn recipients_prefix(campaign: &str) -> String {
+    format!("rcpt/{campaign}{SEP}")
+}
+
+/// Prefix of every recipient key.
+pub const RECIPIENT_PREFIX: &str = "rcpt/";
+
 /// `supp/{tenant}␟{recipient}` → suppression.
 pub fn suppression(tenant: &str, recipient: &str) -> String {
     format!("supp/{tenant}{SEP}{recipient}")

@@ -2,7 +2,8 @@
 //!
 //! **Owns:** what the report figures mean ([`model`]), how the state is keyed ([`keys`]), the
 //! pure counting step from events to changed values ([`apply`]), and the local store that
-//! holds the state and answers queries ([`store`]).
+//! holds the state and answers queries ([`store`]), with the owner's in-memory copy of the keys
+//! only its partition writes ([`mirror`]).
 //!
 //! **How the state is kept exact.** Counting a batch of one source partition yields a
 //! [`apply::ChangelogRecord`]: the new values of every key it touched plus the source range
@@ -13,5 +14,6 @@
 //! a retried record is skipped, never counted twice).
 pub mod apply;
 pub mod keys;
+pub mod mirror;
 pub mod model;
 pub mod store;

@@ -170,6 +170,17 @@ impl Store {
             .collect()
     }
 
+    /// Every entry under `prefix` whose value decodes as `T`, in key order: the full key and the
+    /// value (`None` when one does not decode).
+    pub fn entries<T: DeserializeOwned>(&self, prefix: &str) -> Option<Vec<(String, T)>> {
+        self.walk(prefix, None, usize::MAX)
+            .map(|(key, value)| {
+                let key = String::from_utf8(key.to_vec()).ok()?;
+                Some((key, serde_json::from_slice(&value).ok()?))
+            })
+            .collect()
+    }
+
     /// Up to `limit` entries with `prefix` in key order, after the full key `after` when given.
     fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(String, Value)> {
         self.walk(prefix, after, limit)
