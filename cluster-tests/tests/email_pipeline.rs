@@ -293,6 +293,11 @@ async fn ingest_answers_each_failure_with_its_status() {
         .await
         .unwrap();
     assert_eq!(status(&too_big), 413);
+    // The unread body ends the connection: the answer says so, so no next request is sent on it.
+    assert_eq!(
+        too_big.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
 
     // SNS asks to confirm a subscription: verified, answered 200 with the URL to confirm.
     let confirmation = secrets.sign_sns_subscription_confirmation(

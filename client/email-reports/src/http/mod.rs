@@ -59,10 +59,24 @@ pub fn router(
             Router::new()
                 .route("/webhooks/{provider}", post(ingest::webhook).head(ingest::probe))
                 .with_state(ingest)
-                .layer(DefaultBodyLimit::max(max_body_bytes)),
+                .layer(DefaultBodyLimit::max(max_body_bytes))
+                .layer(axum::middleware::map_response(close_after_refused_body)),
         );
     }
     router.fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such route".into()) })
+}
+
+/// A body refused for its size (413) is left unread, so the server drops the connection after
+/// answering; saying so (`Connection: close`) keeps the client from sending its next request
+/// on it — without it a client that pools connections (providers' do) could get its next
+/// request cut off by that close, a race the pipeline test met in CI.
+async fn close_after_refused_body(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[derive(Clone, Copy)]
