@@ -139,7 +139,7 @@ impl OpenFiles {
     /// Puts `file` in the cache as the most recently used, closing the least recently used
     /// ones beyond the capacity (outside the lock: `close(2)` can take a while on NFS).
     fn insert(&self, id: u64, file: Arc<File>) -> Arc<File> {
-        let mut evicted = Vec::new();
+        let evicted;
         let file = {
             let mut open = self.lock();
             // Another thread may have reopened it meanwhile: keep one descriptor.
@@ -153,18 +153,9 @@ impl OpenFiles {
                     file
                 }
             };
-            while open.len() > self.shared.capacity {
-                match open.pop_lru() {
-                    Some((_, (closed, _))) => evicted.push(closed),
-                    None => break,
-                }
-            }
-            super::metrics::open_files(open.len());
+            evicted = pop_lru_while(&mut open, |open, _| open.len() > self.shared.capacity);
             kept
         };
-        if !evicted.is_empty() {
-            super::metrics::files_evicted(evicted.len() as u64);
-        }
         drop(evicted);
         file
     }
@@ -189,22 +180,9 @@ impl OpenFiles {
         let Some(cutoff) = Instant::now().checked_sub(idle) else {
             return 0;
         };
-        let mut closed = Vec::new();
-        {
-            let mut open = self.lock();
-            // Least recently used first: stop at the first file used since the cutoff.
-            while open.peek_lru().is_some_and(|(_, (_, used))| *used <= cutoff) {
-                if let Some((_, (file, _))) = open.pop_lru() {
-                    closed.push(file);
-                }
-            }
-            super::metrics::open_files(open.len());
-        }
-        let count = closed.len();
-        if count > 0 {
-            super::metrics::files_evicted(count as u64);
-        }
-        count
+        // Least recently used first: stop at the first file used since the cutoff.
+        let closed = pop_lru_while(&mut self.lock(), |_, used| used <= cutoff);
+        closed.len()
     }
 
     /// Closes files idle for `idle` every `idle / 4` (at least every 100 ms), for ever.
@@ -221,6 +199,26 @@ impl OpenFiles {
         // The cache holds plain handles; a panic elsewhere cannot leave it inconsistent.
         self.shared.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Pops least recently used files while `evict(open, last_used)` says so, counting them in the
+/// metrics; the caller drops them once the lock is released (`close(2)` can take a while on
+/// NFS).
+fn pop_lru_while(
+    open: &mut LruCache<u64, (Arc<File>, Instant)>,
+    evict: impl Fn(&LruCache<u64, (Arc<File>, Instant)>, Instant) -> bool,
+) -> Vec<Arc<File>> {
+    let mut popped = Vec::new();
+    while open.peek_lru().is_some_and(|(_, (_, used))| evict(open, *used)) {
+        if let Some((_, (file, _))) = open.pop_lru() {
+            popped.push(file);
+        }
+    }
+    super::metrics::open_files(open.len());
+    if !popped.is_empty() {
+        super::metrics::files_evicted(popped.len() as u64);
+    }
+    popped
 }
 
 /// One file under the budget: opened on demand, closed when evicted or dropped.

@@ -251,17 +251,14 @@ impl PartitionReplica {
         // Blocking file work (an fdatasync, maybe the state file) off the async workers, so a
         // broker stopping thousands of replicas closes their logs in parallel.
         let log = Arc::clone(&self.log);
-        let group = self.group;
+        let poisoned = self.poisoned();
         tokio::task::spawn_blocking(move || -> Result<(), ReplicationError> {
-            let mut log = log.write().map_err(|_| ReplicationError::Raft {
-                group,
-                message: "log lock poisoned".into(),
-            })?;
+            let mut log = log.write().map_err(|_| poisoned)?;
             Ok(log.close()?)
         })
         .await
         .map_err(|e| ReplicationError::Raft {
-            group,
+            group: self.group,
             message: format!("closing the log: {e}"),
         })?
     }
