@@ -275,6 +275,9 @@ pub async fn run(
             .raft_config("broker")
             .map_err(|e| NodeError::Config(e.to_string()))?,
     };
+    if config.raft.quiesce_after_ms > 0 {
+        host.groups.quiescence().await_leaders_on_restart();
+    }
     let voters = config.voters();
     let controller = Arc::new(Controller::start(&host, &config.data_dir.join("controller"), &voters).await?);
     let offsets_partitions = Arc::new(OffsetsPartitions::default());
@@ -343,6 +346,8 @@ pub async fn run(
     // may never close on their own, so the drain is bounded.
     let (draining, drain_started) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
         .layer(crate::metrics::requests::RequestMetricsLayer)
         .add_service(host.groups.service())
         .add_service(api.into_service())

@@ -753,8 +753,14 @@ pub async fn clear_failpoint(admin: &str, name: &str) {
     assert_eq!(status, 200, "clearing {name}: {body}");
 }
 
-/// A counter or gauge of the broker whose admin endpoint is `admin`.
+/// A counter or gauge of the broker whose admin endpoint is `admin` (summed over its labels).
 pub async fn metric(admin: &str, name: &str) -> f64 {
+    metric_where(admin, name, None).await
+}
+
+/// A counter or gauge of the broker whose admin endpoint is `admin`, only its samples with
+/// `label` (name, value) when given.
+pub async fn metric_where(admin: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
     let (status, body) = http_get(admin, "/metrics").await.expect("scraping /metrics");
     assert_eq!(status, 200, "{body}");
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("exposition");
@@ -762,6 +768,7 @@ pub async fn metric(admin: &str, name: &str) -> f64 {
         .samples
         .iter()
         .filter(|sample| sample.metric == name)
+        .filter(|sample| label.is_none_or(|(key, value)| sample.labels.get(key) == Some(value)))
         .map(|sample| match sample.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)

@@ -1,13 +1,13 @@
 //! Quiet partitions on real broker processes: idle groups stop their Raft timers, serve the
 //! first request after idling, keep their followers in the ISR, and are failed over by the
 //! per-peer failure detector when their leader's broker dies — without a restarted broker
-//! deposing the leaders of quiet groups when it comes back.
+//! deposing the leaders of quiet groups, or even waking them, when it comes back.
 
 use bytes::Bytes;
 use client::{Acks, Admin, Cluster};
 use cluster_tests::{
-    connect_when_ready, create_topic, describe_on, leaders, quiet_partitions, read_partition, start_cluster,
-    wait_until_quiet, ProxiedCluster,
+    connect_when_ready, create_topic, describe_on, leaders, metric_where, quiet_partitions, read_partition,
+    start_cluster, start_cluster_with_admin, wait_until_quiet, ProxiedCluster,
 };
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::{BTreeMap, HashMap};
@@ -167,6 +167,112 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
         "leaders of quiet partitions changed when broker {restarted} restarted: {settled:?} → {after:?}"
     );
     write_each(&cluster, "last", &mut written).await;
+    assert_read_back(&cluster, &written).await;
+}
+
+/// Wakes of quiet groups on the broker whose admin endpoint is `admin`, for `reason`.
+async fn wakes(admin: &str, reason: &str) -> f64 {
+    metric_where(admin, "broker_quiet_group_wakes_total", Some(("reason", reason))).await
+}
+
+/// A broker killed and restarted beside quiet groups it follows: its replicas await their
+/// leaders with timers stopped, and one heartbeat from each leader settles them quiet again —
+/// the groups never wake. (Waking every group a restarted broker votes in, thousands at once,
+/// overloaded the brokers until the failure detector misread their slowness as deaths: issue
+/// 16's restart storm.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_rejoins_quiet_groups_without_waking_them() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut brokers, addresses, admins) = start_cluster_with_admin(root.path(), 3, &[]);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let mut written = BTreeMap::new();
+    write_each(&cluster, "before", &mut written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+
+    let before = leaders(&cluster, TOPIC).await;
+    let restarted: u64 = 3;
+    let followed: BTreeMap<u32, u64> = before
+        .iter()
+        .filter(|(_, l)| **l != restarted)
+        .map(|(p, l)| (*p, *l))
+        .collect();
+    assert!(
+        !followed.is_empty(),
+        "broker {restarted} leads every partition: {before:?}"
+    );
+    let unsettled_before = [
+        wakes(&admins[0], "restarted_follower").await,
+        wakes(&admins[1], "restarted_follower").await,
+    ];
+
+    // While broker 3 is down and comes back, the leaders of the partitions it follows are
+    // watched: their groups must stay quiet throughout.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, followed, addresses) = (Arc::clone(&watching), followed.clone(), addresses.clone());
+        tokio::spawn(async move {
+            let mut woke = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for leader in followed.values().collect::<std::collections::BTreeSet<_>>() {
+                    // Each broker describes its own replica's quiescence (the partitions broker
+                    // 3 led have no leader meanwhile, so `quiet_partitions` would answer None).
+                    let Some(topic) = describe_on(&addresses[(*leader - 1) as usize], TOPIC).await else {
+                        continue;
+                    };
+                    woke.extend(
+                        topic
+                            .partitions
+                            .iter()
+                            .filter(|p| followed.get(&p.partition) == Some(leader) && !p.quiescent)
+                            .map(|p| p.partition),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            woke
+        })
+    };
+    let index = (restarted - 1) as usize;
+    brokers[index].kill9();
+    brokers[index].restart();
+    // Its replicas of the followed partitions settle quiet well within the patience after
+    // which an unreached replica would run its election timer (10 s).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let quiet = quiet_partitions(&addresses[index], restarted, TOPIC)
+            .await
+            .unwrap_or_default();
+        if followed.keys().all(|p| quiet.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {restarted}'s replicas of {followed:?} did not settle quiet: {quiet:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let woke = watcher.await.unwrap();
+    assert!(
+        woke.is_empty(),
+        "the leaders of partitions {woke:?} woke when their follower restarted"
+    );
+    assert_eq!(
+        wakes(&admins[index], "restart_patience").await,
+        0.0,
+        "every restarted replica heard from its leader"
+    );
+    for (admin, before) in admins[..2].iter().zip(unsettled_before) {
+        assert_eq!(
+            wakes(admin, "restarted_follower").await,
+            before,
+            "a leader found its restarted follower behind"
+        );
+    }
+
+    // The partitions it led failed over meanwhile; everything still serves and reads back.
+    write_each(&cluster, "after", &mut written).await;
     assert_read_back(&cluster, &written).await;
 }
 

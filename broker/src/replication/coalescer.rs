@@ -64,12 +64,21 @@ impl HeartbeatCoalescer {
 async fn run_peer(mut client: RaftClient<Channel>, mut queue: mpsc::UnboundedReceiver<Queued>) {
     while let Some(first) = queue.recv().await {
         tokio::time::sleep(COALESCE_WINDOW).await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+        // A heartbeat whose leader stopped waiting for it (its timeout ran out while the batch
+        // before was in flight) is not sent: under load, stale heartbeats would crowd out the
+        // fresh ones and keep the peer overloaded.
+        let mut batch: Vec<Queued> = Vec::new();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            if !item.1.is_closed() {
+                batch.push(item);
             }
+            if batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let (requests, replies): (Vec<AppendRequest>, Vec<Reply>) = batch.into_iter().unzip();
         let mut request = tonic::Request::new(AppendBatchRequest { requests });

@@ -1,13 +1,68 @@
 //! Replication metrics, recorded through the `metrics` facade (served on the broker's admin
 //! endpoint, `/metrics`, when it has one: `crate::metrics`): how long acks=all proposals take
 //! to commit. Gauges of replica state are sampled by `crate::partition` from
-//! [`ReplicaStatus`](super::ReplicaStatus) instead, so openraft stays inside this module.
+//! [`ReplicaStatus`](super::ReplicaStatus) instead, so openraft stays inside this module. Also
+//! why quiet groups wake ([`WakeReason`]).
 
 use std::time::Duration;
 
 /// An acks=all proposal was committed and applied on this leader `took` after it was proposed.
 pub fn commit_latency(took: Duration) {
     metrics::histogram!("broker_raft_commit_duration_seconds").record(took);
+}
+
+/// Why a quiet group woke (its Raft timers run again), the `reason` label of
+/// `broker_quiet_group_wakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeReason {
+    /// A write (produce, leader transfer request) reached its leader.
+    Write,
+    /// An append with entries, or from another leader, reached a follower.
+    Append,
+    /// A candidate asked for a vote.
+    Candidate,
+    /// A leadership transfer.
+    Transfer,
+    /// The failure detector declared its leader's broker dead (or that broker restarted).
+    LeaderDead,
+    /// A peer voting in it came back after silence.
+    PeerBack,
+    /// A follower's broker restarted and a heartbeat found its replica behind, or none was
+    /// acknowledged in time.
+    RestartedFollower,
+    /// A restarted replica heard from no leader within its patience.
+    RestartPatience,
+}
+
+impl WakeReason {
+    const ALL: [WakeReason; 8] = [
+        WakeReason::Write,
+        WakeReason::Append,
+        WakeReason::Candidate,
+        WakeReason::Transfer,
+        WakeReason::LeaderDead,
+        WakeReason::PeerBack,
+        WakeReason::RestartedFollower,
+        WakeReason::RestartPatience,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            WakeReason::Write => "write",
+            WakeReason::Append => "append",
+            WakeReason::Candidate => "candidate",
+            WakeReason::Transfer => "transfer",
+            WakeReason::LeaderDead => "leader_dead",
+            WakeReason::PeerBack => "peer_back",
+            WakeReason::RestartedFollower => "restarted_follower",
+            WakeReason::RestartPatience => "restart_patience",
+        }
+    }
+}
+
+/// A quiet group woke here, for `reason`.
+pub fn quiet_group_woke(reason: WakeReason) {
+    metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label()).increment(1);
 }
 
 /// Registers the histogram with its help text (empty until the first commit), so a scrape shows
@@ -19,4 +74,12 @@ pub fn describe() {
         "Time from proposing an acks=all batch to its commit and apply on this leader."
     );
     let _ = metrics::histogram!("broker_raft_commit_duration_seconds");
+    metrics::describe_counter!(
+        "broker_quiet_group_wakes_total",
+        metrics::Unit::Count,
+        "Quiet partition groups woken on this broker (their Raft timers run again), by reason."
+    );
+    for reason in WakeReason::ALL {
+        let _ = metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label());
+    }
 }

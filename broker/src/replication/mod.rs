@@ -50,6 +50,15 @@ pub mod state_machine;
 pub mod types;
 mod wire;
 
+/// How many HTTP/2 streams a connection between brokers may see reset before the other side
+/// accepted them, or reset by errors, before it is torn down (h2's defaults, 20 and 1,024, guard
+/// a public endpoint against rapid-reset floods). Thousands of Raft groups share one connection
+/// per peer, and under load their timed-out vote and append calls are cancelled — reset —
+/// by the hundred: at the defaults the connection went down with every group's replication
+/// stream on it, which made more calls time out (the restart storm of issue 16). Still bounded:
+/// each pending reset is a few bytes of bookkeeping.
+pub const MAX_RESET_STREAMS: usize = 65_536;
+
 pub use isr::IsrBounds;
 pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::PeerChannels;

@@ -60,6 +60,7 @@ impl PeerChannels {
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_max_local_error_reset_streams(super::MAX_RESET_STREAMS)
             .connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)

@@ -15,7 +15,15 @@ use proto::raft_v1::{
 use std::io::Cursor;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Longest wait for one group's answer within a coalesced batch of heartbeats: a batch is
+/// answered as a whole, so without it one busy group would hold every other group's answer
+/// until their leaders' heartbeat timeouts (the heartbeat interval, 150 ms by default) had all
+/// run out — thousands of failed heartbeats, then elections. A group that misses it answers an
+/// error; its append still reaches its Raft core.
+const BATCH_ITEM_DEADLINE: Duration = Duration::from_millis(100);
 
 /// The Raft groups hosted by this broker and the router of `raft.v1` calls to them, with the
 /// broker's quiescence state (which groups are quiet, peer liveness), which those calls consult
@@ -97,14 +105,19 @@ impl RaftGroups {
         let group = request.group;
         let raft = self.node(group)?;
         // Dropped once the append is in — or when this call ends any other way.
-        let _resume = self
+        let resume = self
             .quiescence
             .append_arrives(group, &raft, !request.entries.is_empty(), &request.vote_json);
         let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (vote, prev, commit) = (rpc.vote, rpc.prev_log_id, rpc.leader_commit);
         let response = raft
             .append_entries(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Some(resume) = resume {
+            let success = matches!(response, openraft::raft::AppendEntriesResponse::Success);
+            resume.settle(success, vote, prev, commit);
+        }
         serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
     }
 
@@ -206,7 +219,14 @@ impl RaftRpc for RaftGroups {
         request: Request<AppendBatchRequest>,
     ) -> Result<Response<AppendBatchResponse>, Status> {
         let answers = request.into_inner().requests.into_iter().map(|request| async move {
-            match self.append_one(request).await {
+            let answer = tokio::time::timeout(BATCH_ITEM_DEADLINE, self.append_one(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(
+                        "this group's append was not answered in time",
+                    ))
+                });
+            match answer {
                 Ok(json) => BatchItemResponse {
                     json: json.into(),
                     error: String::new(),

@@ -10,11 +10,14 @@ use super::rules::{
     answer_candidate, follower_agrees, successor, Candidacy, CandidateAnswer, FollowerView, QuiesceProposal,
 };
 use super::{heartbeat_now, new_incarnation, Quiet};
+use crate::replication::metrics::{quiet_group_woke, WakeReason};
 use crate::replication::raft_node::{HostedGroups, PartitionRaftNode};
 use crate::replication::types::{LogId, PartitionRaft, Vote};
+use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use proto::raft_v1::QuiesceRequest;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,7 +39,18 @@ pub struct Quiescence {
     /// leader waits before its election timer runs); until then it never agrees to quiesce, as
     /// nothing would wake its groups if their leader died.
     resume_delay: Arc<OnceLock<Duration>>,
+    /// Set before any replica starts when this broker will run quiescence: a replica that
+    /// restarts then awaits its leader with its timers stopped ([`Quiescence::await_leader`]).
+    restarts_await_leader: Arc<AtomicBool>,
 }
+
+/// How long a restarted replica awaits its leader at most before its election timer runs
+/// anyway (plus up to [`RESTART_PATIENCE_SPREAD`], by group, so that such groups do not all
+/// campaign at once). A backstop: the leader's append, its death or a candidate normally wake
+/// it within a second.
+pub(crate) const RESTART_PATIENCE: Duration = Duration::from_secs(10);
+/// The spread of [`RESTART_PATIENCE`] over groups.
+const RESTART_PATIENCE_SPREAD: Duration = Duration::from_secs(5);
 
 /// Which groups are quiet here, and per group the writes seen and in flight.
 #[derive(Default)]
@@ -48,15 +62,62 @@ struct QuietGroups {
     writes_in_flight: HashMap<u64, u64>,
 }
 
-/// Restarts a woken group's timers when dropped (see [`Quiescence::append_arrives`]).
+/// Restarts a woken group's timers when dropped (see [`Quiescence::append_arrives`]) — or, for
+/// a heartbeat reaching a restarted replica that awaits its leader, lets it go quiet under that
+/// leader if the heartbeat found it in step ([`ResumeTimers::settle`]).
 pub(crate) struct ResumeTimers {
     groups: Quiescence,
     group: u64,
     raft: PartitionRaftNode,
+    /// The heartbeat's vote (as appends carry it) when it reached a replica awaiting its
+    /// leader after a restart: the group is still marked awaiting.
+    awaited_heartbeat: Option<Bytes>,
+}
+
+impl ResumeTimers {
+    /// The append this guard was made for was answered `success`, with `prev` its previous log
+    /// id and `commit` the leader's commit. A heartbeat that reached a restarted replica
+    /// awaiting its leader, matched its last entry, and whose leader has committed exactly that
+    /// entry (a quiet leader has) found the replica in step: it goes quiet under that leader,
+    /// as if it had agreed to quiesce, and no timer runs. Anything else wakes it.
+    pub(crate) fn settle(mut self, success: bool, vote: Vote, prev: Option<LogId>, commit: Option<LogId>) {
+        let Some(vote_json) = self.awaited_heartbeat.take() else {
+            return;
+        };
+        // (The replica's log holds nothing past `prev`: a heartbeat appends nothing, and what
+        // a restarted replica holds is what it loaded at its start.)
+        let in_step = success
+            && vote.committed
+            && prev.is_some()
+            && prev == commit
+            && self.raft.metrics().borrow_watched().last_log_index == prev.map(|p| p.index);
+        if !in_step {
+            self.awaited_heartbeat = Some(vote_json);
+            return; // dropped: wakes
+        }
+        let leader = vote.leader_id.node_id;
+        let me = self.raft.metrics().borrow_watched().id;
+        let mut quiet = self.groups.quiet.lock().expect("quiet groups");
+        if let Some(state) = quiet.quiet.get_mut(&self.group).filter(|q| q.awaiting_restart) {
+            state.campaigns_first = successor(&state.voters, leader) == Some(me);
+            state.leader = leader;
+            state.vote_json = vote_json;
+            state.awaiting_restart = false;
+            state.refusing_since = None;
+        }
+    }
 }
 
 impl Drop for ResumeTimers {
     fn drop(&mut self) {
+        if self.awaited_heartbeat.is_some() {
+            let mut quiet = self.groups.quiet.lock().expect("quiet groups");
+            if quiet.quiet.get(&self.group).is_some_and(|q| q.awaiting_restart) {
+                self.groups
+                    .wake_locked(&mut quiet, self.group, Restart::Now, WakeReason::Append);
+            }
+            return;
+        }
         self.groups.resume_timers(self.group, &self.raft);
     }
 }
@@ -101,6 +162,58 @@ impl Quiescence {
             liveness: PeerLiveness::default(),
             incarnation: new_incarnation(),
             resume_delay: Arc::default(),
+            restarts_await_leader: Arc::default(),
+        }
+    }
+
+    /// From now on a replica that restarts awaits its leader (see [`Self::await_leader`]):
+    /// called before any replica starts, on a broker that will run quiescence.
+    pub fn await_leaders_on_restart(&self) {
+        self.restarts_await_leader.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a replica that restarts awaits its leader.
+    pub(crate) fn restarts_await_leader(&self) -> bool {
+        self.restarts_await_leader.load(Ordering::Relaxed)
+    }
+
+    /// A replica of `group` restarted with a committed vote for `leader`'s leadership (another
+    /// broker) in its log and its timers stopped: it waits quiet for that leader, which wakes
+    /// on this broker's restart and appends to it. Any append wakes it (the leader may have
+    /// changed meanwhile), as do its leader's death, a candidate while that leader looks dead,
+    /// and — a backstop — [`RESTART_PATIENCE`] with no word from anyone.
+    pub(crate) fn await_leader(&self, group: u64, leader: u64, voters: Vec<u64>, me: u64) {
+        let state = Quiet {
+            leader,
+            leading: false,
+            // No append carries an empty vote: the first one wakes the group.
+            vote_json: Default::default(),
+            campaigns_first: successor(&voters, leader) == Some(me),
+            voters,
+            refusing_since: None,
+            awaiting_restart: true,
+        };
+        self.quiet.lock().expect("quiet groups").quiet.insert(group, state);
+        let spread_ms = group.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (RESTART_PATIENCE_SPREAD.as_millis() as u64 + 1);
+        let patience = RESTART_PATIENCE + Duration::from_millis(spread_ms);
+        let groups = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(patience).await;
+            groups.stop_awaiting(group);
+        });
+    }
+
+    /// Ends `group`'s wait for its leader after a restart, if it still waits: its timers run
+    /// from now. (Should the group have been stopped and started again meanwhile, its new
+    /// replica's wait merely ends early.)
+    fn stop_awaiting(&self, group: u64) {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        if quiet.quiet.get(&group).is_some_and(|q| q.awaiting_restart) {
+            tracing::info!(
+                group,
+                "no leader reached this restarted replica: its election timer runs"
+            );
+            self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::RestartPatience);
         }
     }
 
@@ -174,7 +287,10 @@ impl Quiescence {
         *quiet.activity.entry(group).or_insert(0) += 1;
         *quiet.writes_in_flight.entry(group).or_insert(0) += 1;
         let leading = quiet.quiet.get(&group).is_some_and(|q| q.leading);
-        let woke = leading && self.wake_locked(&mut quiet, group, Restart::Now).is_some();
+        let woke = leading
+            && self
+                .wake_locked(&mut quiet, group, Restart::Now, WakeReason::Write)
+                .is_some();
         let guard = WriteInFlight {
             groups: self.clone(),
             group,
@@ -185,8 +301,9 @@ impl Quiescence {
     /// Wakes `group` if it is quiet: the leader's timers run again at once and it heartbeats
     /// (so followers and its lease are fresh without waiting for a tick); a follower's restart
     /// as `restart` says. Returns what the quiet state was.
-    fn wake_locked(&self, quiet: &mut QuietGroups, group: u64, restart: Restart) -> Option<Quiet> {
+    fn wake_locked(&self, quiet: &mut QuietGroups, group: u64, restart: Restart, reason: WakeReason) -> Option<Quiet> {
         let state = quiet.quiet.remove(&group)?;
+        quiet_group_woke(reason);
         let Some(raft) = self.hosted.get(group) else {
             return Some(state);
         };
@@ -235,11 +352,22 @@ impl Quiescence {
             state.refusing_since = None;
             return None;
         }
+        if !has_entries && state.awaiting_restart {
+            // Left awaiting until the answer shows whether the heartbeat found it in step.
+            return Some(ResumeTimers {
+                groups: self.clone(),
+                group,
+                raft: raft.clone(),
+                awaited_heartbeat: Some(Bytes::copy_from_slice(vote_json)),
+            });
+        }
         quiet.quiet.remove(&group);
+        quiet_group_woke(WakeReason::Append);
         Some(ResumeTimers {
             groups: self.clone(),
             group,
             raft: raft.clone(),
+            awaited_heartbeat: None,
         })
     }
 
@@ -257,11 +385,14 @@ impl Quiescence {
         let me = raft.metrics().borrow_watched().id;
         let restart = if me == to { Restart::Now } else { Restart::Later };
         let mut quiet = self.quiet.lock().expect("quiet groups");
-        self.wake_locked(&mut quiet, group, restart);
+        self.wake_locked(&mut quiet, group, restart, WakeReason::Transfer);
     }
 
-    /// A peer restarted or came back: the quiet groups led here that it votes in wake (so it
-    /// hears from their leaders); a restart also ends the leadership it held.
+    /// A peer restarted or came back: the quiet groups led here that it votes in must reach it.
+    /// After a restart its replicas await their leaders: each such group stays quiet and
+    /// heartbeats it until a heartbeat finds its replica in step (see
+    /// [`reach_restarted_follower`]). After silence its replicas may have campaigned: the
+    /// groups wake. A restart also ends the leadership it held.
     pub(crate) fn on_peer_event(&self, node: u64, event: PeerEvent) {
         {
             let mut quiet = self.quiet.lock().expect("quiet groups");
@@ -276,15 +407,37 @@ impl Quiescence {
                     node,
                     ?event,
                     groups = led_here.len(),
-                    "peer back: waking the groups led here"
+                    "peer back: reaching it from the groups led here"
                 );
             }
             for group in led_here {
-                self.wake_locked(&mut quiet, group, Restart::Now);
+                if event == PeerEvent::Restarted {
+                    if let Some(raft) = self.hosted.get(group) {
+                        tokio::spawn(reach_restarted_follower(self.clone(), group, raft, node));
+                    }
+                } else {
+                    self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::PeerBack);
+                }
             }
         }
         if event == PeerEvent::Restarted {
             self.on_leader_dead(node);
+        }
+        // (A peer first heard of is not one that restarted: this broker did. Replicas
+        // awaiting it as their leader keep waiting for its append.)
+    }
+
+    /// Whether `group` is quiet here and led here.
+    fn leads_quietly(&self, group: u64) -> bool {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        quiet.quiet.get(&group).is_some_and(|q| q.leading)
+    }
+
+    /// Wakes `group` if it is quiet and led here.
+    fn wake_leader(&self, group: u64) {
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        if quiet.quiet.get(&group).is_some_and(|q| q.leading) {
+            self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::RestartedFollower);
         }
     }
 
@@ -305,7 +458,7 @@ impl Quiescence {
             } else {
                 Restart::Later
             };
-            self.wake_locked(&mut quiet, group, restart);
+            self.wake_locked(&mut quiet, group, restart, WakeReason::LeaderDead);
         }
     }
 
@@ -330,11 +483,11 @@ impl Quiescence {
                 true
             }
             CandidateAnswer::RefuseAndWake => {
-                self.wake_locked(&mut quiet, group, Restart::Now);
+                self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::Candidate);
                 true
             }
             CandidateAnswer::WakeAndVote => {
-                self.wake_locked(&mut quiet, group, Restart::Later);
+                self.wake_locked(&mut quiet, group, Restart::Later, WakeReason::Candidate);
                 false
             }
         }
@@ -388,11 +541,65 @@ impl Quiescence {
                 campaigns_first: successor(&voters, request.leader) == Some(me),
                 voters,
                 refusing_since: None,
+                awaiting_restart: false,
             };
             if self.quiesce(item.group, state, &raft, None) {
                 accepted.push(item.group);
             }
         }
         accepted
+    }
+}
+
+/// How long a quiet leader waits for a restarted follower to acknowledge one heartbeat before
+/// it sends another.
+const RESTARTED_FOLLOWER_ACK_WAIT: Duration = Duration::from_secs(1);
+/// The pause between two such heartbeats (the follower's broker may still be opening its
+/// replicas: a heartbeat to a group it does not host yet fails at once).
+const RESTARTED_FOLLOWER_RETRY: Duration = Duration::from_millis(500);
+
+/// A quiet group led here learns that `follower`'s broker restarted. Its replica there awaits
+/// its leader with timers stopped; one heartbeat that finds it holding the leader's last entry
+/// settles it quiet again (`ResumeTimers::settle`), so the group never wakes — with thousands
+/// of groups, waking them all at once on every restart overloaded the brokers until the failure
+/// detector misread their slowness as deaths. Heartbeats are sent until one is acknowledged;
+/// the group wakes if the follower is not in step (the leader then replicates to it as
+/// usual), or if none is acknowledged within [`RESTART_PATIENCE`]. It stops as soon as the
+/// group is no longer quiet here (a write woke it).
+async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: PartitionRaftNode, follower: u64) {
+    let give_up = Instant::now() + RESTART_PATIENCE;
+    let acknowledged = |m: &openraft::RaftMetrics<PartitionRaft>| {
+        m.heartbeat.as_ref().and_then(|h| h.get(&follower).copied().flatten())
+    };
+    while groups.leads_quietly(group) {
+        let before = acknowledged(&raft.metrics().borrow_watched());
+        heartbeat_now(&raft);
+        let answered = raft
+            .wait(Some(RESTARTED_FOLLOWER_ACK_WAIT))
+            .metrics(
+                |m| acknowledged(m) != before,
+                "a restarted follower acknowledged a heartbeat",
+            )
+            .await;
+        if let Ok(metrics) = answered {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&follower).copied().flatten());
+            if matched.map(|m| m.index) != metrics.last_log_index {
+                groups.wake_leader(group);
+            }
+            return;
+        }
+        if Instant::now() >= give_up {
+            tracing::info!(
+                group,
+                follower,
+                "a restarted follower acknowledged no heartbeat: the group wakes"
+            );
+            groups.wake_leader(group);
+            return;
+        }
+        tokio::time::sleep(RESTARTED_FOLLOWER_RETRY).await;
     }
 }

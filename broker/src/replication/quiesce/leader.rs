@@ -155,6 +155,7 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
                     voters: proposal.voters,
                     campaigns_first: false,
                     refusing_since: None,
+                    awaiting_restart: false,
                 };
                 if groups.quiesce(proposal.group, quiet, &proposal.raft, Some(proposal.activity)) {
                     idle_since.remove(&proposal.group);

@@ -17,10 +17,39 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 /// candidates while its leader is. Shorter than the dead-after time, so that once a follower
 /// has declared a leader dead (and campaigns), the other followers no longer refuse it.
 pub const ALIVE_WINDOW: Duration = Duration::from_millis(250);
+/// A peer is declared dead only once its silence exceeds this many times its recent ping gaps
+/// (when that is longer than the dead-after time).
+const GAP_TOLERANCE: u32 = 3;
+/// The longest silence tolerated however slow the pings have been: detection slows under
+/// load, but stays bounded.
+const MAX_SILENCE: Duration = Duration::from_secs(5);
+
+/// How long a peer may stay silent before it is declared dead: the dead-after time, stretched
+/// when its pings have lately been arriving slowly (`ping_gap`) and by how late this broker's
+/// own ping loop runs (`own_lag`), at most [`MAX_SILENCE`]. An idle cluster detects a death in
+/// the dead-after time; a busy one — thousands of groups electing at once after a broker died,
+/// both sides' runtimes queueing pings behind Raft work — must not read its own slowness as more
+/// deaths: each wakes every group the "dead" peer led, which made the brokers busier still
+/// (issue 16's restart storm).
+pub(crate) fn silence_allowed(dead_after: Duration, ping_gap: Duration, own_lag: Duration) -> Duration {
+    (dead_after.max(ping_gap * GAP_TOLERANCE) + own_lag).min(MAX_SILENCE.max(dead_after))
+}
+
+/// A decaying maximum: the new sample, or the old value less an eighth.
+pub(crate) fn decaying_max(old: Duration, sample: Duration) -> Duration {
+    sample.max(old - old / 8)
+}
+
+/// A peer never heard from since this broker started is declared dead after this long (or the
+/// dead-after time, if longer): at start, connections to peers take a moment, and declaring
+/// them dead too soon would wake every replica awaiting them as its leader.
+pub const FIRST_CONTACT_GRACE: Duration = Duration::from_secs(3);
 /// Whom to wake after a peer event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeerEvent {
-    /// First heard of, or a new incarnation: it restarted (or this broker did).
+    /// First heard of since this broker started.
+    FirstHeard,
+    /// A new incarnation: it restarted.
     Restarted,
     /// Heard from again after it was declared dead.
     BackAlive,
@@ -40,9 +69,13 @@ struct PeerState {
     known_since: Instant,
     pinged_us_at: Option<Instant>,
     answered_at: Option<Instant>,
-    incarnation: u64,
+    /// `None` until first heard from.
+    incarnation: Option<u64>,
     /// Declared dead: it has not pinged us for the dead-after time.
     dead: bool,
+    /// The longest recent gap between two of its pings reaching us (a decaying maximum): how
+    /// late its pings come when it, the link or this broker is busy.
+    ping_gap: Duration,
 }
 
 /// When each peer broker last pinged this one and last answered its pings, and its
@@ -62,30 +95,34 @@ impl PeerLiveness {
     pub(crate) fn heard(&self, node: u64, incarnation: u64, contact: Contact) -> Option<PeerEvent> {
         let mut peers = self.peers.lock().expect("peer liveness");
         let now = Instant::now();
-        let first = !peers.contains_key(&node);
-        let state = peers.entry(node).or_insert(PeerState {
-            known_since: now,
-            pinged_us_at: None,
-            answered_at: None,
-            incarnation,
-            dead: false,
-        });
+        let state = peers.entry(node).or_insert_with(|| PeerState::unheard(now));
         match contact {
-            Contact::PingedUs => state.pinged_us_at = Some(now),
+            Contact::PingedUs => {
+                if let Some(previous) = state.pinged_us_at {
+                    state.ping_gap = decaying_max(state.ping_gap, now.saturating_duration_since(previous));
+                }
+                state.pinged_us_at = Some(now);
+            }
             Contact::Answered => state.answered_at = Some(now),
         }
-        let event = if first || state.incarnation != incarnation {
-            Some(PeerEvent::Restarted)
-        } else if state.dead && contact == Contact::PingedUs {
-            Some(PeerEvent::BackAlive)
-        } else {
-            None
+        let event = match state.incarnation {
+            None => Some(PeerEvent::FirstHeard),
+            Some(known) if known != incarnation => Some(PeerEvent::Restarted),
+            Some(_) if state.dead && contact == Contact::PingedUs => Some(PeerEvent::BackAlive),
+            Some(_) => None,
         };
-        state.incarnation = incarnation;
-        if contact == Contact::PingedUs || event == Some(PeerEvent::Restarted) {
+        state.incarnation = Some(incarnation);
+        if contact == Contact::PingedUs || matches!(event, Some(PeerEvent::FirstHeard | PeerEvent::Restarted)) {
             state.dead = false;
         }
         event
+    }
+
+    /// Starts watching `node`: from now on it is declared dead if it stays silent, even if it
+    /// is never heard from at all.
+    fn watch(&self, node: u64) {
+        let mut peers = self.peers.lock().expect("peer liveness");
+        peers.entry(node).or_insert_with(|| PeerState::unheard(Instant::now()));
     }
 
     /// How long ago `node` last answered this broker's ping, if ever: how fresh our links to it
@@ -104,16 +141,38 @@ impl PeerLiveness {
             .is_some_and(|at| at.elapsed() <= window)
     }
 
-    /// Declares `node` dead if it has not pinged us for `dead_after` (counting from when it
-    /// became known if it never did); true only on the transition.
-    fn declare_dead_if_silent(&self, node: u64, dead_after: Duration) -> bool {
+    /// Declares `node` dead if it has not pinged us for `dead_after` by `now` — stretched by
+    /// its recent ping gaps and this broker's `own_lag` (see [`silence_allowed`]) —, counting
+    /// from when it became known if it never did, and for at least [`FIRST_CONTACT_GRACE`] if it
+    /// was never heard from at all; true only on the transition.
+    fn declare_dead_if_silent(&self, node: u64, dead_after: Duration, own_lag: Duration, now: Instant) -> bool {
         let mut peers = self.peers.lock().expect("peer liveness");
-        match peers.get_mut(&node) {
-            Some(state) if !state.dead && state.pinged_us_at.unwrap_or(state.known_since).elapsed() >= dead_after => {
-                state.dead = true;
-                true
-            }
-            _ => false,
+        let Some(state) = peers.get_mut(&node) else {
+            return false;
+        };
+        let dead_after = silence_allowed(dead_after, state.ping_gap, own_lag);
+        let silent = match (state.pinged_us_at, state.incarnation) {
+            (Some(at), _) => now.saturating_duration_since(at) >= dead_after,
+            (None, Some(_)) => now.saturating_duration_since(state.known_since) >= dead_after,
+            (None, None) => now.saturating_duration_since(state.known_since) >= dead_after.max(FIRST_CONTACT_GRACE),
+        };
+        if state.dead || !silent {
+            return false;
+        }
+        state.dead = true;
+        true
+    }
+}
+
+impl PeerState {
+    fn unheard(now: Instant) -> Self {
+        PeerState {
+            known_since: now,
+            pinged_us_at: None,
+            answered_at: None,
+            incarnation: None,
+            dead: false,
+            ping_gap: Duration::ZERO,
         }
     }
 }
@@ -128,10 +187,14 @@ pub(super) async fn ping_peer(
     address: String,
     dead_after: Duration,
 ) {
+    groups.liveness().watch(peer);
     let mut ticker = tokio::time::interval(PING_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // How late this loop runs: a busy runtime also handles the peer's pings late.
+    let mut own_lag = Duration::ZERO;
     loop {
-        ticker.tick().await;
+        let due = ticker.tick().await;
+        own_lag = decaying_max(own_lag, Instant::now().saturating_duration_since(due));
         if let Ok(channel) = channels.channel(&address) {
             let mut request = tonic::Request::new(PingRequest {
                 node: me,
@@ -145,7 +208,10 @@ pub(super) async fn ping_peer(
                 }
             }
         }
-        if groups.liveness().declare_dead_if_silent(peer, dead_after) {
+        if groups
+            .liveness()
+            .declare_dead_if_silent(peer, dead_after, own_lag, Instant::now())
+        {
             tracing::info!(peer, "peer broker silent: waking the quiet groups it led");
             groups.on_leader_dead(peer);
         }
@@ -161,14 +227,15 @@ mod tests {
         let liveness = PeerLiveness::default();
         assert_eq!(
             liveness.heard(2, 7, Contact::Answered),
-            Some(PeerEvent::Restarted),
-            "first heard of"
+            Some(PeerEvent::FirstHeard),
+            "first heard of: not a restart (this broker started)"
         );
         assert_eq!(liveness.heard(2, 7, Contact::PingedUs), None);
-        assert!(!liveness.declare_dead_if_silent(2, Duration::from_secs(60)));
-        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO));
+        let now = Instant::now();
+        assert!(!liveness.declare_dead_if_silent(2, Duration::from_secs(60), Duration::ZERO, now));
+        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO, Duration::ZERO, now));
         assert!(
-            !liveness.declare_dead_if_silent(2, Duration::ZERO),
+            !liveness.declare_dead_if_silent(2, Duration::ZERO, Duration::ZERO, now),
             "only the transition"
         );
         assert_eq!(
@@ -188,6 +255,72 @@ mod tests {
         let liveness = PeerLiveness::default();
         liveness.heard(2, 7, Contact::Answered);
         assert!(!liveness.pinged_us_within(2, Duration::from_secs(1)));
-        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO));
+        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO, Duration::ZERO, Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_watched_peer_never_heard_from_is_dead_after_the_first_contact_grace() {
+        let liveness = PeerLiveness::default();
+        let dead_after = Duration::from_millis(500);
+        liveness.watch(2);
+        let watched_at = Instant::now();
+        assert!(
+            !liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, watched_at + dead_after),
+            "connections to peers take a moment at start"
+        );
+        assert!(liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, watched_at + FIRST_CONTACT_GRACE));
+        assert!(
+            !liveness.declare_dead_if_silent(3, dead_after, Duration::ZERO, watched_at + FIRST_CONTACT_GRACE),
+            "an unwatched peer never heard of is never declared dead"
+        );
+        assert_eq!(
+            liveness.heard(2, 9, Contact::PingedUs),
+            Some(PeerEvent::FirstHeard),
+            "a peer declared dead before its first contact is first heard of, not restarted"
+        );
+    }
+
+    #[test]
+    fn silence_is_tolerated_longer_while_pings_come_late_or_this_broker_runs_late() {
+        let dead_after = Duration::from_millis(500);
+        let ms = Duration::from_millis;
+        assert_eq!(silence_allowed(dead_after, ms(100), ms(0)), dead_after, "pings on time");
+        assert_eq!(silence_allowed(dead_after, ms(400), ms(0)), ms(1200), "three ping gaps");
+        assert_eq!(
+            silence_allowed(dead_after, ms(100), ms(300)),
+            ms(800),
+            "plus our own lateness"
+        );
+        assert_eq!(silence_allowed(dead_after, ms(10_000), ms(0)), MAX_SILENCE, "bounded");
+        assert_eq!(
+            silence_allowed(ms(8000), ms(0), ms(0)),
+            ms(8000),
+            "never below the configured time"
+        );
+    }
+
+    #[test]
+    fn a_slow_spell_fades_out_of_the_ping_gap() {
+        let mut gap = decaying_max(Duration::ZERO, Duration::from_millis(800));
+        assert_eq!(gap, Duration::from_millis(800));
+        for _ in 0..20 {
+            gap = decaying_max(gap, Duration::from_millis(100));
+        }
+        assert!(gap < Duration::from_millis(100) * 2, "{gap:?}");
+    }
+
+    #[tokio::test]
+    async fn late_pings_stretch_the_time_to_declare_a_peer_dead() {
+        let liveness = PeerLiveness::default();
+        let dead_after = Duration::from_millis(500);
+        liveness.heard(2, 7, Contact::PingedUs);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        liveness.heard(2, 7, Contact::PingedUs);
+        let last = Instant::now();
+        assert!(
+            !liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, last + dead_after),
+            "gaps of ~300 ms: 900 ms of silence are tolerated"
+        );
+        assert!(liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, last + Duration::from_secs(2)));
     }
 }

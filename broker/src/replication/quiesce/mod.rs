@@ -20,6 +20,11 @@
 //! - **a peer restarts or comes back**: a new incarnation in its pings, or pings after silence,
 //!   wakes the groups led here that it belongs to (so it hears from their leaders), and a
 //!   restart also counts as the death of the leader it was.
+//! - **a replica restarts**: a replica whose log holds a committed vote for another broker's
+//!   leadership starts quiet, awaiting that leader — which wakes on the restart of its peer
+//!   and appends to it — instead of running its election timer from zero beside thousands of
+//!   other replicas doing the same. The first append wakes it; so does its leader's death, a
+//!   candidate while that leader looks dead, or a few seconds with no word at all.
 //! - **somebody campaigns**: a vote request for a quiet group whose leader is alive is refused
 //!   for a while (and wakes the group if it is led here, so the candidate hears from its
 //!   leader); if the leader looks dead the group wakes and votes normally.
@@ -74,6 +79,9 @@ pub(crate) struct Quiet {
     /// When this follower first refused a candidate because the leader looked alive, with no
     /// append from the leader since: refusals stop a while after (see [`rules::REFUSAL_LIMIT`]).
     pub refusing_since: Option<Instant>,
+    /// This replica restarted and has heard from no leader since: `leader` is the one its log
+    /// last voted for, and any append wakes it (see [`Quiescence::await_leader`]).
+    pub awaiting_restart: bool,
 }
 
 /// Has `raft` (a leader) heartbeat now rather than at its next tick — which a quiet group never

@@ -237,6 +237,7 @@ mod tests {
             voters: vec![1, 2, 3],
             campaigns_first: false,
             refusing_since,
+            awaiting_restart: false,
         }
     }
 

@@ -52,26 +52,47 @@ fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: 
 }
 
 /// The openraft configuration of one group: the host's, with elections off from the very first
-/// tick while the replica is held from them, and — for a group that compacts — snapshots every
-/// `snapshot_every` entries with the log purged behind them. Every other group keeps
-/// `SnapshotPolicy::Never`: an ordinary partition's data *is* its log.
+/// tick while the replica is held from them, timers stopped from the start while it awaits its
+/// leader after a restart, and — for a group that compacts — snapshots every `snapshot_every`
+/// entries with the log purged behind them. Every other group keeps `SnapshotPolicy::Never`: an
+/// ordinary partition's data *is* its log.
 fn raft_config_of(
     host: &Arc<openraft::Config>,
     held_from_elections: bool,
+    awaiting_leader: bool,
     compaction: Option<Compaction>,
 ) -> Arc<openraft::Config> {
-    if !held_from_elections && compaction.is_none() {
+    if !held_from_elections && !awaiting_leader && compaction.is_none() {
         return Arc::clone(host);
     }
     let mut config = (**host).clone();
     if held_from_elections {
         config.enable_elect = false;
     }
+    if awaiting_leader {
+        config.enable_tick = false;
+    }
     if let Some(compaction) = compaction {
         config.snapshot_policy = SnapshotPolicy::LogsSinceLast(compaction.snapshot_every);
         config.max_in_snapshot_log_to_keep = compaction.keep_behind_snapshot;
     }
     Arc::new(config)
+}
+
+/// The leader a restarting replica waits for instead of running its election timer, if it
+/// should: when this broker runs quiescence, `eligible` (an ordinary partition whose votes are
+/// not held) and its log holds a committed vote for another broker. With thousands of quiet
+/// groups a restarted broker whose replicas all ran their timers from zero would pre-vote in
+/// every group before their leaders' appends reached it, and those thousands of vote requests
+/// starved the appends that would have calmed them (docs/architecture.md, "Quiescence"). A
+/// replica that led before its restart runs its timers: its group needs an election.
+fn awaited_leader(host: &ReplicaHost, log: &SegmentLog, eligible: bool) -> Option<u64> {
+    if !eligible || !host.groups.quiescence().restarts_await_leader() {
+        return None;
+    }
+    log.vote()
+        .filter(|vote| vote.committed && vote.node != host.node_id)
+        .map(|vote| vote.node)
 }
 
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
@@ -111,7 +132,13 @@ impl PartitionReplica {
             .map(|lost| CatchUpRule::after(lost, log.vote()));
         let compaction = observer.as_ref().and_then(|o| o.compaction());
         let observer_absent = observer.is_none();
-        let raft_config = raft_config_of(&host.raft_config, caught_up.is_some(), compaction);
+        let awaited_leader = awaited_leader(host, &log, caught_up.is_none() && observer_absent);
+        let raft_config = raft_config_of(
+            &host.raft_config,
+            caught_up.is_some(),
+            awaited_leader.is_some(),
+            compaction,
+        );
         let state_machine = match observer {
             Some(observer) => {
                 let start = restore_point_held_by(&log, observer.as_ref(), group);
@@ -156,6 +183,19 @@ impl PartitionReplica {
             ));
         }
         hosted.insert(group, raft.clone());
+        // (After the insert: a wake must find the node to restart its timers.)
+        if let Some(leader) = awaited_leader {
+            let voters: Vec<u64> = raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            host.groups
+                .quiescence()
+                .await_leader(group, leader, voters, host.node_id);
+        }
         Ok(PartitionReplica {
             group,
             raft,
