@@ -320,7 +320,7 @@ pub async fn run(
                     .map(|p| (p.id, p.address.clone()))
                     .collect(),
                 quiesce_after: Duration::from_millis(quiesce_after_ms),
-                dead_after: Duration::from_millis(config.raft.election_timeout_min_ms),
+                dead_after: Duration::from_millis(2 * config.raft.election_timeout_min_ms),
                 resume_delay: Duration::from_millis(config.raft.election_timeout_max_ms),
                 never: [CONTROLLER_GROUP].into_iter().collect(),
             },

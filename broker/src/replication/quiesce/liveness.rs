@@ -40,9 +40,10 @@ pub(crate) fn decaying_max(old: Duration, sample: Duration) -> Duration {
     sample.max(old - old / 8)
 }
 
-/// A peer never heard from since this broker started is declared dead after this long (or the
-/// dead-after time, if longer): at start, connections to peers take a moment, and declaring
-/// them dead too soon would wake every replica awaiting them as its leader.
+/// A peer whose pings have not reached this broker since it started is declared dead after
+/// this long (or the dead-after time, if longer): after a restart the peers' connections to it
+/// take a moment to come back, and declaring them dead too soon would wake every replica
+/// awaiting them as its leader.
 pub const FIRST_CONTACT_GRACE: Duration = Duration::from_secs(3);
 /// Whom to wake after a peer event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,19 +143,20 @@ impl PeerLiveness {
     }
 
     /// Declares `node` dead if it has not pinged us for `dead_after` by `now` — stretched by
-    /// its recent ping gaps and this broker's `own_lag` (see [`silence_allowed`]) —, counting
-    /// from when it became known if it never did, and for at least [`FIRST_CONTACT_GRACE`] if it
-    /// was never heard from at all; true only on the transition.
+    /// its recent ping gaps and this broker's `own_lag` (see [`silence_allowed`]) —, or, if it
+    /// never did since this broker started, for [`FIRST_CONTACT_GRACE`] (at least) from when it
+    /// became known; true only on the transition.
     fn declare_dead_if_silent(&self, node: u64, dead_after: Duration, own_lag: Duration, now: Instant) -> bool {
         let mut peers = self.peers.lock().expect("peer liveness");
         let Some(state) = peers.get_mut(&node) else {
             return false;
         };
         let dead_after = silence_allowed(dead_after, state.ping_gap, own_lag);
-        let silent = match (state.pinged_us_at, state.incarnation) {
-            (Some(at), _) => now.saturating_duration_since(at) >= dead_after,
-            (None, Some(_)) => now.saturating_duration_since(state.known_since) >= dead_after,
-            (None, None) => now.saturating_duration_since(state.known_since) >= dead_after.max(FIRST_CONTACT_GRACE),
+        // (A peer whose pings have not reached us since this broker started may only be
+        // reconnecting: its connection to us died with our previous process.)
+        let silent = match state.pinged_us_at {
+            Some(at) => now.saturating_duration_since(at) >= dead_after,
+            None => now.saturating_duration_since(state.known_since) >= dead_after.max(FIRST_CONTACT_GRACE),
         };
         if state.dead || !silent {
             return false;
@@ -254,8 +256,9 @@ mod tests {
     async fn a_peer_that_only_answers_is_dead_as_a_leader() {
         let liveness = PeerLiveness::default();
         liveness.heard(2, 7, Contact::Answered);
+        let answered_at = Instant::now();
         assert!(!liveness.pinged_us_within(2, Duration::from_secs(1)));
-        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO, Duration::ZERO, Instant::now()));
+        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO, Duration::ZERO, answered_at + FIRST_CONTACT_GRACE));
     }
 
     #[tokio::test]
