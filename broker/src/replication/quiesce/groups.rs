@@ -99,7 +99,7 @@ impl ResumeTimers {
         let me = self.raft.metrics().borrow_watched().id;
         let mut quiet = self.groups.quiet.lock().expect("quiet groups");
         if let Some(state) = quiet.quiet.get_mut(&self.group).filter(|q| q.awaiting_restart) {
-            state.campaigns_first = successor(&state.voters, leader, self.group) == Some(me);
+            state.campaigns_first = successor(&state.voters, leader) == Some(me);
             state.leader = leader;
             state.vote_json = vote_json;
             state.awaiting_restart = false;
@@ -188,7 +188,7 @@ impl Quiescence {
             leading: false,
             // No append carries an empty vote: the first one wakes the group.
             vote_json: Default::default(),
-            campaigns_first: successor(&voters, leader, group) == Some(me),
+            campaigns_first: successor(&voters, leader) == Some(me),
             voters,
             refusing_since: None,
             awaiting_restart: true,
@@ -441,8 +441,8 @@ impl Quiescence {
         }
     }
 
-    /// `leader`'s broker is dead (or restarted): the quiet groups it led wake; in each, its
-    /// [`successor`] campaigns at once (Pre-Vote first), the others restart their election
+    /// `leader`'s broker is dead (or restarted): the quiet groups it led wake; in each, the
+    /// voter after it campaigns at once (Pre-Vote first), the others restart their election
     /// timers a while later, so they do not split the vote.
     pub(crate) fn on_leader_dead(&self, leader: u64) {
         let mut quiet = self.quiet.lock().expect("quiet groups");
@@ -538,7 +538,7 @@ impl Quiescence {
                 leader: request.leader,
                 leading: false,
                 vote_json: item.vote_json,
-                campaigns_first: successor(&voters, request.leader, item.group) == Some(me),
+                campaigns_first: successor(&voters, request.leader) == Some(me),
                 voters,
                 refusing_since: None,
                 awaiting_restart: false,

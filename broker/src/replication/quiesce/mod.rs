@@ -14,7 +14,7 @@
 //!   quiet.
 //! - **its leader's broker dies**: every broker pings each peer ([`PeerLiveness`], the `Ping`
 //!   RPC). A follower whose leader's pings have not reached it for the dead-after time wakes
-//!   the groups that broker led; one follower per group — one of the other voters, chosen by group id —
+//!   the groups that broker led; one follower per group — the next voter after the leader —
 //!   campaigns at once (with Pre-Vote), the others restart their election timers a little
 //!   later so as not to split the vote.
 //! - **a peer restarts or comes back**: a new incarnation in its pings, or pings after silence,
@@ -74,7 +74,7 @@ pub(crate) struct Quiet {
     pub vote_json: Bytes,
     /// The group's voters.
     pub voters: Vec<u64>,
-    /// Whether this follower campaigns first when the leader dies (one of the other voters, chosen by group id).
+    /// Whether this follower campaigns first when the leader dies (the voter after the leader).
     pub campaigns_first: bool,
     /// When this follower first refused a candidate because the leader looked alive, with no
     /// append from the leader since: refusals stop a while after (see [`rules::REFUSAL_LIMIT`]).

@@ -115,21 +115,13 @@ pub(crate) fn answer_candidate(
     }
 }
 
-/// The voter that campaigns first in `group` when `leader` dies: one of the others, chosen by
-/// group id, so that the groups a dead broker led are taken over by all the survivors in turn
-/// — not all by the same one, which would both put every election of a failover on one broker
-/// at once and leave it leading all of them afterwards.
-pub(crate) fn successor(voters: &[u64], leader: u64, group: u64) -> Option<u64> {
-    if !voters.contains(&leader) {
-        return None;
-    }
-    let mut others: Vec<u64> = voters.iter().copied().filter(|v| *v != leader).collect();
-    if others.is_empty() {
-        return None;
-    }
-    others.sort_unstable();
-    others.dedup();
-    Some(others[(group % others.len() as u64) as usize])
+/// The voter that campaigns first when `leader` dies: the next one after it in id order.
+pub(crate) fn successor(voters: &[u64], leader: u64) -> Option<u64> {
+    let mut sorted = voters.to_vec();
+    sorted.sort_unstable();
+    let position = sorted.iter().position(|v| *v == leader)?;
+    let next = sorted[(position + 1) % sorted.len()];
+    (next != leader).then_some(next)
 }
 
 #[cfg(test)]
@@ -323,16 +315,10 @@ mod tests {
     }
 
     #[test]
-    fn one_of_the_other_voters_campaigns_first_chosen_by_group() {
-        assert_eq!(successor(&[3, 1, 2], 1, 0), Some(2));
-        assert_eq!(
-            successor(&[3, 1, 2], 1, 1),
-            Some(3),
-            "the survivors take turns by group"
-        );
-        assert_eq!(successor(&[3, 1, 2], 3, 4), Some(1));
-        assert_eq!(successor(&[3, 1, 2], 3, 5), Some(2));
-        assert_eq!(successor(&[1], 1, 0), None, "nobody else");
-        assert_eq!(successor(&[1, 2], 5, 0), None, "the leader is not a voter");
+    fn the_next_voter_after_the_leader_campaigns_first() {
+        assert_eq!(successor(&[3, 1, 2], 1), Some(2));
+        assert_eq!(successor(&[3, 1, 2], 3), Some(1), "wraps around");
+        assert_eq!(successor(&[1], 1), None, "nobody else");
+        assert_eq!(successor(&[1, 2], 5), None, "the leader is not a voter");
     }
 }
