@@ -38,10 +38,14 @@ impl HostedGroups {
         self.nodes.read().expect("raft group map").get(&group).cloned()
     }
 
-    /// Every hosted group with its node.
-    pub(crate) fn all(&self) -> Vec<(u64, PartitionRaftNode)> {
+    /// The hosted groups `keep` accepts, with their nodes.
+    pub(crate) fn all_where(&self, keep: impl Fn(u64) -> bool) -> Vec<(u64, PartitionRaftNode)> {
         let nodes = self.nodes.read().expect("raft group map");
-        nodes.iter().map(|(id, raft)| (*id, raft.clone())).collect()
+        nodes
+            .iter()
+            .filter(|(id, _)| keep(**id))
+            .map(|(id, raft)| (*id, raft.clone()))
+            .collect()
     }
 
     /// Refuses the vote requests of `group` that `rule` does not allow, until

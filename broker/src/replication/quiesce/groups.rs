@@ -239,6 +239,12 @@ impl Quiescence {
         self.incarnation
     }
 
+    /// The hosted groups that are not quiet, with their nodes (one pass under one lock).
+    pub(crate) fn awake_groups(&self) -> Vec<(u64, PartitionRaftNode)> {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        self.hosted.all_where(|group| !quiet.quiet.contains_key(&group))
+    }
+
     /// Whether `group` is quiet here (its Raft timers stopped).
     pub fn is_quiet(&self, group: u64) -> bool {
         self.quiet.lock().expect("quiet groups").quiet.contains_key(&group)

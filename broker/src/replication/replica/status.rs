@@ -117,8 +117,11 @@ impl PartitionReplica {
 
     /// The leadership view; the caught-up set (a second ISR computation) only `with_caught_up`.
     fn leader_view(&self, bounds: IsrBounds, with_caught_up: bool) -> LeaderView {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        // (Quiescence's lock first, and not while the metrics are borrowed; the metrics are
+        // borrowed, not cloned: this runs for every replica every second.)
         let quiescent = self.groups.is_quiet(self.group);
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow_watched();
         let leads = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
         let lapsed = leads && lease_standing(self.lease_facts(&metrics, quiescent)) == LeaseStanding::Lapsed;
         let is_leader = leads && !lapsed;
