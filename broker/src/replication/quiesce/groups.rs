@@ -86,17 +86,18 @@ impl ResumeTimers {
         };
         // (The replica's log holds nothing past `prev`: a heartbeat appends nothing, and what
         // a restarted replica holds is what it loaded at its start.)
-        let in_step = success
-            && vote.committed
-            && prev.is_some()
-            && prev == commit
-            && self.raft.metrics().borrow_watched().last_log_index == prev.map(|p| p.index);
+        let (last_log_index, me) = {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow_watched();
+            (metrics.last_log_index, metrics.id)
+        };
+        let in_step =
+            success && vote.committed && prev.is_some() && prev == commit && last_log_index == prev.map(|p| p.index);
         if !in_step {
             self.awaited_heartbeat = Some(vote_json);
             return; // dropped: wakes
         }
         let leader = vote.leader_id.node_id;
-        let me = self.raft.metrics().borrow_watched().id;
         let mut quiet = self.groups.quiet.lock().expect("quiet groups");
         if let Some(state) = quiet.quiet.get_mut(&self.group).filter(|q| q.awaiting_restart) {
             state.campaigns_first = successor(&state.voters, leader) == Some(me);

@@ -87,7 +87,7 @@ fn raft_config_of(
 /// that would have calmed them (docs/architecture.md, "Quiescence"). A replica that led its
 /// group runs its timers: its group needs an election. (Making it wait too, for the leader its
 /// peers elect on seeing the restart, was tried: 3,000 partitions then did not settle within
-/// 90 s after a restart, against 30–38 s.)
+/// 90 s after a restart, against 21–38 s without it at the time; 5.5 s today.)
 fn awaited_leader(host: &ReplicaHost, log: &SegmentLog, eligible: bool) -> Option<u64> {
     if !eligible || !host.groups.quiescence().restarts_await_leader() {
         return None;
