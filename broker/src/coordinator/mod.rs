@@ -649,8 +649,9 @@ impl GroupCoordinator {
 
 /// The offsets topic's log settings: no retention (its records are the groups' state; only
 /// deletes and expiry remove a group) with fsync on every write, like the controller's log.
-/// The log is purged behind snapshots of the groups instead (`OFFSETS_COMPACTION`), and a purge
-/// frees whole segments only, so they are small.
+/// The log is purged behind snapshots of the groups instead (`OFFSETS_COMPACTION`); a purge
+/// frees whole segments only, so the active segment is sealed before each snapshot and is
+/// rarely near this size.
 fn offsets_log_config() -> LogConfig {
     LogConfig {
         retention_ms: None,

@@ -17,13 +17,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::time::Instant;
 
-/// How the offsets partitions compact: a snapshot of the groups every 10,000 entries, with
-/// 1,000 entries kept behind it for followers a little behind. With 1 MiB segments
-/// (`offsets_log_config`) a partition holds about the last 11,000 records (a few MiB) plus a
-/// snapshot of its groups, however many commits it has seen.
+/// How the offsets partitions compact: a snapshot of the groups once the log since the last one
+/// is as large as that snapshot (at least 4 KiB), and nothing kept behind it. The directory
+/// then holds the log since the last snapshot, at most one sealed segment the next purge
+/// deletes, and the snapshot — a few times the groups' state, however many commits it has
+/// seen — and snapshots at most double what commits write (docs/architecture.md, "Compaction").
+///
+/// Why keep nothing behind: a follower that misses entries a snapshot covers is sent the
+/// snapshot instead, which by this rule is no larger than the log it would have read.
 pub const OFFSETS_COMPACTION: Compaction = Compaction {
-    snapshot_every: 10_000,
-    keep_behind_snapshot: 1_000,
+    log_per_snapshot: 1,
+    min_log_bytes: 4 * 1024,
+    keep_behind_snapshot: 0,
 };
 
 /// A replica of one offsets partition.

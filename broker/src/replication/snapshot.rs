@@ -7,10 +7,11 @@
 //! retention takes one at the replicated log start and purges the log behind it
 //! (`replica/retention.rs`).
 //! A group whose [`BatchObserver`](super::BatchObserver) materialises a small state from a log
-//! of whole-value records (`__consumer_offsets`) opts in to compaction instead: openraft
-//! snapshots it every [`Compaction::snapshot_every`] entries, the observer's state included,
-//! the snapshot is persisted in the partition directory before openraft learns it was built, and
-//! openraft then purges the log behind it.
+//! of whole-value records (`__consumer_offsets`) opts in to compaction instead: it snapshots
+//! once the log since its last snapshot outgrows that snapshot ([`Compaction::snapshot_due`]),
+//! the observer's state included (`replica/compaction.rs` seals the active segment and asks
+//! openraft for the snapshot), the snapshot is persisted in the partition directory before
+//! openraft learns it was built, and openraft then purges the log behind it.
 
 use super::producer_state::ProducerTable;
 use super::state_machine::AppliedState;
@@ -23,16 +24,35 @@ use std::sync::{Arc, Mutex};
 pub(crate) type Meta =
     openraft::SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
 
-/// A group that may purge its log behind snapshots of its state: how often it snapshots and how
-/// much log it keeps behind a snapshot.
+/// A group that may purge its log behind snapshots of its state: when it snapshots and how much
+/// log it keeps behind a snapshot.
+///
+/// Snapshots are due by size, not by entry count: once the log written since the last snapshot
+/// is `log_per_snapshot` times that snapshot's size (and at least `min_log_bytes`). So the log
+/// kept on disk stays a small multiple of the state it builds, however many commits a state of
+/// a few groups or of a hundred thousand sees, and the snapshots' writes cost at most
+/// `1 / log_per_snapshot` of the log's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
-    /// A snapshot is taken once this many entries were applied since the last one (openraft's
-    /// `SnapshotPolicy::LogsSinceLast`).
-    pub snapshot_every: u64,
+    /// Log bytes written since the last snapshot, as a multiple of its size, that make the
+    /// next one due.
+    pub log_per_snapshot: u64,
+    /// Log bytes since the last snapshot below which none is due, however small the state
+    /// (not a snapshot and a segment roll for every commit to a tiny group).
+    pub min_log_bytes: u64,
     /// Entries kept in the log behind a snapshot, so a follower a little behind is caught up
     /// from the log rather than sent the whole state (openraft's `max_in_snapshot_log_to_keep`).
     pub keep_behind_snapshot: u64,
+}
+
+impl Compaction {
+    /// Whether `log_bytes` written since a snapshot of `snapshot_bytes` make the next one due.
+    pub fn snapshot_due(&self, log_bytes: u64, snapshot_bytes: u64) -> bool {
+        log_bytes
+            >= self
+                .min_log_bytes
+                .max(snapshot_bytes.saturating_mul(self.log_per_snapshot))
+    }
 }
 
 /// What a snapshot holds: the applied state, the producer table and the observer's state, all

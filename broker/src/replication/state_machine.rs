@@ -133,7 +133,43 @@ pub struct PartitionStateMachine {
     /// The newest log start retention replicated, once applied: where this replica's log is
     /// to be purged through.
     log_start: watch::Sender<Option<LogStartMark>>,
+    /// For a group that compacts: when its next snapshot is due.
+    compaction: Option<CompactionClock>,
 }
+
+/// How much log a compacting group applied since its last snapshot, and the signal its replica
+/// waits on to ask openraft for the next one (`replica/compaction.rs`).
+struct CompactionClock {
+    compaction: Compaction,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+    /// Bumped by every applied entry while a snapshot is due: openraft ignores a request while
+    /// it is still building the previous snapshot, so the request is repeated until one is built.
+    due: watch::Sender<u64>,
+}
+
+impl CompactionClock {
+    /// Counts an applied entry of `bytes`; signals if a snapshot is due.
+    fn applied(&mut self, bytes: u64) {
+        self.log_bytes = self.log_bytes.saturating_add(bytes);
+        if self.compaction.snapshot_due(self.log_bytes, self.snapshot_bytes) {
+            self.due.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// A snapshot of `bytes` (an estimate while it is being built) now covers everything applied.
+    fn snapshotted(&mut self, bytes: u64) {
+        self.log_bytes = 0;
+        self.snapshot_bytes = bytes;
+    }
+}
+
+/// What a non-batch entry (blank, membership, log start mark) counts for in the log since a
+/// snapshot: about its frame.
+const OTHER_ENTRY_BYTES: u64 = 64;
+/// What a snapshot's head (applied position, membership, producer table) adds to the
+/// observer's bytes, for the estimate of a snapshot's size while it is built.
+const SNAPSHOT_HEAD_BYTES: u64 = 256;
 
 /// Builds a snapshot as of the moment the builder was made.
 pub struct PartitionSnapshotBuilder {
@@ -153,7 +189,15 @@ impl PartitionStateMachine {
             observer: None,
             producers: SharedProducerTable::default(),
             log_start: watch::Sender::new(None),
+            compaction: None,
         }
+    }
+
+    /// For a group that compacts: bumped each time its next snapshot is due, live after the
+    /// state machine is handed to openraft (the replica then seals the active segment and asks
+    /// for the snapshot). `None` for any other group.
+    pub fn snapshots_due(&self) -> Option<watch::Receiver<u64>> {
+        self.compaction.as_ref().map(|clock| clock.due.subscribe())
     }
 
     /// The newest applied log start mark of retention, live after the state machine is handed
@@ -237,6 +281,9 @@ impl PartitionStateMachine {
     /// cannot rebuild the state, the persisted snapshot must.
     pub fn persisting_snapshots(mut self, dir: &Path) -> crate::storage::StorageResult<Self> {
         self.snapshots = SnapshotSlot::persisted_in(dir)?;
+        if let (Some(clock), Some(kept)) = (&mut self.compaction, self.snapshots.current()) {
+            clock.snapshot_bytes = kept.bytes.len() as u64;
+        }
         Ok(self)
     }
 
@@ -248,9 +295,16 @@ impl PartitionStateMachine {
     /// A state machine that starts at `start` (an observer's restore point, already checked
     /// against the log) or at the beginning, and reports every applied batch to `observer`.
     pub fn with_observer(observer: Arc<dyn BatchObserver>, start: Option<AppliedState>) -> Self {
+        let compaction = observer.compaction().map(|compaction| CompactionClock {
+            compaction,
+            log_bytes: 0,
+            snapshot_bytes: 0,
+            due: watch::Sender::new(0),
+        });
         let machine = PartitionStateMachine {
             state: start.unwrap_or_default(),
             observer: Some(observer),
+            compaction,
             ..Self::new()
         };
         machine.publish();
@@ -339,6 +393,12 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            if let Some(clock) = &mut self.compaction {
+                clock.applied(match &entry.payload {
+                    EntryPayload::Normal(PartitionPayload::Batch(RecordBatchPayload(batch, _))) => batch.len() as u64,
+                    _ => OTHER_ENTRY_BYTES,
+                });
+            }
             self.state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => None,
@@ -385,9 +445,13 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // A group that compacts snapshots its whole state; any other partition's data is its
         // log, so its snapshot stands where retention starts the log.
-        let compacts = self.observer.as_ref().is_some_and(|o| o.compaction().is_some());
-        let build = if compacts {
-            Some(self.snapshot_state())
+        let build = if self.compaction.is_some() {
+            let state = self.snapshot_state();
+            let observer_bytes = state.observer.as_ref().map_or(0, Vec::len) as u64;
+            if let Some(clock) = &mut self.compaction {
+                clock.snapshotted(observer_bytes + SNAPSHOT_HEAD_BYTES);
+            }
+            Some(state)
         } else {
             self.snapshot_at_log_start()
         };
@@ -403,6 +467,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
 
     async fn install_snapshot(&mut self, meta: &Meta, mut snapshot: Cursor<Vec<u8>>) -> io::Result<()> {
         let bytes = std::mem::take(snapshot.get_mut());
+        let bytes_len = bytes.len() as u64;
         let state = SnapshotState::decode(&bytes)?;
         if state.applied.last_applied != meta.last_log_id {
             return Err(io::Error::new(
@@ -428,6 +493,9 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             .await?;
         if let (Some(observer), Some(observed)) = (&self.observer, &state.observer) {
             observer.install_snapshot(observed)?;
+        }
+        if let Some(clock) = &mut self.compaction {
+            clock.snapshotted(bytes_len);
         }
         self.state = state.applied;
         *self.producer_table() = state.producers;

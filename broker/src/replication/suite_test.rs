@@ -21,7 +21,8 @@ impl BatchObserver for Compacting {
 
     fn compaction(&self) -> Option<Compaction> {
         Some(Compaction {
-            snapshot_every: 1000,
+            log_per_snapshot: 2,
+            min_log_bytes: 64 * 1024,
             keep_behind_snapshot: 0,
         })
     }

@@ -17,11 +17,13 @@
 //!   [`Leadership`], the part of it that reads no log.
 //! - [`retention`]: [`PartitionReplica::apply_retention`], the leader's replicated log start and
 //!   every replica's purge through it.
+//! - [`compaction`]: a compacting group's snapshots, taken when its log outgrows its state.
 //!
 //! Ownership and concurrency: a replica is owned by its partition (or the controller), shared
 //! behind an `Arc`; its methods take `&self` and may run concurrently. No lock is held across an
 //! `.await` except the idempotence gate (`in_flight`), a tokio mutex that orders admissions.
 
+mod compaction;
 pub mod error;
 pub mod lease;
 pub mod read;

@@ -53,8 +53,8 @@ fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: 
 
 /// The openraft configuration of one group: the host's, with elections off from the very first
 /// tick while the replica is held from them, timers stopped from the start while it awaits its
-/// leader after a restart, and — for a group that compacts — snapshots every `snapshot_every`
-/// entries with the log purged behind them. Every other group keeps `SnapshotPolicy::Never`: an
+/// leader after a restart, and — for a group that compacts — snapshots asked for by the
+/// replica (when its log outgrows its state) with the log purged behind them. Every other group keeps `SnapshotPolicy::Never`: an
 /// ordinary partition's data *is* its log.
 fn raft_config_of(
     host: &Arc<openraft::Config>,
@@ -73,7 +73,9 @@ fn raft_config_of(
         config.enable_tick = false;
     }
     if let Some(compaction) = compaction {
-        config.snapshot_policy = SnapshotPolicy::LogsSinceLast(compaction.snapshot_every);
+        // Snapshots are due by size (`compaction.rs` asks for them), which openraft's policy
+        // (a count of entries) cannot express.
+        config.snapshot_policy = SnapshotPolicy::Never;
         config.max_in_snapshot_log_to_keep = compaction.keep_behind_snapshot;
     }
     Arc::new(config)
@@ -154,6 +156,7 @@ impl PartitionReplica {
         // log behind it may be purged.
         let state_machine = state_machine.persisting_snapshots(dir)?;
         let log_start_marks = state_machine.log_start_marks();
+        let snapshots_due = state_machine.snapshots_due();
         let store = PartitionLogStore::new(log).sharing_snapshots_of(&state_machine);
         let closing = store.closing_flag();
         let log = store.log();
@@ -185,6 +188,14 @@ impl PartitionReplica {
             ));
         }
         hosted.insert(group, raft.clone());
+        if let Some(due) = snapshots_due {
+            tokio::spawn(super::compaction::snapshot_when_due(
+                group,
+                raft.clone(),
+                Arc::clone(&log),
+                due,
+            ));
+        }
         // (After the insert: a wake must find the node to restart its timers.)
         if let Some(leader) = awaited_leader {
             let voters: Vec<u64> = raft

@@ -572,6 +572,17 @@ impl SegmentLog {
         if !holds_records || !aged {
             return Ok(false);
         }
+        self.seal_active(now_ms)
+    }
+
+    /// Seals the active segment if it holds an entry, so that a purge through its last entry
+    /// may delete it (a compacting group seals before each snapshot: its log between two
+    /// snapshots is far smaller than a segment). The next append starts a new segment.
+    /// Whether it sealed.
+    pub fn seal_active(&mut self, now_ms: i64) -> StorageResult<bool> {
+        let Some(active) = self.segments.last() else {
+            return Ok(false);
+        };
         let Some(last) = active.last().map(|h| h.id) else {
             return Ok(false);
         };
