@@ -9,6 +9,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use cli::admin::{self, StartAt, TopicCommand};
 use std::path::PathBuf;
 
+/// jemalloc: keeps fetch buffers' pages between fetches, and thousands of idle replicas small
+/// (docs/architecture.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "broker", version, about = "A Raft-replicated message broker")]
 struct Cli {

@@ -2,15 +2,16 @@
 //! from `poll` or a `Stream`.
 //!
 //! Each assigned partition has a fetch task that keeps the next fetch in flight while the
-//! application works through the last one: it fetches, decodes, hands the records over through
-//! a bounded channel (the bound is the prefetch limit) and fetches again at once. A seek bumps
+//! application works through the last one: it fetches, sends the next fetch as soon as the
+//! response arrives, decodes, and hands the records over through a bounded channel (the bound
+//! is the prefetch limit). A seek bumps
 //! the partition's generation, so chunks fetched for the old position are dropped unseen.
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;
 use bytes::Bytes;
 use futures_util::Stream;
-use proto::record_batch::{decode_records, RecordHeader};
+use proto::record_batch::{decode_records, BatchHeader, RecordHeader};
 use proto::v1::{ErrorCode, OffsetSpec};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -397,7 +398,9 @@ impl Consumer {
     }
 }
 
-/// Fetches one partition from `offset` on, forever, one fetch ahead of the application.
+/// Fetches one partition from `offset` on, forever, one fetch ahead of the application. The
+/// next fetch is sent as soon as a response arrives (its start is read from the batch headers
+/// alone), so decoding one response overlaps the broker serving the next.
 async fn fetch_loop(
     cluster: Arc<Cluster>,
     tp: TopicPartition,
@@ -406,17 +409,34 @@ async fn fetch_loop(
     config: ConsumerConfig,
     chunks: mpsc::Sender<Chunk>,
 ) {
+    let fetch_from = |from: u64| {
+        let (cluster, topic, partition) = (Arc::clone(&cluster), tp.0.clone(), tp.1);
+        let (max_bytes, max_wait) = (config.max_partition_fetch_bytes, config.fetch_max_wait);
+        AbortOnDrop(tokio::spawn(async move {
+            cluster.fetch(&topic, partition, from, max_bytes, max_wait).await
+        }))
+    };
     let mut last_high_watermark = None;
+    // (Dropped — so aborted — when this loop is, on a seek or a revocation.)
+    let mut next_fetch = None;
     loop {
-        let fetched = cluster
-            .fetch(
-                &tp.0,
-                tp.1,
-                offset,
-                config.max_partition_fetch_bytes,
-                config.fetch_max_wait,
-            )
-            .await;
+        let mut in_flight = match next_fetch.take() {
+            Some((from, fetch)) if from == offset => fetch,
+            _ => fetch_from(offset),
+        };
+        let fetched = match (&mut in_flight.0).await {
+            Ok(fetched) => fetched,
+            Err(join_error) => match join_error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Cancelled: only by the runtime shutting down.
+                Err(_) => return,
+            },
+        };
+        if let Ok((batches, _)) = &fetched {
+            if let Some(next) = next_offset_after(batches).filter(|next| *next > offset) {
+                next_fetch = Some((next, fetch_from(next)));
+            }
+        }
         let outcome = match fetched {
             Ok((batches, high_watermark)) => decode_chunk(&tp, offset, batches, high_watermark),
             Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => Err(ConsumeError::NoValidPosition {
@@ -444,10 +464,28 @@ async fn fetch_loop(
             return;
         }
         if failed {
+            next_fetch = None;
             // The cluster call already retried retriable errors until its deadline.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// A spawned fetch that is aborted when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The offset after the last record of `batches`, from their headers alone (`None` if there
+/// are none, or the last header does not parse: decoding then reports why).
+fn next_offset_after(batches: &[crate::cluster::FetchedBatch]) -> Option<u64> {
+    let last = batches.last()?;
+    let header = BatchHeader::parse(&last.records).ok()?;
+    Some(last.base_offset + u64::try_from(header.last_offset_delta).ok()? + 1)
 }
 
 fn decode_chunk(

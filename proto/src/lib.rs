@@ -9,11 +9,15 @@
 //!
 //! - [`v1::ErrorCode::is_retriable`]: the one list of retriable wire error codes.
 //!
+//! - [`codec`]: the gRPC codec of every generated service (prost's, sizing each message's
+//!   buffer once).
+//!
 //! - [`group_partition`]: which partition of [`OFFSETS_TOPIC`] coordinates a consumer group.
 //!
 //! This crate depends on nothing else in the workspace: `proto ← client ← broker`.
 #![deny(missing_docs)]
 
+pub mod codec;
 mod error_code;
 pub mod record_batch;
 

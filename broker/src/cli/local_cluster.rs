@@ -118,6 +118,36 @@ impl LocalCluster {
         }
     }
 
+    /// Waits until every replica of `name` holds its leader's whole log (so a benchmark that
+    /// reads after filling does not share the machine with followers still catching up); then
+    /// how many partitions each broker leads.
+    pub async fn wait_replicas_caught_up(
+        &self,
+        name: &str,
+        wait: Duration,
+    ) -> anyhow::Result<std::collections::BTreeMap<u64, usize>> {
+        let started = Instant::now();
+        loop {
+            let described = self.cluster.describe_topics(vec![name.into()]).await?;
+            let behind = described.topics[0]
+                .partitions
+                .iter()
+                .filter(|p| p.leader.is_none() || p.caught_up.len() < p.replicas.len())
+                .count();
+            if behind == 0 {
+                let mut leaders = std::collections::BTreeMap::<u64, usize>::new();
+                for partition in &described.topics[0].partitions {
+                    *leaders.entry(partition.leader.unwrap_or_default()).or_default() += 1;
+                }
+                return Ok(leaders);
+            }
+            if started.elapsed() > wait {
+                bail!("{behind} partitions of {name} still have replicas catching up after {wait:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops the brokers cleanly and removes their data.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let phase = Phase::open("stopping brokers");

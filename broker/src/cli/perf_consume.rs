@@ -45,6 +45,9 @@ pub struct ConsumeArgs {
     /// each partition's 5 in-flight acks=all batches carry more records.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// The members' `max_partition_fetch_bytes`: at most this much per partition per fetch.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    fetch_bytes: u32,
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-consume")]
     dir: PathBuf,
@@ -153,6 +156,11 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
     producer.flush().await;
     producer.close().await;
     acknowledging.finish();
+    // acks=all returns once two replicas have a batch: the third may still be appending, and
+    // would share the machine with the read.
+    let catching_up = Phase::open("followers catching up");
+    let leaders = local.wait_replicas_caught_up("perf", Duration::from_secs(300)).await?;
+    catching_up.finish();
     eprintln!(
         "filled {} records in {:.1} s",
         args.records,
@@ -168,7 +176,10 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
     for _ in 0..args.members {
         let mut consumer = GroupConsumer::new(
             Arc::clone(&local.cluster),
-            member_config("perf-consume", Duration::from_secs(3)),
+            GroupConfig {
+                max_partition_fetch_bytes: args.fetch_bytes,
+                ..member_config("perf-consume", Duration::from_secs(3))
+            },
         )?;
         let (consumed, bytes, first_record, done, target) = (
             Arc::clone(&consumed),
@@ -228,9 +239,16 @@ async fn throughput(local: &LocalCluster, args: &ConsumeArgs) -> anyhow::Result<
     let records = consumed.load(Ordering::Relaxed);
     let records_per_second = records as f64 / elapsed;
     let megabytes_per_second = bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6;
+    let leaders: Vec<String> = leaders
+        .iter()
+        .map(|(broker, count)| format!("broker {broker} leads {count}"))
+        .collect();
     println!(
-        "{} B records, {} partitions RF=3, {} group member(s)",
-        args.record_size, args.partitions, args.members
+        "{} B records, {} partitions RF=3 ({}), {} group member(s)",
+        args.record_size,
+        args.partitions,
+        leaders.join(", "),
+        args.members
     );
     println!(
         "consumed {records} records in {elapsed:.2} s (first record to last): {records_per_second:.0} records/s, {megabytes_per_second:.1} MB/s; join to first record {:.2} s",

@@ -28,6 +28,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
+/// HTTP/2 receive window of a connection to a broker, and of each stream on it: several
+/// partitions' fetches of up to `max_partition_fetch_bytes` each (4 MiB in the benchmarks)
+/// share one connection, and with hyper's defaults (5 MiB per connection) a fetch waited for
+/// window updates mid-response.
+const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+/// Largest HTTP/2 frame a broker may send this client: a 4 MiB fetch response in 16 KiB frames
+/// (the protocol's default) was 256 frames to parse and wake on.
+const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+
 /// A batch read from a partition.
 #[derive(Debug, Clone)]
 pub struct FetchedBatch {
@@ -93,6 +102,9 @@ impl Cluster {
                     })?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
+                    .initial_connection_window_size(RECEIVE_WINDOW_BYTES)
+                    .initial_stream_window_size(RECEIVE_WINDOW_BYTES)
+                    .max_frame_size(MAX_FRAME_BYTES)
                     .connect_lazy();
                 channels.insert(address.to_string(), channel.clone());
                 channel
