@@ -1,5 +1,6 @@
 //! The `broker` command line against a real 3-process cluster: topic administration (and its
-//! errors), keyed produce landing where Kafka's partitioner would put it, consume, status.
+//! errors), keyed produce landing where Kafka's partitioner would put it, consume, status, and
+//! consumer groups (consume as a member, list, describe with lag, reset, delete, expiry).
 
 use client::partitioner::partition_for_key;
 use cluster_tests::{broker_binary, start_cluster};
@@ -346,5 +347,213 @@ fn shell_completions_name_the_subcommands() {
     assert_eq!(
         cli("127.0.0.1:1", &["completions", "tcsh"], None).status.code(),
         Some(2)
+    );
+}
+
+/// `broker group …` waits on a condition through repeated calls: the group's view as JSON.
+fn describe_group(bootstrap: &str, group: &str) -> Option<serde_json::Value> {
+    let described = cli(bootstrap, &["--output", "json", "group", "describe", group], None);
+    described
+        .status
+        .success()
+        .then(|| serde_json::from_str(&stdout(&described)).unwrap())
+}
+
+/// Committed offset and lag of each partition of `view` (a `group describe` JSON).
+fn committed_and_lag(view: &serde_json::Value) -> Vec<(u64, u64, u64)> {
+    let mut partitions: Vec<(u64, u64, u64)> = view["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_u64().unwrap(),
+                p["committed"].as_u64().unwrap_or(0),
+                p["lag"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    partitions.sort();
+    partitions
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn consumer_groups_through_the_cli_consume_list_describe_reset_delete_and_expire() {
+    let root = tempfile::tempdir().unwrap();
+    // Offsets of a group empty for 20 s expire (checked every quarter of that).
+    let retention = Duration::from_secs(20);
+    let brokers = cluster_tests::start_cluster_with(
+        root.path(),
+        3,
+        &["--offsets-topic-partitions", "3", "--offsets-retention-ms", "20000"],
+    );
+    let bootstrap = brokers.iter().map(|b| b.address.clone()).collect::<Vec<_>>().join(",");
+    wait_for("the topic created", Duration::from_secs(60), || {
+        cli(&bootstrap, &["topic", "create", "orders", "--partitions", "3"], None)
+            .status
+            .success()
+    });
+    let lines: String = (0..9).map(|i| format!("key-{i}\torder-{i}\n")).collect();
+    let produced = cli(&bootstrap, &["produce", "orders"], Some(&lines));
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+
+    // A group that reads and leaves at once: its offsets expire once it has been empty for the
+    // retention. (Started first, so its clock runs while the rest of the test does.)
+    let read = |group: &str| {
+        cli(
+            &bootstrap,
+            &["consume", "orders", "--group", group, "--from-beginning", "--max", "9"],
+            None,
+        )
+    };
+    let forgotten = read("forgotten");
+    assert!(
+        forgotten.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forgotten.stderr)
+    );
+    let expiring_since = Instant::now();
+    assert!(
+        describe_group(&bootstrap, "forgotten").is_some(),
+        "kept while within its retention"
+    );
+
+    // `consume --group` reads every partition from the beginning and commits what it printed.
+    let consumed = read("billing");
+    assert!(
+        consumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
+    let mut printed: Vec<String> = stdout(&consumed).lines().map(str::to_string).collect();
+    printed.sort();
+    let mut expected: Vec<String> = lines.lines().map(str::to_string).collect();
+    expected.sort();
+    assert_eq!(printed, expected);
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(&bootstrap, &["--output", "json", "group", "list"], None))).unwrap();
+    let billing = listed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "billing")
+        .unwrap_or_else(|| panic!("billing is listed: {listed}"));
+    assert_eq!(billing["members"], 0, "{billing}");
+    assert!(stdout(&cli(&bootstrap, &["group", "list"], None)).contains("billing"));
+
+    // Describe: every record committed, no lag; three more records make a lag of three.
+    let view = describe_group(&bootstrap, "billing").expect("billing described");
+    let at_end = committed_and_lag(&view);
+    assert_eq!(at_end.len(), 3, "{view}");
+    assert_eq!(
+        at_end.iter().map(|(_, committed, _)| committed).sum::<u64>(),
+        9,
+        "{view}"
+    );
+    assert!(at_end.iter().all(|(_, _, lag)| *lag == 0), "{view}");
+    let more: String = (9..12).map(|i| format!("key-{i}\torder-{i}\n")).collect();
+    assert!(cli(&bootstrap, &["produce", "orders"], Some(&more)).status.success());
+    let view = describe_group(&bootstrap, "billing").unwrap();
+    assert_eq!(
+        committed_and_lag(&view).iter().map(|(_, _, lag)| lag).sum::<u64>(),
+        3,
+        "{view}"
+    );
+    assert!(stdout(&cli(&bootstrap, &["group", "describe", "billing"], None)).contains("lag"));
+
+    // Resets of the empty group: to the start, to an offset (clamped to each log), to the end.
+    let reset = |to: &[&str]| {
+        let mut args = vec!["group", "reset-offsets", "billing", "--topic", "orders"];
+        args.extend_from_slice(to);
+        cli(&bootstrap, &args, None)
+    };
+    let committed = || -> Vec<u64> {
+        committed_and_lag(&describe_group(&bootstrap, "billing").unwrap())
+            .into_iter()
+            .map(|(_, committed, _)| committed)
+            .collect()
+    };
+    let ends: Vec<u64> = committed_and_lag(&describe_group(&bootstrap, "billing").unwrap())
+        .into_iter()
+        .map(|(_, committed, lag)| committed + lag)
+        .collect();
+    let earliest = reset(&["--to-earliest"]);
+    assert!(
+        earliest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&earliest.stderr)
+    );
+    assert_eq!(committed(), vec![0, 0, 0]);
+    assert!(reset(&["--to-offset", "2"]).status.success());
+    assert_eq!(committed(), ends.iter().map(|end| (*end).min(2)).collect::<Vec<_>>());
+    assert!(reset(&["--to-latest"]).status.success());
+    assert_eq!(committed(), ends);
+    assert!(reset(&["--to-datetime", "2000-01-01T00:00:00Z"]).status.success());
+    assert_eq!(committed(), vec![0, 0, 0], "every record is newer than 2000");
+    assert_eq!(reset(&[]).status.code(), Some(2), "a reset needs a target");
+
+    // With a member, reset and delete are refused and say why; nothing changes.
+    let mut member = Command::new(broker_binary())
+        .args(["consume", "orders", "--group", "billing"])
+        .env("BROKER_BOOTSTRAP", &bootstrap)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the member joined", Duration::from_secs(30), || {
+        describe_group(&bootstrap, "billing").is_some_and(|v| !v["members"].as_array().unwrap().is_empty())
+    });
+    let refused = reset(&["--to-earliest"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let reason = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        reason.contains("NON_EMPTY_GROUP") && reason.contains("stop its consumers"),
+        "{reason}"
+    );
+    let refused = cli(&bootstrap, &["group", "delete", "billing"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("NON_EMPTY_GROUP"));
+
+    // Ctrl-C: the member commits, leaves at once (no session timeout to wait out), and the
+    // delete goes through; the group is gone.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &member.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    assert!(member.wait().unwrap().success());
+    wait_for("the member left", Duration::from_secs(10), || {
+        describe_group(&bootstrap, "billing").is_some_and(|v| v["members"].as_array().unwrap().is_empty())
+    });
+    let deleted = cli(&bootstrap, &["group", "delete", "billing"], None);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    let gone = cli(&bootstrap, &["group", "describe", "billing"], None);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("GROUP_ID_NOT_FOUND"));
+
+    // The group left empty at the start expires after its retention, not before (the
+    // broker's clock started a moment before ours: a second of slack).
+    wait_for("the empty group's offsets expired", retention * 2, || {
+        describe_group(&bootstrap, "forgotten").is_none()
+    });
+    assert!(
+        expiring_since.elapsed() + Duration::from_secs(1) >= retention,
+        "expired after {:?}",
+        expiring_since.elapsed()
     );
 }

@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
+    /// How long the committed offsets of an empty group are kept (default 7 days).
+    #[arg(long, env = "BROKER_OFFSETS_RETENTION_MS")]
+    offsets_retention_ms: Option<u64>,
     /// Dial B instead of A for broker-to-broker traffic (`A=B`, repeatable).
     #[arg(long = "dial-override", value_parser = parse_override)]
     dial_overrides: Vec<(String, String)>,
@@ -138,6 +141,9 @@ impl ServeArgs {
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;
+        }
+        if let Some(ms) = self.offsets_retention_ms {
+            config.groups.offsets_retention_ms = ms;
         }
         if let Some(voters) = self.controller_voters {
             config.controller_voters = voters;

@@ -61,7 +61,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 /// How often sessions are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
-/// How often empty groups' offsets are checked for expiry.
+/// How often empty groups' offsets are checked for expiry at most: a quarter of the retention,
+/// so a short retention (a test's, a staging cluster's) is not overshot by a minute.
 const OFFSETS_EXPIRY_TICK: Duration = Duration::from_secs(60);
 /// How often a broker asks the controller to create the offsets topic while it is missing.
 const CREATE_RETRY: Duration = Duration::from_secs(1);
@@ -566,9 +567,10 @@ impl GroupCoordinator {
         let mut tick = tokio::time::interval(EXPIRY_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut offsets_checked = Instant::now();
+        let offsets_every = offsets_check_interval(self.settings.offsets_retention_ms);
         loop {
             tick.tick().await;
-            let check_offsets = offsets_checked.elapsed() >= OFFSETS_EXPIRY_TICK;
+            let check_offsets = offsets_checked.elapsed() >= offsets_every;
             if check_offsets {
                 offsets_checked = Instant::now();
             }
@@ -645,6 +647,11 @@ impl GroupCoordinator {
         }
         Ok(())
     }
+}
+
+/// How often the offsets of empty groups are checked against `retention_ms`.
+fn offsets_check_interval(retention_ms: u64) -> Duration {
+    Duration::from_millis(retention_ms / 4).clamp(EXPIRY_TICK, OFFSETS_EXPIRY_TICK)
 }
 
 /// The offsets topic's log settings: no retention (its records are the groups' state; only
