@@ -4,8 +4,8 @@
 //! Each assigned partition has a fetch task that keeps the next fetch in flight while the
 //! application works through the last one: it fetches, sends the next fetch as soon as the
 //! response arrives, decodes, and hands the records over through a bounded channel (the bound
-//! is the prefetch limit). A seek bumps
-//! the partition's generation, so chunks fetched for the old position are dropped unseen.
+//! is the prefetch limit). A seek bumps the partition's generation, so chunks fetched for the
+//! old position are dropped unseen.
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// What to do when there is no valid position: Kafka's `auto.offset.reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,7 +413,7 @@ async fn fetch_loop(
     let fetch_from = |from: u64| {
         let (cluster, topic, partition) = (Arc::clone(&cluster), tp.0.clone(), tp.1);
         let (max_bytes, max_wait) = (config.max_partition_fetch_bytes, config.fetch_max_wait);
-        AbortOnDrop(tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             cluster.fetch(&topic, partition, from, max_bytes, max_wait).await
         }))
     };
@@ -424,7 +425,7 @@ async fn fetch_loop(
             Some((from, fetch)) if from == offset => fetch,
             _ => fetch_from(offset),
         };
-        let fetched = match (&mut in_flight.0).await {
+        let fetched = match (&mut in_flight).await {
             Ok(fetched) => fetched,
             Err(join_error) => match join_error.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
@@ -468,15 +469,6 @@ async fn fetch_loop(
             // The cluster call already retried retriable errors until its deadline.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    }
-}
-
-/// A spawned fetch that is aborted when dropped.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

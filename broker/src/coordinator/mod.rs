@@ -61,8 +61,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 /// How often sessions are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
-/// How often empty groups' offsets are checked for expiry at most: a quarter of the retention,
-/// so a short retention (a test's, a staging cluster's) is not overshot by a minute.
+/// The longest wait between checks of empty groups' offsets for expiry; a short retention (a
+/// test's, a staging cluster's) is checked every quarter of it instead of overshot by a minute
+/// (`offsets_check_interval`).
 const OFFSETS_EXPIRY_TICK: Duration = Duration::from_secs(60);
 /// How often a broker asks the controller to create the offsets topic while it is missing.
 const CREATE_RETRY: Duration = Duration::from_secs(1);
@@ -733,5 +734,18 @@ fn record_key(record: &GroupRecord) -> Option<&str> {
         GroupRecord::Group { group } => Some(&group.group_id),
         GroupRecord::Commit { group_id, .. } | GroupRecord::Delete { group_id } => Some(group_id),
         GroupRecord::Barrier => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{offsets_check_interval, EXPIRY_TICK, OFFSETS_EXPIRY_TICK};
+    use std::time::Duration;
+
+    #[test]
+    fn offsets_are_checked_every_quarter_of_the_retention_within_bounds() {
+        assert_eq!(offsets_check_interval(20_000), Duration::from_secs(5));
+        assert_eq!(offsets_check_interval(7 * 24 * 3600 * 1000), OFFSETS_EXPIRY_TICK);
+        assert_eq!(offsets_check_interval(0), EXPIRY_TICK);
     }
 }

@@ -245,6 +245,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_snapshot_is_due_once_the_log_outgrows_it_and_never_below_the_floor() {
+        let compaction = Compaction {
+            log_per_snapshot: 2,
+            min_log_bytes: 4096,
+            keep_behind_snapshot: 0,
+        };
+        // A tiny state: the floor decides.
+        assert!(!compaction.snapshot_due(4095, 100));
+        assert!(compaction.snapshot_due(4096, 100));
+        // A large state: twice its size.
+        assert!(!compaction.snapshot_due(19_999, 10_000));
+        assert!(compaction.snapshot_due(20_000, 10_000));
+        // No overflow with an absurd snapshot size.
+        assert!(!compaction.snapshot_due(u64::MAX - 1, u64::MAX));
+    }
+
+    #[test]
     fn observer_bytes_follow_the_head_verbatim_and_old_snapshots_still_read() {
         let state = SnapshotState {
             observer: Some(b"{\"any\": \"bytes\"}\n\x00\xff".to_vec()),

@@ -13,7 +13,7 @@ use crate::replication::state_machine::{AppliedState, BatchObserver, PartitionSt
 use crate::storage::{LogConfig, RaftIndex, SegmentLog};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,9 +53,10 @@ fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: 
 
 /// The openraft configuration of one group: the host's, with elections off from the very first
 /// tick while the replica is held from them, timers stopped from the start while it awaits its
-/// leader after a restart, and — for a group that compacts — snapshots asked for by the
-/// replica (when its log outgrows its state) with the log purged behind them. Every other group keeps `SnapshotPolicy::Never`: an
-/// ordinary partition's data *is* its log.
+/// leader after a restart, and — for a group that compacts — the log purged behind each
+/// snapshot. No group snapshots by openraft's policy (`SnapshotPolicy::Never`): a compacting
+/// group's replica asks for snapshots when its log outgrows its state (`compaction.rs`),
+/// retention asks for one at the log start, and an ordinary partition's data *is* its log.
 fn raft_config_of(
     host: &Arc<openraft::Config>,
     held_from_elections: bool,
@@ -73,9 +74,8 @@ fn raft_config_of(
         config.enable_tick = false;
     }
     if let Some(compaction) = compaction {
-        // Snapshots are due by size (`compaction.rs` asks for them), which openraft's policy
-        // (a count of entries) cannot express.
-        config.snapshot_policy = SnapshotPolicy::Never;
+        // (The host's policy stays `Never`: snapshots are due by size, which openraft's policy,
+        // a count of entries, cannot express.)
         config.max_in_snapshot_log_to_keep = compaction.keep_behind_snapshot;
     }
     Arc::new(config)
