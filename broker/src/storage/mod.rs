@@ -5,7 +5,7 @@
 //! timestamp.
 //!
 //! **Owns:** the segment files (`<first raft index>.log`, `.index`, `.timeindex`), the
-//! per-partition `raft-state.json` (vote, committed, purged prefix), the per-partition
+//! per-partition `raft-state` (vote, committed, purged prefix), the per-partition
 //! `acknowledged.mark` (the last entry reported durable), the per-partition `snapshot.bin` (the
 //! replication layer's newest snapshot, which it purges the log behind; opaque bytes here), and one
 //! group-commit flush worker per data directory.
@@ -32,7 +32,7 @@
 //!   `recovery.rs` the scan on open (verify, rebuild indexes, cut a torn tail); `read.rs` frames
 //!   from a position and the index lookups.
 //! - `frame.rs` the on-disk frame (header, CRC) codec; `index.rs` the sparse position and time
-//!   indexes; `state_file.rs` `raft-state.json`; `acknowledged.rs` `acknowledged.mark`;
+//!   indexes; `state_file.rs` `raft-state`; `acknowledged.rs` `acknowledged.mark`;
 //!   `snapshot_file.rs` `snapshot.bin`.
 //! - `flush.rs` the group-commit [`FlushWorker`]; `retention.rs` which segments retention
 //!   deletes (pure); `config.rs` [`LogConfig`]; `settings.rs` a `LogConfig` by its

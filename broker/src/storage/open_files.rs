@@ -13,7 +13,7 @@
 //! descriptor and a write-back error cannot slip between two descriptors). So the budget can be
 //! exceeded briefly by in-flight operations, never by idle replicas.
 //!
-//! Files opened once and dropped at once (index files at seal, `raft-state.json`, snapshots)
+//! Files opened once and dropped at once (index files at seal, `raft-state`, snapshots)
 //! are not counted here: they live for one call.
 
 use lru::LruCache;

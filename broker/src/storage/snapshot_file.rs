@@ -3,7 +3,7 @@
 //! storage only keeps them). Without it, a restart after a purge could not rebuild the state the
 //! purged entries made.
 //!
-//! Written like `raft-state.json`: a temporary file is written and fsynced, renamed over the old
+//! Written as `raft-state.json` used to be: a temporary file is written and fsynced, renamed over the old
 //! one, and the directory is fsynced, so a crash leaves the old or the new snapshot, never a mix.
 //! The file is the bytes behind a CRC-32C of them (4 bytes, little-endian), so a damaged file
 //! is reported, not installed.
