@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one broker.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Run a local 3-broker cluster (one process per broker) until Ctrl-C.
     Dev(cli::dev::DevArgs),
     /// Create, list, describe and delete topics.
@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Serve(args) => cli::serve::run(*args).await,
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Topic { command } => admin::topic(&cli.bootstrap, command, cli.output).await,
             Command::Cluster { command } => cli::cluster::run(&cli.bootstrap, command, cli.output).await,

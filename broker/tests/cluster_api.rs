@@ -56,6 +56,7 @@ impl Cluster {
                 retention_check_interval_ms: 300_000,
                 max_open_files: None,
                 close_idle_files_ms: 30_000,
+                controlled_shutdown_ms: 15_000,
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

@@ -2,12 +2,18 @@
 //! in flight, and the server drains open requests for up to 3 s before it closes its logs. A
 //! second SIGTERM then ends the process at once, and `--shutdown-timeout-ms` bounds a stop that
 //! nobody hurries. (Regression for brokers that never exited after resource exhaustion.)
+//!
+//! And a clean stop is not a crash: the stopping broker hands the leadership of its partitions to
+//! its peers first (controlled shutdown), so they lead the moment it is gone.
 
-use client::NewTopic;
-use cluster_tests::{connect_when_ready, create_topic, free_ports, http_get, BrokerProcess};
+use client::{Acks, NewTopic};
+use cluster_tests::{
+    connect_when_ready, create_topic, describe_on, free_ports, http_get, leaders, metric_where, one_record_batch,
+    read_partition, start_cluster_with_admin, wait_until_quiet, BrokerProcess,
+};
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::FetchRequest;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// A one-broker cluster (standard input open, as every test broker's) with its admin endpoint
@@ -147,4 +153,143 @@ async fn a_sigterm_stops_an_idle_broker_cleanly_with_its_standard_input_open() {
         .wait_for_exit(Duration::from_secs(20))
         .expect("a SIGTERM ends an idle broker");
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// The partitions of `topic` that a broker in `survivors` names itself the leader of, as that
+/// broker describes them (no waiting: the answer at this moment).
+async fn partitions_led_by(survivors: &[&BrokerProcess], topic: &str) -> BTreeMap<u32, u64> {
+    let mut led = BTreeMap::new();
+    for broker in survivors {
+        let description = describe_on(&broker.address, topic)
+            .await
+            .unwrap_or_else(|| panic!("broker {} did not describe {topic}", broker.id));
+        for partition in description.partitions {
+            if partition.leader == Some(broker.id) {
+                led.insert(partition.partition, broker.id);
+            }
+        }
+    }
+    led
+}
+
+/// What the survivors saw of a stopped leader.
+struct AfterTheStop {
+    /// Partitions the survivors led the moment the stopped broker's process was gone.
+    led_at_exit: usize,
+    /// Quiet groups the survivors woke because their leader's broker was declared dead,
+    /// counted once both had declared it dead and led every partition.
+    leader_dead_wakes: f64,
+}
+
+const HANDOVER_TOPIC: &str = "handover";
+const HANDOVER_PARTITIONS: u32 = 12;
+
+/// Writes `{tag}-{partition}` to `partition` of the handover topic with acks=all.
+async fn write_one(cluster: &client::Cluster, partition: u32, tag: &str) {
+    cluster
+        .produce(
+            HANDOVER_TOPIC,
+            partition,
+            Acks::All,
+            one_record_batch(&format!("{tag}-{partition}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{tag}: acks=all to partition {partition}: {e}"));
+}
+
+/// Stops (SIGTERM) the broker leading the most partitions of a quiet 12-partition topic,
+/// controlled shutdown on or off by `extra_args`, and checks that the survivors serve every
+/// partition afterwards with nothing acknowledged lost.
+async fn stop_a_leader(extra_args: &[&str]) -> AfterTheStop {
+    let root = tempfile::tempdir().unwrap();
+    let (mut brokers, _, admins) = start_cluster_with_admin(root.path(), 3, extra_args);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new(HANDOVER_TOPIC, HANDOVER_PARTITIONS, 3)).await;
+    for partition in 0..HANDOVER_PARTITIONS {
+        write_one(&cluster, partition, "before").await;
+    }
+    // Quiet groups (timers stopped) are the common case on a broker being restarted.
+    wait_until_quiet(&brokers, HANDOVER_TOPIC, HANDOVER_PARTITIONS, Duration::from_secs(30)).await;
+    let leaders = leaders(&cluster, HANDOVER_TOPIC).await;
+    let stopping = (1..=3u64)
+        .max_by_key(|id| leaders.values().filter(|leader| *leader == id).count())
+        .unwrap();
+    let index = brokers.iter().position(|b| b.id == stopping).unwrap();
+    brokers[index].signal("TERM");
+    let status = brokers[index]
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("the stop completes");
+    assert_eq!(status.code(), Some(0), "{status}");
+    let survivors: Vec<&BrokerProcess> = brokers.iter().filter(|b| b.id != stopping).collect();
+    let led_at_exit = partitions_led_by(&survivors, HANDOVER_TOPIC).await.len();
+
+    // Once both survivors' failure detectors hold it dead and they lead everything, whatever
+    // its death was going to wake has woken.
+    let survivor_admins: Vec<&String> = admins
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, admin)| admin)
+        .collect();
+    let peer = stopping.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut declared_dead = 0;
+        for admin in &survivor_admins {
+            if metric_where(admin, "broker_peer_dead", Some(("peer", &peer))).await == 1.0 {
+                declared_dead += 1;
+            }
+        }
+        let led = partitions_led_by(&survivors, HANDOVER_TOPIC).await.len();
+        if declared_dead == survivor_admins.len() && led == HANDOVER_PARTITIONS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{declared_dead} survivors declared broker {stopping} dead; they lead {led} partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut leader_dead_wakes = 0.0;
+    for admin in &survivor_admins {
+        leader_dead_wakes +=
+            metric_where(admin, "broker_quiet_group_wakes_total", Some(("reason", "leader_dead"))).await;
+    }
+
+    // Either way the survivors serve every partition, and nothing acknowledged is lost.
+    for partition in 0..HANDOVER_PARTITIONS {
+        write_one(&cluster, partition, "after").await;
+        let values: Vec<String> = read_partition(&cluster, HANDOVER_TOPIC, partition)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        assert_eq!(values, [format!("before-{partition}"), format!("after-{partition}")]);
+    }
+    AfterTheStop {
+        led_at_exit,
+        leader_dead_wakes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_broker_hands_its_leaderships_to_its_peers_before_it_exits() {
+    let after = stop_a_leader(&[]).await;
+    assert_eq!(
+        after.led_at_exit, HANDOVER_PARTITIONS as usize,
+        "the moment the stopped broker was gone its peers led only {} of {HANDOVER_PARTITIONS} partitions",
+        after.led_at_exit
+    );
+    assert_eq!(
+        after.leader_dead_wakes, 0.0,
+        "no group was left for the failure detector to fail over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_controlled_shutdown_a_stopped_leaders_groups_fail_over_as_after_a_crash() {
+    // The counterpart that shows the check above can fail: the peers find the stopped
+    // broker's groups leaderless only when their failure detector declares it dead.
+    let after = stop_a_leader(&["--controlled-shutdown-ms", "0"]).await;
+    assert!(after.leader_dead_wakes >= 1.0, "{}", after.leader_dead_wakes);
 }

@@ -29,6 +29,10 @@ pub struct IdleArgs {
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-idle")]
     dir: PathBuf,
+    /// The brokers' log filter (`RUST_LOG` syntax; their standard error is this command's), e.g.
+    /// `error,broker::node=info` to see the controlled shutdown's summary. Default: errors only.
+    #[arg(long)]
+    broker_log: Option<String>,
 }
 
 /// CPU time (user + system) of a process, in clock ticks, from /proc/<pid>/stat.
@@ -73,6 +77,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .quiesce_after_ms
         .map(|ms| ("BROKER_QUIESCE_AFTER_MS".to_string(), ms.to_string()))
         .into_iter()
+        .chain(args.broker_log.map(|filter| ("RUST_LOG".to_string(), filter)))
         .collect();
     let mut local = LocalCluster::start(&args.dir, &env, false).await?;
     let led_after = local

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// descriptor; 0 = only the budget closes files; default 30000.
     #[arg(long, env = "BROKER_CLOSE_IDLE_FILES_MS")]
     close_idle_files_ms: Option<u64>,
+    /// Controlled shutdown: how long (ms) a stopping broker hands its leaderships to caught-up
+    /// replicas on other brokers before it stops serving; 0 = none; default 15000.
+    #[arg(long, env = "BROKER_CONTROLLED_SHUTDOWN_MS")]
+    controlled_shutdown_ms: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -64,8 +68,9 @@ pub struct ServeArgs {
     #[arg(long = "dial-override", value_parser = parse_override)]
     dial_overrides: Vec<(String, String)>,
     /// Longest a stop may take (ms) before the process exits anyway: a replica stuck in its
-    /// shutdown must not keep the broker alive; default 15000 (the 3 s drain plus closing logs).
-    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 15_000)]
+    /// shutdown must not keep the broker alive; default 25000 (the controlled shutdown's 15 s,
+    /// the 3 s drain and closing the logs).
+    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 25_000)]
     shutdown_timeout_ms: u64,
     /// Stop when standard input closes (used by `broker dev` so brokers never outlive it).
     #[arg(long, hide = true)]
@@ -103,6 +108,7 @@ impl ServeArgs {
                 min_free_bytes: 128 * 1024 * 1024,
                 max_open_files: None,
                 close_idle_files_ms: 30_000,
+                controlled_shutdown_ms: 15_000,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -138,6 +144,9 @@ impl ServeArgs {
         }
         if let Some(ms) = self.close_idle_files_ms {
             config.close_idle_files_ms = ms;
+        }
+        if let Some(ms) = self.controlled_shutdown_ms {
+            config.controlled_shutdown_ms = ms;
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;

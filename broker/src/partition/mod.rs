@@ -13,6 +13,7 @@
 //!
 //! **Must not depend on:** the API layer.
 
+pub mod handover;
 pub mod leadership;
 pub mod metrics;
 

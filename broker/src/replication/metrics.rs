@@ -65,6 +65,11 @@ pub fn quiet_group_woke(reason: WakeReason) {
     metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label()).increment(1);
 }
 
+/// This broker's failure detector declared peer `node` dead (`true`) or heard from it again.
+pub fn peer_declared_dead(node: u64, dead: bool) {
+    metrics::gauge!("broker_peer_dead", "peer" => node.to_string()).set(if dead { 1.0 } else { 0.0 });
+}
+
 /// Registers the histogram with its help text (empty until the first commit), so a scrape shows
 /// it from the start. Called once by the node after it installs the recorder.
 pub fn describe() {
@@ -82,4 +87,9 @@ pub fn describe() {
     for reason in WakeReason::ALL {
         let _ = metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label());
     }
+    metrics::describe_gauge!(
+        "broker_peer_dead",
+        metrics::Unit::Count,
+        "1 while this broker's failure detector holds the peer dead (its pings stopped), else 0."
+    );
 }

@@ -258,8 +258,10 @@ impl RaftRpc for RaftGroups {
         {
             self.quiescence.on_peer_event(request.node, event);
         }
+        self.quiescence.liveness().note_stopping(request.node, request.stopping);
         Ok(Response::new(PingResponse {
             incarnation: self.quiescence.incarnation(),
+            stopping: self.quiescence.is_stopping(),
         }))
     }
 

@@ -42,6 +42,8 @@ pub struct Quiescence {
     /// Set before any replica starts when this broker will run quiescence: a replica that
     /// restarts then awaits its leader with its timers stopped ([`Quiescence::await_leader`]).
     restarts_await_leader: Arc<AtomicBool>,
+    /// Set when this broker's controlled shutdown begins; its pings say so to its peers.
+    stopping: Arc<AtomicBool>,
 }
 
 /// How long a restarted replica awaits its leader at most before its election timer runs
@@ -164,7 +166,19 @@ impl Quiescence {
             incarnation: new_incarnation(),
             resume_delay: Arc::default(),
             restarts_await_leader: Arc::default(),
+            stopping: Arc::default(),
         }
+    }
+
+    /// This broker's controlled shutdown has begun: from now on its pings and answers tell its
+    /// peers, so they hand it no leadership.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this broker's controlled shutdown has begun.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// From now on a replica that restarts awaits its leader (see [`Self::await_leader`]):

@@ -77,6 +77,8 @@ struct PeerState {
     /// The longest recent gap between two of its pings reaching us (a decaying maximum): how
     /// late its pings come when it, the link or this broker is busy.
     ping_gap: Duration,
+    /// Said in its last ping or answer that it is in its controlled shutdown.
+    stopping: bool,
 }
 
 /// When each peer broker last pinged this one and last answered its pings, and its
@@ -114,6 +116,9 @@ impl PeerLiveness {
         };
         state.incarnation = Some(incarnation);
         if contact == Contact::PingedUs || matches!(event, Some(PeerEvent::FirstHeard | PeerEvent::Restarted)) {
+            if state.dead {
+                crate::replication::metrics::peer_declared_dead(node, false);
+            }
             state.dead = false;
         }
         event
@@ -124,6 +129,30 @@ impl PeerLiveness {
     fn watch(&self, node: u64) {
         let mut peers = self.peers.lock().expect("peer liveness");
         peers.entry(node).or_insert_with(|| PeerState::unheard(Instant::now()));
+        crate::replication::metrics::peer_declared_dead(node, false);
+    }
+
+    /// Records whether `node`, in its last ping or answer, said it is stopping.
+    pub(crate) fn note_stopping(&self, node: u64, stopping: bool) {
+        let mut peers = self.peers.lock().expect("peer liveness");
+        if let Some(state) = peers.get_mut(&node) {
+            state.stopping = stopping;
+        }
+    }
+
+    /// Whether `node` said it is in its controlled shutdown (its last word on it).
+    pub fn is_stopping(&self, node: u64) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers.get(&node).is_some_and(|state| state.stopping)
+    }
+
+    /// Whether `node` answered a ping of this broker at or after `at`.
+    pub fn answered_since(&self, node: u64, at: Instant) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers
+            .get(&node)
+            .and_then(|state| state.answered_at)
+            .is_some_and(|answered| answered >= at)
     }
 
     /// How long ago `node` last answered this broker's ping, if ever: how fresh our links to it
@@ -162,6 +191,7 @@ impl PeerLiveness {
             return false;
         }
         state.dead = true;
+        crate::replication::metrics::peer_declared_dead(node, true);
         true
     }
 }
@@ -175,6 +205,7 @@ impl PeerState {
             incarnation: None,
             dead: false,
             ping_gap: Duration::ZERO,
+            stopping: false,
         }
     }
 }
@@ -201,13 +232,15 @@ pub(super) async fn ping_peer(
             let mut request = tonic::Request::new(PingRequest {
                 node: me,
                 incarnation: groups.incarnation(),
+                stopping: groups.is_stopping(),
             });
             request.set_timeout(dead_after);
             if let Ok(answer) = RaftClient::new(channel).ping(request).await {
-                let incarnation = answer.into_inner().incarnation;
-                if let Some(event) = groups.liveness().heard(peer, incarnation, Contact::Answered) {
+                let answer = answer.into_inner();
+                if let Some(event) = groups.liveness().heard(peer, answer.incarnation, Contact::Answered) {
                     groups.on_peer_event(peer, event);
                 }
+                groups.liveness().note_stopping(peer, answer.stopping);
             }
         }
         if groups

@@ -110,6 +110,14 @@ impl PartitionReplica {
         }
     }
 
+    /// The replicas holding everything this leader holds (itself included), as its leader view
+    /// computes them; `None` when this replica is not a leader fit to serve. Reads no log: the
+    /// controlled shutdown asks it of every group it leads.
+    pub fn caught_up_if_leader(&self, bounds: IsrBounds) -> Option<Vec<u64>> {
+        let view = self.leader_view(bounds, true);
+        view.leadership.is_leader.then_some(view.caught_up)
+    }
+
     /// Term, leader and ISR of this replica, without the log's offsets and sizes.
     pub fn leadership(&self, bounds: IsrBounds) -> Leadership {
         self.leader_view(bounds, false).leadership
