@@ -7,6 +7,7 @@ use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
 use crate::coordinator::offsets_partition::OffsetsPartitions;
 use crate::coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::endpoint::AdminProbes;
+use crate::partition::leader_balance::{self, LeaderBalance};
 use crate::partition::{handover, leadership, metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::liveness::PING_INTERVAL;
 use crate::replication::quiesce::{self, QuiesceConfig, Quiescence};
@@ -119,10 +120,27 @@ pub struct BrokerConfig {
     /// hands them over in about 8 s on a 2-core machine (docs/benchmarks.md).
     #[serde(default = "default_controlled_shutdown_ms")]
     pub controlled_shutdown_ms: u64,
+    /// Automatic leader balance: how often (ms) this broker hands leaderships back to
+    /// preferred replicas (0 = never; `broker cluster balance-leaders` still works). Default
+    /// 300000, Kafka's `leader.imbalance.check.interval.seconds`.
+    #[serde(default = "default_leader_balance_interval_ms")]
+    pub leader_balance_interval_ms: u64,
+    /// … when more than this percent of the partitions preferring a broker are led elsewhere
+    /// (Kafka's `leader.imbalance.per.broker.percentage`). Default 10.
+    #[serde(default = "default_leader_imbalance_percent")]
+    pub leader_imbalance_percent: u32,
 }
 
 fn default_controlled_shutdown_ms() -> u64 {
     15_000
+}
+
+fn default_leader_balance_interval_ms() -> u64 {
+    300_000
+}
+
+fn default_leader_imbalance_percent() -> u32 {
+    10
 }
 
 fn default_close_idle_files_ms() -> u64 {
@@ -401,6 +419,19 @@ pub async fn run(
         ),
     };
 
+    let leader_balancer = (config.leader_balance_interval_ms > 0).then(|| {
+        tokio::spawn(leader_balance::balance_forever(
+            config.node_id,
+            Arc::clone(&partitions),
+            Arc::clone(&controller),
+            host.groups.quiescence().clone(),
+            LeaderBalance {
+                interval: Duration::from_millis(config.leader_balance_interval_ms),
+                imbalance_percent: config.leader_imbalance_percent,
+            },
+        ))
+    });
+    let stop_balancer = leader_balancer.as_ref().map(tokio::task::JoinHandle::abort_handle);
     let stop_quiescer: Vec<tokio::task::AbortHandle> =
         quiescer.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     let space = DiskSpace::of(&config.data_dir, config.min_free_bytes);
@@ -439,6 +470,11 @@ pub async fn run(
         .add_service(crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.await;
+            // No leadership comes back to this broker's preferred replicas while it hands
+            // them over.
+            if let Some(balancer) = &stop_balancer {
+                balancer.abort();
+            }
             // Still serving, so the peers taking over reach this broker while they do.
             hand_over(
                 node_id,
@@ -494,6 +530,9 @@ pub async fn run(
         task.abort();
     }
     leadership_sampler.abort();
+    if let Some(task) = leader_balancer {
+        task.abort();
+    }
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");
     controller.shutdown().await?;
@@ -602,6 +641,8 @@ mod tests {
             max_open_files: None,
             close_idle_files_ms: default_close_idle_files_ms(),
             controlled_shutdown_ms: default_controlled_shutdown_ms(),
+            leader_balance_interval_ms: default_leader_balance_interval_ms(),
+            leader_imbalance_percent: default_leader_imbalance_percent(),
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

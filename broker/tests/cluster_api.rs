@@ -57,6 +57,8 @@ impl Cluster {
                 max_open_files: None,
                 close_idle_files_ms: 30_000,
                 controlled_shutdown_ms: 15_000,
+                leader_balance_interval_ms: 300_000,
+                leader_imbalance_percent: 10,
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

@@ -4,12 +4,13 @@
 //! nobody hurries. (Regression for brokers that never exited after resource exhaustion.)
 //!
 //! And a clean stop is not a crash: the stopping broker hands the leadership of its partitions to
-//! its peers first (controlled shutdown), so they lead the moment it is gone.
+//! its peers first (controlled shutdown), so they lead the moment it is gone; once it is back,
+//! the automatic leader balance hands its preferred partitions back to it.
 
 use client::{Acks, NewTopic};
 use cluster_tests::{
     connect_when_ready, create_topic, describe_on, free_ports, http_get, leaders, metric_where, one_record_batch,
-    read_partition, start_cluster_with_admin, wait_until_quiet, BrokerProcess,
+    read_partition, start_cluster_with, start_cluster_with_admin, wait_until_quiet, BrokerProcess,
 };
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::FetchRequest;
@@ -292,4 +293,52 @@ async fn without_controlled_shutdown_a_stopped_leaders_groups_fail_over_as_after
     // broker's groups leaderless only when their failure detector declares it dead.
     let after = stop_a_leader(&["--controlled-shutdown-ms", "0"]).await;
     assert!(after.leader_dead_wakes >= 1.0, "{}", after.leader_dead_wakes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_leadership_returns_to_the_preferred_replicas_on_its_own() {
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster_with(root.path(), 3, &["--leader-balance-interval-ms", "500"]);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new(HANDOVER_TOPIC, HANDOVER_PARTITIONS, 3)).await;
+    for partition in 0..HANDOVER_PARTITIONS {
+        write_one(&cluster, partition, "before").await;
+    }
+    let preferred: BTreeMap<u32, u64> = describe_on(&brokers[0].address, HANDOVER_TOPIC)
+        .await
+        .expect("a description")
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.replicas[0]))
+        .collect();
+    assert!(preferred.values().any(|id| *id == 2), "{preferred:?}");
+
+    // Broker 2 stops (handing its leaderships over) and comes back leading nothing.
+    brokers[1].signal("TERM");
+    brokers[1]
+        .wait_for_exit(Duration::from_secs(30))
+        .expect("the stop completes");
+    assert!(
+        !leaders(&cluster, HANDOVER_TOPIC)
+            .await
+            .values()
+            .any(|leader| *leader == 2),
+        "a stopped broker leads nothing"
+    );
+    brokers[1].restart();
+
+    // The balancer (every 0.5 s here; 5 min by default) hands each partition back to its
+    // preferred replica once that replica has caught up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = leaders(&cluster, HANDOVER_TOPIC).await;
+        if now == preferred {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaders {now:?}, preferred {preferred:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for partition in 0..HANDOVER_PARTITIONS {
+        write_one(&cluster, partition, "after").await;
+    }
 }

@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// replicas on other brokers before it stops serving; 0 = none; default 15000.
     #[arg(long, env = "BROKER_CONTROLLED_SHUTDOWN_MS")]
     controlled_shutdown_ms: Option<u64>,
+    /// Automatic leader balance: how often (ms) this broker hands leaderships back to the
+    /// partitions' preferred replicas; 0 = never; default 300000.
+    #[arg(long, env = "BROKER_LEADER_BALANCE_INTERVAL_MS")]
+    leader_balance_interval_ms: Option<u64>,
+    /// … when more than this percent of the partitions preferring a broker are led elsewhere;
+    /// default 10.
+    #[arg(long, env = "BROKER_LEADER_IMBALANCE_PERCENT")]
+    leader_imbalance_percent: Option<u32>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -109,6 +117,8 @@ impl ServeArgs {
                 max_open_files: None,
                 close_idle_files_ms: 30_000,
                 controlled_shutdown_ms: 15_000,
+                leader_balance_interval_ms: 300_000,
+                leader_imbalance_percent: 10,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -147,6 +157,12 @@ impl ServeArgs {
         }
         if let Some(ms) = self.controlled_shutdown_ms {
             config.controlled_shutdown_ms = ms;
+        }
+        if let Some(ms) = self.leader_balance_interval_ms {
+            config.leader_balance_interval_ms = ms;
+        }
+        if let Some(percent) = self.leader_imbalance_percent {
+            config.leader_imbalance_percent = percent;
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;

@@ -14,6 +14,7 @@
 //! **Must not depend on:** the API layer.
 
 pub mod handover;
+pub mod leader_balance;
 pub mod leadership;
 pub mod metrics;
 
