@@ -7,6 +7,7 @@ use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
 use crate::coordinator::offsets_partition::OffsetsPartitions;
 use crate::coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::endpoint::AdminProbes;
+use crate::metrics::requests::RequestsInFlight;
 use crate::partition::leader_balance::{self, LeaderBalance};
 use crate::partition::{handover, leadership, metrics as partition_metrics, PartitionManager};
 use crate::replication::quiesce::liveness::PING_INTERVAL;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// How long a stopping broker lets in-flight requests finish.
+/// How long a stopping broker lets in-flight requests finish (it goes on as soon as none is).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a stopping broker waits to hear from its peers (one ping exchange) before it hands
@@ -244,6 +245,31 @@ impl Listeners {
     }
 }
 
+/// Waits until no request has been in flight for a moment (true), or `grace` has passed
+/// (false). Connections that merely stay open — peers' and clients' idle HTTP/2 connections —
+/// do not hold a stop up; requests being answered (a long-poll fetch, a Raft append) get up to
+/// `grace` to finish.
+async fn drain(in_flight: &RequestsInFlight, grace: Duration) -> bool {
+    /// How long the count must stay at zero (a request may be between two of its steps).
+    const QUIET_FOR: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if in_flight.count() == 0 {
+            if now.duration_since(*idle_since.get_or_insert(now)) >= QUIET_FOR {
+                return true;
+            }
+        } else {
+            idle_since = None;
+        }
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Controlled shutdown (see `partition::handover`): the leaderships of this broker's
 /// partition groups and of the controller group go to caught-up replicas elsewhere, within
 /// `budget` (zero: skipped).
@@ -447,9 +473,11 @@ pub async fn run(
     let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default())
         .refusing_writes_below(space);
     tracing::info!(node = config.node_id, listen = %config.listen, "broker serving");
-    // Graceful shutdown waits for open connections to drain; peers' idle HTTP/2 connections
-    // may never close on their own, so the drain is bounded.
+    // Graceful shutdown waits for open connections to close; peers' idle HTTP/2 connections
+    // may never close on their own, so the drain ends once no request is in flight (see
+    // `drain`), or after the grace.
     let (draining, drain_started) = oneshot::channel::<()>();
+    let in_flight = RequestsInFlight::default();
     let node_id = config.node_id;
     let handover_partitions = Arc::clone(&partitions);
     let handover_controller = Arc::clone(&controller);
@@ -464,7 +492,9 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .http2_max_pending_accept_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
-        .layer(crate::metrics::requests::RequestMetricsLayer)
+        .layer(crate::metrics::requests::RequestMetricsLayer::counting(
+            in_flight.clone(),
+        ))
         .add_service(host.groups.service())
         .add_service(api.into_service())
         .add_service(crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service())
@@ -498,14 +528,18 @@ pub async fn run(
     tokio::pin!(server);
     let served = tokio::select! {
         served = &mut server => served,
-        () = async {
+        drained = async {
             if drain_started.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                drain(&in_flight, SHUTDOWN_GRACE).await
             } else {
-                std::future::pending::<()>().await;
+                std::future::pending::<bool>().await
             }
         } => {
-            tracing::warn!(node = config.node_id, "connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            if drained {
+                tracing::info!(node = config.node_id, "no request in flight; closing the connections still open");
+            } else {
+                tracing::warn!(node = config.node_id, "requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+            }
             Ok(())
         }
     };

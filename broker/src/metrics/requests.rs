@@ -10,6 +10,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -77,15 +79,39 @@ pub fn describe() {
     }
 }
 
+/// Requests being answered right now, whatever the metrics recorder: a stopping broker drains
+/// until none is left (connections that merely stay open do not hold it up).
+#[derive(Clone, Debug, Default)]
+pub struct RequestsInFlight(Arc<AtomicUsize>);
+
+impl RequestsInFlight {
+    /// How many requests are being answered.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// The tower layer that wraps the gRPC server.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestMetricsLayer;
+#[derive(Clone, Debug, Default)]
+pub struct RequestMetricsLayer {
+    in_flight: RequestsInFlight,
+}
+
+impl RequestMetricsLayer {
+    /// A layer that also counts its requests in flight in `in_flight`.
+    pub fn counting(in_flight: RequestsInFlight) -> Self {
+        RequestMetricsLayer { in_flight }
+    }
+}
 
 impl<S> tower::Layer<S> for RequestMetricsLayer {
     type Service = RequestMetrics<S>;
 
     fn layer(&self, inner: S) -> RequestMetrics<S> {
-        RequestMetrics { inner }
+        RequestMetrics {
+            inner,
+            in_flight: self.in_flight.clone(),
+        }
     }
 }
 
@@ -93,6 +119,7 @@ impl<S> tower::Layer<S> for RequestMetricsLayer {
 #[derive(Clone, Debug)]
 pub struct RequestMetrics<S> {
     inner: S,
+    in_flight: RequestsInFlight,
 }
 
 impl<S, Body> tower::Service<http::Request<Body>> for RequestMetrics<S>
@@ -111,7 +138,7 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let api = api_label(request.uri().path());
         let started = Instant::now();
-        let in_flight = InFlight::begin(api);
+        let in_flight = InFlight::begin(api, self.in_flight.clone());
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await;
@@ -127,18 +154,21 @@ where
 /// answered or its caller goes away (the guard is dropped either way).
 struct InFlight {
     api: &'static str,
+    count: RequestsInFlight,
 }
 
 impl InFlight {
-    fn begin(api: &'static str) -> InFlight {
+    fn begin(api: &'static str, count: RequestsInFlight) -> InFlight {
         metrics::gauge!("broker_requests_in_flight", "api" => api).increment(1.0);
-        InFlight { api }
+        count.0.fetch_add(1, Ordering::AcqRel);
+        InFlight { api, count }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         metrics::gauge!("broker_requests_in_flight", "api" => self.api).decrement(1.0);
+        self.count.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
