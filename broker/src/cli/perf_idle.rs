@@ -5,6 +5,7 @@
 use super::local_cluster::LocalCluster;
 use super::progress::Phase;
 use anyhow::Context;
+use broker::controller::metadata::MAX_PARTITIONS;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 /// Flags of `broker perf idle`.
 #[derive(clap::Args, Debug)]
 pub struct IdleArgs {
-    /// Partitions of the (idle) topic, replication factor 3.
+    /// Partitions in all, replication factor 3 (in topics of at most 10,000: `idle`, `idle-2`, …).
     #[arg(long, default_value_t = 1000)]
     partitions: u32,
     /// Seconds of measurement once every partition has a leader.
@@ -80,9 +81,11 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .chain(args.broker_log.map(|filter| ("RUST_LOG".to_string(), filter)))
         .collect();
     let mut local = LocalCluster::start(&args.dir, &env, false).await?;
-    let led_after = local
-        .create_topic("idle", args.partitions, Duration::from_secs(600))
-        .await?;
+    let topics = idle_topics(args.partitions);
+    let mut led_after = Duration::ZERO;
+    for (name, partitions) in &topics {
+        led_after += local.create_topic(name, *partitions, Duration::from_secs(600)).await?;
+    }
     println!(
         "{} partitions x 3 replicas on 3 brokers: all led after {:.1} s; settling 5 s, measuring {} s",
         args.partitions,
@@ -129,14 +132,29 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     }
     println!("idle CPU, all 3 brokers: {total:.1} % of one core");
     if args.restart {
-        restart_one(&mut local, args.partitions).await?;
+        restart_one(&mut local, &topics, args.partitions).await?;
     }
     local.stop().await
 }
 
+/// The idle topics for `partitions` partitions: `idle`, then `idle-2`, `idle-3`, … as a topic
+/// holds at most [`MAX_PARTITIONS`] (created one after another; "all led" is the sum).
+fn idle_topics(partitions: u32) -> Vec<(String, u32)> {
+    (0..partitions.div_ceil(MAX_PARTITIONS))
+        .map(|i| {
+            let name = if i == 0 {
+                "idle".to_string()
+            } else {
+                format!("idle-{}", i + 1)
+            };
+            (name, (partitions - i * MAX_PARTITIONS).min(MAX_PARTITIONS))
+        })
+        .collect()
+}
+
 /// Stops broker 3 cleanly, starts it again and waits until it hosts every replica of the
-/// topic with a leader known for each; prints both times.
-async fn restart_one(local: &mut LocalCluster, partitions: u32) -> anyhow::Result<()> {
+/// topics with a leader known for each; prints both times.
+async fn restart_one(local: &mut LocalCluster, topics: &[(String, u32)], partitions: u32) -> anyhow::Result<()> {
     const INDEX: usize = 2;
     let stopping = Phase::open("stopping broker 3");
     let stopped_in = local.stop_broker(INDEX).await?;
@@ -150,15 +168,16 @@ async fn restart_one(local: &mut LocalCluster, partitions: u32) -> anyhow::Resul
         let ready = match proto::v1::broker_client::BrokerClient::connect(address.clone()).await {
             Ok(mut client) => client
                 .describe_topics(proto::v1::MetadataRequest {
-                    topics: vec!["idle".into()],
+                    topics: topics.iter().map(|(name, _)| name.clone()).collect(),
                 })
                 .await
                 .ok()
-                .and_then(|answer| answer.into_inner().topics.into_iter().next())
-                .map_or(0, |topic| {
-                    topic
-                        .partitions
+                .map_or(0, |answer| {
+                    answer
+                        .into_inner()
+                        .topics
                         .iter()
+                        .flat_map(|topic| &topic.partitions)
                         .filter(|p| p.high_watermark.is_some() && p.leader.is_some())
                         .count()
                 }),
@@ -181,4 +200,22 @@ async fn restart_one(local: &mut LocalCluster, partitions: u32) -> anyhow::Resul
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_past_a_topics_maximum_go_to_more_topics() {
+        assert_eq!(idle_topics(3000), [("idle".to_string(), 3000)]);
+        assert_eq!(
+            idle_topics(25_000),
+            [
+                ("idle".to_string(), 10_000),
+                ("idle-2".to_string(), 10_000),
+                ("idle-3".to_string(), 5_000)
+            ]
+        );
+    }
 }
