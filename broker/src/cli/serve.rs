@@ -76,10 +76,10 @@ pub struct ServeArgs {
     #[arg(long = "dial-override", value_parser = parse_override)]
     dial_overrides: Vec<(String, String)>,
     /// Longest a stop may take (ms) before the process exits anyway: a replica stuck in its
-    /// shutdown must not keep the broker alive; default 25000 (the controlled shutdown's 15 s,
-    /// the 3 s drain and closing the logs).
-    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 25_000)]
-    shutdown_timeout_ms: u64,
+    /// shutdown must not keep the broker alive. Default: the controlled shutdown's budget plus
+    /// 10 s for the drain and closing the logs (25000 with the defaults).
+    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS")]
+    shutdown_timeout_ms: Option<u64>,
     /// Stop when standard input closes (used by `broker dev` so brokers never outlive it).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
@@ -173,13 +173,11 @@ impl ServeArgs {
         if let Some(voters) = self.controller_voters {
             config.controller_voters = voters;
         }
-        Ok((
-            config,
-            ProcessOptions {
-                exit_on_stdin_close: self.exit_on_stdin_close,
-                shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
-            },
-        ))
+        let options = ProcessOptions {
+            exit_on_stdin_close: self.exit_on_stdin_close,
+            shutdown_timeout: stop_bound(self.shutdown_timeout_ms, config.controlled_shutdown_ms),
+        };
+        Ok((config, options))
     }
 }
 
@@ -248,6 +246,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The default stop bound beyond the controlled shutdown's budget: the 3 s drain and closing
+/// the logs of thousands of replicas.
+const STOP_AFTER_HANDOVER_MS: u64 = 10_000;
+
+/// The longest a stop may take: as given, else the controlled shutdown's budget plus
+/// [`STOP_AFTER_HANDOVER_MS`] (so raising the budget never cuts a handover short).
+fn stop_bound(given_ms: Option<u64>, controlled_shutdown_ms: u64) -> Duration {
+    Duration::from_millis(given_ms.unwrap_or(controlled_shutdown_ms.saturating_add(STOP_AFTER_HANDOVER_MS)))
+}
+
 /// How the process runs besides the broker's own config.
 struct ProcessOptions {
     /// Stop when standard input closes.
@@ -281,6 +289,14 @@ async fn exit_if_stop_stalls(mut interrupt: Signal, mut terminate: Signal, timeo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_bound_follows_the_handover_budget_unless_given() {
+        assert_eq!(stop_bound(None, 15_000), Duration::from_secs(25));
+        assert_eq!(stop_bound(None, 30_000), Duration::from_secs(40));
+        assert_eq!(stop_bound(None, 0), Duration::from_secs(10));
+        assert_eq!(stop_bound(Some(500), 15_000), Duration::from_millis(500));
+    }
 
     #[test]
     fn example_config_in_deploy_loads() {
