@@ -10,7 +10,6 @@ use crate::metrics::endpoint::AdminProbes;
 use crate::metrics::requests::RequestsInFlight;
 use crate::partition::leader_balance::{self, LeaderBalance};
 use crate::partition::{handover, leadership, metrics as partition_metrics, PartitionManager};
-use crate::replication::quiesce::liveness::PING_INTERVAL;
 use crate::replication::quiesce::{self, QuiesceConfig, Quiescence};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use crate::storage::{open_files, DiskSpace, FlushWorker, LogHost, OpenFiles};
@@ -284,26 +283,10 @@ async fn hand_over(
     if budget.is_zero() {
         return;
     }
-    let started = tokio::time::Instant::now();
-    // Tell the peers first (the failure detector's pings carry it), and hear which of them are
-    // stopping too: one ping exchange with each peer that answers at all.
-    quiescence.begin_stopping();
+    let started = std::time::Instant::now();
+    // Tell the peers first, and hear which of them are stopping too.
+    quiescence.announce_stopping(peers, HANDOVER_PEER_WAIT).await;
     let liveness = quiescence.liveness();
-    let reachable: Vec<u64> = peers
-        .iter()
-        .copied()
-        .filter(|peer| {
-            liveness
-                .since_answered(*peer)
-                .is_some_and(|ago| ago < HANDOVER_PEER_WAIT)
-        })
-        .collect();
-    let heard_by = started + HANDOVER_PEER_WAIT;
-    while tokio::time::Instant::now() < heard_by
-        && !reachable.iter().all(|peer| liveness.answered_since(*peer, started))
-    {
-        tokio::time::sleep(PING_INTERVAL / 4).await;
-    }
     let replicas = partitions.replicas();
     let mut groups: Vec<(String, &crate::replication::PartitionReplica)> = replicas
         .iter()
@@ -445,7 +428,9 @@ pub async fn run(
         ),
     };
 
-    let leader_balancer = (config.leader_balance_interval_ms > 0).then(|| {
+    // Stopped when the stop begins: no leadership comes back to this broker while it hands
+    // them over.
+    let stop_balancer = (config.leader_balance_interval_ms > 0).then(|| {
         tokio::spawn(leader_balance::balance_forever(
             config.node_id,
             Arc::clone(&partitions),
@@ -456,8 +441,8 @@ pub async fn run(
                 imbalance_percent: config.leader_imbalance_percent,
             },
         ))
+        .abort_handle()
     });
-    let stop_balancer = leader_balancer.as_ref().map(tokio::task::JoinHandle::abort_handle);
     let stop_quiescer: Vec<tokio::task::AbortHandle> =
         quiescer.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     let space = DiskSpace::of(&config.data_dir, config.min_free_bytes);
@@ -500,8 +485,6 @@ pub async fn run(
         .add_service(crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.await;
-            // No leadership comes back to this broker's preferred replicas while it hands
-            // them over.
             if let Some(balancer) = &stop_balancer {
                 balancer.abort();
             }
@@ -564,9 +547,6 @@ pub async fn run(
         task.abort();
     }
     leadership_sampler.abort();
-    if let Some(task) = leader_balancer {
-        task.abort();
-    }
     partitions.shutdown().await;
     tracing::info!(node = config.node_id, "partitions stopped");
     controller.shutdown().await?;

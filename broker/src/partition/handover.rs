@@ -21,7 +21,7 @@
 
 use crate::replication::isr::IsrBounds;
 use crate::replication::PartitionReplica;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -62,11 +62,16 @@ struct Targets {
     given: BTreeMap<u64, usize>,
     /// Transfers to each peer that failed since its last success.
     failures_in_a_row: BTreeMap<u64, usize>,
-    /// Peers that failed too many transfers in a row.
-    failed: BTreeSet<u64>,
 }
 
 impl Targets {
+    /// Whether `target` failed too many transfers in a row to be given more.
+    fn gives_up_on(&self, target: u64) -> bool {
+        self.failures_in_a_row
+            .get(&target)
+            .is_some_and(|failures| *failures >= MAX_CONSECUTIVE_FAILURES)
+    }
+
     fn succeeded(&mut self, target: u64) {
         self.failures_in_a_row.remove(&target);
     }
@@ -75,11 +80,7 @@ impl Targets {
         if let Some(count) = self.given.get_mut(&target) {
             *count = count.saturating_sub(1);
         }
-        let failures = self.failures_in_a_row.entry(target).or_default();
-        *failures += 1;
-        if *failures >= MAX_CONSECUTIVE_FAILURES {
-            self.failed.insert(target);
-        }
+        *self.failures_in_a_row.entry(target).or_default() += 1;
     }
 }
 
@@ -87,20 +88,14 @@ impl Targets {
 pub type PeerStopping<'a> = &'a (dyn Fn(u64) -> bool + Sync);
 
 /// The peer to hand a group over to: among its caught-up replicas other than `own`, none that
-/// failed a transfer or is stopping, the one given the fewest leaderships so far (ties: the
-/// lowest id).
-fn choose_target(
-    own: u64,
-    caught_up: &[u64],
-    given: &BTreeMap<u64, usize>,
-    failed: &BTreeSet<u64>,
-    stopping: PeerStopping<'_>,
-) -> Option<u64> {
+/// `targets` gave up on or that is stopping, the one given the fewest leaderships so far (ties:
+/// the lowest id).
+fn choose_target(own: u64, caught_up: &[u64], targets: &Targets, stopping: PeerStopping<'_>) -> Option<u64> {
     caught_up
         .iter()
         .copied()
-        .filter(|node| *node != own && !failed.contains(node) && !stopping(*node))
-        .min_by_key(|node| (given.get(node).copied().unwrap_or(0), *node))
+        .filter(|node| *node != own && !targets.gives_up_on(*node) && !stopping(*node))
+        .min_by_key(|node| (targets.given.get(node).copied().unwrap_or(0), *node))
 }
 
 /// Hands over the leadership of every group in `replicas` that this broker (`own`) leads,
@@ -166,7 +161,7 @@ async fn hand_over_one(
         };
         let target = {
             let mut targets = targets.lock().unwrap_or_else(|p| p.into_inner());
-            let target = choose_target(own, &caught_up, &targets.given, &targets.failed, stopping);
+            let target = choose_target(own, &caught_up, &targets, stopping);
             if let Some(target) = target {
                 *targets.given.entry(target).or_default() += 1;
             }
@@ -199,18 +194,32 @@ mod tests {
 
     const NOBODY_STOPPING: PeerStopping<'static> = &|_| false;
 
+    fn given(counts: &[(u64, usize)]) -> Targets {
+        Targets {
+            given: counts.iter().copied().collect(),
+            ..Targets::default()
+        }
+    }
+
+    /// Targets that gave up on `node` (it failed too many transfers in a row).
+    fn gave_up_on(node: u64) -> Targets {
+        Targets {
+            failures_in_a_row: BTreeMap::from([(node, MAX_CONSECUTIVE_FAILURES)]),
+            ..Targets::default()
+        }
+    }
+
     #[test]
     fn the_target_is_the_caught_up_peer_given_the_fewest_leaderships() {
-        let none = BTreeSet::new();
-        let given = BTreeMap::from([(2, 3), (3, 1)]);
-        assert_eq!(choose_target(1, &[1, 2, 3], &given, &none, NOBODY_STOPPING), Some(3));
+        let some_given = given(&[(2, 3), (3, 1)]);
+        assert_eq!(choose_target(1, &[1, 2, 3], &some_given, NOBODY_STOPPING), Some(3));
         assert_eq!(
-            choose_target(1, &[1, 2, 3], &BTreeMap::new(), &none, NOBODY_STOPPING),
+            choose_target(1, &[1, 2, 3], &given(&[]), NOBODY_STOPPING),
             Some(2),
             "ties: lowest id"
         );
         assert_eq!(
-            choose_target(1, &[1, 2], &given, &none, NOBODY_STOPPING),
+            choose_target(1, &[1, 2], &some_given, NOBODY_STOPPING),
             Some(2),
             "only caught-up peers"
         );
@@ -218,31 +227,25 @@ mod tests {
 
     #[test]
     fn a_peer_is_given_no_more_after_failing_several_transfers_in_a_row() {
-        let mut targets = Targets::default();
-        targets.given.insert(2, 5);
+        let mut targets = given(&[(2, 5)]);
         targets.failed(2);
         targets.failed(2);
         targets.succeeded(2);
         targets.failed(2);
         targets.failed(2);
-        assert!(!targets.failed.contains(&2), "a success in between resets the count");
+        assert!(!targets.gives_up_on(2), "a success in between resets the count");
         targets.failed(2);
-        assert!(targets.failed.contains(&2));
+        assert!(targets.gives_up_on(2));
         assert_eq!(targets.given[&2], 0, "failed transfers are not counted as given");
     }
 
     #[test]
     fn no_target_is_self_a_peer_that_failed_a_transfer_or_one_stopping_too() {
-        let failed = BTreeSet::from([2]);
-        let none = BTreeMap::new();
-        assert_eq!(choose_target(1, &[1, 2, 3], &none, &failed, NOBODY_STOPPING), Some(3));
-        assert_eq!(choose_target(1, &[1, 2], &none, &failed, NOBODY_STOPPING), None);
-        assert_eq!(choose_target(1, &[1], &none, &BTreeSet::new(), NOBODY_STOPPING), None);
+        assert_eq!(choose_target(1, &[1, 2, 3], &gave_up_on(2), NOBODY_STOPPING), Some(3));
+        assert_eq!(choose_target(1, &[1, 2], &gave_up_on(2), NOBODY_STOPPING), None);
+        assert_eq!(choose_target(1, &[1], &given(&[]), NOBODY_STOPPING), None);
         let three_stopping: PeerStopping<'_> = &|node| node == 3;
-        assert_eq!(
-            choose_target(1, &[1, 2, 3], &none, &BTreeSet::new(), three_stopping),
-            Some(2)
-        );
-        assert_eq!(choose_target(1, &[1, 3], &none, &BTreeSet::new(), three_stopping), None);
+        assert_eq!(choose_target(1, &[1, 2, 3], &given(&[]), three_stopping), Some(2));
+        assert_eq!(choose_target(1, &[1, 3], &given(&[]), three_stopping), None);
     }
 }

@@ -51,10 +51,10 @@ pub struct Hosted {
     pub preferred: u64,
 }
 
-/// The leaderships `own` should hand back: (partition, preferred replica), for every preferred
-/// broker whose partitions hosted here are led elsewhere more than `imbalance_percent` of the
-/// time.
-pub fn moves(own: u64, hosted: &[Hosted], imbalance_percent: u32) -> Vec<(TopicPartition, u64)> {
+/// The leaderships `own` should hand back to their preferred replica, as indexes into
+/// `hosted`: those of every preferred broker whose partitions hosted here are led elsewhere
+/// more than `imbalance_percent` of the time.
+pub fn moves(own: u64, hosted: &[Hosted], imbalance_percent: u32) -> Vec<usize> {
     // Preferred broker → (partitions preferring it, of those led by someone else).
     let mut tally: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     for partition in hosted {
@@ -69,16 +69,20 @@ pub fn moves(own: u64, hosted: &[Hosted], imbalance_percent: u32) -> Vec<(TopicP
             .get(&preferred)
             .is_some_and(|(total, misplaced)| misplaced * 100 > total * imbalance_percent as usize)
     };
-    hosted
-        .iter()
-        .filter(|p| p.preferred != own && p.leader == Some(own) && imbalanced(p.preferred))
-        .map(|p| (p.partition.clone(), p.preferred))
+    (0..hosted.len())
+        .filter(|i| {
+            let p = &hosted[*i];
+            p.preferred != own && p.leader == Some(own) && imbalanced(p.preferred)
+        })
         .collect()
 }
 
-/// The partitions hosted here with their preferred replica (those `metadata` no longer assigns
-/// are left out).
-fn hosted(partitions: &[(TopicPartition, Arc<PartitionReplica>)], metadata: &ClusterMetadata) -> Vec<Hosted> {
+/// The partitions hosted here with their preferred replica, each beside its replica (those
+/// `metadata` no longer assigns are left out).
+fn hosted<'r>(
+    partitions: &'r [(TopicPartition, Arc<PartitionReplica>)],
+    metadata: &ClusterMetadata,
+) -> (Vec<Hosted>, Vec<&'r PartitionReplica>) {
     partitions
         .iter()
         .filter_map(|(partition, replica)| {
@@ -88,16 +92,18 @@ fn hosted(partitions: &[(TopicPartition, Arc<PartitionReplica>)], metadata: &Clu
                 .partitions
                 .iter()
                 .find(|p| p.partition == partition.partition)?;
-            Some(Hosted {
+            let hosted = Hosted {
                 partition: partition.clone(),
                 leader: replica.leader(),
                 preferred: *assignment.replicas.first()?,
-            })
+            };
+            Some((hosted, replica.as_ref()))
         })
-        .collect()
+        .unzip()
 }
 
-/// Runs the balancer every `settings.interval` until this broker begins to stop.
+/// Runs the balancer every `settings.interval`, until the task is aborted (when the broker
+/// begins to stop).
 pub async fn balance_forever(
     own: u64,
     partitions: Arc<PartitionManager>,
@@ -110,9 +116,6 @@ pub async fn balance_forever(
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        if quiescence.is_stopping() {
-            return;
-        }
         let (moved, attempted) = balance_once(own, &partitions, &controller, &quiescence, settings).await;
         if attempted > 0 {
             tracing::info!(
@@ -135,19 +138,11 @@ async fn balance_once(
 ) -> (usize, usize) {
     use futures_util::StreamExt;
     let replicas = partitions.replicas();
-    let planned = moves(
-        own,
-        &hosted(&replicas, &controller.metadata()),
-        settings.imbalance_percent,
-    );
-    let by_partition: BTreeMap<&TopicPartition, &Arc<PartitionReplica>> = replicas
-        .iter()
-        .map(|(partition, replica)| (partition, replica))
-        .collect();
+    let (hosted, hosted_replicas) = hosted(&replicas, &controller.metadata());
     let liveness = quiescence.liveness();
-    let transfers: Vec<_> = planned
-        .iter()
-        .filter_map(|(partition, to)| Some((*by_partition.get(partition)?, *to)))
+    let transfers: Vec<_> = moves(own, &hosted, settings.imbalance_percent)
+        .into_iter()
+        .map(|i| (hosted_replicas[i], hosted[i].preferred))
         .filter(|(replica, to)| {
             !liveness.is_stopping(*to)
                 && replica
@@ -179,8 +174,12 @@ mod tests {
         }
     }
 
-    fn partitions(moves: &[(TopicPartition, u64)]) -> Vec<(u32, u64)> {
-        moves.iter().map(|(p, to)| (p.partition, *to)).collect()
+    /// (partition, preferred replica) of the moves of `own`.
+    fn partitions(own: u64, state: &[Hosted], imbalance_percent: u32) -> Vec<(u32, u64)> {
+        moves(own, state, imbalance_percent)
+            .into_iter()
+            .map(|i| (state[i].partition.partition, state[i].preferred))
+            .collect()
     }
 
     #[test]
@@ -194,8 +193,8 @@ mod tests {
             hosted(4, Some(1), 1),
             hosted(5, Some(2), 2),
         ];
-        assert_eq!(partitions(&moves(1, &state, 10)), [(0, 3), (1, 3)]);
-        assert_eq!(partitions(&moves(2, &state, 10)), [(2, 3), (3, 3)]);
+        assert_eq!(partitions(1, &state, 10), [(0, 3), (1, 3)]);
+        assert_eq!(partitions(2, &state, 10), [(2, 3), (3, 3)]);
         assert!(moves(3, &state, 10).is_empty(), "broker 3 leads nothing to give back");
     }
 
@@ -205,12 +204,12 @@ mod tests {
         let mut state: Vec<Hosted> = (0..9).map(|p| hosted(p, Some(2), 2)).collect();
         state.push(hosted(9, Some(1), 2));
         assert!(moves(1, &state, 10).is_empty());
-        assert_eq!(partitions(&moves(1, &state, 9)), [(9, 2)]);
+        assert_eq!(partitions(1, &state, 9), [(9, 2)]);
     }
 
     #[test]
     fn a_partition_without_a_known_leader_counts_as_misplaced_but_is_moved_only_by_its_leader() {
         let state = [hosted(0, None, 2), hosted(1, Some(1), 2)];
-        assert_eq!(partitions(&moves(1, &state, 10)), [(1, 2)]);
+        assert_eq!(partitions(1, &state, 10), [(1, 2)]);
     }
 }

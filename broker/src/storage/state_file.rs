@@ -104,11 +104,16 @@ fn encode_slot(sequence: u64, state: &PersistedState) -> Vec<u8> {
     slot.extend_from_slice(&SLOT_MAGIC);
     slot.extend_from_slice(&sequence.to_le_bytes());
     slot.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&slot[4..16]), &payload);
+    let crc = slot_crc(&slot[4..16], &payload);
     slot.extend_from_slice(&crc.to_le_bytes());
     slot.extend_from_slice(&payload);
     slot.resize(SLOT_BYTES, 0);
     slot
+}
+
+/// The CRC a slot carries: over its sequence and length fields, then its payload.
+fn slot_crc(sequence_and_length: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(sequence_and_length), payload)
 }
 
 /// Decodes one slot's bytes (shorter than a slot when the file ends inside it).
@@ -126,7 +131,7 @@ fn decode_slot(bytes: &[u8]) -> Slot {
     let Some(payload) = bytes.get(SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + len) else {
         return Slot::Invalid;
     };
-    if crc32c::crc32c_append(crc32c::crc32c(&bytes[4..16]), payload) != crc {
+    if slot_crc(&bytes[4..16], payload) != crc {
         return Slot::Invalid;
     }
     match serde_json::from_slice(payload) {
@@ -154,8 +159,9 @@ fn decode_file(bytes: &[u8], path: &Path) -> StorageResult<Option<(u64, Persiste
         .max_by_key(|(sequence, _)| *sequence);
     match (newest, &slots) {
         (Some(newest), _) => Ok(Some(newest)),
-        // The first store tore (the second slot was never written): as if it never began.
-        (None, [_, Slot::Empty]) | (None, [Slot::Empty, _]) => Ok(None),
+        // The first store tore (it writes the first slot; the second was never written): as if
+        // it never began. A first slot that is empty beside a begun second one is damage.
+        (None, [_, Slot::Empty]) => Ok(None),
         (None, _) => Err(StorageError::BadStateFile {
             path: path.to_path_buf(),
             reason: "neither slot holds a complete state (both torn or damaged)".into(),
@@ -335,6 +341,15 @@ mod tests {
         other[40] ^= 0xff;
         bad.extend_from_slice(&other);
         std::fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            StateFile::load(dir.path()),
+            Err(StorageError::BadStateFile { .. })
+        ));
+
+        // Only the first slot is written first: an empty one beside a bad second is damage.
+        let mut first_lost = vec![0u8; SLOT_BYTES];
+        first_lost.extend_from_slice(&other);
+        std::fs::write(&path, &first_lost).unwrap();
         assert!(matches!(
             StateFile::load(dir.path()),
             Err(StorageError::BadStateFile { .. })

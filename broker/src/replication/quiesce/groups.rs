@@ -5,7 +5,7 @@
 //!
 //! One lock over the quiet state, so a write and a quiesce decision on a group are ordered.
 
-use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW};
+use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW, PING_INTERVAL};
 use super::rules::{
     answer_candidate, follower_agrees, successor, Candidacy, CandidateAnswer, FollowerView, QuiesceProposal,
 };
@@ -170,10 +170,25 @@ impl Quiescence {
         }
     }
 
-    /// This broker's controlled shutdown has begun: from now on its pings and answers tell its
-    /// peers, so they hand it no leadership.
-    pub fn begin_stopping(&self) {
+    /// Begins this broker's controlled shutdown: from now on its pings and answers tell its
+    /// peers, so they hand it no leadership. Then waits (at most `wait`) until each of `peers`
+    /// that answered a ping within `wait` has answered once more, so that
+    /// [`PeerLiveness::is_stopping`] knows which of them are stopping too.
+    pub async fn announce_stopping(&self, peers: &[u64], wait: Duration) {
+        let started = Instant::now();
         self.stopping.store(true, Ordering::Relaxed);
+        let reachable: Vec<u64> = peers
+            .iter()
+            .copied()
+            .filter(|peer| self.liveness.since_answered(*peer).is_some_and(|ago| ago < wait))
+            .collect();
+        while started.elapsed() < wait
+            && !reachable
+                .iter()
+                .all(|peer| self.liveness.answered_since(*peer, started))
+        {
+            tokio::time::sleep(PING_INTERVAL / 4).await;
+        }
     }
 
     /// Whether this broker's controlled shutdown has begun.
