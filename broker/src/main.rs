@@ -1,5 +1,5 @@
 //! The `broker` binary: the server (`serve`), a local 3-broker cluster (`dev`), admin commands
-//! (`topic`, `cluster`, `group`, `produce`, `consume`) and benchmarks (`perf`).
+//! (`topic`, `cluster`, `partition`, `group`, `produce`, `consume`) and benchmarks (`perf`).
 
 mod cli;
 
@@ -43,6 +43,11 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: cli::cluster::ClusterCommand,
+    },
+    /// Move partitions between brokers: `reassign`, `reassignments`, `cancel`.
+    Partition {
+        #[command(subcommand)]
+        command: cli::partition::PartitionCommand,
     },
     /// Consumer groups: `list`, `describe`, `reset-offsets`, `delete`.
     Group {
@@ -174,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Topic { command } => admin::topic(&cli.bootstrap, command, cli.output).await,
             Command::Cluster { command } => cli::cluster::run(&cli.bootstrap, command, cli.output).await,
+            Command::Partition { command } => cli::partition::run(&cli.bootstrap, command, cli.output).await,
             Command::Produce { topic, partition, acks } => {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }

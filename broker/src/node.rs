@@ -2,14 +2,15 @@
 //! one server, on a listener and a shutdown signal given by the caller (so tests bind port 0).
 
 use crate::api::service::BrokerApi;
-use crate::controller::metadata::{BrokerInfo, MetadataCommand};
+use crate::controller::forward::ControllerLink;
+use crate::controller::metadata::{BrokerInfo, ClusterMetadata, MetadataCommand};
 use crate::controller::{Controller, ControllerError, CONTROLLER_GROUP};
 use crate::coordinator::offsets_partition::OffsetsPartitions;
 use crate::coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::endpoint::AdminProbes;
 use crate::metrics::requests::RequestsInFlight;
 use crate::partition::leader_balance::{self, LeaderBalance};
-use crate::partition::{handover, leadership, metrics as partition_metrics, PartitionManager};
+use crate::partition::{handover, leadership, metrics as partition_metrics, reassign, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig, Quiescence};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
 use crate::storage::{open_files, DiskSpace, FlushWorker, LogHost, OpenFiles};
@@ -402,7 +403,37 @@ pub async fn run(
     let retention = tokio::spawn(
         Arc::clone(&partitions).apply_retention_every(Duration::from_millis(config.retention_check_interval_ms.max(1))),
     );
+    let link = ControllerLink::new(
+        Arc::clone(&controller),
+        host.peers.clone(),
+        config
+            .peers
+            .iter()
+            .filter(|p| p.id != config.node_id)
+            .map(|p| p.address.clone())
+            .collect(),
+    );
+    let own_info = config
+        .peers
+        .iter()
+        .find(|p| p.id == config.node_id)
+        .map(|p| BrokerInfo {
+            id: p.id,
+            address: p.address.clone(),
+            rack: p.rack.clone(),
+        })
+        .expect("validate adds this broker to its peers");
     let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
+    let registration = tokio::spawn(keep_registered(link.clone(), own_info));
+    let mover = tokio::spawn(reassign::drive_forever(config.node_id, Arc::clone(&partitions), link));
+    let (peer_addresses, peers_known) =
+        tokio::sync::watch::channel(known_peers(config.node_id, &config.peers, &controller.metadata()));
+    let peer_watcher = tokio::spawn(follow_peers(
+        config.node_id,
+        config.peers.clone(),
+        controller.subscribe(),
+        peer_addresses,
+    ));
     let leadership_sampler = tokio::spawn(leadership::sample_forever(
         Arc::clone(&partitions),
         IsrBounds::default(),
@@ -414,12 +445,7 @@ pub async fn run(
             host.peers.clone(),
             QuiesceConfig {
                 node_id: config.node_id,
-                peers: config
-                    .peers
-                    .iter()
-                    .filter(|p| p.id != config.node_id)
-                    .map(|p| (p.id, p.address.clone()))
-                    .collect(),
+                peers: peers_known.clone(),
                 quiesce_after: Duration::from_millis(quiesce_after_ms),
                 dead_after: Duration::from_millis(2 * config.raft.election_timeout_min_ms),
                 resume_delay: Duration::from_millis(config.raft.election_timeout_max_ms),
@@ -468,12 +494,7 @@ pub async fn run(
     let handover_controller = Arc::clone(&controller);
     let handover_budget = Duration::from_millis(config.controlled_shutdown_ms);
     let handover_quiescence = host.groups.quiescence().clone();
-    let handover_peers: Vec<u64> = config
-        .peers
-        .iter()
-        .map(|p| p.id)
-        .filter(|id| *id != config.node_id)
-        .collect();
+    let handover_peers = peers_known.clone();
     let server = tonic::transport::Server::builder()
         .http2_max_pending_accept_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
@@ -483,18 +504,20 @@ pub async fn run(
         .add_service(host.groups.service())
         .add_service(api.into_service())
         .add_service(crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service())
+        .add_service(crate::api::cluster::ClusterApi::new(Arc::clone(&controller)).into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.await;
             if let Some(balancer) = &stop_balancer {
                 balancer.abort();
             }
             // Still serving, so the peers taking over reach this broker while they do.
+            let peers: Vec<u64> = handover_peers.borrow().keys().copied().collect();
             hand_over(
                 node_id,
                 &handover_partitions,
                 &handover_controller,
                 &handover_quiescence,
-                &handover_peers,
+                &peers,
                 handover_budget,
             )
             .await;
@@ -535,6 +558,9 @@ pub async fn run(
         }
     }
     membership.abort();
+    registration.abort();
+    mover.abort();
+    peer_watcher.abort();
     expiry.abort();
     drop(coordinator);
     for task in quiescer {
@@ -590,8 +616,56 @@ fn admin_probes(node_id: u64, data_dir: PathBuf, started: Arc<OnceLock<Started>>
     }
 }
 
+/// Every other broker, by id, with its address: the configured peers, and those the metadata
+/// registered since (brokers that joined later).
+fn known_peers(node_id: u64, configured: &[Peer], metadata: &ClusterMetadata) -> BTreeMap<u64, String> {
+    let mut peers: BTreeMap<u64, String> = configured.iter().map(|p| (p.id, p.address.clone())).collect();
+    peers.extend(metadata.brokers.values().map(|b| (b.id, b.address.clone())));
+    peers.remove(&node_id);
+    peers
+}
+
+/// Keeps `peers` equal to [`known_peers`] as the metadata changes.
+async fn follow_peers(
+    node_id: u64,
+    configured: Vec<Peer>,
+    mut metadata: tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
+    peers: tokio::sync::watch::Sender<BTreeMap<u64, String>>,
+) {
+    loop {
+        let known = known_peers(node_id, &configured, &metadata.borrow_and_update());
+        peers.send_if_modified(|current| {
+            let changed = *current != known;
+            *current = known;
+            changed
+        });
+        if metadata.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Registers this broker with the controller (through whichever broker leads it), and again
+/// whenever the metadata has it otherwise (a new address or rack after a restart): a broker
+/// started with a new id and the cluster's addresses joins this way.
+async fn keep_registered(link: ControllerLink, info: BrokerInfo) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if link.controller().metadata().brokers.get(&info.id) == Some(&info) {
+            continue;
+        }
+        match link.propose(MetadataCommand::RegisterBroker(info.clone())).await {
+            Ok(()) => tracing::info!(node = info.id, address = %info.address, "registered with the controller"),
+            Err(error) => tracing::debug!(%error, "registering with the controller failed; will retry"),
+        }
+    }
+}
+
 /// While this broker leads the controller: registers every configured broker in the metadata
-/// and adds non-voting brokers to the controller group as learners (so they see metadata).
+/// and adds every registered broker that does not vote in the controller group to it as a
+/// learner (so it sees the metadata).
 async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>) {
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     loop {
@@ -613,10 +687,16 @@ async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>) {
             }
         }
         let members = controller.replica().members();
-        for peer in &peers {
-            if !members.contains(&peer.id) {
-                if let Err(error) = controller.replica().add_learner(peer.id, peer.address.clone()).await {
-                    tracing::debug!(%error, peer = peer.id, "adding controller learner failed; will retry");
+        let metadata = controller.metadata();
+        let brokers = peers
+            .iter()
+            .map(|p| (p.id, p.address.clone()))
+            .chain(metadata.brokers.values().map(|b| (b.id, b.address.clone())));
+        for (id, address) in brokers {
+            if !members.contains(&id) {
+                match controller.replica().add_learner(id, address).await {
+                    Ok(()) => tracing::info!(broker = id, "added to the controller group as a learner"),
+                    Err(error) => tracing::debug!(%error, broker = id, "adding controller learner failed; will retry"),
                 }
             }
         }

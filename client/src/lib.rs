@@ -37,6 +37,7 @@ pub use group::{GroupConfig, GroupConsumer, GroupError, RebalanceListener};
 pub use producer::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use proto::record_batch::{Compression, RecordHeader};
 pub use proto::v1::{
-    Acks, BrokerDescription, ErrorCode, MetadataResponse, OffsetSpec, PartitionDescription, TopicDescription, TopicSpec,
+    Acks, BrokerDescription, ErrorCode, MetadataResponse, OffsetSpec, PartitionDescription, PartitionReplicas,
+    ReassignmentDescription, TopicDescription, TopicSpec,
 };
 pub use retry::RetryPolicy;

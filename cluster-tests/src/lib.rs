@@ -9,6 +9,7 @@ pub mod email;
 pub mod group_member;
 pub mod history;
 pub mod proxy;
+pub mod workload;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -19,15 +19,16 @@
 //! The default test run replays fixed seeds (each a regression test for the bugs its seed
 //! found); `cluster-tests/run-soak.sh --minutes M --seed S` runs one cluster for M minutes.
 
-use client::{ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo};
+use client::{NewTopic, SeekTo};
 use cluster_tests::checker::check;
 use cluster_tests::group_member::{spawn_member, GroupSeen, MemberPlan};
-use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder, Seen};
+use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder};
 use cluster_tests::proxy::FaultProxy;
+use cluster_tests::workload::{record_final_reads, spawn_consumer, spawn_producer, ProducerPlan};
 use cluster_tests::{
     client_overrides, connect_when_ready, create_topic, delete_index_files, describe_on, flip_bit_in_active_segment,
-    leaders, log_digest, partition_dir, partitions_held_from_elections, quiet_partitions, read_partition,
-    stop_all_at_once, truncate_active_segment, BrokerProcess, ProxiedCluster,
+    leaders, log_digest, partition_dir, partitions_held_from_elections, quiet_partitions, stop_all_at_once,
+    truncate_active_segment, BrokerProcess, ProxiedCluster,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -349,96 +350,32 @@ async fn run(plan: Plan) {
 
     let mut workers = Vec::new();
     for process in 1..=PRODUCERS {
+        let plan = ProducerPlan {
+            process,
+            topic: TOPIC.into(),
+            partitions: PARTITIONS,
+            pause_every: plan.sends_per_pause,
+            silent: Arc::clone(&silent),
+            sent: Arc::default(),
+        };
         let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
-        let silent = Arc::clone(&silent);
-        workers.push(tokio::spawn(async move {
-            let config = ProducerConfig {
-                linger: Duration::from_millis(2),
-                delivery_timeout: Duration::from_secs(20),
-                request_timeout: Duration::from_secs(3),
-                ..ProducerConfig::default()
-            };
-            let producer = Producer::new(client, config).unwrap();
-            let mut pending = Vec::new();
-            let mut n = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                if silent.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                let partition = n % PARTITIONS;
-                let value = format!("p{process}-{n}");
-                let send = |offset| Operation::Send {
-                    partition,
-                    value: value.clone(),
-                    offset,
-                };
-                history.record(process, Outcome::Invoke, send(None));
-                let record = ProducerRecord::new(TOPIC, value.clone()).partition(partition);
-                match producer.send(record).await {
-                    Ok(delivery) => pending.push((value.clone(), partition, delivery)),
-                    Err(_) => history.record(process, Outcome::Fail, send(None)),
-                }
-                n += 1;
-                if n.is_multiple_of(plan.sends_per_pause) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            for (value, partition, delivery) in pending {
-                let (outcome, offset) = match delivery.await {
-                    Ok(metadata) => (Outcome::Ok, metadata.offset),
-                    // A delivery timeout may or may not have written the record.
-                    Err(_) => (Outcome::Info, None),
-                };
-                history.record(
-                    process,
-                    outcome,
-                    Operation::Send {
-                        partition,
-                        value,
-                        offset,
-                    },
-                );
-            }
-            producer.close().await;
-        }));
+        workers.push(spawn_producer(client, plan, history, stop));
     }
     for process in CONSUMERS {
+        let from = if process == CONSUMERS[0] {
+            SeekTo::Offset(0)
+        } else {
+            SeekTo::Latest
+        };
         let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
-        workers.push(tokio::spawn(async move {
-            let config = ConsumerConfig {
-                auto_offset_reset: OffsetReset::Earliest,
-                fetch_max_wait: Duration::from_millis(100),
-                ..ConsumerConfig::default()
-            };
-            let mut consumer = client::Consumer::new(client, config);
-            let partitions: Vec<(String, u32)> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
-            consumer.assign(partitions).await.unwrap();
-            for partition in 0..PARTITIONS {
-                let to = if process == CONSUMERS[0] {
-                    SeekTo::Offset(0)
-                } else {
-                    SeekTo::Latest
-                };
-                let offset = consumer.seek(TOPIC, partition, to).await.unwrap();
-                history.record(process, Outcome::Ok, Operation::Seek { partition, offset });
-            }
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok(records) = consumer.poll(Duration::from_millis(200)).await {
-                    let records: Vec<Seen> = records
-                        .into_iter()
-                        .map(|r| Seen {
-                            partition: r.partition,
-                            offset: r.offset,
-                            value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-                        })
-                        .collect();
-                    if !records.is_empty() {
-                        history.record(process, Outcome::Ok, Operation::Poll { records });
-                    }
-                }
-            }
-        }));
+        workers.push(spawn_consumer(
+            client,
+            process,
+            (TOPIC, PARTITIONS),
+            from,
+            history,
+            stop,
+        ));
     }
 
     let group_seen: GroupSeen = Arc::default();
@@ -555,21 +492,7 @@ async fn run(plan: Plan) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut final_offsets: Vec<(u32, Vec<u64>)> = Vec::new();
-    for partition in 0..PARTITIONS {
-        let records: Vec<(u64, String)> = read_partition(&client, TOPIC, partition)
-            .await
-            .into_iter()
-            .map(|r| {
-                (
-                    r.offset,
-                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-                )
-            })
-            .collect();
-        final_offsets.push((partition, records.iter().map(|(offset, _)| *offset).collect()));
-        history.record(CHECKER, Outcome::Ok, Operation::FinalRead { partition, records });
-    }
+    let final_offsets = record_final_reads(&client, (TOPIC, PARTITIONS), CHECKER, &history).await;
     // The group consumes everything before its members stop (if not, the checker says what
     // it missed).
     let caught_up = Instant::now() + GROUP_CATCH_UP;

@@ -70,6 +70,9 @@ mod tests {
         (ErrorCode::PartitionNotAssigned, false),
         (ErrorCode::UnsupportedAssignor, false),
         (ErrorCode::TopicIsInternal, false),
+        (ErrorCode::InvalidReplicaAssignment, false),
+        (ErrorCode::ReassignmentInProgress, false),
+        (ErrorCode::NoReassignmentInProgress, false),
     ];
 
     #[test]

@@ -3,6 +3,7 @@
 //! - [`v1`]: the protobuf messages of the client-facing `broker.v1` API, generated at build time
 //!   from `proto/broker/v1/*.proto` with `protox` (no system `protoc` is needed).
 //! - [`raft_v1`]: the internal Raft transport between brokers, multiplexed by group id.
+//! - [`cluster_v1`]: internal calls to the controller (a broker proposing a metadata command).
 //! - [`record_batch`]: the Kafka v2 `RecordBatch` layout used as the body of every data entry in
 //!   a partition log. Producers build batches with it, the broker validates them, consumers
 //!   decode them.
@@ -45,6 +46,12 @@ pub fn group_partition(group_id: &str, partitions: u32) -> u32 {
 #[allow(missing_docs, clippy::all)]
 pub mod raft_v1 {
     include!(concat!(env!("OUT_DIR"), "/raft.v1.rs"));
+}
+
+/// Internal broker-to-broker calls to the controller (`cluster.v1`): not a client API.
+#[allow(missing_docs, clippy::all)]
+pub mod cluster_v1 {
+    include!(concat!(env!("OUT_DIR"), "/cluster.v1.rs"));
 }
 
 /// Messages of the `broker.v1` package.

@@ -10,7 +10,7 @@ use crate::replication::ReplicationError;
 use proto::v1::{
     ConsumerGroupHeartbeatResponse, DeleteGroupResponse, DescribeGroupResponse, ErrorCode, FetchResponse,
     FindCoordinatorResponse, InitProducerIdResponse, ListOffsetsResponse, OffsetCommitResponse, OffsetFetchResponse,
-    ProduceResponse, TopicResult, TransferLeadershipResponse,
+    ProduceResponse, ReassignmentResult, TopicResult, TransferLeadershipResponse,
 };
 
 /// Why a request was refused, in wire terms.
@@ -139,6 +139,18 @@ impl Refused for InitProducerIdResponse {
             message: refusal.message,
             producer_id: -1,
             producer_epoch: -1,
+            controller: refusal.leader,
+        }
+    }
+}
+
+impl Refused for ReassignmentResult {
+    const API: &'static str = "Reassignments";
+
+    fn refused(refusal: Refusal) -> Self {
+        ReassignmentResult {
+            error: refusal.code as i32,
+            message: refusal.message,
             controller: refusal.leader,
         }
     }

@@ -53,6 +53,10 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
             MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             MetadataError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
+            MetadataError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
+            MetadataError::InvalidReplicaAssignment { .. } => ErrorCode::InvalidReplicaAssignment,
+            MetadataError::ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
+            MetadataError::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
         },
     }
 }

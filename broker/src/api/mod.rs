@@ -15,6 +15,10 @@
 //! - `producer_ids`: InitProducerId.
 //! - [`groups`]: the `broker.v1.Groups` service (consumer groups), its own tonic service over
 //!   the `coordinator`.
+//! - `reassignments`: ReassignPartitions, CancelReassignments, ListReassignments (replica
+//!   moves, served by the controller).
+//! - [`cluster`]: the internal `cluster.v1.Cluster` service (brokers proposing metadata
+//!   commands through the controller leader).
 //!
 //! [`metrics`] counts bytes and records produced and fetched, and refusals per error code.
 //! (Topic configs by name ⇄ `LogConfig` is `storage::settings`.)
@@ -29,6 +33,7 @@
 //! beyond its public operations.
 
 mod answer;
+pub mod cluster;
 mod convert;
 pub mod error_codes;
 mod fetch;
@@ -37,5 +42,6 @@ mod leadership;
 pub mod metrics;
 mod produce;
 mod producer_ids;
+mod reassignments;
 pub mod service;
 mod topics;

@@ -3,16 +3,17 @@
 //! subsystems they call and the lookup of the local replica a partition request is for.
 
 use super::answer::{answer, Refusal};
-use super::{fetch, leadership, produce, producer_ids, topics};
+use super::{fetch, leadership, produce, producer_ids, reassignments, topics};
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
 use crate::replication::{IsrBounds, PartitionReplica};
 use crate::storage::DiskSpace;
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
-    AlterTopicConfigRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode,
-    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicResults,
+    AlterTopicConfigRequest, CancelReassignmentsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, ListReassignmentsRequest, ListReassignmentsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ReassignPartitionsRequest, ReassignmentResult, TopicResults,
     TransferLeadershipRequest, TransferLeadershipResponse,
 };
 use std::sync::Arc;
@@ -157,5 +158,26 @@ impl Broker for BrokerApi {
         _request: Request<InitProducerIdRequest>,
     ) -> Result<Response<InitProducerIdResponse>, Status> {
         Ok(Response::new(answer(producer_ids::init_producer_id(self).await)))
+    }
+
+    async fn reassign_partitions(
+        &self,
+        request: Request<ReassignPartitionsRequest>,
+    ) -> Result<Response<ReassignmentResult>, Status> {
+        Ok(Response::new(reassignments::reassign(self, request.into_inner()).await))
+    }
+
+    async fn cancel_reassignments(
+        &self,
+        request: Request<CancelReassignmentsRequest>,
+    ) -> Result<Response<ReassignmentResult>, Status> {
+        Ok(Response::new(reassignments::cancel(self, request.into_inner()).await))
+    }
+
+    async fn list_reassignments(
+        &self,
+        _request: Request<ListReassignmentsRequest>,
+    ) -> Result<Response<ListReassignmentsResponse>, Status> {
+        Ok(Response::new(reassignments::list(self)))
     }
 }

@@ -1,5 +1,5 @@
 //! The `broker` command line: the server (`serve`, `dev`), admin commands (topics, cluster,
-//! consumer groups, produce, consume) and benchmarks.
+//! partition moves, consumer groups, produce, consume) and benchmarks.
 
 pub mod admin;
 pub mod cluster;
@@ -7,6 +7,7 @@ pub mod dev;
 pub mod group;
 pub mod local_cluster;
 pub mod output;
+pub mod partition;
 pub mod perf_consume;
 pub mod perf_idle;
 pub mod perf_produce;

@@ -42,8 +42,96 @@ pub struct PartitionAssignment {
     pub partition: u32,
     /// Raft group id of the partition (unique in the cluster, never reused).
     pub group: u64,
-    /// Replica broker ids; the first is the preferred leader.
+    /// Replica broker ids; the first is the preferred leader. During a reassignment, the
+    /// replicas as they were before it (the voters until the move switches them).
     pub replicas: Vec<u64>,
+    /// Replica-set changes completed on this partition (0 as created). Only a partition still
+    /// at epoch 0 is formed (Raft-bootstrapped) by its first replica: once its replicas have
+    /// changed the group exists, and a replica starting empty joins it as a learner instead of
+    /// forming a second group of its own.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The move in progress, if any (see [`Reassignment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A replica move in progress (Kafka's partition reassignment). The partition's leader carries
+/// it out with Raft membership changes: the replicas the target adds join as learners, the voter
+/// set switches to the target once they have caught up (joint consensus), and the controller
+/// then records the target as the replicas — whereupon the replicas it dropped stop and delete
+/// their data. Cancelled, the same steps lead back to `replicas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// The replicas wanted; the first becomes the preferred leader.
+    pub target: Vec<u64>,
+    /// The operator cancelled the move: the leader returns the voters to `replicas`.
+    #[serde(default)]
+    pub cancelled: bool,
+}
+
+impl PartitionAssignment {
+    /// Every broker that holds (or is to hold) a replica: the replicas, then those a move in
+    /// progress adds. A broker hosts a replica of the partition exactly when it is here.
+    pub fn hosts(&self) -> Vec<u64> {
+        let mut hosts = self.replicas.clone();
+        if let Some(move_) = &self.reassignment {
+            hosts.extend(move_.target.iter().filter(|id| !self.replicas.contains(id)));
+        }
+        hosts
+    }
+
+    /// The voter set the partition's leader is moving to: the target of a move in progress,
+    /// the replicas again once it is cancelled; `None` with no move.
+    pub fn wanted_voters(&self) -> Option<&[u64]> {
+        let move_ = self.reassignment.as_ref()?;
+        Some(if move_.cancelled { &self.replicas } else { &move_.target })
+    }
+
+    /// The replicas a move in progress adds (in the target, not in the replicas).
+    pub fn adding(&self) -> Vec<u64> {
+        let Some(move_) = &self.reassignment else {
+            return Vec::new();
+        };
+        move_
+            .target
+            .iter()
+            .copied()
+            .filter(|id| !self.replicas.contains(id))
+            .collect()
+    }
+
+    /// The replicas a move in progress drops (in the replicas, not in the target).
+    pub fn removing(&self) -> Vec<u64> {
+        let Some(move_) = &self.reassignment else {
+            return Vec::new();
+        };
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| !move_.target.contains(id))
+            .collect()
+    }
+}
+
+/// One partition's new replica set, as an operator asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The replicas wanted, preferred leader first.
+    pub replicas: Vec<u64>,
+}
+
+/// One partition, by topic and index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionRef {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
 }
 
 /// A topic and its partitions.
@@ -129,6 +217,32 @@ pub enum MetadataCommand {
         /// How many ids.
         count: u32,
     },
+    /// Starts moving partitions to new replica sets (a plan: every move is checked before any
+    /// starts, so a plan is taken whole or not at all). A move to the replicas a partition has
+    /// already is no move.
+    ReassignPartitions {
+        /// The moves.
+        moves: Vec<PartitionMove>,
+    },
+    /// Cancels moves in progress: each partition's leader leads its voters back to the
+    /// replicas they were.
+    CancelReassignments {
+        /// The partitions.
+        partitions: Vec<PartitionRef>,
+    },
+    /// A partition's leader reports its voters are the ones its move wanted: the controller
+    /// makes them the replicas and ends the move. Refused (and so harmless) when the move has
+    /// changed since the leader looked — cancelled, or another partition of a re-created topic.
+    CompleteReassignment {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The partition's Raft group, as the leader knows it.
+        group: u64,
+        /// The voters now in force.
+        voters: Vec<u64>,
+    },
 }
 
 /// Why a command cannot be applied. Deterministic: every replica reaches the same verdict.
@@ -162,6 +276,44 @@ pub enum MetadataError {
     /// Log settings out of range.
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
+    /// No such partition.
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition index asked for.
+        partition: u32,
+    },
+    /// A replica set that cannot be: empty, a broker twice, a broker not registered.
+    #[error("invalid replicas for {topic}/{partition}: {reason}")]
+    InvalidReplicaAssignment {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The partition is being moved already: cancel that first.
+    #[error("{topic}/{partition} is being reassigned already (to {target:?}); cancel it first")]
+    ReassignmentInProgress {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Where it is moving.
+        target: Vec<u64>,
+    },
+    /// Cancel or complete of a partition that is not being moved (or whose move changed).
+    #[error("no reassignment of {topic}/{partition} in progress{detail}")]
+    NoReassignmentInProgress {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// What differed, if the move changed.
+        detail: String,
+    },
     /// Partitions can be added, never removed (records are routed by partition count).
     #[error("topic {topic:?} has {current} partitions; it can only grow (asked for {requested})")]
     PartitionCountNotIncreased {
@@ -275,7 +427,91 @@ impl ClusterMetadata {
                     )))
                 }
             }
+            MetadataCommand::ReassignPartitions { moves } => self.check_moves(moves),
+            MetadataCommand::CancelReassignments { partitions } => {
+                for partition in partitions {
+                    let assignment = self.partition(&partition.topic, partition.partition)?;
+                    if assignment.reassignment.is_none() {
+                        return Err(MetadataError::NoReassignmentInProgress {
+                            topic: partition.topic.clone(),
+                            partition: partition.partition,
+                            detail: String::new(),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            MetadataCommand::CompleteReassignment {
+                topic,
+                partition,
+                group,
+                voters,
+            } => {
+                let assignment = self.partition(topic, *partition)?;
+                let no_move = |detail: String| MetadataError::NoReassignmentInProgress {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    detail,
+                };
+                if assignment.group != *group {
+                    return Err(no_move(format!(" in group {group}")));
+                }
+                let wanted = assignment.wanted_voters().ok_or_else(|| no_move(String::new()))?;
+                if !same_members(wanted, voters) {
+                    return Err(no_move(format!(" to {voters:?} (it moves to {wanted:?})")));
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// The assignment of `topic`/`partition`, or why there is none.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<&PartitionAssignment, MetadataError> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| MetadataError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    /// Checks a reassignment plan: known partitions, each named once, not moving already; each
+    /// replica set non-empty, without duplicates, of registered brokers.
+    fn check_moves(&self, moves: &[PartitionMove]) -> Result<(), MetadataError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for move_ in moves {
+            let invalid = |reason: String| MetadataError::InvalidReplicaAssignment {
+                topic: move_.topic.clone(),
+                partition: move_.partition,
+                reason,
+            };
+            let assignment = self.partition(&move_.topic, move_.partition)?;
+            if !seen.insert((move_.topic.as_str(), move_.partition)) {
+                return Err(invalid("the plan names the partition twice".into()));
+            }
+            if move_.replicas.is_empty() {
+                return Err(invalid("a partition needs at least one replica".into()));
+            }
+            let mut ids = move_.replicas.clone();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return Err(invalid(format!("{:?} names a broker twice", move_.replicas)));
+            }
+            if let Some(unknown) = ids.iter().find(|id| !self.brokers.contains_key(id)) {
+                return Err(invalid(format!("broker {unknown} is not registered")));
+            }
+            if let Some(current) = &assignment.reassignment {
+                return Err(MetadataError::ReassignmentInProgress {
+                    topic: move_.topic.clone(),
+                    partition: move_.partition,
+                    target: current.target.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Applies `command`, or leaves the state unchanged and says why not.
@@ -334,8 +570,43 @@ impl ClusterMetadata {
                 self.next_producer_id = end;
                 self.producer_id_blocks.insert(broker, ProducerIdBlock { start, end });
             }
+            MetadataCommand::ReassignPartitions { moves } => {
+                for move_ in moves {
+                    let assignment = self.partition_mut(&move_.topic, move_.partition);
+                    if assignment.replicas != move_.replicas {
+                        assignment.reassignment = Some(Reassignment {
+                            target: move_.replicas,
+                            cancelled: false,
+                        });
+                    }
+                }
+            }
+            MetadataCommand::CancelReassignments { partitions } => {
+                for partition in partitions {
+                    let assignment = self.partition_mut(&partition.topic, partition.partition);
+                    if let Some(move_) = &mut assignment.reassignment {
+                        move_.cancelled = true;
+                    }
+                }
+            }
+            MetadataCommand::CompleteReassignment { topic, partition, .. } => {
+                let assignment = self.partition_mut(&topic, partition);
+                let move_ = assignment.reassignment.take().expect("checked above");
+                if !move_.cancelled {
+                    assignment.replicas = move_.target;
+                }
+                assignment.epoch += 1;
+            }
         }
         Ok(())
+    }
+
+    /// The assignment of a partition `check` found.
+    fn partition_mut(&mut self, topic: &str, partition: u32) -> &mut PartitionAssignment {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .expect("checked above")
     }
 
     /// Places partitions `first..first + count` on the registered brokers (round-robin from
@@ -360,19 +631,42 @@ impl ClusterMetadata {
                     partition,
                     group,
                     replicas,
+                    epoch: 0,
+                    reassignment: None,
                 }
             })
             .collect()
     }
 
-    /// Every partition assignment that includes broker `node`, with its topic.
+    /// Every partition broker `node` hosts a replica of (see [`PartitionAssignment::hosts`]),
+    /// with its topic.
     pub fn assignments_of(&self, node: u64) -> Vec<(&TopicMetadata, &PartitionAssignment)> {
         self.topics
             .values()
             .flat_map(|topic| topic.partitions.iter().map(move |p| (topic, p)))
-            .filter(|(_, p)| p.replicas.contains(&node))
+            .filter(|(_, p)| p.replicas.contains(&node) || p.adding().contains(&node))
             .collect()
     }
+
+    /// Every partition being moved, with its topic name.
+    pub fn reassignments(&self) -> impl Iterator<Item = (&str, &PartitionAssignment)> {
+        self.topics.values().flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|p| p.reassignment.is_some())
+                .map(move |p| (topic.name.as_str(), p))
+        })
+    }
+}
+
+/// Whether two replica lists hold the same brokers (order aside).
+pub fn same_members(a: &[u64], b: &[u64]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 #[cfg(test)]
@@ -608,5 +902,147 @@ mod tests {
             .apply(MetadataCommand::DeleteTopic { name: "orders".into() })
             .unwrap();
         assert!(metadata.topics.is_empty());
+    }
+
+    fn move_to(topic: &str, partition: u32, replicas: &[u64]) -> PartitionMove {
+        PartitionMove {
+            topic: topic.into(),
+            partition,
+            replicas: replicas.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_move_hosts_old_and_new_replicas_until_the_leader_reports_the_new_voters() {
+        let mut metadata = with_brokers(4);
+        metadata.apply(create("orders", 2, 3)).unwrap();
+        let before = metadata.topics["orders"].partitions[0].clone();
+        let target: Vec<u64> = vec![4, before.replicas[1], before.replicas[2]];
+        metadata
+            .apply(MetadataCommand::ReassignPartitions {
+                moves: vec![move_to("orders", 0, &target)],
+            })
+            .unwrap();
+        let moving = metadata.topics["orders"].partitions[0].clone();
+        assert_eq!(moving.replicas, before.replicas, "the replicas stay until it completes");
+        assert_eq!(moving.adding(), vec![4]);
+        assert_eq!(moving.removing(), vec![before.replicas[0]]);
+        assert_eq!(moving.hosts().len(), 4, "old and new replicas both host it meanwhile");
+        assert!(metadata.assignments_of(4).iter().any(|(_, p)| p.group == before.group));
+        assert_eq!(metadata.reassignments().count(), 1);
+
+        // A report of other voters (the leader looked before a change) is refused.
+        let complete = |voters: &[u64], group: u64| MetadataCommand::CompleteReassignment {
+            topic: "orders".into(),
+            partition: 0,
+            group,
+            voters: voters.to_vec(),
+        };
+        assert!(matches!(
+            metadata.check(&complete(&before.replicas, before.group)),
+            Err(MetadataError::NoReassignmentInProgress { .. })
+        ));
+        assert!(matches!(
+            metadata.check(&complete(&target, before.group + 100)),
+            Err(MetadataError::NoReassignmentInProgress { .. })
+        ));
+        // Voters in another order are the same set.
+        let mut reordered = target.clone();
+        reordered.reverse();
+        metadata.apply(complete(&reordered, before.group)).unwrap();
+        let done = &metadata.topics["orders"].partitions[0];
+        assert_eq!(done.replicas, target, "the target, in the operator's order");
+        assert_eq!(done.reassignment, None);
+        assert_eq!(done.epoch, 1, "no longer formed by its first replica");
+        assert!(metadata
+            .assignments_of(before.replicas[0])
+            .iter()
+            .all(|(_, p)| p.group != before.group));
+
+        // A move to the replicas it has is no move.
+        metadata
+            .apply(MetadataCommand::ReassignPartitions {
+                moves: vec![move_to(
+                    "orders",
+                    1,
+                    &metadata.topics["orders"].partitions[1].replicas.clone(),
+                )],
+            })
+            .unwrap();
+        assert_eq!(metadata.reassignments().count(), 0);
+    }
+
+    #[test]
+    fn a_cancelled_move_leads_back_to_the_replicas_it_had() {
+        let mut metadata = with_brokers(4);
+        metadata.apply(create("orders", 1, 3)).unwrap();
+        let before = metadata.topics["orders"].partitions[0].clone();
+        metadata
+            .apply(MetadataCommand::ReassignPartitions {
+                moves: vec![move_to("orders", 0, &[4, 1, 2])],
+            })
+            .unwrap();
+        let cancel = MetadataCommand::CancelReassignments {
+            partitions: vec![PartitionRef {
+                topic: "orders".into(),
+                partition: 0,
+            }],
+        };
+        metadata.apply(cancel.clone()).unwrap();
+        let cancelled = &metadata.topics["orders"].partitions[0];
+        assert_eq!(cancelled.wanted_voters(), Some(&before.replicas[..]));
+        assert!(
+            cancelled.hosts().contains(&4),
+            "4 keeps its replica until the voters are back"
+        );
+        metadata
+            .apply(MetadataCommand::CompleteReassignment {
+                topic: "orders".into(),
+                partition: 0,
+                group: before.group,
+                voters: before.replicas.clone(),
+            })
+            .unwrap();
+        let after = &metadata.topics["orders"].partitions[0];
+        assert_eq!((&after.replicas, &after.reassignment), (&before.replicas, &None));
+        assert!(metadata.assignments_of(4).is_empty());
+        assert!(matches!(
+            metadata.check(&cancel),
+            Err(MetadataError::NoReassignmentInProgress { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_plans_are_refused_whole_and_change_nothing() {
+        let mut metadata = with_brokers(4);
+        metadata.apply(create("orders", 2, 3)).unwrap();
+        metadata
+            .apply(MetadataCommand::ReassignPartitions {
+                moves: vec![move_to("orders", 1, &[4, 2, 3])],
+            })
+            .unwrap();
+        let before = metadata.clone();
+        let refused = |metadata: &mut ClusterMetadata, moves: Vec<PartitionMove>| {
+            metadata
+                .apply(MetadataCommand::ReassignPartitions { moves })
+                .unwrap_err()
+        };
+        let good = move_to("orders", 0, &[1, 2, 4]);
+        for (moves, expected) in [
+            (vec![good.clone(), move_to("nope", 0, &[1])], "unknown topic"),
+            (vec![good.clone(), move_to("orders", 7, &[1])], "has no partition 7"),
+            (vec![move_to("orders", 0, &[])], "at least one replica"),
+            (vec![move_to("orders", 0, &[1, 2, 1])], "names a broker twice"),
+            (vec![move_to("orders", 0, &[1, 2, 9])], "broker 9 is not registered"),
+            (vec![good.clone(), good.clone()], "names the partition twice"),
+            (
+                vec![good.clone(), move_to("orders", 1, &[1, 2, 3])],
+                "being reassigned already",
+            ),
+        ] {
+            let error = refused(&mut metadata, moves).to_string();
+            assert!(error.contains(expected), "{error:?} should say {expected:?}");
+            assert_eq!(metadata, before, "nothing changed after {expected:?}");
+        }
     }
 }

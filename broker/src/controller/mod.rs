@@ -6,7 +6,8 @@
 //! **Owns:** the pure metadata state machine ([`metadata`]), replica placement
 //! ([`placement`]), the controller replica whose log stores metadata commands as record
 //! batches (one JSON command per record, like KRaft's metadata log), and the state machine's
-//! copy on disk in sled ([`store`]), from which a restarted controller resumes.
+//! copy on disk in sled ([`store`]), from which a restarted controller resumes; and the way any
+//! broker proposes a command to the controller leader wherever it is ([`forward`]).
 //!
 //! **Invariants:** metadata changes only by applying committed commands in log order, so every
 //! controller replica holds the same metadata; a command is checked before it is proposed (for
@@ -14,6 +15,7 @@
 //!
 //! **Must not depend on:** the API layer or partition data.
 
+pub mod forward;
 pub mod metadata;
 pub mod placement;
 pub mod store;

@@ -2,13 +2,13 @@
 //!
 //! **One job:** keep the set of running partition replicas equal to what the cluster metadata
 //! assigns to this broker — start replicas of new assignments, stop and delete those of deleted
-//! topics — and hand the API layer the replica of a partition.
+//! topics and of replicas moved away — and hand the API layer the replica of a partition.
 //!
 //! **Owns:** the map topic-partition → running replica, and the partition directories
 //! (`<data-dir>/partitions/<topic>-<partition>-g<group>`: the group id in the name means a
 //! re-created topic never picks up an old topic's data).
 //!
-//! Also here: the replicas' gauges sampled at scrape time ([`metrics`]) and the once-a-second
+//! Also here: the driver of replica moves ([`reassign`]), the replicas' gauges sampled at scrape time ([`metrics`]) and the once-a-second
 //! sampler counting their leadership and ISR changes ([`leadership`]).
 //!
 //! **Must not depend on:** the API layer.
@@ -17,6 +17,7 @@ pub mod handover;
 pub mod leader_balance;
 pub mod leadership;
 pub mod metrics;
+pub mod reassign;
 
 use crate::controller::metadata::ClusterMetadata;
 use crate::replication::{BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
@@ -102,16 +103,19 @@ impl PartitionManager {
     /// Starts and stops replicas so that exactly this broker's assignments run.
     pub async fn reconcile(&self, metadata: &ClusterMetadata) -> Result<(), ReplicationError> {
         let me = self.host.node_id;
-        let wanted: BTreeMap<TopicPartition, (u64, Vec<u64>, crate::storage::LogConfig)> = metadata
+        let wanted: BTreeMap<TopicPartition, (u64, Option<Vec<u64>>, crate::storage::LogConfig)> = metadata
             .assignments_of(me)
             .into_iter()
             .map(|(topic, assignment)| {
+                // Only a partition as created is formed by its first replica; one whose
+                // replicas changed exists already, and a new replica joins it as a learner.
+                let founders = (assignment.epoch == 0).then(|| assignment.replicas.clone());
                 (
                     TopicPartition {
                         topic: topic.name.clone(),
                         partition: assignment.partition,
                     },
-                    (assignment.group, assignment.replicas.clone(), topic.config.clone()),
+                    (assignment.group, founders, topic.config.clone()),
                 )
             })
             .collect();
@@ -128,14 +132,14 @@ impl PartitionManager {
                 .collect()
         };
         for (key, stopped) in stale {
-            tracing::info!(topic = %key.topic, partition = key.partition, "stopping deleted partition");
+            tracing::info!(topic = %key.topic, partition = key.partition, "stopping a replica no longer assigned here; deleting its data");
             stopped.replica.shutdown().await?;
             if let Err(error) = std::fs::remove_dir_all(&stopped.dir) {
                 tracing::warn!(%error, dir = %stopped.dir.display(), "could not remove partition data");
             }
         }
 
-        for (key, (group, replicas, config)) in wanted {
+        for (key, (group, founders, config)) in wanted {
             // A running replica takes changed settings (AlterTopicConfig). The map lock is not
             // held meanwhile: the log's own lock can be held through a segment roll's fsync.
             let running = self
@@ -157,7 +161,7 @@ impl PartitionManager {
             let dir = self.dir.join(format!("{}-{}-g{}", key.topic, key.partition, group));
             let observer = self.observers.as_ref().and_then(|source| source.observer_for(&key));
             let replica = PartitionReplica::start(&self.host, group, &dir, config, observer).await?;
-            if replicas.first() == Some(&me) {
+            if let Some(replicas) = founders.filter(|replicas| replicas.first() == Some(&me)) {
                 let members: BTreeMap<u64, String> = replicas
                     .iter()
                     .filter_map(|id| metadata.brokers.get(id).map(|b| (*id, b.address.clone())))

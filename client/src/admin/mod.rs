@@ -7,7 +7,10 @@ pub use groups::{GroupDescription, GroupList, GroupSummary, MemberDescription, O
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;
-use proto::v1::{BrokerDescription, ErrorCode, OffsetSpec, TopicDescription, TopicResult, TopicSpec};
+use proto::v1::{
+    BrokerDescription, ErrorCode, OffsetSpec, PartitionReplicas, ReassignmentDescription, TopicDescription,
+    TopicResult, TopicSpec,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -197,6 +200,30 @@ impl Admin {
     /// leaders, or before taking the current leader down); returns once `to` leads.
     pub async fn transfer_leadership(&self, topic: &str, partition: u32, to: u64) -> Result<(), ClientError> {
         self.cluster.transfer_leadership(topic, partition, to).await
+    }
+
+    /// Moves partitions to new replica sets (Kafka's `alterPartitionReassignments`): each
+    /// partition's new replicas join as learners, the voters switch once they have caught up,
+    /// and the replicas dropped delete their data. The plan is checked whole (unknown topic,
+    /// partition or broker, an empty set, a broker twice, a partition moving already) and
+    /// recorded whole, or not at all; the moves then run in the background
+    /// ([`list_reassignments`](Self::list_reassignments) follows them).
+    pub async fn reassign_partitions(&self, moves: Vec<PartitionReplicas>) -> Result<(), ClientError> {
+        self.cluster.reassign_partitions(moves).await
+    }
+
+    /// Cancels moves in progress: each partition returns to the replicas it had.
+    pub async fn cancel_reassignments(&self, partitions: Vec<(String, u32)>) -> Result<(), ClientError> {
+        let partitions = partitions
+            .into_iter()
+            .map(|(topic, partition)| proto::v1::TopicPartition { topic, partition })
+            .collect();
+        self.cluster.cancel_reassignments(partitions).await
+    }
+
+    /// The moves in progress.
+    pub async fn list_reassignments(&self) -> Result<Vec<ReassignmentDescription>, ClientError> {
+        self.cluster.list_reassignments().await
     }
 
     /// The earliest or latest offset of a partition, or the first offset at or after

@@ -18,9 +18,10 @@ use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
-    Acks, AlterTopicConfigRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode,
-    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetSpec,
-    ProduceRequest, TopicDescription, TopicResult, TopicSpec,
+    Acks, AlterTopicConfigRequest, CancelReassignmentsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, ListReassignmentsRequest,
+    MetadataRequest, MetadataResponse, OffsetSpec, PartitionReplicas, ProduceRequest, ReassignPartitionsRequest,
+    ReassignmentDescription, TopicDescription, TopicResult, TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,20 @@ const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Largest HTTP/2 frame a broker may send this client: a 4 MiB fetch response in 16 KiB frames
 /// (the protocol's default) was 256 frames to parse and wake on.
 const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// An `UNKNOWN_TOPIC_OR_PARTITION` from the controller leader as the final answer (`Ok` of the
+/// outcome stops the retries): elsewhere it is retriable because a broker may not have applied
+/// a new topic yet, but the controller leader answers from the metadata it writes.
+fn final_if_unknown(outcome: Result<(), ClientError>) -> Result<Result<(), ClientError>, ClientError> {
+    match outcome {
+        Err(error) if error.code() == Some(ErrorCode::UnknownTopicOrPartition) => Ok(Err(error)),
+        other => other.map(Ok),
+    }
+}
+
+/// How long a broker that failed a metadata request is asked last.
+const FAILED_BROKER_PENALTY: Duration = Duration::from_secs(30);
+/// How long one broker may take to answer a metadata request before the next one is asked.
+const METADATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A batch read from a partition.
 #[derive(Debug, Clone)]
@@ -65,6 +80,8 @@ pub struct Cluster {
     /// Each consumer group's partition of `__consumer_offsets`, once a FindCoordinator told it.
     group_partitions: Mutex<HashMap<String, u32>>,
     dial_overrides: HashMap<String, String>,
+    /// Brokers that failed a metadata request, and when: asked last for a while.
+    failed_recently: Mutex<HashMap<String, Instant>>,
 }
 
 impl Cluster {
@@ -78,6 +95,7 @@ impl Cluster {
             leaders: Mutex::new(HashMap::new()),
             group_partitions: Mutex::new(HashMap::new()),
             dial_overrides: HashMap::new(),
+            failed_recently: Mutex::new(HashMap::new()),
         }
     }
 
@@ -170,7 +188,9 @@ impl Cluster {
                 continue;
             };
             let request = MetadataRequest { topics: topics.clone() };
-            let Ok(response) = client.describe_topics(request).await else {
+            let Ok(Ok(response)) =
+                tokio::time::timeout(METADATA_REQUEST_TIMEOUT, client.describe_topics(request)).await
+            else {
                 continue;
             };
             for theirs in response.into_inner().topics {
@@ -193,22 +213,42 @@ impl Cluster {
     async fn metadata_once(&self, topics: Vec<String>, detailed: bool) -> Result<MetadataResponse, ClientError> {
         let mut candidates: Vec<String> = self.addresses.lock().expect("addresses").values().cloned().collect();
         candidates.extend(self.bootstrap.iter().cloned());
+        candidates.dedup();
+        // Brokers that failed lately go last: a frozen one costs a timeout per request.
+        {
+            let mut failed = self.failed_recently.lock().expect("failed brokers");
+            failed.retain(|_, at| at.elapsed() < FAILED_BROKER_PENALTY);
+            candidates.sort_by_key(|address| failed.contains_key(address));
+        }
         let mut last = None;
         for address in candidates {
             let mut client = self.client(&address)?;
             let request = MetadataRequest { topics: topics.clone() };
-            let response = if detailed {
-                client.describe_topics(request).await
-            } else {
-                client.metadata(request).await
+            let response = async {
+                if detailed {
+                    client.describe_topics(request).await
+                } else {
+                    client.metadata(request).await
+                }
             };
+            // A broker that accepts connections but never answers (frozen, overloaded) must not
+            // hold the caller: the next one is asked.
+            let response = tokio::time::timeout(METADATA_REQUEST_TIMEOUT, response)
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer to a metadata request")));
             match response {
                 Ok(response) => {
                     let metadata = response.into_inner();
                     self.learn(&metadata);
                     return Ok(metadata);
                 }
-                Err(status) => last = Some(Self::unreachable(&address, status)),
+                Err(status) => {
+                    self.failed_recently
+                        .lock()
+                        .expect("failed brokers")
+                        .insert(address.clone(), Instant::now());
+                    last = Some(Self::unreachable(&address, status));
+                }
             }
         }
         Err(last.unwrap_or(ClientError::Unreachable {
@@ -470,6 +510,50 @@ impl Cluster {
                 .into_inner();
             ClientError::check(response.error, &response.message)?;
             Ok((response.producer_id, response.producer_epoch as i16))
+        })
+        .await
+    }
+
+    /// Records a plan of replica moves (served by the controller); refused whole or taken whole.
+    pub async fn reassign_partitions(&self, moves: Vec<PartitionReplicas>) -> Result<(), ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .reassign_partitions(ReassignPartitionsRequest { moves: moves.clone() })
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            final_if_unknown(ClientError::check(response.error, &response.message))
+        })
+        .await?
+    }
+
+    /// Cancels replica moves in progress (served by the controller).
+    pub async fn cancel_reassignments(&self, partitions: Vec<proto::v1::TopicPartition>) -> Result<(), ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .cancel_reassignments(CancelReassignmentsRequest {
+                    partitions: partitions.clone(),
+                })
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            final_if_unknown(ClientError::check(response.error, &response.message))
+        })
+        .await?
+    }
+
+    /// The replica moves in progress, as the controller leader's metadata has them.
+    pub async fn list_reassignments(&self) -> Result<Vec<ReassignmentDescription>, ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .list_reassignments(ListReassignmentsRequest {})
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            Ok(response.reassignments)
         })
         .await
     }

@@ -46,8 +46,9 @@ struct IdleSince {
 pub struct QuiesceConfig {
     /// This broker's node id.
     pub node_id: u64,
-    /// Every other broker: node id → Raft address.
-    pub peers: BTreeMap<u64, String>,
+    /// Every other broker: node id → Raft address. Brokers join while it runs (their ping
+    /// loops start as they appear); one that leaves keeps its loop until the broker restarts.
+    pub peers: tokio::sync::watch::Receiver<BTreeMap<u64, String>>,
     /// How long a group stays idle before its leader quiesces it.
     pub quiesce_after: Duration,
     /// A peer silent this long is dead: the quiet groups it led wake and elect.
@@ -59,26 +60,44 @@ pub struct QuiesceConfig {
     pub never: HashSet<u64>,
 }
 
-/// Starts the ping loops (one per peer) and the leader-side scan; they run for the life of the
-/// runtime, or until the returned handles are aborted.
+/// Starts the ping loops (one per peer, as peers appear) and the leader-side scan; they run for
+/// the life of the runtime, or until the returned handles are aborted.
 pub fn spawn(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) -> Vec<tokio::task::JoinHandle<()>> {
     groups.enable_quiescence(config.resume_delay);
-    let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
-        .peers
-        .iter()
-        .map(|(node, address)| {
-            tokio::spawn(ping_peer(
+    vec![
+        tokio::spawn(ping_every_peer(groups.clone(), channels.clone(), config.clone())),
+        tokio::spawn(scan(groups, channels, config)),
+    ]
+}
+
+/// Keeps one ping loop per peer, starting one for each peer that joins. The loops belong to
+/// this task: aborting it stops them.
+async fn ping_every_peer(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) {
+    let mut peers = config.peers.clone();
+    let mut pinging: HashMap<u64, String> = HashMap::new();
+    let mut loops = tokio::task::JoinSet::new();
+    loop {
+        let current = peers.borrow_and_update().clone();
+        for (node, address) in current {
+            if pinging.get(&node) == Some(&address) {
+                continue;
+            }
+            // A peer that moved to another address is pinged there too.
+            pinging.insert(node, address.clone());
+            loops.spawn(ping_peer(
                 groups.clone(),
                 channels.clone(),
                 config.node_id,
-                *node,
-                address.clone(),
+                node,
+                address,
                 config.dead_after,
-            ))
-        })
-        .collect();
-    tasks.push(tokio::spawn(scan(groups, channels, config)));
-    tasks
+            ));
+        }
+        if peers.changed().await.is_err() {
+            // The sender is gone: the peers are final.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The leader side: every scan interval, quiesces the groups led here that have been idle for
@@ -222,8 +241,8 @@ async fn ask_followers(
         }
     }
     let asks = by_peer.into_iter().map(|(peer, groups)| async move {
-        let address = config.peers.get(&peer)?;
-        let channel = channels.channel(address).ok()?;
+        let address = config.peers.borrow().get(&peer).cloned()?;
+        let channel = channels.channel(&address).ok()?;
         let mut request = tonic::Request::new(QuiesceRequest {
             leader: config.node_id,
             groups,

@@ -12,6 +12,8 @@
 //! - [`write`]: [`PartitionReplica::append`] with [`Acks`], the idempotent admission loop.
 //! - [`lease`]: the leader lease ([`lease::lease_standing`], pure) and waiting for a leader fit
 //!   to serve; leadership transfer.
+//! - [`membership`]: [`PartitionReplica::step_toward_voters`], the leader's steps of a replica
+//!   move (learners, catch-up, joint consensus, clean-up).
 //! - [`read`]: high watermark, committed offsets and batches.
 //! - [`status`]: [`ReplicaStatus`] and the ISR, reported only by a leader whose lease holds;
 //!   [`Leadership`], the part of it that reads no log.
@@ -26,6 +28,7 @@
 mod compaction;
 pub mod error;
 pub mod lease;
+pub mod membership;
 pub mod read;
 pub mod retention;
 pub mod start;
@@ -34,6 +37,7 @@ pub mod timers;
 pub mod write;
 
 pub use error::ReplicationError;
+pub use membership::MembershipStep;
 pub use read::{CommittedOffsets, CommittedRead};
 pub use retention::RetentionPass;
 pub use status::{Leadership, ReplicaStatus};

@@ -1,0 +1,458 @@
+//! Growing the cluster and moving replicas while it serves: a broker started with a new id and
+//! the cluster's addresses joins on its own; partitions move onto it through Raft membership
+//! changes (learner, catch-up, joint consensus) while idempotent producers and a consumer run,
+//! and the history checker finds nothing wrong; the replicas dropped delete their data; a move
+//! survives the controller leader's kill -9; a cancelled move goes back; bad plans are refused
+//! with clear errors and change nothing.
+
+use client::{Admin, ErrorCode, NewTopic, PartitionReplicas, Producer, ProducerConfig, ProducerRecord, SeekTo};
+use cluster_tests::checker::check;
+use cluster_tests::history::{Operation, Outcome, Recorder};
+use cluster_tests::workload::{record_final_reads, spawn_consumer, spawn_producer, ProducerPlan};
+use cluster_tests::{
+    connect_when_ready, create_topic, free_ports, log_digest, partition_dir, peers_flag, read_partition,
+    start_cluster_with, stop_all_at_once, BrokerProcess,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "moving";
+
+/// Three brokers and the address of a fourth that has not started: its `--peers` name the
+/// three (its bootstrap addresses) and itself; theirs do not name it.
+fn three_brokers_and_room_for_a_fourth(root: &std::path::Path) -> (Vec<BrokerProcess>, String) {
+    let brokers = start_cluster_with(root, 3, &[]);
+    let fourth = format!("127.0.0.1:{}", free_ports(1)[0]);
+    (brokers, fourth)
+}
+
+/// Starts broker 4 with the cluster's addresses as its only knowledge of it.
+fn start_fourth(root: &std::path::Path, brokers: &[BrokerProcess], address: &str) -> BrokerProcess {
+    let mut addresses: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
+    addresses.push(address.to_string());
+    BrokerProcess::start_with(
+        4,
+        address.to_string(),
+        root.join("broker-4"),
+        peers_flag(&addresses),
+        Vec::new(),
+    )
+}
+
+/// Waits until the metadata lists `count` brokers.
+async fn wait_for_brokers(cluster: &client::Cluster, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster never listed {count} brokers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each partition's replicas, as the metadata records them. (A broker that has just joined may
+/// answer before it has the topic: asked again.)
+async fn replicas(cluster: &client::Cluster) -> BTreeMap<u32, Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = cluster.metadata(vec![TOPIC.into()]).await.unwrap();
+        if let Some(topic) = metadata
+            .topics
+            .iter()
+            .find(|t| t.name == TOPIC && !t.partitions.is_empty())
+        {
+            return topic
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.replicas.clone()))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no broker knows {TOPIC}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until no move is in progress.
+async fn wait_until_moved(admin: &Admin, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let moving = admin.list_reassignments().await.unwrap();
+        if moving.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moves still in progress after {timeout:?}: {moving:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `broker` holds a directory for `partition` of the topic.
+fn holds_replica(broker: &BrokerProcess, partition: u32) -> bool {
+    std::fs::read_dir(broker.data_dir.join("partitions")).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{TOPIC}-{partition}-g"))
+        })
+    })
+}
+
+/// Waits until exactly the brokers in `expected` hold a directory of `partition`.
+async fn wait_for_replica_dirs(brokers: &[&BrokerProcess], partition: u32, expected: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let holding: Vec<u64> = brokers
+            .iter()
+            .filter(|b| holds_replica(b, partition))
+            .map(|b| b.id)
+            .collect();
+        let mut wanted = expected.to_vec();
+        wanted.sort_unstable();
+        if holding == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition {partition}: data held by {holding:?}, wanted on {wanted:?} only"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the producers have handed over `count` records.
+async fn wait_for_sends(sent: &AtomicU64, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent.load(Ordering::SeqCst) < count {
+        assert!(
+            Instant::now() < deadline,
+            "the producers sent only {} records",
+            sent.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `replicas` with `out` replaced by `into` (in its place, so the preferred leader moves too
+/// when `out` was first).
+fn replaced(replicas: &[u64], out: u64, into: u64) -> Vec<u64> {
+    replicas.iter().map(|id| if *id == out { into } else { *id }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_broker_joins_and_half_the_partitions_move_onto_it_while_clients_run() {
+    const PARTITIONS: u32 = 4;
+    let root = tempfile::tempdir().unwrap();
+    let (brokers, fourth_address) = three_brokers_and_room_for_a_fourth(root.path());
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+
+    // Broker 4 joins: the three were never told of it.
+    let fourth = start_fourth(root.path(), &brokers, &fourth_address);
+    wait_for_brokers(&client, 4).await;
+    let metadata = client.metadata(Vec::new()).await.unwrap();
+    assert!(
+        metadata
+            .brokers
+            .iter()
+            .any(|b| b.id == 4 && b.address == fourth_address),
+        "{:?}",
+        metadata.brokers
+    );
+
+    // Idempotent producers and a consumer, every operation in the history.
+    let history = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for process in 1..=2u32 {
+        let plan = ProducerPlan {
+            process,
+            topic: TOPIC.into(),
+            partitions: PARTITIONS,
+            pause_every: 20,
+            silent: Arc::default(),
+            sent: Arc::clone(&sent),
+        };
+        let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
+        workers.push(spawn_producer(client, plan, history, stop));
+    }
+    let (consumer_client, consumer_history) = (Arc::clone(&client), Arc::clone(&history));
+    workers.push(spawn_consumer(
+        consumer_client,
+        100,
+        (TOPIC, PARTITIONS),
+        SeekTo::Offset(0),
+        consumer_history,
+        Arc::clone(&stop),
+    ));
+    // Enough written before the move that it copies something, and after it (not timed: a
+    // loaded machine writes slower, the test waits for the count).
+    wait_for_sends(&sent, 1000).await;
+
+    // Half the partitions move onto broker 4, each giving up its preferred leader (so the
+    // leaving replica is usually the leader, which hands over first).
+    let admin = Admin::new(Arc::clone(&client));
+    let before = replicas(&client).await;
+    let moves: Vec<PartitionReplicas> = (0..PARTITIONS / 2)
+        .map(|partition| PartitionReplicas {
+            topic: TOPIC.into(),
+            partition,
+            replicas: replaced(&before[&partition], before[&partition][0], 4),
+        })
+        .collect();
+    let started = Instant::now();
+    admin.reassign_partitions(moves.clone()).await.unwrap();
+    wait_until_moved(&admin, Duration::from_secs(60)).await;
+    println!("moved {} partitions in {:?} under load", moves.len(), started.elapsed());
+    let moved_at = sent.load(Ordering::SeqCst);
+    wait_for_sends(&sent, moved_at + 500).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let after = replicas(&client).await;
+    for planned in &moves {
+        assert_eq!(
+            after[&planned.partition], planned.replicas,
+            "partition {}",
+            planned.partition
+        );
+    }
+    for partition in PARTITIONS / 2..PARTITIONS {
+        assert_eq!(
+            after[&partition], before[&partition],
+            "partition {partition} did not move"
+        );
+    }
+    // The replicas dropped deleted their data; broker 4 holds the moved partitions.
+    let all: Vec<&BrokerProcess> = brokers.iter().chain(std::iter::once(&fourth)).collect();
+    for (partition, replica_set) in &after {
+        wait_for_replica_dirs(&all, *partition, replica_set).await;
+    }
+
+    // Every replica caught up, then everything read and every replica's log compared.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = client.describe_topics(vec![TOPIC.into()]).await.unwrap();
+        if described.topics[0].partitions.iter().all(|p| p.caught_up.len() == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never caught up: {:?}",
+            described.topics[0].partitions
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    record_final_reads(&client, (TOPIC, PARTITIONS), 999, &history).await;
+    let mut processes: Vec<BrokerProcess> = brokers;
+    processes.push(fourth);
+    stop_all_at_once(&mut processes);
+    for (partition, replica_set) in &after {
+        for broker in processes.iter().filter(|b| replica_set.contains(&b.id)) {
+            let digest = log_digest(&partition_dir(broker, TOPIC, *partition));
+            history.record(
+                999,
+                Outcome::Ok,
+                Operation::ReplicaLog {
+                    partition: *partition,
+                    broker: broker.id,
+                    digest,
+                },
+            );
+        }
+    }
+    let report = check(&history.events());
+    assert!(report.is_clean(), "anomalies: {:?}", report.anomalies);
+    assert!(
+        report.sends.1 > 500,
+        "too little was acknowledged to test anything: {:?}",
+        report.sends
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_completes_after_the_controller_leader_is_killed_mid_way() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut brokers, fourth_address) = three_brokers_and_room_for_a_fourth(root.path());
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, 1, 3)).await;
+    let fourth = start_fourth(root.path(), &brokers, &fourth_address);
+    wait_for_brokers(&client, 4).await;
+    let producer = Producer::new(Arc::clone(&client), ProducerConfig::default()).unwrap();
+    for n in 0..200 {
+        producer
+            .send(ProducerRecord::new(TOPIC, format!("before-{n}")).partition(0))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    // Broker 4 frozen: the move cannot get past the catch-up until it thaws.
+    fourth.signal_pause(true);
+    let controller = client
+        .metadata(Vec::new())
+        .await
+        .unwrap()
+        .controller
+        .expect("a controller");
+    let before = replicas(&client).await[&0].clone();
+    let target = replaced(&before, controller, 4);
+    let admin = Admin::new(Arc::clone(&client));
+    admin
+        .reassign_partitions(vec![PartitionReplicas {
+            topic: TOPIC.into(),
+            partition: 0,
+            replicas: target.clone(),
+        }])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(admin.list_reassignments().await.unwrap().len(), 1, "still moving");
+
+    let killed = brokers.iter_mut().find(|b| b.id == controller).unwrap();
+    killed.kill9();
+    fourth.signal_pause(false);
+    wait_until_moved(&admin, Duration::from_secs(60)).await;
+    assert_eq!(replicas(&client).await[&0], target);
+    for n in 0..50 {
+        producer
+            .send(ProducerRecord::new(TOPIC, format!("after-{n}")).partition(0))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    producer.close().await;
+    let values: Vec<String> = read_partition(&client, TOPIC, 0)
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(values.len(), 250, "every acknowledged record, once");
+
+    // The killed broker comes back to find it no longer holds the partition: it deletes it.
+    let killed = brokers.iter_mut().find(|b| b.id == controller).unwrap();
+    killed.restart();
+    let all: Vec<&BrokerProcess> = brokers.iter().chain(std::iter::once(&fourth)).collect();
+    wait_for_replica_dirs(&all, 0, &target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_move_returns_to_its_replicas_and_the_new_replica_deletes_its_copy() {
+    let root = tempfile::tempdir().unwrap();
+    let (brokers, fourth_address) = three_brokers_and_room_for_a_fourth(root.path());
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, 1, 3)).await;
+    let fourth = start_fourth(root.path(), &brokers, &fourth_address);
+    wait_for_brokers(&client, 4).await;
+    let admin = Admin::new(Arc::clone(&client));
+    let before = replicas(&client).await[&0].clone();
+
+    // Frozen, broker 4 never catches up: the move stays in progress until cancelled.
+    fourth.signal_pause(true);
+    let target = replaced(&before, before[2], 4);
+    admin
+        .reassign_partitions(vec![PartitionReplicas {
+            topic: TOPIC.into(),
+            partition: 0,
+            replicas: target,
+        }])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let moving = admin.list_reassignments().await.unwrap();
+    assert_eq!(moving.len(), 1);
+    assert_eq!(
+        (moving[0].adding.clone(), moving[0].removing.clone()),
+        (vec![4], vec![before[2]])
+    );
+
+    admin.cancel_reassignments(vec![(TOPIC.into(), 0)]).await.unwrap();
+    wait_until_moved(&admin, Duration::from_secs(30)).await;
+    assert_eq!(replicas(&client).await[&0], before, "back to the replicas it had");
+    fourth.signal_pause(false);
+    let all: Vec<&BrokerProcess> = brokers.iter().chain(std::iter::once(&fourth)).collect();
+    wait_for_replica_dirs(&all, 0, &before).await;
+    // And the partition serves on its old replicas.
+    let producer = Producer::new(Arc::clone(&client), ProducerConfig::default()).unwrap();
+    producer
+        .send(ProducerRecord::new(TOPIC, "after the cancel").partition(0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    producer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reassignments_are_refused_with_clear_errors_and_change_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster_with(root.path(), 3, &[]);
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, 2, 3)).await;
+    let admin = Admin::new(Arc::clone(&client));
+    let before = replicas(&client).await;
+    let to = |topic: &str, partition: u32, replicas: &[u64]| PartitionReplicas {
+        topic: topic.into(),
+        partition,
+        replicas: replicas.to_vec(),
+    };
+    let good = to(TOPIC, 0, &[3, 1, 2]);
+    for (plan, code, says) in [
+        (
+            vec![good.clone(), to(TOPIC, 1, &[1, 2, 9])],
+            ErrorCode::InvalidReplicaAssignment,
+            "broker 9 is not registered",
+        ),
+        (
+            vec![to(TOPIC, 1, &[1, 1, 2])],
+            ErrorCode::InvalidReplicaAssignment,
+            "names a broker twice",
+        ),
+        (
+            vec![to(TOPIC, 1, &[])],
+            ErrorCode::InvalidReplicaAssignment,
+            "at least one replica",
+        ),
+        (
+            vec![good.clone(), to("missing", 0, &[1, 2, 3])],
+            ErrorCode::UnknownTopicOrPartition,
+            "unknown topic",
+        ),
+        (
+            vec![to(TOPIC, 7, &[1, 2, 3])],
+            ErrorCode::UnknownTopicOrPartition,
+            "has no partition 7",
+        ),
+        (vec![], ErrorCode::InvalidRequest, "moves no partition"),
+    ] {
+        let error = admin.reassign_partitions(plan.clone()).await.unwrap_err();
+        assert_eq!(error.code(), Some(code), "{plan:?}: {error}");
+        assert!(error.to_string().contains(says), "{error} should say {says:?}");
+        assert!(
+            admin.list_reassignments().await.unwrap().is_empty(),
+            "nothing started by {plan:?}"
+        );
+        assert_eq!(replicas(&client).await, before, "nothing changed by {plan:?}");
+    }
+    let error = admin.cancel_reassignments(vec![(TOPIC.into(), 0)]).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NoReassignmentInProgress), "{error}");
+
+    // The CLI says the same and exits 1.
+    let output = std::process::Command::new(cluster_tests::broker_binary())
+        .args(["--bootstrap", &brokers[0].address, "partition", "reassign", TOPIC])
+        .args(["--partition", "0", "--replicas", "1,1,2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("names a broker twice"), "{stderr}");
+}
