@@ -28,6 +28,9 @@ const KNOWN_METHODS: &[(&str, &str)] = &[
     ("/broker.v1.Broker/ListOffsets", "ListOffsets"),
     ("/broker.v1.Broker/InitProducerId", "InitProducerId"),
     ("/broker.v1.Broker/TransferLeadership", "TransferLeadership"),
+    ("/broker.v1.Broker/ReassignPartitions", "ReassignPartitions"),
+    ("/broker.v1.Broker/CancelReassignments", "CancelReassignments"),
+    ("/broker.v1.Broker/ListReassignments", "ListReassignments"),
     ("/broker.v1.Groups/FindCoordinator", "FindCoordinator"),
     ("/broker.v1.Groups/ConsumerGroupHeartbeat", "ConsumerGroupHeartbeat"),
     ("/broker.v1.Groups/OffsetCommit", "OffsetCommit"),
@@ -44,6 +47,7 @@ const KNOWN_METHODS: &[(&str, &str)] = &[
     ("/raft.v1.Raft/Quiesce", "raft.Quiesce"),
     ("/raft.v1.Raft/InstallSnapshot", "raft.InstallSnapshot"),
     ("/raft.v1.Raft/TransferLeader", "raft.TransferLeader"),
+    ("/cluster.v1.Cluster/Propose", "cluster.Propose"),
 ];
 
 /// The `api` label of a request path.
@@ -191,6 +195,10 @@ mod tests {
             (
                 "/raft.v1.Raft/",
                 include_str!("../../../proto/proto/raft/v1/raft.proto"),
+            ),
+            (
+                "/cluster.v1.Cluster/",
+                include_str!("../../../proto/proto/cluster/v1/cluster.proto"),
             ),
         ] {
             let rpcs: Vec<&str> = text
