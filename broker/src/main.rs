@@ -39,12 +39,12 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
-    /// Cluster-wide views (`status`, `partitions`) and `balance-leaders`.
+    /// Cluster-wide views (`status`, `partitions`), `balance-leaders`, `decommission`, `recommission`.
     Cluster {
         #[command(subcommand)]
         command: cli::cluster::ClusterCommand,
     },
-    /// Move partitions between brokers: `reassign`, `reassignments`, `cancel`.
+    /// Move partitions between brokers: `reassign`, `reassignments`, `cancel`, `throttle`.
     Partition {
         #[command(subcommand)]
         command: cli::partition::PartitionCommand,

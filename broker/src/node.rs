@@ -428,6 +428,10 @@ pub async fn run(
     let mover = tokio::spawn(reassign::drive_forever(config.node_id, Arc::clone(&partitions), link));
     let (peer_addresses, peers_known) =
         tokio::sync::watch::channel(known_peers(config.node_id, &config.peers, &controller.metadata()));
+    let throttle_follower = tokio::spawn(follow_throttle(
+        host.groups.catch_up_throttle().clone(),
+        controller.subscribe(),
+    ));
     let peer_watcher = tokio::spawn(follow_peers(
         config.node_id,
         config.peers.clone(),
@@ -561,6 +565,7 @@ pub async fn run(
     registration.abort();
     mover.abort();
     peer_watcher.abort();
+    throttle_follower.abort();
     expiry.abort();
     drop(coordinator);
     for task in quiescer {
@@ -639,6 +644,20 @@ async fn follow_peers(
             *current = known;
             changed
         });
+        if metadata.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps this broker's catch-up throttle at the rate the metadata sets.
+async fn follow_throttle(
+    throttle: crate::replication::CatchUpThrottle,
+    mut metadata: tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
+) {
+    loop {
+        let rate = metadata.borrow_and_update().reassignment_throttle;
+        throttle.set_rate(rate);
         if metadata.changed().await.is_err() {
             return;
         }

@@ -124,6 +124,30 @@ async fn wait_for_replica_dirs(brokers: &[&BrokerProcess], partition: u32, expec
     }
 }
 
+/// Two recorded idempotent producers writing round-robin over the topic's `partitions`,
+/// counting what they hand over in `sent`, until `stop`.
+fn spawn_two_producers(
+    client: &Arc<client::Cluster>,
+    partitions: u32,
+    history: &Arc<Recorder>,
+    stop: &Arc<AtomicBool>,
+    sent: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (1..=2u32)
+        .map(|process| {
+            let plan = ProducerPlan {
+                process,
+                topic: TOPIC.into(),
+                partitions,
+                pause_every: 20,
+                silent: Arc::default(),
+                sent: Arc::clone(sent),
+            };
+            spawn_producer(Arc::clone(client), plan, Arc::clone(history), Arc::clone(stop))
+        })
+        .collect()
+}
+
 /// Waits until the producers have handed over `count` records.
 async fn wait_for_sends(sent: &AtomicU64, count: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -165,22 +189,8 @@ async fn a_fourth_broker_joins_and_half_the_partitions_move_onto_it_while_client
     );
 
     // Idempotent producers and a consumer, every operation in the history.
-    let history = Arc::new(Recorder::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for process in 1..=2u32 {
-        let plan = ProducerPlan {
-            process,
-            topic: TOPIC.into(),
-            partitions: PARTITIONS,
-            pause_every: 20,
-            silent: Arc::default(),
-            sent: Arc::clone(&sent),
-        };
-        let (client, history, stop) = (Arc::clone(&client), Arc::clone(&history), Arc::clone(&stop));
-        workers.push(spawn_producer(client, plan, history, stop));
-    }
+    let (history, stop, sent) = (Arc::new(Recorder::default()), Arc::default(), Arc::default());
+    let mut workers = spawn_two_producers(&client, PARTITIONS, &history, &stop, &sent);
     let (consumer_client, consumer_history) = (Arc::clone(&client), Arc::clone(&history));
     workers.push(spawn_consumer(
         consumer_client,
@@ -455,4 +465,157 @@ async fn bad_reassignments_are_refused_with_clear_errors_and_change_nothing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("names a broker twice"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_broker_is_emptied_under_load_then_stopped_with_nothing_under_replicated() {
+    const PARTITIONS: u32 = 6;
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster_with(root.path(), 4, &[]);
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let admin = Admin::new(Arc::clone(&client));
+    let before = replicas(&client).await;
+    assert!(
+        before.values().any(|r| r.contains(&4)),
+        "broker 4 holds replicas: {before:?}"
+    );
+
+    let (history, stop, sent) = (Arc::new(Recorder::default()), Arc::default(), Arc::default());
+    let workers = spawn_two_producers(&client, PARTITIONS, &history, &stop, &sent);
+    wait_for_sends(&sent, 500).await;
+
+    // Decommission through the CLI, as an operator would: it returns once 4 holds nothing.
+    let output = std::process::Command::new(cluster_tests::broker_binary())
+        .args([
+            "--bootstrap",
+            &brokers[0].address,
+            "cluster",
+            "decommission",
+            "4",
+            "--wait",
+        ])
+        .args(["--timeout-secs", "120"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("safe to stop"), "{stdout}");
+    let metadata = client.metadata(Vec::new()).await.unwrap();
+    assert!(metadata.brokers.iter().any(|b| b.id == 4 && b.decommissioning));
+    let after = replicas(&client).await;
+    assert!(after.values().all(|r| r.len() == 3 && !r.contains(&4)), "{after:?}");
+    // Nothing new lands on it.
+    let refused = admin.create_topic(NewTopic::new("four-wide", 1, 4)).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidReplicationFactor), "{refused}");
+
+    // Zero under-replicated partitions (every replica in sync), then 4 stops and nobody notices.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = client.describe_topics(vec![TOPIC.into()]).await.unwrap();
+        if described.topics[0].partitions.iter().all(|p| p.isr.len() == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "under-replicated: {:?}",
+            described.topics[0].partitions
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fourth = brokers.iter_mut().find(|b| b.id == 4).unwrap();
+    for partition in 0..PARTITIONS {
+        wait_for_replica_dirs(&[&*fourth], partition, &[]).await;
+    }
+    fourth.stop();
+    let at_stop = sent.load(Ordering::SeqCst);
+    wait_for_sends(&sent, at_stop + 300).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    record_final_reads(&client, (TOPIC, PARTITIONS), 999, &history).await;
+    let report = check(&history.events());
+    assert!(report.is_clean(), "anomalies: {:?}", report.anomalies);
+    assert!(report.sends.1 > 500, "{:?}", report.sends);
+
+    // Bad input: an unknown broker; a fourth broker's worth of replicas with only three left.
+    let unknown = admin.decommission_broker(9).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(ErrorCode::UnknownBroker), "{unknown}");
+    let too_few = admin.decommission_broker(3).await.unwrap_err();
+    assert_eq!(too_few.code(), Some(ErrorCode::InvalidReplicaAssignment), "{too_few}");
+    assert!(too_few.to_string().contains("no other broker is free"), "{too_few}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_move_copies_no_faster_than_its_throttle() {
+    const RECORDS: usize = 64;
+    const RECORD_BYTES: usize = 64 * 1024;
+    const RATE: u64 = 1024 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let (brokers, fourth_address) = three_brokers_and_room_for_a_fourth(root.path());
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, 2, 3)).await;
+    let fourth = start_fourth(root.path(), &brokers, &fourth_address);
+    wait_for_brokers(&client, 4).await;
+    // 4 MiB in each partition.
+    let producer = Producer::new(Arc::clone(&client), ProducerConfig::default()).unwrap();
+    let mut deliveries = Vec::new();
+    for n in 0..RECORDS {
+        for partition in 0..2 {
+            let value = vec![b'a' + (n % 26) as u8; RECORD_BYTES];
+            let record = ProducerRecord::new(TOPIC, value).partition(partition);
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await;
+    let admin = Admin::new(Arc::clone(&client));
+    let before = replicas(&client).await;
+    let onto_four = |partition: u32| PartitionReplicas {
+        topic: TOPIC.into(),
+        partition,
+        replicas: replaced(&before[&partition], before[&partition][2], 4),
+    };
+
+    // Unthrottled, then at 1 MiB/s: 4 MiB take at least 3 s past the one-second burst.
+    let started = Instant::now();
+    admin.reassign_partitions(vec![onto_four(0)]).await.unwrap();
+    wait_until_moved(&admin, Duration::from_secs(60)).await;
+    let unthrottled = started.elapsed();
+    let output = std::process::Command::new(cluster_tests::broker_binary())
+        .args([
+            "--bootstrap",
+            &brokers[0].address,
+            "partition",
+            "throttle",
+            &RATE.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let started = Instant::now();
+    admin.reassign_partitions(vec![onto_four(1)]).await.unwrap();
+    wait_until_moved(&admin, Duration::from_secs(60)).await;
+    let throttled = started.elapsed();
+    println!("moving 4 MiB: {unthrottled:?} unthrottled, {throttled:?} at 1 MiB/s");
+    let copied = (RECORDS * RECORD_BYTES) as f64;
+    let floor = Duration::from_secs_f64((copied - RATE as f64) / RATE as f64 * 0.9);
+    assert!(
+        throttled >= floor,
+        "{throttled:?} < {floor:?}: the throttle did not hold"
+    );
+    assert_eq!(replicas(&client).await[&1], onto_four(1).replicas);
+    admin.set_reassignment_throttle(None).await.unwrap();
+    // The copies are whole.
+    for partition in 0..2 {
+        assert_eq!(read_partition(&client, TOPIC, partition).await.len(), RECORDS);
+    }
+    drop(fourth);
 }

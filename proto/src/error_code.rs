@@ -73,6 +73,7 @@ mod tests {
         (ErrorCode::InvalidReplicaAssignment, false),
         (ErrorCode::ReassignmentInProgress, false),
         (ErrorCode::NoReassignmentInProgress, false),
+        (ErrorCode::UnknownBroker, false),
     ];
 
     #[test]

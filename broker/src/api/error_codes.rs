@@ -57,6 +57,9 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
             MetadataError::InvalidReplicaAssignment { .. } => ErrorCode::InvalidReplicaAssignment,
             MetadataError::ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
             MetadataError::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
+            MetadataError::UnknownBroker(_) => ErrorCode::UnknownBroker,
+            // Not enough brokers left to hold the replicas, or not in that state: the reason says.
+            MetadataError::CannotDecommission { .. } => ErrorCode::InvalidReplicaAssignment,
         },
     }
 }

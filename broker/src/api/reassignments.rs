@@ -1,12 +1,12 @@
-//! The replica-move RPCs: ReassignPartitions and CancelReassignments (controller commands),
-//! ListReassignments (from this broker's metadata).
+//! The replica-move RPCs: ReassignPartitions, CancelReassignments, DecommissionBroker and
+//! RecommissionBroker (controller commands), ListReassignments (from this broker's metadata).
 
 use super::answer::{answer, Refusal};
 use super::service::BrokerApi;
 use crate::controller::metadata::{MetadataCommand, PartitionMove, PartitionRef};
 use proto::v1::{
-    CancelReassignmentsRequest, ErrorCode, ListReassignmentsResponse, ReassignPartitionsRequest,
-    ReassignmentDescription, ReassignmentResult,
+    BrokerRequest, CancelReassignmentsRequest, ErrorCode, ListReassignmentsResponse, ReassignPartitionsRequest,
+    ReassignmentDescription, ReassignmentResult, SetReassignmentThrottleRequest,
 };
 
 /// Records a plan of moves (all or none).
@@ -45,6 +45,27 @@ pub(super) async fn cancel(api: &BrokerApi, request: CancelReassignmentsRequest)
         })
         .collect();
     submit(api, MetadataCommand::CancelReassignments { partitions }).await
+}
+
+/// Starts moving every replica off a broker.
+pub(super) async fn decommission(api: &BrokerApi, request: BrokerRequest) -> ReassignmentResult {
+    submit(api, MetadataCommand::DecommissionBroker { broker: request.broker }).await
+}
+
+/// Ends a broker's decommission.
+pub(super) async fn recommission(api: &BrokerApi, request: BrokerRequest) -> ReassignmentResult {
+    submit(api, MetadataCommand::RecommissionBroker { broker: request.broker }).await
+}
+
+/// Sets or lifts the throttle on moves' copy traffic.
+pub(super) async fn set_throttle(api: &BrokerApi, request: SetReassignmentThrottleRequest) -> ReassignmentResult {
+    submit(
+        api,
+        MetadataCommand::SetReassignmentThrottle {
+            bytes_per_sec: request.bytes_per_sec,
+        },
+    )
+    .await
 }
 
 /// The moves in progress.

@@ -10,11 +10,11 @@ use crate::replication::{IsrBounds, PartitionReplica};
 use crate::storage::DiskSpace;
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
-    AlterTopicConfigRequest, CancelReassignmentsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListOffsetsRequest, ListOffsetsResponse, ListReassignmentsRequest, ListReassignmentsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ReassignPartitionsRequest, ReassignmentResult, TopicResults,
-    TransferLeadershipRequest, TransferLeadershipResponse,
+    MetadataResponse, ProduceRequest, ProduceResponse, ReassignPartitionsRequest, ReassignmentResult,
+    SetReassignmentThrottleRequest, TopicResults, TransferLeadershipRequest, TransferLeadershipResponse,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -96,10 +96,12 @@ impl BrokerApi {
 #[tonic::async_trait]
 impl Broker for BrokerApi {
     async fn metadata(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
+        topics::check_caught_up(self)?;
         Ok(Response::new(topics::metadata(self, request.into_inner(), false)))
     }
 
     async fn describe_topics(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
+        topics::check_caught_up(self)?;
         Ok(Response::new(topics::metadata(self, request.into_inner(), true)))
     }
 
@@ -172,6 +174,33 @@ impl Broker for BrokerApi {
         request: Request<CancelReassignmentsRequest>,
     ) -> Result<Response<ReassignmentResult>, Status> {
         Ok(Response::new(reassignments::cancel(self, request.into_inner()).await))
+    }
+
+    async fn decommission_broker(
+        &self,
+        request: Request<BrokerRequest>,
+    ) -> Result<Response<ReassignmentResult>, Status> {
+        Ok(Response::new(
+            reassignments::decommission(self, request.into_inner()).await,
+        ))
+    }
+
+    async fn recommission_broker(
+        &self,
+        request: Request<BrokerRequest>,
+    ) -> Result<Response<ReassignmentResult>, Status> {
+        Ok(Response::new(
+            reassignments::recommission(self, request.into_inner()).await,
+        ))
+    }
+
+    async fn set_reassignment_throttle(
+        &self,
+        request: Request<SetReassignmentThrottleRequest>,
+    ) -> Result<Response<ReassignmentResult>, Status> {
+        Ok(Response::new(
+            reassignments::set_throttle(self, request.into_inner()).await,
+        ))
     }
 
     async fn list_reassignments(

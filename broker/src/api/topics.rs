@@ -40,10 +40,26 @@ pub(super) fn metadata(api: &BrokerApi, request: MetadataRequest, detailed: bool
                 id: b.id,
                 address: b.address.clone(),
                 rack: b.rack.clone(),
+                decommissioning: metadata.decommissioning.contains(&b.id),
             })
             .collect(),
         controller: api.controller().leader(),
         topics,
+    }
+}
+
+/// Refuses metadata requests (`UNAVAILABLE`, so clients ask another broker) until this
+/// broker's own metadata lists it: a broker that has just joined, or lost its metadata, would
+/// otherwise describe a cluster with no brokers and no topics.
+pub(super) fn check_caught_up(api: &BrokerApi) -> Result<(), tonic::Status> {
+    let controller = api.controller();
+    if controller.metadata().brokers.contains_key(&controller.node_id()) {
+        Ok(())
+    } else {
+        Err(tonic::Status::unavailable(format!(
+            "broker {} has not caught up with the cluster metadata yet",
+            controller.node_id()
+        )))
     }
 }
 

@@ -1,5 +1,6 @@
-//! `broker cluster ...`: the cluster-wide views (`status`, `partitions`) and moving leadership
-//! back to preferred replicas (`balance-leaders`).
+//! `broker cluster ...`: the cluster-wide views (`status`, `partitions`), moving leadership
+//! back to preferred replicas (`balance-leaders`), and emptying a broker (`decommission`,
+//! `recommission`).
 
 use super::admin::connect;
 use super::output::{
@@ -21,13 +22,59 @@ pub enum ClusterCommand {
     /// Move each partition's leadership back to its preferred replica (the first of its
     /// replicas, where topic creation put it) if that replica is in sync.
     BalanceLeaders,
+    /// Move every replica off a broker (rack-aware, least loaded brokers first) and place
+    /// nothing new on it; with `--wait`, return once it holds no replica: safe to stop.
+    Decommission {
+        /// The broker's id.
+        broker: u64,
+        /// Wait until it holds no replica.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// End a decommission: the broker takes replicas again; moves off it still in progress are
+    /// cancelled.
+    Recommission {
+        /// The broker's id.
+        broker: u64,
+    },
 }
 
 /// Runs a `broker cluster` command.
 pub async fn run(bootstrap: &str, command: ClusterCommand, output: OutputFormat) -> anyhow::Result<()> {
     let admin = Admin::new(connect(bootstrap));
+    match command {
+        ClusterCommand::Decommission {
+            broker,
+            wait,
+            timeout_secs,
+        } => {
+            return decommission(
+                &admin,
+                broker,
+                wait,
+                std::time::Duration::from_secs(timeout_secs),
+                output,
+            )
+            .await
+        }
+        ClusterCommand::Recommission { broker } => {
+            admin.recommission_broker(broker).await?;
+            return match output {
+                OutputFormat::Json => print_json(&serde_json::json!({ "recommissioned": broker })),
+                OutputFormat::Text => {
+                    println!("broker {broker} takes replicas again; moves off it still in progress are cancelled");
+                    Ok(())
+                }
+            };
+        }
+        _ => {}
+    }
     let metadata = admin.describe_cluster().await?;
     match command {
+        ClusterCommand::Decommission { .. } | ClusterCommand::Recommission { .. } => unreachable!("handled above"),
         ClusterCommand::Status => {
             let view = ClusterView {
                 controller: metadata.controller,
@@ -98,6 +145,63 @@ pub async fn run(bootstrap: &str, command: ClusterCommand, output: OutputFormat)
     }
 }
 
+/// How many partitions' replicas (or move targets) still name `broker`.
+async fn replicas_on(admin: &Admin, broker: u64) -> anyhow::Result<usize> {
+    let topics = admin.list_topics().await?;
+    let moving = admin.list_reassignments().await?;
+    let held = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str(), p)))
+        .filter(|(topic, p)| {
+            p.replicas.contains(&broker)
+                || moving
+                    .iter()
+                    .any(|m| m.topic == *topic && m.partition == p.partition && m.target.contains(&broker))
+        })
+        .count();
+    Ok(held)
+}
+
+/// `cluster decommission`: starts it, and with `wait` follows it until the broker holds nothing.
+async fn decommission(
+    admin: &Admin,
+    broker: u64,
+    wait: bool,
+    timeout: std::time::Duration,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    admin.decommission_broker(broker).await?;
+    let started = std::time::Instant::now();
+    let mut held = replicas_on(admin, broker).await?;
+    if output == OutputFormat::Text {
+        println!("decommissioning broker {broker}: {held} partition(s) to move off it");
+    }
+    while wait && held > 0 {
+        if started.elapsed() > timeout {
+            bail!("broker {broker} still holds {held} partition(s) after {timeout:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        held = replicas_on(admin, broker).await?;
+    }
+    let safe = held == 0;
+    match output {
+        OutputFormat::Json => {
+            print_json(&serde_json::json!({ "broker": broker, "partitions_held": held, "safe_to_stop": safe }))
+        }
+        OutputFormat::Text => {
+            if safe {
+                println!(
+                    "broker {broker} holds no replica: safe to stop ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            } else {
+                println!("moving; `broker cluster decommission {broker} --wait` or `broker cluster status` follows it");
+            }
+            Ok(())
+        }
+    }
+}
+
 fn print_status(view: &ClusterView, output: OutputFormat) -> anyhow::Result<()> {
     if output == OutputFormat::Json {
         return print_json(view);
@@ -108,10 +212,15 @@ fn print_status(view: &ClusterView, output: OutputFormat) -> anyhow::Result<()> 
     );
     for broker in &view.brokers {
         println!(
-            "broker {}  {}{}",
+            "broker {}  {}{}{}",
             broker.id,
             broker.address,
-            broker.rack.as_ref().map_or(String::new(), |r| format!("  rack={r}"))
+            broker.rack.as_ref().map_or(String::new(), |r| format!("  rack={r}")),
+            if broker.decommissioning {
+                "  decommissioning"
+            } else {
+                ""
+            }
         );
     }
     for topic in &view.topics {

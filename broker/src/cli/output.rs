@@ -140,6 +140,8 @@ pub struct BrokerView {
     pub address: String,
     /// Rack, if configured.
     pub rack: Option<String>,
+    /// Being decommissioned (its replicas moving elsewhere).
+    pub decommissioning: bool,
 }
 
 impl From<&BrokerDescription> for BrokerView {
@@ -148,6 +150,7 @@ impl From<&BrokerDescription> for BrokerView {
             id: b.id,
             address: b.address.clone(),
             rack: b.rack.clone(),
+            decommissioning: b.decommissioning,
         }
     }
 }

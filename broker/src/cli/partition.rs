@@ -1,6 +1,6 @@
 //! `broker partition ...`: moving partitions between brokers — `reassign` (one partition, or a
 //! JSON plan for many, like `kafka-reassign-partitions`), `reassignments` (the moves in
-//! progress) and `cancel`.
+//! progress), `cancel`, and `throttle` (the copy traffic's rate per broker).
 
 use super::admin::connect;
 use super::output::{print_json, OutputFormat};
@@ -40,6 +40,13 @@ pub enum PartitionCommand {
     },
     /// The moves in progress: replicas, target, the replicas being added and dropped.
     Reassignments,
+    /// Limit the bytes per second each broker takes into replicas still copying a moving
+    /// partition's log (`off` lifts it), so moving data does not starve producers. Appends to
+    /// in-sync voters never wait on it.
+    Throttle {
+        /// Bytes per second, or `off`.
+        rate: String,
+    },
     /// Cancel moves in progress: each partition returns to the replicas it had (the replicas
     /// it was gaining delete what they copied).
     Cancel {
@@ -175,6 +182,26 @@ pub async fn run(bootstrap: &str, command: PartitionCommand, output: OutputForma
                         );
                     }
                     println!("{} move(s) in progress", moves.len());
+                    Ok(())
+                }
+            }
+        }
+        PartitionCommand::Throttle { rate } => {
+            let bytes_per_sec =
+                match rate.as_str() {
+                    "off" | "none" => None,
+                    number => Some(number.parse::<u64>().ok().filter(|n| *n > 0).with_context(|| {
+                        format!("{number:?} is not a positive number of bytes per second, nor `off`")
+                    })?),
+                };
+            admin.set_reassignment_throttle(bytes_per_sec).await?;
+            match output {
+                OutputFormat::Json => print_json(&serde_json::json!({ "bytes_per_sec": bytes_per_sec })),
+                OutputFormat::Text => {
+                    match bytes_per_sec {
+                        Some(rate) => println!("replica moves copy at most {rate} bytes/s into each broker"),
+                        None => println!("replica moves are not throttled"),
+                    }
                     Ok(())
                 }
             }

@@ -2,11 +2,11 @@
 //! Every controller replica applies the same commands in the same order and so holds the same
 //! metadata. No IO, no clock.
 
-use super::placement::{place_replicas, Candidate};
+use super::placement::{place_replicas, replacement, Candidate};
 use crate::storage::settings::log_config_with_changes;
 use crate::storage::LogConfig;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Longest topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -166,6 +166,14 @@ pub struct ClusterMetadata {
     /// The latest block of producer ids reserved by each broker.
     #[serde(default)]
     pub producer_id_blocks: BTreeMap<u64, ProducerIdBlock>,
+    /// Brokers being decommissioned: their replicas are moving elsewhere, and no new replica is
+    /// placed on them.
+    #[serde(default)]
+    pub decommissioning: BTreeSet<u64>,
+    /// Bytes per second each broker takes into replicas that are still copying a partition's
+    /// log (learners of a move); `None`: unthrottled.
+    #[serde(default)]
+    pub reassignment_throttle: Option<u64>,
 }
 
 /// A change to the metadata, as stored in the controller log.
@@ -230,6 +238,24 @@ pub enum MetadataCommand {
         /// The partitions.
         partitions: Vec<PartitionRef>,
     },
+    /// Moves every replica off `broker` (a move per partition it holds, each replaced by a
+    /// broker placed rack-aware and least loaded first) and places nothing new on it, until
+    /// it is recommissioned. Refused if some partition would find no broker to move to.
+    DecommissionBroker {
+        /// The broker.
+        broker: u64,
+    },
+    /// Ends a decommission: the broker takes new replicas again, and the moves taking
+    /// replicas off it that are still in progress are cancelled.
+    RecommissionBroker {
+        /// The broker.
+        broker: u64,
+    },
+    /// Sets (or, with `None`, lifts) the throttle on replica moves' copy traffic, per broker.
+    SetReassignmentThrottle {
+        /// Bytes per second; at least 1.
+        bytes_per_sec: Option<u64>,
+    },
     /// A partition's leader reports its voters are the ones its move wanted: the controller
     /// makes them the replicas and ends the move. Refused (and so harmless) when the move has
     /// changed since the leader looked — cancelled, or another partition of a re-created topic.
@@ -266,7 +292,7 @@ pub enum MetadataError {
     #[error("partition count {0} must be within 1..={MAX_PARTITIONS}")]
     InvalidPartitions(u32),
     /// Replication factor out of range for the brokers available.
-    #[error("replication factor {requested} must be within 1..={brokers} (the number of brokers)")]
+    #[error("replication factor {requested} must be within 1..={brokers} (the number of brokers taking replicas)")]
     InvalidReplicationFactor {
         /// Replication factor asked for.
         requested: u32,
@@ -313,6 +339,17 @@ pub enum MetadataError {
         partition: u32,
         /// What differed, if the move changed.
         detail: String,
+    },
+    /// No such broker is registered.
+    #[error("broker {0} is not registered")]
+    UnknownBroker(u64),
+    /// The broker cannot be decommissioned.
+    #[error("broker {broker} cannot be decommissioned: {reason}")]
+    CannotDecommission {
+        /// The broker.
+        broker: u64,
+        /// Why not.
+        reason: String,
     },
     /// Partitions can be added, never removed (records are routed by partition count).
     #[error("topic {topic:?} has {current} partitions; it can only grow (asked for {requested})")]
@@ -368,10 +405,10 @@ impl ClusterMetadata {
                 if !(1..=MAX_PARTITIONS).contains(partitions) {
                     return Err(MetadataError::InvalidPartitions(*partitions));
                 }
-                if *replication_factor == 0 || *replication_factor as usize > self.brokers.len() {
+                if *replication_factor == 0 || *replication_factor as usize > self.active_brokers().count() {
                     return Err(MetadataError::InvalidReplicationFactor {
                         requested: *replication_factor,
-                        brokers: self.brokers.len(),
+                        brokers: self.active_brokers().count(),
                     });
                 }
                 config
@@ -394,10 +431,10 @@ impl ClusterMetadata {
                 if *total > MAX_PARTITIONS {
                     return Err(MetadataError::InvalidPartitions(*total));
                 }
-                if topic.replication_factor as usize > self.brokers.len() {
+                if topic.replication_factor as usize > self.active_brokers().count() {
                     return Err(MetadataError::InvalidReplicationFactor {
                         requested: topic.replication_factor,
-                        brokers: self.brokers.len(),
+                        brokers: self.active_brokers().count(),
                     });
                 }
                 Ok(())
@@ -428,6 +465,23 @@ impl ClusterMetadata {
                 }
             }
             MetadataCommand::ReassignPartitions { moves } => self.check_moves(moves),
+            MetadataCommand::DecommissionBroker { broker } => self.decommission_moves(*broker).map(|_| ()),
+            MetadataCommand::SetReassignmentThrottle { bytes_per_sec } => match bytes_per_sec {
+                Some(0) => Err(MetadataError::InvalidConfig(
+                    "a throttle of 0 bytes/s would stop every move; lift it instead".into(),
+                )),
+                _ => Ok(()),
+            },
+            MetadataCommand::RecommissionBroker { broker } => {
+                if self.decommissioning.contains(broker) {
+                    Ok(())
+                } else {
+                    Err(MetadataError::CannotDecommission {
+                        broker: *broker,
+                        reason: "it is not being decommissioned (nothing to recommission)".into(),
+                    })
+                }
+            }
             MetadataCommand::CancelReassignments { partitions } => {
                 for partition in partitions {
                     let assignment = self.partition(&partition.topic, partition.partition)?;
@@ -589,6 +643,31 @@ impl ClusterMetadata {
                     }
                 }
             }
+            MetadataCommand::DecommissionBroker { broker } => {
+                let moves = self.decommission_moves(broker).expect("checked above");
+                self.decommissioning.insert(broker);
+                for (topic, partition, target) in moves {
+                    self.partition_mut(&topic, partition).reassignment = Some(Reassignment {
+                        target,
+                        cancelled: false,
+                    });
+                }
+            }
+            MetadataCommand::SetReassignmentThrottle { bytes_per_sec } => {
+                self.reassignment_throttle = bytes_per_sec;
+            }
+            MetadataCommand::RecommissionBroker { broker } => {
+                self.decommissioning.remove(&broker);
+                for topic in self.topics.values_mut() {
+                    for assignment in &mut topic.partitions {
+                        if assignment.removing().contains(&broker) {
+                            if let Some(move_) = &mut assignment.reassignment {
+                                move_.cancelled = true;
+                            }
+                        }
+                    }
+                }
+            }
             MetadataCommand::CompleteReassignment { topic, partition, .. } => {
                 let assignment = self.partition_mut(&topic, partition);
                 let move_ = assignment.reassignment.take().expect("checked above");
@@ -599,6 +678,66 @@ impl ClusterMetadata {
             }
         }
         Ok(())
+    }
+
+    /// The moves that take every replica off `broker`: for each partition whose wanted replicas
+    /// include it (its replicas, or the target of a move in progress), those replicas with it
+    /// replaced. Replacements are chosen in partition order, each counting the ones before.
+    fn decommission_moves(&self, broker: u64) -> Result<Vec<(String, u32, Vec<u64>)>, MetadataError> {
+        if !self.brokers.contains_key(&broker) {
+            return Err(MetadataError::UnknownBroker(broker));
+        }
+        if self.decommissioning.contains(&broker) {
+            return Err(MetadataError::CannotDecommission {
+                broker,
+                reason: "it is being decommissioned already".into(),
+            });
+        }
+        let candidates: Vec<Candidate<'_>> = self
+            .active_brokers()
+            .filter(|b| b.id != broker)
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.as_deref(),
+            })
+            .collect();
+        let mut load: BTreeMap<u64, usize> = BTreeMap::new();
+        for topic in self.topics.values() {
+            for assignment in &topic.partitions {
+                for host in assignment.hosts() {
+                    *load.entry(host).or_default() += 1;
+                }
+            }
+        }
+        let mut moves = Vec::new();
+        for topic in self.topics.values() {
+            for assignment in &topic.partitions {
+                let wanted = assignment.wanted_voters().unwrap_or(&assignment.replicas);
+                if !wanted.contains(&broker) {
+                    continue;
+                }
+                let into = replacement(&candidates, wanted, broker, &load).ok_or_else(|| {
+                    MetadataError::CannotDecommission {
+                        broker,
+                        reason: format!(
+                            "{}/{} has {} replicas and no other broker is free to hold one",
+                            topic.name,
+                            assignment.partition,
+                            wanted.len()
+                        ),
+                    }
+                })?;
+                *load.entry(into).or_default() += 1;
+                let target = wanted.iter().map(|id| if *id == broker { into } else { *id }).collect();
+                moves.push((topic.name.clone(), assignment.partition, target));
+            }
+        }
+        Ok(moves)
+    }
+
+    /// Brokers that take new replicas (registered, not being decommissioned).
+    pub fn active_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !self.decommissioning.contains(&b.id))
     }
 
     /// The assignment of a partition `check` found.
@@ -613,8 +752,7 @@ impl ClusterMetadata {
     /// `start`, rack-aware) and gives each a fresh Raft group id.
     fn place(&mut self, first: u32, count: u32, replication_factor: u32, start: usize) -> Vec<PartitionAssignment> {
         let brokers: Vec<Candidate<'_>> = self
-            .brokers
-            .values()
+            .active_brokers()
             .map(|b| Candidate {
                 id: b.id,
                 rack: b.rack.as_deref(),
@@ -1044,5 +1182,73 @@ mod tests {
             assert!(error.contains(expected), "{error:?} should say {expected:?}");
             assert_eq!(metadata, before, "nothing changed after {expected:?}");
         }
+    }
+
+    #[test]
+    fn a_decommission_moves_every_replica_off_and_a_recommission_cancels_what_is_left() {
+        let mut metadata = with_brokers(4);
+        metadata.apply(create("orders", 8, 3)).unwrap();
+        let held: Vec<u32> = metadata.topics["orders"]
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&4))
+            .map(|p| p.partition)
+            .collect();
+        assert!(!held.is_empty());
+        metadata
+            .apply(MetadataCommand::DecommissionBroker { broker: 4 })
+            .unwrap();
+        assert!(metadata.decommissioning.contains(&4));
+        for partition in &metadata.topics["orders"].partitions {
+            match held.contains(&partition.partition) {
+                true => {
+                    let target = partition.wanted_voters().unwrap();
+                    assert!(!target.contains(&4) && target.len() == 3, "{partition:?}");
+                    assert_eq!(partition.removing(), vec![4]);
+                }
+                false => assert_eq!(partition.reassignment, None),
+            }
+        }
+        // Nothing new lands on it, and RF counts only brokers taking replicas.
+        metadata.apply(create("events", 6, 3)).unwrap();
+        assert!(metadata.topics["events"]
+            .partitions
+            .iter()
+            .all(|p| !p.replicas.contains(&4)));
+        assert!(matches!(
+            metadata.check(&create("wide", 1, 4)),
+            Err(MetadataError::InvalidReplicationFactor {
+                requested: 4,
+                brokers: 3
+            })
+        ));
+        assert!(matches!(
+            metadata.check(&MetadataCommand::DecommissionBroker { broker: 4 }),
+            Err(MetadataError::CannotDecommission { .. })
+        ));
+        // With 4 leaving, 3 cannot leave too: RF 3 needs three brokers.
+        assert!(matches!(
+            metadata.check(&MetadataCommand::DecommissionBroker { broker: 3 }),
+            Err(MetadataError::CannotDecommission { .. })
+        ));
+        assert_eq!(
+            metadata.check(&MetadataCommand::DecommissionBroker { broker: 9 }),
+            Err(MetadataError::UnknownBroker(9))
+        );
+
+        metadata
+            .apply(MetadataCommand::RecommissionBroker { broker: 4 })
+            .unwrap();
+        assert!(metadata.decommissioning.is_empty());
+        for (_, partition) in metadata.reassignments() {
+            assert!(partition.reassignment.as_ref().unwrap().cancelled);
+            assert!(
+                partition.wanted_voters().unwrap().contains(&4),
+                "back to the replicas it had"
+            );
+        }
+        assert!(metadata
+            .check(&MetadataCommand::RecommissionBroker { broker: 4 })
+            .is_err());
     }
 }

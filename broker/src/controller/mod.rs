@@ -199,6 +199,11 @@ impl Controller {
         })
     }
 
+    /// This broker's node id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
     /// The metadata as of the last applied command.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()

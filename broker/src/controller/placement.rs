@@ -1,5 +1,6 @@
 //! Replica placement for new topics: round-robin across brokers, rack-aware when racks are
-//! set, with preferred leaders spread evenly. Pure.
+//! set, with preferred leaders spread evenly; and the replacement of one replica (a broker
+//! being decommissioned). Pure.
 //!
 //! It sees a broker only as a [`Candidate`] (id and rack), so it depends on nothing of the
 //! metadata it serves: `metadata` calls placement, never the other way round.
@@ -53,6 +54,31 @@ fn rack_interleaved(brokers: &[Candidate<'_>]) -> Vec<u64> {
         .collect()
 }
 
+/// The broker to take `leaving`'s place among `replicas`: one of `candidates` not holding a
+/// replica already, on a rack none of the staying replicas is on if there is one, then the one
+/// holding the fewest replicas (`load`), then the lowest id. `None` if no candidate is free.
+pub fn replacement(
+    candidates: &[Candidate<'_>],
+    replicas: &[u64],
+    leaving: u64,
+    load: &std::collections::BTreeMap<u64, usize>,
+) -> Option<u64> {
+    let rack_of = |id: u64| candidates.iter().find(|c| c.id == id).and_then(|c| c.rack);
+    let staying_racks: Vec<Option<&str>> = replicas
+        .iter()
+        .filter(|id| **id != leaving)
+        .map(|id| rack_of(*id))
+        .collect();
+    candidates
+        .iter()
+        .filter(|c| c.id != leaving && !replicas.contains(&c.id))
+        .min_by_key(|c| {
+            let shares_a_rack = c.rack.is_some() && staying_racks.contains(&c.rack);
+            (shares_a_rack, load.get(&c.id).copied().unwrap_or(0), c.id)
+        })
+        .map(|c| c.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +112,31 @@ mod tests {
                 .collect();
             assert_ne!(racks[0], racks[1], "{replicas:?} share a rack");
         }
+    }
+
+    #[test]
+    fn a_replacement_keeps_racks_apart_then_evens_the_load() {
+        let brokers = [
+            broker(1, Some("a")),
+            broker(2, Some("b")),
+            broker(3, Some("c")),
+            broker(4, Some("a")),
+            broker(5, Some("c")),
+        ];
+        let load: std::collections::BTreeMap<u64, usize> = [(4, 0), (5, 9)].into();
+        // 3 leaves [1,2,3]: 4 (rack a, as 1) and 5 (rack c, no staying replica there) are free;
+        // 5 keeps the racks apart although it holds more.
+        assert_eq!(replacement(&brokers, &[1, 2, 3], 3, &load), Some(5));
+        // Without racks: the least loaded.
+        let plain = [
+            broker(1, None),
+            broker(2, None),
+            broker(3, None),
+            broker(4, None),
+            broker(5, None),
+        ];
+        assert_eq!(replacement(&plain, &[1, 2, 3], 3, &load), Some(4));
+        // Nobody free.
+        assert_eq!(replacement(&plain[..3], &[1, 2, 3], 3, &load), None);
     }
 }

@@ -89,6 +89,11 @@ impl PartitionManager {
             .map(|r| Arc::clone(&r.replica))
     }
 
+    /// The limit on this broker's leaders' copy traffic to learners.
+    pub fn catch_up_throttle(&self) -> &crate::replication::CatchUpThrottle {
+        self.host.groups.catch_up_throttle()
+    }
+
     /// Every replica this broker runs (a snapshot: replicas started or stopped afterwards are
     /// not reflected).
     pub fn replicas(&self) -> Vec<(TopicPartition, Arc<PartitionReplica>)> {

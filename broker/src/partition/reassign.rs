@@ -17,15 +17,22 @@ use crate::controller::forward::ControllerLink;
 use crate::controller::metadata::{ClusterMetadata, MetadataCommand, PartitionAssignment};
 use crate::replication::MembershipStep;
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often the driver looks at the moves in progress (and at once when the metadata changes).
 const PASS_INTERVAL: Duration = Duration::from_millis(250);
-/// A learner lacking at most this many entries is caught up enough to become a voter: the
-/// joint configuration then commits without waiting on it.
+/// A learner counts as caught up once it holds every entry of the leader — or, on a partition
+/// being written to all along, once it has stayed within this many entries for
+/// [`NEAR_ENOUGH_FOR`] while the leader kept appending (a busy log is never still for it to
+/// match exactly; a joint configuration commits without waiting on a voter that close behind).
+/// Counting entries, not bytes, is why a partition at rest must be matched exactly: a few
+/// large entries could be many megabytes, which the new voter would then copy unthrottled.
 const MAX_LEARNER_LAG: u64 = 64;
+/// See [`MAX_LEARNER_LAG`].
+const NEAR_ENOUGH_FOR: Duration = Duration::from_secs(2);
 /// Longest one membership step (a transfer or a change to commit) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Partitions stepped at once.
@@ -34,15 +41,26 @@ const CONCURRENT_STEPS: usize = 32;
 /// Drives the moves whose partitions this broker leads, for ever.
 pub async fn drive_forever(node_id: u64, partitions: Arc<PartitionManager>, link: ControllerLink) {
     let mut changes = link.controller().subscribe();
+    let near = NearSince::default();
     loop {
         let metadata = link.controller().metadata();
-        pass(node_id, &partitions, &link, &metadata).await;
+        pass(node_id, &partitions, &link, &metadata, &near).await;
         let _ = tokio::time::timeout(PASS_INTERVAL, changes.changed()).await;
     }
 }
 
+/// Per moving group: since when its learners have all been within [`MAX_LEARNER_LAG`], and the
+/// leader's last index then. (Lost with the driver: a new leader just waits the time again.)
+type NearSince = Mutex<HashMap<u64, (Instant, u64)>>;
+
 /// One pass over the moves in progress.
-async fn pass(node_id: u64, partitions: &PartitionManager, link: &ControllerLink, metadata: &ClusterMetadata) {
+async fn pass(
+    node_id: u64,
+    partitions: &PartitionManager,
+    link: &ControllerLink,
+    metadata: &ClusterMetadata,
+    near: &NearSince,
+) {
     let led: Vec<(String, PartitionAssignment)> = metadata
         .reassignments()
         .filter(|(topic, assignment)| {
@@ -52,9 +70,12 @@ async fn pass(node_id: u64, partitions: &PartitionManager, link: &ControllerLink
         })
         .map(|(topic, assignment)| (topic.to_string(), assignment.clone()))
         .collect();
+    // A learner that finished copying (or whose move ended elsewhere) is throttled no more.
+    let moving: std::collections::BTreeSet<u64> = metadata.reassignments().map(|(_, a)| a.group).collect();
+    partitions.catch_up_throttle().retain_groups(&moving);
     futures_util::stream::iter(led)
         .for_each_concurrent(CONCURRENT_STEPS, |(topic, assignment)| async move {
-            step(partitions, link, metadata, &topic, &assignment).await;
+            step(partitions, link, metadata, &topic, &assignment, near).await;
         })
         .await;
 }
@@ -66,6 +87,7 @@ async fn step(
     metadata: &ClusterMetadata,
     topic: &str,
     assignment: &PartitionAssignment,
+    near: &NearSince,
 ) {
     let Some(replica) = partitions.get(topic, assignment.partition) else {
         return;
@@ -87,7 +109,53 @@ async fn step(
         return;
     }
     let partition = assignment.partition;
-    match replica.step_toward_voters(&wanted, MAX_LEARNER_LAG, STEP_TIMEOUT).await {
+    let group = assignment.group;
+    let near_enough = near
+        .lock()
+        .expect("near map")
+        .get(&group)
+        .is_some_and(|(since, _)| since.elapsed() >= NEAR_ENOUGH_FOR);
+    let max_lag = if near_enough { MAX_LEARNER_LAG } else { 0 };
+    // The new replicas' copy goes through the throttle from their first append (set before
+    // they are added) until they vote.
+    let throttle = partitions.catch_up_throttle();
+    let copying = assignment.wanted_voters().unwrap_or_default().iter().copied();
+    throttle.set_learners(group, copying.filter(|id| !replica.voters().contains(id)).collect());
+    let stepped = replica.step_toward_voters(&wanted, max_lag, STEP_TIMEOUT).await;
+    if !matches!(
+        stepped,
+        Ok(MembershipStep::AddedLearners(_) | MembershipStep::CatchingUp { .. })
+    ) {
+        throttle.set_learners(group, Default::default());
+    }
+    {
+        let mut near = near.lock().expect("near map");
+        match &stepped {
+            Ok(MembershipStep::CatchingUp { lagging, leader_last }) => {
+                let close = lagging
+                    .iter()
+                    .all(|(_, lag)| lag.is_some_and(|lag| lag <= MAX_LEARNER_LAG));
+                match near.get(&group).copied() {
+                    // Still close: the clock runs on while the leader keeps appending; a log
+                    // at rest, which the learner must match exactly, starts it again.
+                    Some((since, then)) if close => {
+                        let since = if then == *leader_last { Instant::now() } else { since };
+                        near.insert(group, (since, *leader_last));
+                    }
+                    None if close => {
+                        near.insert(group, (Instant::now(), *leader_last));
+                    }
+                    _ => {
+                        near.remove(&group);
+                    }
+                }
+            }
+            _ => {
+                near.remove(&group);
+            }
+        }
+    }
+    match stepped {
         Ok(MembershipStep::Done) => {
             let complete = MetadataCommand::CompleteReassignment {
                 topic: topic.to_string(),
@@ -100,7 +168,7 @@ async fn step(
                 Err(error) => tracing::info!(topic, partition, %error, "reporting a finished move failed; will retry"),
             }
         }
-        Ok(MembershipStep::CatchingUp(lagging)) => {
+        Ok(MembershipStep::CatchingUp { lagging, .. }) => {
             tracing::debug!(topic, partition, ?lagging, "reassignment: learners catching up")
         }
         Ok(step) => tracing::info!(topic, partition, ?step, "reassignment step"),

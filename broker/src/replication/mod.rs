@@ -47,6 +47,7 @@ pub mod raft_service;
 pub mod replica;
 pub mod snapshot;
 pub mod state_machine;
+pub mod throttle;
 pub mod types;
 mod wire;
 
@@ -69,6 +70,7 @@ pub use replica::{
 };
 pub use snapshot::Compaction;
 pub use state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
+pub use throttle::CatchUpThrottle;
 pub use types::{LogStartMark, PartitionPayload, PartitionRaft, RecordBatchPayload};
 
 #[cfg(test)]

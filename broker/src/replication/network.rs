@@ -5,6 +5,7 @@
 //! coalesced per peer by the [`HeartbeatCoalescer`].
 
 use super::coalescer::HeartbeatCoalescer;
+use super::throttle::CatchUpThrottle;
 use super::types::PartitionRaft;
 use super::wire::{encode_append, split_append, APPEND_CHUNK_BYTES};
 use futures_util::{Stream, StreamExt};
@@ -146,12 +147,14 @@ impl AnswerStream {
 pub struct GroupNetworkFactory {
     group: u64,
     peers: PeerChannels,
+    throttle: CatchUpThrottle,
 }
 
 impl GroupNetworkFactory {
-    /// The factory for Raft group `group`, sending over `peers`.
-    pub fn new(group: u64, peers: PeerChannels) -> Self {
-        GroupNetworkFactory { group, peers }
+    /// The factory for Raft group `group`, sending over `peers`, appends to learners paced by
+    /// `throttle`.
+    pub fn new(group: u64, peers: PeerChannels, throttle: CatchUpThrottle) -> Self {
+        GroupNetworkFactory { group, peers, throttle }
     }
 }
 
@@ -162,6 +165,7 @@ pub struct GroupNetwork {
     target: u64,
     client: Option<RaftClient<Channel>>,
     address: String,
+    throttle: CatchUpThrottle,
 }
 
 impl RaftNetworkFactory<PartitionRaft> for GroupNetworkFactory {
@@ -175,6 +179,7 @@ impl RaftNetworkFactory<PartitionRaft> for GroupNetworkFactory {
             target,
             client,
             address: node.addr.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -202,6 +207,11 @@ impl GroupNetwork {
             ))
         })
     }
+}
+
+/// The bytes of entries an append carries.
+fn append_bytes(request: &proto::raft_v1::AppendRequest) -> u64 {
+    request.entries.iter().map(|entry| entry.body.len() as u64).sum()
 }
 
 /// Maps a transport failure: a refused or failed connection means the peer is unreachable
@@ -291,6 +301,16 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             };
             // The heartbeat worker sends a one-item stream (`stream::once`, which reports no
             // more items once taken); a replication session's stream never knows its end.
+            // A learner's first append waits for the throttle here, before the session opens:
+            // its receiver answers the session only once it has it, and a session not answered
+            // within half a second counts as failed. (The later ones wait in the stream.)
+            if self.throttle.is_learner(self.group, self.target) {
+                if let Ok(encoded) = encode_append(self.group, first.clone()) {
+                    self.throttle
+                        .admit_to(self.group, self.target, append_bytes(&encoded))
+                        .await;
+                }
+            }
             let lone_request = input.size_hint() == (0, Some(0));
             let session = futures_util::stream::iter(std::iter::once(first)).chain(input);
             if lone_request {
@@ -308,19 +328,33 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             let counted = Arc::clone(&chunks);
             // An entry that cannot be encoded ends the session here; the answers received so
             // far stay in order, and openraft retries the rest.
+            let (throttle, target) = (self.throttle.clone(), self.target);
             let requests = session
-                .scan((), move |_, request| {
-                    let encoded = encode_append(group, request)
-                        .inspect_err(|error| tracing::error!(group, %error, "append not encodable; ending the stream"))
-                        .ok()
-                        .map(|request| split_append(request, APPEND_CHUNK_BYTES));
-                    if let Some(messages) = &encoded {
-                        // Counted before they go out, so the answer side knows how many
-                        // answers make up this request's.
-                        counted.lock().expect("chunk counts").push_back(messages.len());
-                        sent.send_modify(|count| *count += messages.len() as u64);
+                .enumerate()
+                .then(move |(n, request)| {
+                    let throttle = throttle.clone();
+                    async move {
+                        let encoded = encode_append(group, request)
+                            .inspect_err(
+                                |error| tracing::error!(group, %error, "append not encodable; ending the stream"),
+                            )
+                            .ok()?;
+                        // Before it counts as sent: a throttled append is not a slow answer.
+                        if n > 0 {
+                            throttle.admit_to(group, target, append_bytes(&encoded)).await;
+                        }
+                        Some(encoded)
                     }
-                    futures_util::future::ready(encoded)
+                })
+                .take_while(|encoded| futures_util::future::ready(encoded.is_some()))
+                .filter_map(futures_util::future::ready)
+                .map(move |request| {
+                    let messages = split_append(request, APPEND_CHUNK_BYTES);
+                    // Counted before they go out, so the answer side knows how many answers
+                    // make up this request's.
+                    counted.lock().expect("chunk counts").push_back(messages.len());
+                    sent.send_modify(|count| *count += messages.len() as u64);
+                    messages
                 })
                 .flat_map(futures_util::stream::iter)
                 .take_until(answers_gone);

@@ -4,6 +4,7 @@
 
 use super::quiesce::{Contact, PeerLiveness, Quiescence, ResumeTimers};
 use super::raft_node::{HostedGroups, PartitionRaftNode};
+use super::throttle::CatchUpThrottle;
 use super::types::PartitionRaft;
 use super::wire::decode_append;
 use futures_util::{Stream, StreamExt};
@@ -32,6 +33,7 @@ const BATCH_ITEM_DEADLINE: Duration = Duration::from_millis(100);
 pub struct RaftGroups {
     hosted: HostedGroups,
     quiescence: Quiescence,
+    throttle: CatchUpThrottle,
 }
 
 impl Default for RaftGroups {
@@ -40,6 +42,7 @@ impl Default for RaftGroups {
         RaftGroups {
             quiescence: Quiescence::new(hosted.clone()),
             hosted,
+            throttle: CatchUpThrottle::default(),
         }
     }
 }
@@ -80,6 +83,11 @@ impl RaftGroups {
     /// Whether `group` is quiet here (its Raft timers stopped).
     pub fn is_quiet(&self, group: u64) -> bool {
         self.quiescence.is_quiet(group)
+    }
+
+    /// The limit on what this broker's leaders send to learners (see `throttle`).
+    pub fn catch_up_throttle(&self) -> &CatchUpThrottle {
+        &self.throttle
     }
 
     /// When each peer broker last pinged this one and answered its pings.

@@ -221,6 +221,26 @@ impl Admin {
         self.cluster.cancel_reassignments(partitions).await
     }
 
+    /// Moves every replica off `broker` (a move per partition it holds; replacements placed
+    /// rack-aware, least loaded first) and places nothing new on it. It is safe to stop once no
+    /// partition's replicas name it ([`describe_cluster`](Self::describe_cluster)).
+    pub async fn decommission_broker(&self, broker: u64) -> Result<(), ClientError> {
+        self.cluster.decommission_broker(broker, true).await
+    }
+
+    /// Ends a decommission: the broker takes replicas again, and moves off it still in
+    /// progress are cancelled.
+    pub async fn recommission_broker(&self, broker: u64) -> Result<(), ClientError> {
+        self.cluster.decommission_broker(broker, false).await
+    }
+
+    /// Limits the bytes per second each broker takes into replicas still copying a moving
+    /// partition's log (`None` lifts it), so moving data does not starve producers (Kafka's
+    /// `--throttle`). Appends to voters never wait on it.
+    pub async fn set_reassignment_throttle(&self, bytes_per_sec: Option<u64>) -> Result<(), ClientError> {
+        self.cluster.set_reassignment_throttle(bytes_per_sec).await
+    }
+
     /// The moves in progress.
     pub async fn list_reassignments(&self) -> Result<Vec<ReassignmentDescription>, ClientError> {
         self.cluster.list_reassignments().await

@@ -18,10 +18,11 @@ use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
-    Acks, AlterTopicConfigRequest, CancelReassignmentsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, ListReassignmentsRequest,
-    MetadataRequest, MetadataResponse, OffsetSpec, PartitionReplicas, ProduceRequest, ReassignPartitionsRequest,
-    ReassignmentDescription, TopicDescription, TopicResult, TopicSpec,
+    Acks, AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    ListReassignmentsRequest, MetadataRequest, MetadataResponse, OffsetSpec, PartitionReplicas, ProduceRequest,
+    ReassignPartitionsRequest, ReassignmentDescription, SetReassignmentThrottleRequest, TopicDescription, TopicResult,
+    TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -542,6 +543,38 @@ impl Cluster {
             final_if_unknown(ClientError::check(response.error, &response.message))
         })
         .await?
+    }
+
+    /// Starts (`decommission`) or ends (`!decommission`) the decommission of `broker`
+    /// (served by the controller).
+    pub async fn decommission_broker(&self, broker: u64, decommission: bool) -> Result<(), ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let request = BrokerRequest { broker };
+            let response = if decommission {
+                client.decommission_broker(request).await
+            } else {
+                client.recommission_broker(request).await
+            }
+            .map_err(|s| Self::unreachable("controller", s))?
+            .into_inner();
+            ClientError::check(response.error, &response.message)
+        })
+        .await
+    }
+
+    /// Sets (`Some`) or lifts (`None`) the per-broker throttle on moves' copy traffic.
+    pub async fn set_reassignment_throttle(&self, bytes_per_sec: Option<u64>) -> Result<(), ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .set_reassignment_throttle(SetReassignmentThrottleRequest { bytes_per_sec })
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            ClientError::check(response.error, &response.message)
+        })
+        .await
     }
 
     /// The replica moves in progress, as the controller leader's metadata has them.

@@ -24,8 +24,14 @@ pub enum MembershipStep {
     Done,
     /// These wanted replicas joined as learners; they start catching up.
     AddedLearners(Vec<u64>),
-    /// Learners still catching up: each with the entries it lacks (`None`: nothing heard yet).
-    CatchingUp(Vec<(u64, Option<u64>)>),
+    /// Learners still catching up: each with the entries it lacks (`None`: nothing heard
+    /// yet), and the leader's last log index.
+    CatchingUp {
+        /// The learners behind, with their lag.
+        lagging: Vec<(u64, Option<u64>)>,
+        /// The leader's last log index as they were measured.
+        leader_last: u64,
+    },
     /// This replica leaves the voters: it handed the leadership to this wanted voter, which
     /// takes the next steps.
     HandedLeadership(u64),
@@ -45,8 +51,9 @@ struct Members {
 
 impl PartitionReplica {
     /// Takes the next step toward the voters `wanted` (node id → Raft address): see the
-    /// module. A learner counts as caught up once it lacks at most `max_lag` entries. Only the
-    /// leader can; others get `NotLeader`.
+    /// module. A learner counts as caught up once it lacks at most `max_lag` entries (the
+    /// caller decides how many: none for a partition at rest). Only the leader can; others get
+    /// `NotLeader`.
     pub async fn step_toward_voters(
         &self,
         wanted: &BTreeMap<u64, String>,
@@ -73,9 +80,9 @@ impl PartitionReplica {
             return Ok(MembershipStep::AddedLearners(added));
         }
 
-        let lagging = self.lagging_learners(&wanted_ids, &members.voters, max_lag);
+        let (lagging, leader_last) = self.lagging_learners(&wanted_ids, &members.voters, max_lag);
         if !lagging.is_empty() {
-            return Ok(MembershipStep::CatchingUp(lagging));
+            return Ok(MembershipStep::CatchingUp { lagging, leader_last });
         }
 
         if members.voters != wanted_ids || members.joint {
@@ -126,11 +133,11 @@ impl PartitionReplica {
         wanted: &BTreeSet<u64>,
         voters: &BTreeSet<u64>,
         max_lag: u64,
-    ) -> Vec<(u64, Option<u64>)> {
+    ) -> (Vec<(u64, Option<u64>)>, u64) {
         let receiver = self.raft.metrics();
         let metrics: &openraft::RaftMetrics<PartitionRaft> = &receiver.borrow_watched();
         let last = metrics.last_log_index.unwrap_or(0);
-        wanted
+        let lagging = wanted
             .iter()
             .filter(|id| !voters.contains(id))
             .filter_map(|id| {
@@ -145,7 +152,8 @@ impl PartitionReplica {
                     _ => Some((*id, lag)),
                 }
             })
-            .collect()
+            .collect();
+        (lagging, last)
     }
 
     /// Proposes a membership change and waits (up to `timeout`) until it is committed.

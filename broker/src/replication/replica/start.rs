@@ -163,7 +163,7 @@ impl PartitionReplica {
         let appended = store.append_notifier();
         let applied_next_offset = state_machine.applied_next_offset();
         let producers = state_machine.producers();
-        let network = GroupNetworkFactory::new(group, host.peers.clone());
+        let network = GroupNetworkFactory::new(group, host.peers.clone(), host.groups.catch_up_throttle().clone());
         let raft = openraft::Raft::new(host.node_id, raft_config, network, store, state_machine)
             .await
             .map_err(|e| ReplicationError::Raft {
