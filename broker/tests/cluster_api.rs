@@ -89,15 +89,17 @@ impl Cluster {
     async fn controller(&self) -> BrokerClient<Channel> {
         let deadline = Instant::now() + WAIT;
         loop {
+            // UNAVAILABLE until broker 1's own metadata lists it.
             let metadata = self
                 .client(0)
                 .await
                 .metadata(MetadataRequest::default())
                 .await
-                .unwrap()
-                .into_inner();
-            if let (Some(controller), 3) = (metadata.controller, metadata.brokers.len()) {
-                return self.client(controller as usize - 1).await;
+                .map(tonic::Response::into_inner);
+            if let Ok(metadata) = metadata {
+                if let (Some(controller), 3) = (metadata.controller, metadata.brokers.len()) {
+                    return self.client(controller as usize - 1).await;
+                }
             }
             assert!(Instant::now() < deadline, "no controller with 3 registered brokers");
             tokio::time::sleep(Duration::from_millis(50)).await;
