@@ -119,6 +119,9 @@ enum PerfTarget {
     Consume(cli::perf_consume::ConsumeArgs),
     /// Time until every partition is owned again after a member joins a group.
     Rebalance(cli::perf_consume::RebalanceArgs),
+    /// Moving a filled partition to a new broker, unthrottled and throttled, with a producer
+    /// writing meanwhile: move time, and its throughput and latency before and during.
+    Reassign(cli::perf_reassign::ReassignArgs),
 }
 
 #[derive(clap::Args)]
@@ -239,6 +242,9 @@ fn main() -> anyhow::Result<()> {
             Command::Perf {
                 target: PerfTarget::Consume(args),
             } => cli::perf_consume::run_consume(args).await.context("consume benchmark"),
+            Command::Perf {
+                target: PerfTarget::Reassign(args),
+            } => cli::perf_reassign::run(args).await.context("reassignment benchmark"),
             Command::Perf {
                 target: PerfTarget::Rebalance(args),
             } => cli::perf_consume::run_rebalance(args)

@@ -12,12 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::Child;
 
-/// The brokers log errors only: the benchmarks print their own progress.
-const LOG_FILTER: Option<&str> = Some("error");
+/// The brokers log errors only (the benchmarks print their own progress), unless
+/// `PERF_BROKER_LOG` gives another filter.
+fn log_filter() -> String {
+    std::env::var("PERF_BROKER_LOG").unwrap_or_else(|_| "error".into())
+}
 
 /// A running local cluster.
 pub struct LocalCluster {
-    /// The broker processes, node ids 1..=3.
+    /// The broker processes, node ids 1..=3 (and any added since).
     pub brokers: Vec<Child>,
     /// A client of it.
     pub cluster: Arc<Cluster>,
@@ -45,7 +48,8 @@ impl LocalCluster {
             .collect::<Result<_, _>>()?;
         drop(listeners);
         let admins = addresses.split_off(3);
-        let brokers = super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, LOG_FILTER, env)?;
+        let brokers =
+            super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, Some(&log_filter()), env)?;
         let cluster = connect(&addresses.join(","));
         super::dev::wait_until_registered(&cluster, 3, Duration::from_secs(60)).await?;
         phase.finish();
@@ -76,10 +80,27 @@ impl LocalCluster {
             &self.addresses,
             self.admins.as_deref(),
             &self.dir,
-            LOG_FILTER,
+            Some(&log_filter()),
             &self.env,
         )?;
         Ok(())
+    }
+
+    /// Starts one more broker (the next node id, told only the others' addresses: it joins
+    /// as a new broker would) and waits until it has registered; returns its node id.
+    pub async fn add_broker(&mut self) -> anyhow::Result<u64> {
+        anyhow::ensure!(
+            self.admins.is_none(),
+            "a broker added to the cluster serves no admin endpoint"
+        );
+        let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+        self.addresses.push(address);
+        let index = self.addresses.len() - 1;
+        let child =
+            super::dev::spawn_local_broker(index, &self.addresses, None, &self.dir, Some(&log_filter()), &self.env)?;
+        self.brokers.push(child);
+        super::dev::wait_until_registered(&self.cluster, self.addresses.len(), Duration::from_secs(60)).await?;
+        Ok(index as u64 + 1)
     }
 
     /// Creates an RF=3 topic and waits (up to `wait`) until every partition has a leader.

@@ -11,5 +11,6 @@ pub mod partition;
 pub mod perf_consume;
 pub mod perf_idle;
 pub mod perf_produce;
+pub mod perf_reassign;
 pub mod progress;
 pub mod serve;

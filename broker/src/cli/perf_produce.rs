@@ -53,17 +53,17 @@ pub struct ProduceArgs {
 }
 
 /// What one partition's acknowledgements showed.
-struct Collected {
-    latency: Histogram<u64>,
-    acked: u64,
-    failed: u64,
+pub(super) struct Collected {
+    pub(super) latency: Histogram<u64>,
+    pub(super) acked: u64,
+    pub(super) failed: u64,
     last_ack: Option<Instant>,
-    first_error: Option<String>,
+    pub(super) first_error: Option<String>,
 }
 
 /// Awaits one partition's deliveries in send order (a partition acknowledges in order, so
 /// nothing is measured late) and records each send→ack latency in microseconds.
-async fn collect(mut deliveries: mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>) -> Collected {
+pub(super) async fn collect(mut deliveries: mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>) -> Collected {
     let mut collected = Collected {
         latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
         acked: 0,
