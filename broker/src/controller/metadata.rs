@@ -1251,4 +1251,19 @@ mod tests {
             .check(&MetadataCommand::RecommissionBroker { broker: 4 })
             .is_err());
     }
+
+    #[test]
+    fn a_zero_throttle_is_refused_and_none_lifts_it() {
+        let mut metadata = with_brokers(3);
+        let set = |bytes_per_sec| MetadataCommand::SetReassignmentThrottle { bytes_per_sec };
+        assert!(matches!(
+            metadata.apply(set(Some(0))),
+            Err(MetadataError::InvalidConfig(_))
+        ));
+        assert_eq!(metadata.reassignment_throttle, None);
+        metadata.apply(set(Some(1 << 20))).unwrap();
+        assert_eq!(metadata.reassignment_throttle, Some(1 << 20));
+        metadata.apply(set(None)).unwrap();
+        assert_eq!(metadata.reassignment_throttle, None);
+    }
 }

@@ -53,6 +53,29 @@ pub async fn drive_forever(node_id: u64, partitions: Arc<PartitionManager>, link
 /// leader's last index then. (Lost with the driver: a new leader just waits the time again.)
 type NearSince = Mutex<HashMap<u64, (Instant, u64)>>;
 
+/// Since when a group's learners have all been within [`MAX_LEARNER_LAG`] while its leader
+/// kept appending (`previous`: as the last pass left it), now that they lag as `lagging`
+/// behind `leader_last`. `None` once one is farther behind. The clock runs on while the leader
+/// appends; a log at rest (the same last index twice), which the learners must match exactly,
+/// starts it again.
+fn near_since(
+    previous: Option<(Instant, u64)>,
+    lagging: &[(u64, Option<u64>)],
+    leader_last: u64,
+    now: Instant,
+) -> Option<(Instant, u64)> {
+    let close = lagging
+        .iter()
+        .all(|(_, lag)| lag.is_some_and(|lag| lag <= MAX_LEARNER_LAG));
+    if !close {
+        return None;
+    }
+    match previous {
+        Some((since, then)) if then != leader_last => Some((since, leader_last)),
+        _ => Some((now, leader_last)),
+    }
+}
+
 /// One pass over the moves in progress.
 async fn pass(
     node_id: u64,
@@ -130,28 +153,10 @@ async fn step(
     }
     {
         let mut near = near.lock().expect("near map");
-        match &stepped {
-            Ok(MembershipStep::CatchingUp { lagging, leader_last }) => {
-                let close = lagging
-                    .iter()
-                    .all(|(_, lag)| lag.is_some_and(|lag| lag <= MAX_LEARNER_LAG));
-                match near.get(&group).copied() {
-                    // Still close: the clock runs on while the leader keeps appending; a log
-                    // at rest, which the learner must match exactly, starts it again.
-                    Some((since, then)) if close => {
-                        let since = if then == *leader_last { Instant::now() } else { since };
-                        near.insert(group, (since, *leader_last));
-                    }
-                    None if close => {
-                        near.insert(group, (Instant::now(), *leader_last));
-                    }
-                    _ => {
-                        near.remove(&group);
-                    }
-                }
-            }
-            _ => {
-                near.remove(&group);
+        let previous = near.remove(&group);
+        if let Ok(MembershipStep::CatchingUp { lagging, leader_last }) = &stepped {
+            if let Some(next) = near_since(previous, lagging, *leader_last, Instant::now()) {
+                near.insert(group, next);
             }
         }
     }
@@ -173,5 +178,29 @@ async fn step(
         }
         Ok(step) => tracing::info!(topic, partition, ?step, "reassignment step"),
         Err(error) => tracing::debug!(topic, partition, %error, "reassignment step failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learners_are_near_enough_only_while_close_behind_a_leader_that_keeps_appending() {
+        let start = Instant::now();
+        let later = start + NEAR_ENOUGH_FOR;
+        let close = [(4, Some(10))];
+        // First time close: the clock starts.
+        assert_eq!(near_since(None, &close, 100, start), Some((start, 100)));
+        // The leader appended since: the clock runs on.
+        assert_eq!(near_since(Some((start, 100)), &close, 130, later), Some((start, 130)));
+        // At rest (same last index): it starts again — a log at rest is matched exactly.
+        assert_eq!(near_since(Some((start, 130)), &close, 130, later), Some((later, 130)));
+        // Farther behind, or not heard from: not near.
+        assert_eq!(
+            near_since(Some((start, 130)), &[(4, Some(MAX_LEARNER_LAG + 1))], 200, later),
+            None
+        );
+        assert_eq!(near_since(Some((start, 130)), &[(4, None)], 200, later), None);
     }
 }

@@ -304,11 +304,9 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             // A learner's first append waits for the throttle here, before the session opens:
             // its receiver answers the session only once it has it, and a session not answered
             // within half a second counts as failed. (The later ones wait in the stream.)
-            if self.throttle.is_learner(self.group, self.target) {
+            if self.throttle.applies_to(self.group, self.target) {
                 if let Ok(encoded) = encode_append(self.group, first.clone()) {
-                    self.throttle
-                        .admit_to(self.group, self.target, append_bytes(&encoded))
-                        .await;
+                    self.throttle.admit(append_bytes(&encoded)).await;
                 }
             }
             let lone_request = input.size_hint() == (0, Some(0));
@@ -340,8 +338,8 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
                             )
                             .ok()?;
                         // Before it counts as sent: a throttled append is not a slow answer.
-                        if n > 0 {
-                            throttle.admit_to(group, target, append_bytes(&encoded)).await;
+                        if n > 0 && throttle.applies_to(group, target) {
+                            throttle.admit(append_bytes(&encoded)).await;
                         }
                         Some(encoded)
                     }

@@ -21,8 +21,8 @@ use proto::v1::{
     Acks, AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
     ListReassignmentsRequest, MetadataRequest, MetadataResponse, OffsetSpec, PartitionReplicas, ProduceRequest,
-    ReassignPartitionsRequest, ReassignmentDescription, SetReassignmentThrottleRequest, TopicDescription, TopicResult,
-    TopicSpec,
+    ReassignPartitionsRequest, ReassignmentDescription, ReassignmentResult, SetReassignmentThrottleRequest,
+    TopicDescription, TopicResult, TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,16 +38,6 @@ const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Largest HTTP/2 frame a broker may send this client: a 4 MiB fetch response in 16 KiB frames
 /// (the protocol's default) was 256 frames to parse and wake on.
 const MAX_FRAME_BYTES: u32 = 1024 * 1024;
-/// An `UNKNOWN_TOPIC_OR_PARTITION` from the controller leader as the final answer (`Ok` of the
-/// outcome stops the retries): elsewhere it is retriable because a broker may not have applied
-/// a new topic yet, but the controller leader answers from the metadata it writes.
-fn final_if_unknown(outcome: Result<(), ClientError>) -> Result<Result<(), ClientError>, ClientError> {
-    match outcome {
-        Err(error) if error.code() == Some(ErrorCode::UnknownTopicOrPartition) => Ok(Err(error)),
-        other => other.map(Ok),
-    }
-}
-
 /// How long a broker that failed a metadata request is asked last.
 const FAILED_BROKER_PENALTY: Duration = Duration::from_secs(30);
 /// How long one broker may take to answer a metadata request before the next one is asked.
@@ -515,64 +505,70 @@ impl Cluster {
         .await
     }
 
-    /// Records a plan of replica moves (served by the controller); refused whole or taken whole.
-    pub async fn reassign_partitions(&self, moves: Vec<PartitionReplicas>) -> Result<(), ClientError> {
+    /// One replica-move command on the controller leader (retried where it moved or could
+    /// not be reached). The controller answers from the metadata it writes, so an unknown
+    /// topic or partition is final here, not retried as elsewhere.
+    async fn reassignment_command<F, Fut>(&self, call: F) -> Result<(), ClientError>
+    where
+        F: Fn(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<ReassignmentResult>, tonic::Status>>,
+    {
         self.retrying(|| async {
-            let mut client = self.controller_client().await?;
-            let response = client
-                .reassign_partitions(ReassignPartitionsRequest { moves: moves.clone() })
+            let client = self.controller_client().await?;
+            let response = call(client)
                 .await
                 .map_err(|s| Self::unreachable("controller", s))?
                 .into_inner();
-            final_if_unknown(ClientError::check(response.error, &response.message))
+            match ClientError::check(response.error, &response.message) {
+                Err(error) if error.code() == Some(ErrorCode::UnknownTopicOrPartition) => Ok(Err(error)),
+                other => other.map(Ok),
+            }
         })
         .await?
     }
 
+    /// Records a plan of replica moves (served by the controller); refused whole or taken whole.
+    pub async fn reassign_partitions(&self, moves: Vec<PartitionReplicas>) -> Result<(), ClientError> {
+        self.reassignment_command(|mut client| {
+            let moves = moves.clone();
+            async move { client.reassign_partitions(ReassignPartitionsRequest { moves }).await }
+        })
+        .await
+    }
+
     /// Cancels replica moves in progress (served by the controller).
     pub async fn cancel_reassignments(&self, partitions: Vec<proto::v1::TopicPartition>) -> Result<(), ClientError> {
-        self.retrying(|| async {
-            let mut client = self.controller_client().await?;
-            let response = client
-                .cancel_reassignments(CancelReassignmentsRequest {
-                    partitions: partitions.clone(),
-                })
-                .await
-                .map_err(|s| Self::unreachable("controller", s))?
-                .into_inner();
-            final_if_unknown(ClientError::check(response.error, &response.message))
+        self.reassignment_command(|mut client| {
+            let partitions = partitions.clone();
+            async move {
+                client
+                    .cancel_reassignments(CancelReassignmentsRequest { partitions })
+                    .await
+            }
         })
-        .await?
+        .await
     }
 
     /// Starts (`decommission`) or ends (`!decommission`) the decommission of `broker`
     /// (served by the controller).
     pub async fn decommission_broker(&self, broker: u64, decommission: bool) -> Result<(), ClientError> {
-        self.retrying(|| async {
-            let mut client = self.controller_client().await?;
+        self.reassignment_command(|mut client| async move {
             let request = BrokerRequest { broker };
-            let response = if decommission {
+            if decommission {
                 client.decommission_broker(request).await
             } else {
                 client.recommission_broker(request).await
             }
-            .map_err(|s| Self::unreachable("controller", s))?
-            .into_inner();
-            ClientError::check(response.error, &response.message)
         })
         .await
     }
 
     /// Sets (`Some`) or lifts (`None`) the per-broker throttle on moves' copy traffic.
     pub async fn set_reassignment_throttle(&self, bytes_per_sec: Option<u64>) -> Result<(), ClientError> {
-        self.retrying(|| async {
-            let mut client = self.controller_client().await?;
-            let response = client
+        self.reassignment_command(|mut client| async move {
+            client
                 .set_reassignment_throttle(SetReassignmentThrottleRequest { bytes_per_sec })
                 .await
-                .map_err(|s| Self::unreachable("controller", s))?
-                .into_inner();
-            ClientError::check(response.error, &response.message)
         })
         .await
     }
