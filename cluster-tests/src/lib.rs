@@ -76,12 +76,56 @@ fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
-/// Free loopback ports (bound and released; the brokers bind them right after).
+/// Each partition of `topic`'s replicas, as the metadata records them (asked again while no
+/// broker answered knows the topic, up to 30 s: one that has just joined may not have it yet).
+pub async fn replica_sets(cluster: &client::Cluster, topic: &str) -> std::collections::BTreeMap<u32, Vec<u64>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(metadata) = cluster.metadata(vec![topic.to_string()]).await {
+            if let Some(found) = metadata
+                .topics
+                .iter()
+                .find(|t| t.name == topic && !t.partitions.is_empty())
+            {
+                return found
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.replicas.clone()))
+                    .collect();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no broker knows {topic}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Free loopback ports for brokers: below the kernel's ephemeral range, so that no outgoing
+/// connection and no port-0 bind (a proxy, a client) can take one between this check and the
+/// broker's bind, or while a killed broker is down (both happened with ports the kernel had
+/// handed out); distinct within this process, and checked free when chosen.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = 12_000.min(ephemeral_start.saturating_sub(1_024));
+    let first = ephemeral_start - span;
+    // Processes (test binaries) start at different places in the span.
+    let offset = std::process::id() * 97;
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..span {
+        if ports.len() == count {
+            break;
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (first + offset.wrapping_add(n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), count, "no {count} free ports below {ephemeral_start}");
+    ports
 }
 
 /// One broker process of a test cluster.
@@ -612,7 +656,7 @@ pub async fn wait_until_quiet(brokers: &[BrokerProcess], topic: &str, partitions
 /// directed broker-to-broker link (`links[(from, to)]`: the connection `from` dials to reach
 /// `to`, requests and answers) and each client-to-broker link (`client_links[broker]`).
 pub struct ProxiedCluster {
-    /// The broker processes, node ids 1..=3 in order.
+    /// The broker processes, node ids 1..=n in order.
     pub brokers: Vec<BrokerProcess>,
     /// (from, to) → the proxy `from` dials to reach `to`.
     pub links: std::collections::HashMap<(u64, u64), proxy::FaultProxy>,
@@ -628,12 +672,19 @@ impl ProxiedCluster {
 
     /// Like [`start`](Self::start), with extra `broker serve` arguments for every broker.
     pub async fn start_with(root: &Path, extra_args: &[&str]) -> ProxiedCluster {
-        let ports = free_ports(3);
+        Self::start_n(root, 3, extra_args).await
+    }
+
+    /// Like [`start_with`](Self::start_with) with `count` brokers (at least 3): brokers 1–3
+    /// form the cluster, and each one past them joins it on its own, knowing only the
+    /// cluster's addresses (every link proxied from the start, as between the first three).
+    pub async fn start_n(root: &Path, count: u64, extra_args: &[&str]) -> ProxiedCluster {
+        assert!(count >= 3, "a proxied cluster has at least three brokers");
+        let ports = free_ports(count as usize);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let peers = peers_flag(&addresses);
         let mut links = std::collections::HashMap::new();
-        for from in 1..=3u64 {
-            for to in 1..=3u64 {
+        for from in 1..=count {
+            for to in 1..=count {
                 if from != to {
                     let target = addresses[to as usize - 1].parse().expect("address");
                     links.insert((from, to), proxy::FaultProxy::start(target).await);
@@ -641,13 +692,13 @@ impl ProxiedCluster {
             }
         }
         let mut client_links = std::collections::HashMap::new();
-        for id in 1..=3u64 {
+        for id in 1..=count {
             let target = addresses[id as usize - 1].parse().expect("address");
             client_links.insert(id, proxy::FaultProxy::start(target).await);
         }
-        let brokers = (1..=3u64)
+        let brokers = (1..=count)
             .map(|id| {
-                let args: Vec<String> = (1..=3u64)
+                let args: Vec<String> = (1..=count)
                     .filter(|to| *to != id)
                     .flat_map(|to| {
                         [
@@ -657,11 +708,17 @@ impl ProxiedCluster {
                     })
                     .chain(extra_args.iter().map(|arg| arg.to_string()))
                     .collect();
+                // The founders know each other; a joiner knows them and itself.
+                let known = (1..=3).chain((id > 3).then_some(id));
+                let peers = known
+                    .map(|peer| format!("{peer}={}", addresses[peer as usize - 1]))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 BrokerProcess::start_with(
                     id,
                     addresses[id as usize - 1].clone(),
                     root.join(format!("broker-{id}")),
-                    peers.clone(),
+                    peers,
                     args,
                 )
             })
