@@ -517,3 +517,49 @@ async fn topic_configs_change_on_a_running_cluster_and_its_replicas_apply_them()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A broker knows the leaders only of partitions it holds a replica of. With single-replica
+/// partitions each broker holds one of three, so whichever broker the client asks first for
+/// metadata cannot name two of the leaders: the client asks those partitions' replicas (before,
+/// it retried the same broker until its retries ran out — a 4-broker nemesis run found it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_of_partitions_the_asked_broker_holds_no_replica_of_are_found() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let setup = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&setup, NewTopic::new("spread", 3, 1)).await;
+
+    // A fresh client that knows one broker: its first metadata answer names one leader.
+    let client = Arc::new(client::Cluster::new(
+        vec![brokers[0].address.clone()],
+        client::RetryPolicy::default(),
+    ));
+    let metadata = client.metadata(vec!["spread".into()]).await.unwrap();
+    let partitions = &metadata.topics[0].partitions;
+    let hosts: Vec<u64> = partitions.iter().map(|p| p.replicas[0]).collect();
+    assert_eq!(
+        hosts.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        3,
+        "one replica per broker: {partitions:?}"
+    );
+    for partition in partitions {
+        assert_eq!(partition.leader, Some(partition.replicas[0]), "{partition:?}");
+    }
+    // And produce and fetch reach every partition.
+    let producer = Producer::new(Arc::clone(&client), ProducerConfig::default()).unwrap();
+    for partition in 0..3 {
+        let sent = producer
+            .send(ProducerRecord::new("spread", format!("to {partition}")).partition(partition))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let offset = sent.offset.expect("acks=all gives the offset");
+        let (batches, high_watermark) = client
+            .fetch("spread", partition, offset, 1024 * 1024, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(high_watermark, offset + 1);
+        assert_eq!(batches.len(), 1, "partition {partition}");
+    }
+}

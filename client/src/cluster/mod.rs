@@ -198,6 +198,7 @@ impl Cluster {
                 }
             }
         }
+        self.learn(&merged);
         Ok(merged)
     }
 
@@ -229,7 +230,10 @@ impl Cluster {
                 .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer to a metadata request")));
             match response {
                 Ok(response) => {
-                    let metadata = response.into_inner();
+                    let mut metadata = response.into_inner();
+                    if !detailed {
+                        self.leaders_from_replicas(&mut metadata, &address).await;
+                    }
                     self.learn(&metadata);
                     return Ok(metadata);
                 }
@@ -246,6 +250,66 @@ impl Cluster {
             address: "(no bootstrap address)".into(),
             message: "nothing to connect to".into(),
         }))
+    }
+
+    /// A broker knows the leader only of the partitions it holds a replica of; with more
+    /// brokers than a partition has replicas, the one asked (`asked`) may hold none. Each
+    /// partition it names no leader for is asked of one of its replicas (one request per broker
+    /// asked, at most one round), and described as that replica sees it.
+    async fn leaders_from_replicas(&self, metadata: &mut MetadataResponse, asked: &str) {
+        let addresses: HashMap<u64, String> = metadata.brokers.iter().map(|b| (b.id, b.address.clone())).collect();
+        let failed: Vec<String> = self
+            .failed_recently
+            .lock()
+            .expect("failed brokers")
+            .keys()
+            .cloned()
+            .collect();
+        // Broker → the topics to ask it about.
+        let mut ask: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
+        for topic in &metadata.topics {
+            for partition in topic.partitions.iter().filter(|p| p.leader.is_none()) {
+                let usable = |id: &&u64| addresses.get(*id).is_some_and(|a| a != asked);
+                let replica = partition
+                    .replicas
+                    .iter()
+                    .filter(usable)
+                    .find(|id| !failed.contains(&addresses[*id]))
+                    .or_else(|| partition.replicas.iter().find(usable));
+                if let Some(replica) = replica {
+                    ask.entry(*replica).or_default().insert(topic.name.clone());
+                }
+            }
+        }
+        for (broker, topics) in ask {
+            let Ok(mut client) = self.client(&addresses[&broker]) else {
+                continue;
+            };
+            let request = MetadataRequest {
+                topics: topics.into_iter().collect(),
+            };
+            let Ok(Ok(answer)) = tokio::time::timeout(METADATA_REQUEST_TIMEOUT, client.metadata(request)).await else {
+                continue;
+            };
+            for theirs in answer.into_inner().topics {
+                let Some(ours) = metadata.topics.iter_mut().find(|t| t.name == theirs.name) else {
+                    continue;
+                };
+                for partition in theirs.partitions {
+                    // Only what it knows first hand: the partitions it holds a replica of.
+                    if partition.leader.is_none() || !partition.replicas.contains(&broker) {
+                        continue;
+                    }
+                    if let Some(slot) = ours
+                        .partitions
+                        .iter_mut()
+                        .find(|p| p.partition == partition.partition && p.leader.is_none())
+                    {
+                        *slot = partition;
+                    }
+                }
+            }
+        }
     }
 
     fn learn(&self, metadata: &MetadataResponse) {
