@@ -248,6 +248,10 @@ impl GroupConsumer {
         }
         if !plan.add.is_empty() {
             self.add(&plan.add, view.losses).await?;
+        } else if plan.revoke.is_empty() {
+            // Nothing to do: partitions granted and revoked again before this member took them
+            // on are no longer in flight (the heartbeat stops reporting them).
+            self.report_owned(view.losses);
         }
         Ok(())
     }
@@ -305,6 +309,11 @@ impl GroupConsumer {
                 }
             };
             starts.push((tp.clone(), offset));
+        }
+        // Fenced while the starts were looked up: the partitions are someone else's already,
+        // so none is taken on (the next `rebalance` acts on the loss).
+        if self.shared.membership().losses() != seen_losses {
+            return Ok(());
         }
         for (tp, offset) in starts {
             self.consumer.assign_at(tp.clone(), offset);

@@ -7,7 +7,10 @@
 //!
 //! The rules, as the coordinator's contract (`groups.proto`) asks:
 //! - A heartbeat carries the epoch last received (0 to join), the subscription and the
-//!   partitions owned now — none while joining.
+//!   partitions owned now — none while joining. "Owned" includes partitions `poll` may be taking
+//!   on: granted by an answer and not yet settled by `poll`'s next report. Taking a partition
+//!   on awaits its committed offset, and a revocation that arrives meanwhile must not free it
+//!   (the coordinator would give it to another member while this one still starts consuming it).
 //! - After a revocation or a new assignment is acted on, the next heartbeat is due at once, so
 //!   the coordinator can hand a released partition to its next owner without waiting.
 //! - UNKNOWN_MEMBER_ID or FENCED_MEMBER_EPOCH: the member lost its partitions. It sends nothing
@@ -140,6 +143,8 @@ pub(crate) struct Membership {
     accepted_subscription: Vec<String>,
     /// What `poll` consumes now, as it last reported.
     owned: BTreeSet<Partition>,
+    /// Granted partitions `poll` may be taking on: reported as owned until `poll` reports again.
+    in_flight: BTreeSet<Partition>,
     /// What the coordinator last said the member may consume.
     assignment: BTreeSet<Partition>,
     /// The coordinator's interval (the configured one until it answers).
@@ -166,6 +171,7 @@ impl Membership {
             subscription: Vec::new(),
             accepted_subscription: Vec::new(),
             owned: BTreeSet::new(),
+            in_flight: BTreeSet::new(),
             assignment: BTreeSet::new(),
             lost: false,
             refused: None,
@@ -223,7 +229,11 @@ impl Membership {
 
     /// The heartbeat to send now.
     pub(crate) fn heartbeat(&self) -> ConsumerGroupHeartbeatRequest {
-        let owned = if self.epoch == 0 { Vec::new() } else { wire(&self.owned) };
+        let owned = if self.epoch == 0 {
+            Vec::new()
+        } else {
+            wire(&self.reported())
+        };
         ConsumerGroupHeartbeatRequest {
             group_id: self.settings.group_id.clone(),
             member_id: self.settings.member_id.clone(),
@@ -237,6 +247,16 @@ impl Membership {
             // Fields the coordinator may add later keep their defaults ("the broker's").
             ..ConsumerGroupHeartbeatRequest::default()
         }
+    }
+
+    /// What a heartbeat reports as owned (at a non-zero epoch): consumed or in flight.
+    fn reported(&self) -> BTreeSet<Partition> {
+        self.owned.union(&self.in_flight).cloned().collect()
+    }
+
+    /// Losses so far.
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses
     }
 
     /// The heartbeat that leaves the group (when the consumer closes).
@@ -267,6 +287,7 @@ impl Membership {
             .map(|tp| (tp.topic, tp.partition))
             .collect();
         let changed = assignment != self.assignment || answer.member_epoch != self.epoch;
+        self.in_flight.extend(assignment.difference(&self.owned).cloned());
         self.epoch = answer.member_epoch;
         self.assignment = assignment;
         changed
@@ -310,6 +331,7 @@ impl Membership {
         self.losses += 1;
         self.epoch = 0;
         self.assignment.clear();
+        self.in_flight.clear();
         self.lost = !self.owned.is_empty();
         self.failures += 1;
         self.next = (!self.lost).then(|| now + self.backoff.delay(self.failures));
@@ -319,6 +341,7 @@ impl Membership {
     /// `poll` dropped every partition after a loss: rejoin with epoch 0 now.
     pub(crate) fn acknowledge_loss(&mut self, now: Instant) {
         self.owned.clear();
+        self.in_flight.clear();
         self.lost = false;
         self.last_accepted = now;
         if self.refused.is_none() {
@@ -327,17 +350,24 @@ impl Membership {
     }
 
     /// `poll` consumes `owned` now (after revoking or adding, having acted on the view with
-    /// `seen_losses`): heartbeat at once to report it. Returns `true` if the member lost its
-    /// partitions in the meantime — partitions added for the lost epoch must then be dropped
-    /// (`poll` loses them and acknowledges) rather than reported under a later epoch.
+    /// `seen_losses`): heartbeat at once if that changes what the member reports. Returns `true`
+    /// if the member lost its partitions in the meantime — partitions added for the lost epoch
+    /// must then be dropped (`poll` loses them and acknowledges) rather than reported under a
+    /// later epoch.
+    ///
+    /// What is in flight is now only what `poll` has yet to take on of the current assignment:
+    /// a partition granted earlier and revoked before `poll` took it on is released here.
     pub(crate) fn set_owned(&mut self, owned: BTreeSet<Partition>, seen_losses: u64, now: Instant) -> bool {
+        let before = self.reported();
+        self.in_flight = self.assignment.difference(&owned).cloned().collect();
         self.owned = owned;
+        let changed = self.reported() != before;
         if seen_losses != self.losses && !self.owned.is_empty() {
             self.lost = true;
             self.next = None;
             return true;
         }
-        if self.next.is_some() {
+        if changed && self.next.is_some() {
             self.next = Some(now);
         }
         false
@@ -466,11 +496,12 @@ mod tests {
         // The coordinator's interval wins.
         assert_eq!(member.heartbeat_due(), Some(now + Duration::from_secs(2)));
         assert_eq!(member.view().assignment, set(&[tp("orders", 0)]));
-        // Until poll reports it, the member owns nothing; then it heartbeats at once.
-        assert!(member.heartbeat().owned_partitions.is_empty());
+        // Granted, it counts as owned (poll may be taking it on) before poll reports it...
+        assert_eq!(member.heartbeat().owned_partitions.len(), 1);
+        // ... and when poll reports it, nothing changed for the coordinator: no extra beat.
         let later = now + Duration::from_millis(5);
         assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, later));
-        assert_eq!(member.heartbeat_due(), Some(later));
+        assert_eq!(member.heartbeat_due(), Some(now + Duration::from_secs(2)));
         let beat = member.heartbeat();
         assert_eq!(beat.member_epoch, 4);
         assert_eq!(beat.owned_partitions.len(), 1);
@@ -494,6 +525,40 @@ mod tests {
         let rejoin = member.heartbeat();
         assert_eq!((rejoin.member_epoch, rejoin.member_id.as_str()), (0, "m-1"));
         assert!(rejoin.owned_partitions.is_empty());
+    }
+
+    #[test]
+    fn a_partition_revoked_while_poll_takes_it_on_stays_reported_until_poll_reports_again() {
+        let now = Instant::now();
+        let mut member = member(now);
+        member.on_answer(answer(4, &[tp("orders", 0), tp("orders", 1)]), now);
+        // poll is taking both on (fetching committed offsets) when a rebalance takes orders/1
+        // back: the coordinator must not free it before poll has acted (it may be consuming it).
+        member.on_answer(answer(5, &[tp("orders", 0)]), now);
+        let reported = |member: &Membership| {
+            let mut owned: Vec<u32> = member
+                .heartbeat()
+                .owned_partitions
+                .iter()
+                .map(|p| p.partition)
+                .collect();
+            owned.sort();
+            owned
+        };
+        assert_eq!(reported(&member), [0, 1]);
+        // poll took both on (then revokes orders/1 and reports again).
+        assert!(!member.set_owned(set(&[tp("orders", 0), tp("orders", 1)]), 0, now));
+        assert_eq!(reported(&member), [0, 1]);
+        let later = now + Duration::from_millis(3);
+        assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, later));
+        assert_eq!(reported(&member), [0], "released");
+        assert_eq!(member.heartbeat_due(), Some(later), "and said at once");
+        // Granted and revoked before poll ever took it on: released at poll's next report.
+        member.on_answer(answer(6, &[tp("orders", 0), tp("orders", 2)]), later);
+        member.on_answer(answer(7, &[tp("orders", 0)]), later);
+        assert_eq!(reported(&member), [0, 2]);
+        assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, later));
+        assert_eq!(reported(&member), [0]);
     }
 
     #[test]
