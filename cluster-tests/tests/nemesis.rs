@@ -19,7 +19,7 @@
 //! The default test run replays fixed seeds (each a regression test for the bugs its seed
 //! found); `cluster-tests/run-soak.sh --minutes M --seed S` runs one cluster for M minutes.
 
-use client::{NewTopic, SeekTo};
+use client::{Admin, NewTopic, PartitionReplicas, SeekTo};
 use cluster_tests::checker::check;
 use cluster_tests::group_member::{spawn_member, GroupSeen, MemberPlan};
 use cluster_tests::history::{write_jsonl, Operation, Outcome, Recorder};
@@ -27,8 +27,8 @@ use cluster_tests::proxy::FaultProxy;
 use cluster_tests::workload::{record_final_reads, spawn_consumer, spawn_producer, ProducerPlan};
 use cluster_tests::{
     client_overrides, connect_when_ready, create_topic, delete_index_files, describe_on, flip_bit_in_active_segment,
-    leaders, log_digest, partition_dir, partitions_held_from_elections, quiet_partitions, stop_all_at_once,
-    truncate_active_segment, BrokerProcess, ProxiedCluster,
+    leaders, log_digest, partition_dir, partitions_held_from_elections, quiet_partitions, replica_sets,
+    stop_all_at_once, truncate_active_segment, BrokerProcess, ProxiedCluster,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,8 @@ struct Plan {
     sends_per_pause: u32,
     /// The faults to draw from.
     kinds: &'static [Fault],
+    /// Brokers in the cluster (3, or 4 for replica moves: the topic keeps 3 replicas).
+    brokers: u64,
     /// Whether a step may add a second, concurrent fault on another broker (a third of them do).
     combine: bool,
     /// Whether producers fall silent for every other fault step, which then waits (a while)
@@ -110,6 +112,13 @@ enum Fault {
     LeaderTransfer,
     /// The victim and the next broker cannot reach each other; the third reaches both (a bridge).
     Bridge,
+    /// One replica of a partition (the victim's, if it holds one) moves to a broker that holds
+    /// none: a learner, catch-up, joint consensus, the old replica removed — left to finish
+    /// while later faults strike. Needs a broker beyond the replication factor.
+    MoveReplica,
+    /// The victim is decommissioned (every replica it holds starts moving off it); undone by
+    /// recommissioning it, which cancels the moves not finished by then.
+    Decommission,
 }
 
 impl Fault {
@@ -125,12 +134,15 @@ struct Injection {
     victim: u64,
     /// Extra latency, for `SlowLinks`.
     delay: Duration,
+    /// The partition a `MoveReplica` moves.
+    partition: u32,
 }
 
 impl Injection {
     fn describe(&self) -> String {
         match self.fault {
             Fault::SlowLinks => format!("SlowLinks broker {} ({:?} each way)", self.victim, self.delay),
+            Fault::MoveReplica => format!("MoveReplica partition {} (broker {})", self.partition, self.victim),
             fault => format!("{fault:?} broker {}", self.victim),
         }
     }
@@ -153,6 +165,19 @@ const ALL: &[Fault] = &[
     Fault::Bridge,
 ];
 
+/// Every fault, and the replica moves of a cluster with a broker more than the replication
+/// factor.
+const WITH_MOVES: &[Fault] = &{
+    let mut kinds = [Fault::MoveReplica; ALL.len() + 2];
+    let mut i = 0;
+    while i < ALL.len() {
+        kinds[i] = ALL[i];
+        i += 1;
+    }
+    kinds[ALL.len() + 1] = Fault::Decommission;
+    kinds
+};
+
 /// One nemesis cluster at a time: two at once on a 2-core machine measure the machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -165,17 +190,19 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Waits up to `timeout` until every running broker holds every partition quiet; returns
-    /// how many partitions are quiet on every running broker then.
-    async fn wait_until_quiet(&self, timeout: Duration) -> usize {
+    /// Waits up to `timeout` until every running broker holds every partition it hosts quiet;
+    /// returns how many partitions are quiet on every running broker hosting them then.
+    async fn wait_until_quiet(&self, client: &client::Cluster, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
+            let hosts = replica_sets(client, TOPIC).await;
             let mut quiet_everywhere: Vec<u32> = (0..PARTITIONS).collect();
             for process in self.brokers.iter().filter(|b| b.is_running()) {
                 let quiet = quiet_partitions(&process.address, process.id, TOPIC)
                     .await
                     .unwrap_or_default();
-                quiet_everywhere.retain(|p| quiet.contains(p));
+                quiet_everywhere
+                    .retain(|p| quiet.contains(p) || !hosts.get(p).is_some_and(|hosts| hosts.contains(&process.id)));
             }
             if quiet_everywhere.len() == PARTITIONS as usize || Instant::now() >= deadline {
                 return quiet_everywhere.len();
@@ -184,12 +211,12 @@ impl Cluster {
         }
     }
 
-    async fn start(root: &std::path::Path) -> Cluster {
+    async fn start(root: &std::path::Path, count: u64) -> Cluster {
         let ProxiedCluster {
             brokers,
             links,
             client_links,
-        } = ProxiedCluster::start_with(root, &["--offsets-topic-partitions", "3"]).await;
+        } = ProxiedCluster::start_n(root, count, &["--offsets-topic-partitions", "3"]).await;
         Cluster {
             brokers,
             links,
@@ -206,17 +233,18 @@ impl Cluster {
     async fn begin(
         &mut self,
         injection: &Injection,
-        client: &client::Cluster,
+        client: &Arc<client::Cluster>,
         leaders_now: &std::collections::BTreeMap<u32, u64>,
     ) -> String {
         let victim = injection.victim;
         let process = victim as usize - 1;
+        let next = self.next_after(victim);
         match injection.fault {
             Fault::Kill => self.brokers[process].kill9(),
             Fault::Pause => self.brokers[process].signal_pause(true),
             Fault::Isolate => self.isolate(victim, true),
             Fault::SlowLinks => self.slow(victim, injection.delay),
-            Fault::Bridge => self.cut_between(victim, victim % 3 + 1, true),
+            Fault::Bridge => self.cut_between(victim, next, true),
             Fault::OneWay => self.cut_outgoing(victim, true),
             Fault::ClientCut => self.client_links[&victim].cut(),
             Fault::TornTail => {
@@ -231,29 +259,65 @@ impl Cluster {
             Fault::LeaderTransfer => {
                 let led = leaders_now.iter().find(|(_, leader)| **leader == victim);
                 if let Some((partition, _)) = led {
-                    let to = victim % 3 + 1;
-                    let outcome = client.transfer_leadership(TOPIC, *partition, to).await;
-                    return format!(" (partition {partition} to broker {to}: {outcome:?})");
+                    let outcome = client.transfer_leadership(TOPIC, *partition, next).await;
+                    return format!(" (partition {partition} to broker {next}: {outcome:?})");
                 }
+            }
+            Fault::MoveReplica => {
+                let partition = injection.partition;
+                let replicas = replica_sets(client, TOPIC).await.remove(&partition).unwrap_or_default();
+                let out = if replicas.contains(&victim) {
+                    victim
+                } else {
+                    replicas[partition as usize % replicas.len().max(1)]
+                };
+                let Some(into) = (1..=self.brokers.len() as u64).find(|id| !replicas.contains(id)) else {
+                    return " (no broker to move to)".into();
+                };
+                let target: Vec<u64> = replicas.iter().map(|id| if *id == out { into } else { *id }).collect();
+                let outcome = Admin::new(Arc::clone(client))
+                    .reassign_partitions(vec![PartitionReplicas {
+                        topic: TOPIC.into(),
+                        partition,
+                        replicas: target.clone(),
+                    }])
+                    .await;
+                return format!(" ({replicas:?} -> {target:?}: {outcome:?})");
+            }
+            Fault::Decommission => {
+                let outcome = Admin::new(Arc::clone(client)).decommission_broker(victim).await;
+                return format!(" ({outcome:?})");
             }
         }
         String::new()
     }
 
-    /// Undoes `injection`.
-    fn end(&mut self, injection: &Injection) {
+    /// The broker after `broker`, wrapping around: the other end of a bridge, where a leader
+    /// transfer goes.
+    fn next_after(&self, broker: u64) -> u64 {
+        broker % self.brokers.len() as u64 + 1
+    }
+
+    /// Undoes `injection`; returns what is worth adding to its label.
+    async fn end(&mut self, injection: &Injection, client: &Arc<client::Cluster>) -> String {
         let victim = injection.victim;
         let process = victim as usize - 1;
+        let next = self.next_after(victim);
         match injection.fault {
             Fault::Kill | Fault::TornTail | Fault::BitFlip | Fault::IndexLoss => self.brokers[process].restart(),
             Fault::Pause => self.brokers[process].signal_pause(false),
             Fault::Isolate => self.isolate(victim, false),
             Fault::SlowLinks => self.slow(victim, Duration::ZERO),
-            Fault::Bridge => self.cut_between(victim, victim % 3 + 1, false),
+            Fault::Bridge => self.cut_between(victim, next, false),
             Fault::OneWay => self.cut_outgoing(victim, false),
             Fault::ClientCut => self.client_links[&victim].heal(),
-            Fault::LeaderTransfer => {}
+            Fault::LeaderTransfer | Fault::MoveReplica => {}
+            Fault::Decommission => {
+                let outcome = Admin::new(Arc::clone(client)).recommission_broker(victim).await;
+                return format!(" (recommissioned: {outcome:?})");
+            }
         }
+        String::new()
     }
 
     /// Kills `broker` and applies `damage` to each of its partition directories (`end` restarts
@@ -279,8 +343,12 @@ impl Cluster {
         }
         let process = &mut self.brokers[broker as usize - 1];
         process.kill9();
+        // Only the replicas it holds (with moves, not every partition), and not one whose
+        // directory a finished move is deleting.
         for partition in 0..PARTITIONS {
-            damage(&partition_dir(process, TOPIC, partition));
+            if let Some(dir) = hosted_partition_dir(process, partition) {
+                damage(&dir);
+            }
         }
     }
 
@@ -340,8 +408,18 @@ async fn run(plan: Plan) {
     // Kept if anything fails (a panic anywhere, not only an anomaly); removed after a clean run.
     let root = tempfile::tempdir().unwrap().keep();
     println!("seed {seed}: broker data and logs in {}", root.display());
+    // The clients' own log (`NEMESIS_CLIENT_LOG`, a `RUST_LOG` filter), for one seed at a time:
+    // the first run in the process owns the file.
+    if let Ok(filter) = std::env::var("NEMESIS_CLIENT_LOG") {
+        let file = std::fs::File::create(root.join("client.log")).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    }
     let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = Cluster::start(&root).await;
+    let mut cluster = Cluster::start(&root, plan.brokers).await;
     let client = connect_when_ready(&cluster.brokers, cluster.client_overrides()).await;
     create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let history = Arc::new(Recorder::default());
@@ -428,29 +506,43 @@ async fn run(plan: Plan) {
         let victim = if schedule.below(2) == 0 {
             leaders_now[&(schedule.below(u64::from(PARTITIONS)) as u32)]
         } else {
-            schedule.below(3) + 1
+            schedule.below(plan.brokers) + 1
         };
         let hold = Duration::from_millis(500 + schedule.below(1500));
         let delay = match fault {
             Fault::SlowLinks => Duration::from_millis(50 + schedule.below(250)),
             _ => Duration::ZERO,
         };
-        let mut injections = vec![Injection { fault, victim, delay }];
+        let partition = match fault {
+            Fault::MoveReplica => schedule.below(u64::from(PARTITIONS)) as u32,
+            _ => 0,
+        };
+        let mut injections = vec![Injection {
+            fault,
+            victim,
+            delay,
+            partition,
+        }];
         if plan.combine && schedule.below(3) == 0 {
             // A second, concurrent fault on another broker. Never a second storage fault: two
             // damaged replicas at once is a majority storage fault (see `damage_storage`).
             let others: Vec<Fault> = plan.kinds.iter().copied().filter(|f| !f.is_storage()).collect();
             let fault = others[schedule.below(others.len() as u64) as usize];
-            let victim = (victim + schedule.below(2)) % 3 + 1;
+            let victim = (victim + schedule.below(plan.brokers - 1)) % plan.brokers + 1;
             let delay = Duration::from_millis(50 + schedule.below(250));
-            injections.push(Injection { fault, victim, delay });
+            injections.push(Injection {
+                fault,
+                victim,
+                delay,
+                partition: (victim % u64::from(PARTITIONS)) as u32,
+            });
         }
         let mut label = injections.iter().map(|i| i.describe()).collect::<Vec<_>>().join(" + ");
         label.push_str(&format!(" for {hold:?}"));
         if plan.quiet_stretches {
             silent.store(step % 2 == 1, Ordering::SeqCst);
             if step % 2 == 1 {
-                let quiet = cluster.wait_until_quiet(QUIET_WAIT).await;
+                let quiet = cluster.wait_until_quiet(&client, QUIET_WAIT).await;
                 label.push_str(&format!(" (quiet: {quiet}/{PARTITIONS} partitions on every broker)"));
             }
         }
@@ -458,11 +550,12 @@ async fn run(plan: Plan) {
         for injection in &injections {
             label.push_str(&cluster.begin(injection, &client, &leaders_now).await);
         }
-        faults.push(label);
         tokio::time::sleep(hold).await;
         for injection in injections.iter().rev() {
-            cluster.end(injection);
+            let ended = cluster.end(injection, &client).await;
+            label.push_str(&ended);
         }
+        faults.push(label);
         leaders(&client, TOPIC).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -473,11 +566,14 @@ async fn run(plan: Plan) {
     }
     let (zombie_cuts, _zombie_links) = zombie_cuts.await.unwrap();
 
-    // Healed: wait until every replica holds its leader's last entry, then read everything.
+    // Healed: wait until every move has finished (or was cancelled) and every replica holds
+    // its leader's last entry, then read everything.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let admin = Admin::new(Arc::clone(&client));
     loop {
+        let moving = admin.list_reassignments().await.map_or(usize::MAX, |moves| moves.len());
         let metadata = client.describe_topics(vec![TOPIC.into()]).await.unwrap();
-        if metadata.topics[0].partitions.iter().all(|p| p.caught_up.len() == 3) {
+        if moving == 0 && metadata.topics[0].partitions.iter().all(|p| p.caught_up.len() == 3) {
             break;
         }
         if Instant::now() >= deadline {
@@ -486,7 +582,8 @@ async fn run(plan: Plan) {
                 views.push((process.id, describe_on(&process.address, TOPIC).await));
             }
             panic!(
-                "replicas never caught up after healing; leaders' view: {:?}; each broker's own view: {views:?}",
+                "replicas never caught up after healing ({moving} moves unfinished); leaders' view: {:?}; \
+                 each broker's own view: {views:?}",
                 metadata.topics[0].partitions
             );
         }
@@ -520,9 +617,13 @@ async fn run(plan: Plan) {
     for member in members {
         member.await.unwrap();
     }
+    // Every replica's log compared: the replicas the partition has now (with moves, not every
+    // broker holds every partition; a dropped replica's data is gone).
+    let final_replicas = replica_sets(&client, TOPIC).await;
     stop_all_at_once(&mut cluster.brokers);
     for partition in 0..PARTITIONS {
-        for broker in &cluster.brokers {
+        let hosts = &final_replicas[&partition];
+        for broker in cluster.brokers.iter().filter(|b| hosts.contains(&b.id)) {
             let digest = log_digest(&partition_dir(broker, TOPIC, partition));
             history.record(
                 CHECKER,
@@ -543,7 +644,8 @@ async fn run(plan: Plan) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nemesis-histories");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("summary-seed-{seed}.txt")), &summary).unwrap();
-    // The history is kept when something is wrong, or on request (`NEMESIS_KEEP_HISTORY=1`).
+    // The history (and the brokers' data and logs) is kept when something is wrong, or on
+    // request (`NEMESIS_KEEP_HISTORY=1`).
     let path = dir.join(format!("seed-{seed}.jsonl"));
     if !report.is_clean() || std::env::var_os("NEMESIS_KEEP_HISTORY").is_some() {
         write_jsonl(&path, &events).unwrap();
@@ -557,7 +659,22 @@ async fn run(plan: Plan) {
     }
     assert!(report.sends.1 > 1000, "too little was acknowledged to test anything");
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&root);
+    if std::env::var_os("NEMESIS_KEEP_HISTORY").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
+/// `broker`'s directory of `partition`, if it holds a replica of it.
+fn hosted_partition_dir(broker: &BrokerProcess, partition: u32) -> Option<std::path::PathBuf> {
+    let prefix = format!("{TOPIC}-{partition}-g");
+    std::fs::read_dir(broker.data_dir.join("partitions"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&prefix))
+        })
 }
 
 /// What a run did, for people: the plan, faults by kind, operations and anomalies.
@@ -629,6 +746,7 @@ fn short(seed: u64, steps: usize, kinds: &'static [Fault], combine: bool) -> Pla
         minutes: None,
         sends_per_pause: 20,
         kinds,
+        brokers: 3,
         combine,
         quiet_stretches: false,
     }
@@ -667,6 +785,18 @@ async fn no_anomalies_when_faults_hit_quiet_partitions_seed_6() {
     .await;
 }
 
+/// Every kind of fault on four brokers, with replicas moving: one replica of a partition to the
+/// broker that holds none, a broker decommissioned and recommissioned (its unfinished moves
+/// cancelled) — while brokers are killed, paused, cut off and have their storage damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_anomalies_while_replicas_move_under_every_kind_of_fault_seed_8() {
+    run(Plan {
+        brokers: 4,
+        ..short(8, 14, WITH_MOVES, true)
+    })
+    .await;
+}
+
 /// Long runs, through `cluster-tests/run-soak.sh --minutes M --seed S` (or set `NEMESIS_SEED`
 /// and `NEMESIS_MINUTES` — or `NEMESIS_STEPS` — and run this ignored test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,6 +806,7 @@ async fn soak_from_the_environment() {
     let seed = var("NEMESIS_SEED").and_then(|s| s.parse().ok()).unwrap_or(7);
     let steps = var("NEMESIS_STEPS").and_then(|s| s.parse().ok());
     let minutes = var("NEMESIS_MINUTES").and_then(|s| s.parse().ok());
+    let moves = var("NEMESIS_MOVES").is_some_and(|v| v == "1");
     run(Plan {
         seed,
         steps: if steps.is_none() && minutes.is_none() {
@@ -685,7 +816,8 @@ async fn soak_from_the_environment() {
         },
         minutes,
         sends_per_pause: 2,
-        kinds: ALL,
+        kinds: if moves { WITH_MOVES } else { ALL },
+        brokers: if moves { 4 } else { 3 },
         combine: true,
         quiet_stretches: var("NEMESIS_QUIET_STRETCHES").is_some_and(|v| v == "1"),
     })

@@ -10,10 +10,10 @@ use cluster_tests::checker::check;
 use cluster_tests::history::{Operation, Outcome, Recorder};
 use cluster_tests::workload::{record_final_reads, spawn_consumer, spawn_producer, ProducerPlan};
 use cluster_tests::{
-    connect_when_ready, create_topic, free_ports, log_digest, partition_dir, peers_flag, read_partition,
+    connect_when_ready, create_topic, free_ports, log_digest, partition_dir, peers_flag, read_partition, replica_sets,
     start_cluster_with, stop_all_at_once, BrokerProcess,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,28 +50,6 @@ async fn wait_for_brokers(cluster: &client::Cluster, count: usize) {
         }
         assert!(Instant::now() < deadline, "the cluster never listed {count} brokers");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Each partition's replicas, as the metadata records them. (A broker that has just joined may
-/// answer before it has the topic: asked again.)
-async fn replicas(cluster: &client::Cluster) -> BTreeMap<u32, Vec<u64>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metadata = cluster.metadata(vec![TOPIC.into()]).await.unwrap();
-        if let Some(topic) = metadata
-            .topics
-            .iter()
-            .find(|t| t.name == TOPIC && !t.partitions.is_empty())
-        {
-            return topic
-                .partitions
-                .iter()
-                .map(|p| (p.partition, p.replicas.clone()))
-                .collect();
-        }
-        assert!(Instant::now() < deadline, "no broker knows {TOPIC}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -207,7 +185,7 @@ async fn a_fourth_broker_joins_and_half_the_partitions_move_onto_it_while_client
     // Half the partitions move onto broker 4, each giving up its preferred leader (so the
     // leaving replica is usually the leader, which hands over first).
     let admin = Admin::new(Arc::clone(&client));
-    let before = replicas(&client).await;
+    let before = replica_sets(&client, TOPIC).await;
     let moves: Vec<PartitionReplicas> = (0..PARTITIONS / 2)
         .map(|partition| PartitionReplicas {
             topic: TOPIC.into(),
@@ -226,7 +204,7 @@ async fn a_fourth_broker_joins_and_half_the_partitions_move_onto_it_while_client
         worker.await.unwrap();
     }
 
-    let after = replicas(&client).await;
+    let after = replica_sets(&client, TOPIC).await;
     for planned in &moves {
         assert_eq!(
             after[&planned.partition], planned.replicas,
@@ -313,7 +291,7 @@ async fn a_move_completes_after_the_controller_leader_is_killed_mid_way() {
         .unwrap()
         .controller
         .expect("a controller");
-    let before = replicas(&client).await[&0].clone();
+    let before = replica_sets(&client, TOPIC).await[&0].clone();
     let target = replaced(&before, controller, 4);
     let admin = Admin::new(Arc::clone(&client));
     admin
@@ -331,7 +309,7 @@ async fn a_move_completes_after_the_controller_leader_is_killed_mid_way() {
     killed.kill9();
     fourth.signal_pause(false);
     wait_until_moved(&admin, Duration::from_secs(60)).await;
-    assert_eq!(replicas(&client).await[&0], target);
+    assert_eq!(replica_sets(&client, TOPIC).await[&0], target);
     for n in 0..50 {
         producer
             .send(ProducerRecord::new(TOPIC, format!("after-{n}")).partition(0))
@@ -364,7 +342,7 @@ async fn a_cancelled_move_returns_to_its_replicas_and_the_new_replica_deletes_it
     let fourth = start_fourth(root.path(), &brokers, &fourth_address);
     wait_for_brokers(&client, 4).await;
     let admin = Admin::new(Arc::clone(&client));
-    let before = replicas(&client).await[&0].clone();
+    let before = replica_sets(&client, TOPIC).await[&0].clone();
 
     // Frozen, broker 4 never catches up: the move stays in progress until cancelled.
     fourth.signal_pause(true);
@@ -387,7 +365,11 @@ async fn a_cancelled_move_returns_to_its_replicas_and_the_new_replica_deletes_it
 
     admin.cancel_reassignments(vec![(TOPIC.into(), 0)]).await.unwrap();
     wait_until_moved(&admin, Duration::from_secs(30)).await;
-    assert_eq!(replicas(&client).await[&0], before, "back to the replicas it had");
+    assert_eq!(
+        replica_sets(&client, TOPIC).await[&0],
+        before,
+        "back to the replicas it had"
+    );
     fourth.signal_pause(false);
     let all: Vec<&BrokerProcess> = brokers.iter().chain(std::iter::once(&fourth)).collect();
     wait_for_replica_dirs(&all, 0, &before).await;
@@ -409,7 +391,7 @@ async fn bad_reassignments_are_refused_with_clear_errors_and_change_nothing() {
     let client = connect_when_ready(&brokers, HashMap::new()).await;
     create_topic(&client, NewTopic::new(TOPIC, 2, 3)).await;
     let admin = Admin::new(Arc::clone(&client));
-    let before = replicas(&client).await;
+    let before = replica_sets(&client, TOPIC).await;
     let to = |topic: &str, partition: u32, replicas: &[u64]| PartitionReplicas {
         topic: topic.into(),
         partition,
@@ -451,7 +433,11 @@ async fn bad_reassignments_are_refused_with_clear_errors_and_change_nothing() {
             admin.list_reassignments().await.unwrap().is_empty(),
             "nothing started by {plan:?}"
         );
-        assert_eq!(replicas(&client).await, before, "nothing changed by {plan:?}");
+        assert_eq!(
+            replica_sets(&client, TOPIC).await,
+            before,
+            "nothing changed by {plan:?}"
+        );
     }
     let error = admin.cancel_reassignments(vec![(TOPIC.into(), 0)]).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::NoReassignmentInProgress), "{error}");
@@ -475,7 +461,7 @@ async fn a_decommissioned_broker_is_emptied_under_load_then_stopped_with_nothing
     let client = connect_when_ready(&brokers, HashMap::new()).await;
     create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let admin = Admin::new(Arc::clone(&client));
-    let before = replicas(&client).await;
+    let before = replica_sets(&client, TOPIC).await;
     assert!(
         before.values().any(|r| r.contains(&4)),
         "broker 4 holds replicas: {before:?}"
@@ -507,7 +493,7 @@ async fn a_decommissioned_broker_is_emptied_under_load_then_stopped_with_nothing
     assert!(stdout.contains("safe to stop"), "{stdout}");
     let metadata = client.metadata(Vec::new()).await.unwrap();
     assert!(metadata.brokers.iter().any(|b| b.id == 4 && b.decommissioning));
-    let after = replicas(&client).await;
+    let after = replica_sets(&client, TOPIC).await;
     assert!(after.values().all(|r| r.len() == 3 && !r.contains(&4)), "{after:?}");
     // Nothing new lands on it.
     let refused = admin.create_topic(NewTopic::new("four-wide", 1, 4)).await.unwrap_err();
@@ -577,7 +563,7 @@ async fn a_throttled_move_copies_no_faster_than_its_throttle() {
     }
     producer.close().await;
     let admin = Admin::new(Arc::clone(&client));
-    let before = replicas(&client).await;
+    let before = replica_sets(&client, TOPIC).await;
     let onto_four = |partition: u32| PartitionReplicas {
         topic: TOPIC.into(),
         partition,
@@ -611,7 +597,7 @@ async fn a_throttled_move_copies_no_faster_than_its_throttle() {
         throttled >= floor,
         "{throttled:?} < {floor:?}: the throttle did not hold"
     );
-    assert_eq!(replicas(&client).await[&1], onto_four(1).replicas);
+    assert_eq!(replica_sets(&client, TOPIC).await[&1], onto_four(1).replicas);
     admin.set_reassignment_throttle(None).await.unwrap();
     // The copies are whole.
     for partition in 0..2 {
