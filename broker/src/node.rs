@@ -130,7 +130,16 @@ pub struct BrokerConfig {
     /// (Kafka's `leader.imbalance.per.broker.percentage`). Default 10.
     #[serde(default = "default_leader_imbalance_percent")]
     pub leader_imbalance_percent: u32,
+    /// Automatic healing: the controller leader decommissions a broker that holds replicas and
+    /// has answered none of its pings for this long (ms), so its partitions get their replicas
+    /// back on live brokers; 0 (the default) = off. Needs the failure detector
+    /// (`raft.quiesce_after_ms` > 0) and at least 10000.
+    #[serde(default)]
+    pub heal_dead_brokers_after_ms: u64,
 }
+
+/// The shortest automatic-healing time accepted (see `heal_dead_brokers_after_ms`).
+const MIN_HEAL_AFTER_MS: u64 = 10_000;
 
 fn default_controlled_shutdown_ms() -> u64 {
     15_000
@@ -210,6 +219,20 @@ impl BrokerConfig {
         }
         if self.controller_voters == 0 {
             return Err(NodeError::Config("controller_voters must be at least 1".into()));
+        }
+        if self.heal_dead_brokers_after_ms > 0 {
+            if self.raft.quiesce_after_ms == 0 {
+                return Err(NodeError::Config(
+                    "heal_dead_brokers_after_ms needs the failure detector: raft.quiesce_after_ms must be above 0"
+                        .into(),
+                ));
+            }
+            if self.heal_dead_brokers_after_ms < MIN_HEAL_AFTER_MS {
+                return Err(NodeError::Config(format!(
+                    "heal_dead_brokers_after_ms must be 0 (off) or at least {MIN_HEAL_AFTER_MS}: a shorter \
+                     time would move replicas off a broker for a restart or a short network cut"
+                )));
+            }
         }
         self.raft
             .raft_config("check")
@@ -442,6 +465,15 @@ pub async fn run(
         Arc::clone(&partitions),
         IsrBounds::default(),
     ));
+    // Stopped when the stop begins, like the balancer.
+    let stop_healer = (config.heal_dead_brokers_after_ms > 0).then(|| {
+        tokio::spawn(crate::controller::heal::heal_forever(
+            Arc::clone(&controller),
+            host.groups.quiescence().liveness().clone(),
+            Duration::from_millis(config.heal_dead_brokers_after_ms),
+        ))
+        .abort_handle()
+    });
     let quiescer = match config.raft.quiesce_after_ms {
         0 => Vec::new(),
         quiesce_after_ms => quiesce::spawn(
@@ -513,6 +545,11 @@ pub async fn run(
             shutdown.await;
             if let Some(balancer) = &stop_balancer {
                 balancer.abort();
+            }
+            // A stopping broker hears no peer for long (it refuses their pings while it drains):
+            // it must not take them for dead.
+            if let Some(healer) = &stop_healer {
+                healer.abort();
             }
             // Still serving, so the peers taking over reach this broker while they do.
             let peers: Vec<u64> = handover_peers.borrow().keys().copied().collect();
@@ -756,11 +793,23 @@ mod tests {
             controlled_shutdown_ms: default_controlled_shutdown_ms(),
             leader_balance_interval_ms: default_leader_balance_interval_ms(),
             leader_imbalance_percent: default_leader_imbalance_percent(),
+            heal_dead_brokers_after_ms: 0,
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(config.peers.iter().any(|p| p.id == 4 && p.address == "127.0.0.1:9095"));
         config.peers.push("1=h:9".parse().unwrap());
         assert!(config.validate().is_err(), "duplicate ids are refused");
+        config.peers.pop();
+
+        // Automatic healing: at least the minimum time, and only with the failure detector.
+        config.heal_dead_brokers_after_ms = MIN_HEAL_AFTER_MS - 1;
+        let short = config.validate().unwrap_err().to_string();
+        assert!(short.contains("at least 10000"), "{short}");
+        config.heal_dead_brokers_after_ms = MIN_HEAL_AFTER_MS;
+        config.validate().unwrap();
+        config.raft.quiesce_after_ms = 0;
+        let blind = config.validate().unwrap_err().to_string();
+        assert!(blind.contains("failure detector"), "{blind}");
     }
 }

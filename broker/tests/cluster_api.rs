@@ -59,6 +59,7 @@ impl Cluster {
                 controlled_shutdown_ms: 15_000,
                 leader_balance_interval_ms: 300_000,
                 leader_imbalance_percent: 10,
+                heal_dead_brokers_after_ms: 0,
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

@@ -76,6 +76,23 @@ fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// Runs the `broker` CLI against the broker at `bootstrap` with `args`; panics (with its
+/// output) unless it succeeds, and returns what it printed.
+pub fn run_cli_ok(bootstrap: &str, args: &[&str]) -> String {
+    let output = Command::new(broker_binary())
+        .args(["--bootstrap", bootstrap])
+        .args(args)
+        .output()
+        .expect("running the broker CLI");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "broker {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Each partition of `topic`'s replicas, as the metadata records them (asked again while no
 /// broker answered knows the topic, up to 30 s: one that has just joined may not have it yet).
 pub async fn replica_sets(cluster: &client::Cluster, topic: &str) -> std::collections::BTreeMap<u32, Vec<u64>> {

@@ -102,6 +102,26 @@ async fn wait_for_replica_dirs(brokers: &[&BrokerProcess], partition: u32, expec
     }
 }
 
+/// Stops the workload, reads every partition to its end and checks the history: no anomaly,
+/// and more than `min_acknowledged` sends acknowledged.
+async fn stop_and_check(
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stop: &AtomicBool,
+    client: &Arc<client::Cluster>,
+    partitions: u32,
+    history: &Arc<Recorder>,
+    min_acknowledged: usize,
+) {
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    record_final_reads(client, (TOPIC, partitions), 999, history).await;
+    let report = check(&history.events());
+    assert!(report.is_clean(), "anomalies: {:?}", report.anomalies);
+    assert!(report.sends.1 > min_acknowledged, "{:?}", report.sends);
+}
+
 /// Two recorded idempotent producers writing round-robin over the topic's `partitions`,
 /// counting what they hand over in `sent`, until `stop`.
 fn spawn_two_producers(
@@ -472,23 +492,9 @@ async fn a_decommissioned_broker_is_emptied_under_load_then_stopped_with_nothing
     wait_for_sends(&sent, 500).await;
 
     // Decommission through the CLI, as an operator would: it returns once 4 holds nothing.
-    let output = std::process::Command::new(cluster_tests::broker_binary())
-        .args([
-            "--bootstrap",
-            &brokers[0].address,
-            "cluster",
-            "decommission",
-            "4",
-            "--wait",
-        ])
-        .args(["--timeout-secs", "120"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = cluster_tests::run_cli_ok(
+        &brokers[0].address,
+        &["cluster", "decommission", "4", "--wait", "--timeout-secs", "120"],
     );
     assert!(stdout.contains("safe to stop"), "{stdout}");
     let metadata = client.metadata(Vec::new()).await.unwrap();
@@ -520,14 +526,7 @@ async fn a_decommissioned_broker_is_emptied_under_load_then_stopped_with_nothing
     fourth.stop();
     let at_stop = sent.load(Ordering::SeqCst);
     wait_for_sends(&sent, at_stop + 300).await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    record_final_reads(&client, (TOPIC, PARTITIONS), 999, &history).await;
-    let report = check(&history.events());
-    assert!(report.is_clean(), "anomalies: {:?}", report.anomalies);
-    assert!(report.sends.1 > 500, "{:?}", report.sends);
+    stop_and_check(workers, &stop, &client, PARTITIONS, &history, 500).await;
 
     // Bad input: an unknown broker; a fourth broker's worth of replicas with only three left.
     let unknown = admin.decommission_broker(9).await.unwrap_err();
@@ -575,17 +574,7 @@ async fn a_throttled_move_copies_no_faster_than_its_throttle() {
     admin.reassign_partitions(vec![onto_four(0)]).await.unwrap();
     wait_until_moved(&admin, Duration::from_secs(60)).await;
     let unthrottled = started.elapsed();
-    let output = std::process::Command::new(cluster_tests::broker_binary())
-        .args([
-            "--bootstrap",
-            &brokers[0].address,
-            "partition",
-            "throttle",
-            &RATE.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    cluster_tests::run_cli_ok(&brokers[0].address, &["partition", "throttle", &RATE.to_string()]);
     let started = Instant::now();
     admin.reassign_partitions(vec![onto_four(1)]).await.unwrap();
     wait_until_moved(&admin, Duration::from_secs(60)).await;
@@ -604,4 +593,69 @@ async fn a_throttled_move_copies_no_faster_than_its_throttle() {
         assert_eq!(read_partition(&client, TOPIC, partition).await.len(), RECORDS);
     }
     drop(fourth);
+}
+
+/// Automatic healing (`--heal-dead-brokers-after-ms`): a broker killed for good is
+/// decommissioned by the controller once it has been silent for the configured time — not
+/// before — and every partition it held gets its third replica back on the live brokers, while
+/// idempotent producers keep writing; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_brokers_replicas_are_recreated_on_the_others_when_healing_is_on() {
+    const PARTITIONS: u32 = 4;
+    const HEAL_AFTER: Duration = Duration::from_secs(10);
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster_with(root.path(), 4, &["--heal-dead-brokers-after-ms", "10000"]);
+    let client = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let before = replica_sets(&client, TOPIC).await;
+    // Broker 4 votes in no controller quorum (the three lowest ids do) and holds replicas.
+    assert!(before.values().any(|r| r.contains(&4)), "{before:?}");
+
+    let (history, stop, sent) = (Arc::new(Recorder::default()), Arc::default(), Arc::default());
+    let workers = spawn_two_producers(&client, PARTITIONS, &history, &stop, &sent);
+    wait_for_sends(&sent, 300).await;
+    brokers.iter_mut().find(|b| b.id == 4).unwrap().kill9();
+    let killed_at = Instant::now();
+
+    // Decommissioned by the controller, once silent for the time.
+    let decommissioned_after = loop {
+        let metadata = client.metadata(Vec::new()).await.unwrap();
+        if metadata.brokers.iter().any(|b| b.id == 4 && b.decommissioning) {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "broker 4 was never healed away"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // (It last answered a ping at most one ping interval before it was killed.)
+    assert!(
+        decommissioned_after >= HEAL_AFTER - Duration::from_secs(1),
+        "healed after {decommissioned_after:?}, before the {HEAL_AFTER:?} it was given"
+    );
+    // Every partition back at three replicas, all on live brokers and in sync.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let moving = Admin::new(Arc::clone(&client)).list_reassignments().await.unwrap();
+        let described = client.describe_topics(vec![TOPIC.into()]).await.unwrap();
+        let partitions = &described.topics[0].partitions;
+        if moving.is_empty()
+            && partitions
+                .iter()
+                .all(|p| p.replicas.len() == 3 && !p.replicas.contains(&4) && p.isr.len() == 3)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not healed: {moving:?} {partitions:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "broker 4 decommissioned {decommissioned_after:?} after its kill; healed {:?} after",
+        killed_at.elapsed()
+    );
+
+    let healed_at = sent.load(Ordering::SeqCst);
+    wait_for_sends(&sent, healed_at + 300).await;
+    stop_and_check(workers, &stop, &client, PARTITIONS, &history, 600).await;
 }

@@ -34,6 +34,7 @@
 
 mod answer;
 pub mod cluster;
+mod controller_voters;
 mod convert;
 pub mod error_codes;
 mod fetch;

@@ -3,18 +3,19 @@
 //! subsystems they call and the lookup of the local replica a partition request is for.
 
 use super::answer::{answer, Refusal};
-use super::{fetch, leadership, produce, producer_ids, reassignments, topics};
+use super::{controller_voters, fetch, leadership, produce, producer_ids, reassignments, topics};
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
 use crate::replication::{IsrBounds, PartitionReplica};
 use crate::storage::DiskSpace;
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
-    AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsRequest, ListOffsetsResponse, ListReassignmentsRequest, ListReassignmentsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ReassignPartitionsRequest, ReassignmentResult,
-    SetReassignmentThrottleRequest, TopicResults, TransferLeadershipRequest, TransferLeadershipResponse,
+    AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, ControllerVotersRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ListReassignmentsRequest,
+    ListReassignmentsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ReassignPartitionsRequest, ReassignmentResult, SetReassignmentThrottleRequest, TopicResults,
+    TransferLeadershipRequest, TransferLeadershipResponse,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -201,6 +202,13 @@ impl Broker for BrokerApi {
         Ok(Response::new(
             reassignments::set_throttle(self, request.into_inner()).await,
         ))
+    }
+
+    async fn set_controller_voters(
+        &self,
+        request: Request<ControllerVotersRequest>,
+    ) -> Result<Response<ReassignmentResult>, Status> {
+        Ok(Response::new(controller_voters::set(self, request.into_inner()).await))
     }
 
     async fn list_reassignments(

@@ -45,6 +45,7 @@ pub(super) fn metadata(api: &BrokerApi, request: MetadataRequest, detailed: bool
             .collect(),
         controller: api.controller().leader(),
         topics,
+        controller_voters: api.controller().voters(),
     }
 }
 

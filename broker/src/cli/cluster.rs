@@ -40,6 +40,15 @@ pub enum ClusterCommand {
         /// The broker's id.
         broker: u64,
     },
+    /// Print the controller's voters (its quorum), or, given brokers, make them the voters
+    /// (to replace a dead voter, or grow the quorum): each catches up as a learner, then the
+    /// voters switch by joint consensus; brokers that stop voting keep following the metadata.
+    /// Returns once the switch has committed; if it fails half-way, run it again.
+    ControllerVoters {
+        /// The new voters, comma-separated (`2,3,4`); none to print the current ones.
+        #[arg(value_delimiter = ',')]
+        voters: Vec<u64>,
+    },
 }
 
 /// Runs a `broker cluster` command.
@@ -60,6 +69,20 @@ pub async fn run(bootstrap: &str, command: ClusterCommand, output: OutputFormat)
             )
             .await
         }
+        ClusterCommand::ControllerVoters { voters } => {
+            if !voters.is_empty() {
+                admin.set_controller_voters(voters.clone()).await?;
+            }
+            let now = admin.describe_cluster().await?.controller_voters;
+            return match output {
+                OutputFormat::Json => print_json(&serde_json::json!({ "controller_voters": now })),
+                OutputFormat::Text => {
+                    let list = now.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                    println!("controller voters: {list}");
+                    Ok(())
+                }
+            };
+        }
         ClusterCommand::Recommission { broker } => {
             admin.recommission_broker(broker).await?;
             return match output {
@@ -74,10 +97,13 @@ pub async fn run(bootstrap: &str, command: ClusterCommand, output: OutputFormat)
     }
     let metadata = admin.describe_cluster().await?;
     match command {
-        ClusterCommand::Decommission { .. } | ClusterCommand::Recommission { .. } => unreachable!("handled above"),
+        ClusterCommand::Decommission { .. }
+        | ClusterCommand::Recommission { .. }
+        | ClusterCommand::ControllerVoters { .. } => unreachable!("handled above"),
         ClusterCommand::Status => {
             let view = ClusterView {
                 controller: metadata.controller,
+                controller_voters: metadata.controller_voters.clone(),
                 brokers: metadata.brokers.iter().map(BrokerView::from).collect(),
                 topics: metadata.topics.iter().map(TopicView::from).collect(),
             };
@@ -207,8 +233,13 @@ fn print_status(view: &ClusterView, output: OutputFormat) -> anyhow::Result<()> 
         return print_json(view);
     }
     println!(
-        "controller: {}",
-        view.controller.map_or("(none elected)".to_string(), |c| c.to_string())
+        "controller: {}  voters: {}",
+        view.controller.map_or("(none elected)".to_string(), |c| c.to_string()),
+        view.controller_voters
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
     for broker in &view.brokers {
         println!(

@@ -160,6 +160,8 @@ impl From<&BrokerDescription> for BrokerView {
 pub struct ClusterView {
     /// The controller leader, if one is elected.
     pub controller: Option<u64>,
+    /// The controller's voters (its quorum).
+    pub controller_voters: Vec<u64>,
     /// Registered brokers.
     pub brokers: Vec<BrokerView>,
     /// Every topic.

@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// default 10.
     #[arg(long, env = "BROKER_LEADER_IMBALANCE_PERCENT")]
     leader_imbalance_percent: Option<u32>,
+    /// Automatic healing: the controller decommissions a broker silent (answering no ping) for
+    /// this long (ms), so its partitions get their replicas back on live brokers; 0 = off (the
+    /// default); at least 10000.
+    #[arg(long, env = "BROKER_HEAL_DEAD_BROKERS_AFTER_MS")]
+    heal_dead_brokers_after_ms: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created (default 50).
     #[arg(long, env = "BROKER_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<u32>,
@@ -119,6 +124,7 @@ impl ServeArgs {
                 controlled_shutdown_ms: 15_000,
                 leader_balance_interval_ms: 300_000,
                 leader_imbalance_percent: 10,
+                heal_dead_brokers_after_ms: 0,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -163,6 +169,9 @@ impl ServeArgs {
         }
         if let Some(percent) = self.leader_imbalance_percent {
             config.leader_imbalance_percent = percent;
+        }
+        if let Some(ms) = self.heal_dead_brokers_after_ms {
+            config.heal_dead_brokers_after_ms = ms;
         }
         if let Some(partitions) = self.offsets_topic_partitions {
             config.groups.offsets_topic_partitions = partitions;

@@ -808,10 +808,10 @@ pub fn same_members(a: &[u64], b: &[u64]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn with_brokers(n: u64) -> ClusterMetadata {
+    pub(crate) fn with_brokers(n: u64) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();
         for id in 1..=n {
             metadata
@@ -825,7 +825,7 @@ mod tests {
         metadata
     }
 
-    fn create(name: &str, partitions: u32, rf: u32) -> MetadataCommand {
+    pub(crate) fn create(name: &str, partitions: u32, rf: u32) -> MetadataCommand {
         MetadataCommand::CreateTopic {
             name: name.into(),
             partitions,

@@ -6,8 +6,9 @@
 //! **Owns:** the pure metadata state machine ([`metadata`]), replica placement
 //! ([`placement`]), the controller replica whose log stores metadata commands as record
 //! batches (one JSON command per record, like KRaft's metadata log), and the state machine's
-//! copy on disk in sled ([`store`]), from which a restarted controller resumes; and the way any
-//! broker proposes a command to the controller leader wherever it is ([`forward`]).
+//! copy on disk in sled ([`store`]), from which a restarted controller resumes; the way any
+//! broker proposes a command to the controller leader wherever it is ([`forward`]); and, when
+//! the operator turns it on, decommissioning brokers silent for too long ([`heal`]).
 //!
 //! **Invariants:** metadata changes only by applying committed commands in log order, so every
 //! controller replica holds the same metadata; a command is checked before it is proposed (for
@@ -16,11 +17,14 @@
 //! **Must not depend on:** the API layer or partition data.
 
 pub mod forward;
+pub mod heal;
 pub mod metadata;
 pub mod placement;
 pub mod store;
 
-use crate::replication::{Acks, AppliedState, BatchObserver, PartitionReplica, ReplicaHost, ReplicationError};
+use crate::replication::{
+    Acks, AppliedState, BatchObserver, MembershipStep, OtherMembers, PartitionReplica, ReplicaHost, ReplicationError,
+};
 use crate::storage::{FsyncPolicy, LogConfig, Offset};
 use bytes::Bytes;
 use metadata::{ClusterMetadata, MetadataCommand, MetadataError};
@@ -39,6 +43,11 @@ use tokio::sync::watch;
 const COMMIT_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Raft group id of the controller.
 pub const CONTROLLER_GROUP: u64 = 0;
+/// A learner of the controller group is caught up enough to vote once it lacks at most this
+/// many entries (the log is written in bursts — registrations, producer id blocks — and small).
+const CONTROLLER_LEARNER_LAG: u64 = 16;
+/// Longest one step of a controller voter change may take.
+const VOTER_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many command outcomes are remembered for proposers to collect.
 const OUTCOMES_KEPT: usize = 4096;
 /// Producer ids reserved per controller log write.
@@ -227,6 +236,56 @@ impl Controller {
     /// The controller replica (for membership management by the node).
     pub fn replica(&self) -> &PartitionReplica {
         &self.replica
+    }
+
+    /// The controller group's voters, as this replica's log has them.
+    pub fn voters(&self) -> Vec<u64> {
+        self.replica.voters()
+    }
+
+    /// Makes `voters` (node id → address) the controller group's voters: each joins as a
+    /// learner if it is not one, catches up, then the voters switch by joint consensus; brokers
+    /// that stop voting stay learners. Steps until done or `timeout`. A leader that leaves the
+    /// voters hands over first and answers `NotController` naming its successor, which takes
+    /// the remaining steps when asked again: every step starts from the membership in the log.
+    pub async fn change_voters(&self, voters: BTreeMap<u64, String>, timeout: Duration) -> Result<(), ControllerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.replica.is_leader() {
+                return Err(ControllerError::NotController {
+                    leader: self.replica.leader(),
+                });
+            }
+            let step = self
+                .replica
+                .step_toward_voters(&voters, CONTROLLER_LEARNER_LAG, VOTER_STEP_TIMEOUT, OtherMembers::Keep)
+                .await;
+            match step {
+                Ok(MembershipStep::Done) => return Ok(()),
+                Ok(MembershipStep::HandedLeadership(next)) => {
+                    return Err(ControllerError::NotController { leader: Some(next) })
+                }
+                Ok(MembershipStep::CatchingUp { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(step) => tracing::info!(?step, ?voters, "changing the controller voters"),
+                Err(ReplicationError::NotLeader { leader, .. }) => {
+                    return Err(ControllerError::NotController { leader })
+                }
+                // Another membership change in flight (a learner being added): try again.
+                Err(error) => {
+                    tracing::debug!(%error, "a controller voter step failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControllerError::Replication(ReplicationError::Timeout {
+                    group: CONTROLLER_GROUP,
+                    what: format!(
+                        "the controller voters to become {:?}",
+                        voters.keys().collect::<Vec<_>>()
+                    ),
+                }));
+            }
+        }
     }
 
     /// Checks, proposes and commits `command`; returns once it is applied here.

@@ -34,6 +34,7 @@ const KNOWN_METHODS: &[(&str, &str)] = &[
     ("/broker.v1.Broker/DecommissionBroker", "DecommissionBroker"),
     ("/broker.v1.Broker/RecommissionBroker", "RecommissionBroker"),
     ("/broker.v1.Broker/SetReassignmentThrottle", "SetReassignmentThrottle"),
+    ("/broker.v1.Broker/SetControllerVoters", "SetControllerVoters"),
     ("/broker.v1.Groups/FindCoordinator", "FindCoordinator"),
     ("/broker.v1.Groups/ConsumerGroupHeartbeat", "ConsumerGroupHeartbeat"),
     ("/broker.v1.Groups/OffsetCommit", "OffsetCommit"),

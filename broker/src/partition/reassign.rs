@@ -15,7 +15,7 @@
 use super::PartitionManager;
 use crate::controller::forward::ControllerLink;
 use crate::controller::metadata::{ClusterMetadata, MetadataCommand, PartitionAssignment};
-use crate::replication::MembershipStep;
+use crate::replication::{MembershipStep, OtherMembers};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -144,7 +144,9 @@ async fn step(
     let throttle = partitions.catch_up_throttle();
     let copying = assignment.wanted_voters().unwrap_or_default().iter().copied();
     throttle.set_learners(group, copying.filter(|id| !replica.voters().contains(id)).collect());
-    let stepped = replica.step_toward_voters(&wanted, max_lag, STEP_TIMEOUT).await;
+    let stepped = replica
+        .step_toward_voters(&wanted, max_lag, STEP_TIMEOUT, OtherMembers::Remove)
+        .await;
     if !matches!(
         stepped,
         Ok(MembershipStep::AddedLearners(_) | MembershipStep::CatchingUp { .. })

@@ -65,8 +65,8 @@ pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::PeerChannels;
 pub use raft_service::RaftGroups;
 pub use replica::{
-    Acks, AppendBatch, AppendOutcome, CommittedOffsets, CommittedRead, Leadership, MembershipStep, PartitionReplica,
-    RaftTimers, ReplicaHost, ReplicaStatus, ReplicationError,
+    Acks, AppendBatch, AppendOutcome, CommittedOffsets, CommittedRead, Leadership, MembershipStep, OtherMembers,
+    PartitionReplica, RaftTimers, ReplicaHost, ReplicaStatus, ReplicationError,
 };
 pub use snapshot::Compaction;
 pub use state_machine::{AppliedState, BatchObserver, PartitionStateMachine};

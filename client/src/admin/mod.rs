@@ -91,6 +91,8 @@ pub struct ClusterDescription {
     pub brokers: Vec<BrokerDescription>,
     /// The controller leader, if one is elected.
     pub controller: Option<u64>,
+    /// The controller's voters (its quorum), as the broker asked knows them.
+    pub controller_voters: Vec<u64>,
     /// Every topic with its partitions (leader, replicas, ISR, offsets as the leader sees them).
     pub topics: Vec<TopicDescription>,
 }
@@ -192,6 +194,7 @@ impl Admin {
         Ok(ClusterDescription {
             brokers: metadata.brokers,
             controller: metadata.controller,
+            controller_voters: metadata.controller_voters,
             topics: metadata.topics,
         })
     }
@@ -232,6 +235,15 @@ impl Admin {
     /// progress are cancelled.
     pub async fn recommission_broker(&self, broker: u64) -> Result<(), ClientError> {
         self.cluster.decommission_broker(broker, false).await
+    }
+
+    /// Makes `voters` the controller's voting members (KRaft's `controller.quorum.voters`,
+    /// changed online): each catches up as a learner, then the voters switch by joint consensus;
+    /// brokers that stop voting keep following the metadata. Returns once the switch has
+    /// committed (`Metadata::controller_voters` shows it); asked again, a change interrupted
+    /// half-way resumes.
+    pub async fn set_controller_voters(&self, voters: Vec<u64>) -> Result<(), ClientError> {
+        self.cluster.set_controller_voters(voters).await
     }
 
     /// Limits the bytes per second each broker takes into replicas still copying a moving

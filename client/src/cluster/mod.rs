@@ -18,11 +18,11 @@ use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
-    Acks, AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    ListReassignmentsRequest, MetadataRequest, MetadataResponse, OffsetSpec, PartitionReplicas, ProduceRequest,
-    ReassignPartitionsRequest, ReassignmentDescription, ReassignmentResult, SetReassignmentThrottleRequest,
-    TopicDescription, TopicResult, TopicSpec,
+    Acks, AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, ControllerVotersRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, ListReassignmentsRequest, MetadataRequest, MetadataResponse, OffsetSpec, PartitionReplicas,
+    ProduceRequest, ReassignPartitionsRequest, ReassignmentDescription, ReassignmentResult,
+    SetReassignmentThrottleRequest, TopicDescription, TopicResult, TopicSpec,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -623,6 +623,15 @@ impl Cluster {
             } else {
                 client.recommission_broker(request).await
             }
+        })
+        .await
+    }
+
+    /// Makes `voters` the controller's voters (served by the controller leader).
+    pub async fn set_controller_voters(&self, voters: Vec<u64>) -> Result<(), ClientError> {
+        self.reassignment_command(|mut client| {
+            let voters = voters.clone();
+            async move { client.set_controller_voters(ControllerVotersRequest { voters }).await }
         })
         .await
     }

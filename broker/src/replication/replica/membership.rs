@@ -41,6 +41,15 @@ pub enum MembershipStep {
     RemovedMembers(Vec<u64>),
 }
 
+/// What a step toward a voter set does with members outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherMembers {
+    /// They stay, as learners (the controller group: every broker follows the metadata).
+    Keep,
+    /// They are removed (a partition's dropped replicas).
+    Remove,
+}
+
 /// The membership as the leader holds it.
 struct Members {
     voters: BTreeSet<u64>,
@@ -52,13 +61,16 @@ struct Members {
 impl PartitionReplica {
     /// Takes the next step toward the voters `wanted` (node id → Raft address): see the
     /// module. A learner counts as caught up once it lacks at most `max_lag` entries (the
-    /// caller decides how many: none for a partition at rest). Only the leader can; others get
-    /// `NotLeader`.
+    /// caller decides how many: none for a partition at rest). With `others` set to
+    /// [`OtherMembers::Keep`] members outside `wanted` stay (as learners: the controller group,
+    /// where every broker is one); with [`OtherMembers::Remove`] they go (a partition's dropped
+    /// replicas). Only the leader can; others get `NotLeader`.
     pub async fn step_toward_voters(
         &self,
         wanted: &BTreeMap<u64, String>,
         max_lag: u64,
         timeout: Duration,
+        others: OtherMembers,
     ) -> Result<MembershipStep, ReplicationError> {
         if wanted.is_empty() {
             return Err(self.raft_error("a partition needs at least one voter".into()));
@@ -76,7 +88,8 @@ impl PartitionReplica {
             .collect();
         if !missing.is_empty() {
             let added: Vec<u64> = missing.keys().copied().collect();
-            self.change_members(ChangeMembers::AddNodes(missing), timeout).await?;
+            self.change_members(ChangeMembers::AddNodes(missing), timeout, others)
+                .await?;
             return Ok(MembershipStep::AddedLearners(added));
         }
 
@@ -96,15 +109,16 @@ impl PartitionReplica {
                     return Ok(MembershipStep::HandedLeadership(*next));
                 }
             }
-            self.change_members(ChangeMembers::ReplaceAllVoters(wanted_ids), timeout)
+            self.change_members(ChangeMembers::ReplaceAllVoters(wanted_ids), timeout, others)
                 .await?;
             return Ok(MembershipStep::SwitchedVoters);
         }
 
         let extra: BTreeSet<u64> = members.nodes.difference(&wanted_ids).copied().collect();
-        if !extra.is_empty() {
+        if !extra.is_empty() && others == OtherMembers::Remove {
             let removed = extra.iter().copied().collect();
-            self.change_members(ChangeMembers::RemoveNodes(extra), timeout).await?;
+            self.change_members(ChangeMembers::RemoveNodes(extra), timeout, others)
+                .await?;
             return Ok(MembershipStep::RemovedMembers(removed));
         }
         Ok(MembershipStep::Done)
@@ -161,8 +175,11 @@ impl PartitionReplica {
         &self,
         change: ChangeMembers<u64, BasicNode>,
         timeout: Duration,
+        others: OtherMembers,
     ) -> Result<(), ReplicationError> {
-        let proposed = tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await;
+        // `retain`: voters a switch drops stay as learners.
+        let retain = others == OtherMembers::Keep;
+        let proposed = tokio::time::timeout(timeout, self.raft.change_membership(change, retain)).await;
         match proposed {
             Err(_) => Err(ReplicationError::Timeout {
                 group: self.group,

@@ -37,7 +37,7 @@ pub mod timers;
 pub mod write;
 
 pub use error::ReplicationError;
-pub use membership::MembershipStep;
+pub use membership::{MembershipStep, OtherMembers};
 pub use read::{CommittedOffsets, CommittedRead};
 pub use retention::RetentionPass;
 pub use status::{Leadership, ReplicaStatus};
