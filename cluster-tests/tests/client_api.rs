@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_typed_unknown_topic_too_large_and_delivery_timeout() {
@@ -562,4 +562,73 @@ async fn leaders_of_partitions_the_asked_broker_holds_no_replica_of_are_found() 
         assert_eq!(high_watermark, offset + 1);
         assert_eq!(batches.len(), 1, "partition {partition}");
     }
+}
+
+/// A leader that freezes (SIGSTOP: its connections stay open and nothing answers) must not stall
+/// a consumer: the fetch parked on it gives up after its long poll plus a margin, and the
+/// consumer reads on from the partition's new leader long before the old one thaws (before,
+/// the fetch waited for the thaw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_on_from_the_new_leader_while_the_old_one_is_frozen() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path(), 3);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, NewTopic::new("frozen", 1, 3)).await;
+    // (A produce request to the frozen leader gives up after its own request timeout, 30 s by
+    // default as in Kafka; shortened here, where the consumer is what is measured.)
+    let producer = Producer::new(
+        Arc::clone(&cluster),
+        ProducerConfig {
+            request_timeout: Duration::from_secs(3),
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap();
+    let send = |value: String| {
+        let producer = &producer;
+        async move {
+            producer
+                .send(ProducerRecord::new("frozen", value).partition(0))
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        }
+    };
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(Arc::clone(&cluster), config);
+    consumer.assign(vec![("frozen".into(), 0)]).await.unwrap();
+    let mut read = Vec::new();
+    for i in 0..10 {
+        send(format!("before-{i}")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert_eq!(read_until(&mut consumer, &mut read, 10, deadline).await, 10);
+
+    // Freeze the leader: the consumer's next fetch is parked on it now.
+    let leader = cluster_tests::leaders(&cluster, "frozen").await[&0];
+    let frozen = brokers.iter().find(|b| b.id == leader).unwrap();
+    frozen.signal_pause(true);
+    let frozen_at = Instant::now();
+    for i in 0..10 {
+        send(format!("after-{i}")).await;
+    }
+    let got = read_until(&mut consumer, &mut read, 20, frozen_at + Duration::from_secs(20)).await;
+    let waited = frozen_at.elapsed();
+    frozen.signal_pause(false);
+    assert_eq!(got, 20, "read {read:?} in {waited:?} with broker {leader} frozen");
+    println!("read on from the new leader {waited:?} after broker {leader} froze");
+}
+
+/// Polls `consumer` into `read` until it holds `count` values or `deadline` passes; how many.
+async fn read_until(consumer: &mut Consumer, read: &mut Vec<String>, count: usize, deadline: Instant) -> usize {
+    while read.len() < count && Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_millis(200)).await.unwrap_or_default() {
+            read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    read.len()
 }

@@ -42,6 +42,12 @@ const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 const FAILED_BROKER_PENALTY: Duration = Duration::from_secs(30);
 /// How long one broker may take to answer a metadata request before the next one is asked.
 const METADATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a leader may take beyond the wait a request asks of it (a fetch's long poll, a
+/// produce's commit timeout) before it counts as unreachable: its readiness wait after an
+/// election (2 s) and then some.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+/// How long a leadership transfer may take to answer (the broker waits for the new leader).
+const TRANSFER_ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// A batch read from a partition.
 #[derive(Debug, Clone)]
@@ -474,7 +480,18 @@ impl Cluster {
 
     /// Sends a request to the partition's leader, following NOT_LEADER hints and retrying
     /// retriable errors; returns the leader's successful answer.
-    async fn on_leader<R, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<R, ClientError>
+    /// A leader that has not answered within `answer_within` counts as unreachable like one
+    /// that refused the connection: forgotten, and the call goes to whichever leader the
+    /// metadata names next. (A frozen leader — stopped, swapping, its disk hung — holds the
+    /// connection open; without the bound a consumer's fetch waited until it thawed, long after
+    /// another replica had taken over.)
+    async fn on_leader<R, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        answer_within: Duration,
+        call: F,
+    ) -> Result<R, ClientError>
     where
         R: LeaderAnswer,
         F: Fn(BrokerClient<Channel>) -> Fut,
@@ -482,8 +499,13 @@ impl Cluster {
     {
         self.retrying(|| async {
             let client = self.leader_client(topic, partition).await?;
-            let response = call(client)
+            let response = tokio::time::timeout(answer_within, call(client))
                 .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "the leader did not answer within {answer_within:?}"
+                    )))
+                })
                 .map_err(|status| self.leader_unreachable(topic, partition, status))?
                 .into_inner();
             self.follow_hint(topic, partition, response.error(), response.leader());
@@ -510,8 +532,9 @@ impl Cluster {
             records: batch,
             timeout_ms: 10_000,
         };
+        let answer_within = Duration::from_millis(u64::from(request.timeout_ms)) + ANSWER_MARGIN;
         let response = self
-            .on_leader(topic, partition, |mut client| {
+            .on_leader(topic, partition, answer_within, |mut client| {
                 let request = request.clone();
                 async move { client.produce(request).await }
             })
@@ -688,8 +711,9 @@ impl Cluster {
             min_bytes: 1,
             max_wait_ms: max_wait.as_millis() as u32,
         };
+        // The broker answers within its readiness wait (2 s) plus the long poll.
         let response = self
-            .on_leader(topic, partition, |mut client| {
+            .on_leader(topic, partition, max_wait + ANSWER_MARGIN, |mut client| {
                 let request = request.clone();
                 async move { client.fetch(request).await }
             })
@@ -720,7 +744,7 @@ impl Cluster {
             timestamp,
         };
         let response = self
-            .on_leader(topic, partition, |mut client| {
+            .on_leader(topic, partition, ANSWER_MARGIN, |mut client| {
                 let request = request.clone();
                 async move { client.list_offsets(request).await }
             })
@@ -739,7 +763,7 @@ impl Cluster {
             to,
             timeout_ms: 0,
         };
-        self.on_leader(topic, partition, |mut client| {
+        self.on_leader(topic, partition, TRANSFER_ANSWER_WITHIN, |mut client| {
             let request = request.clone();
             async move { client.transfer_leadership(request).await }
         })
