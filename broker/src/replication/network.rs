@@ -70,6 +70,12 @@ impl PeerChannels {
 
 /// Shortest wait for a follower to take an `AppendStream` call (connection set-up included).
 const STREAM_SETUP_MIN: Duration = Duration::from_millis(500);
+/// The slowest a follower is expected to take in (receive, write, fsync) an append's entries:
+/// an answer is awaited the RPC's TTL plus its message's size at this rate. A fixed wait fit
+/// heartbeats and small appends; a catching-up learner's 8 MiB messages missed it, openraft
+/// restarted the session and sent them all again (a moved partition copied at a sixth of its
+/// throttle's rate, docs/benchmarks.md).
+const SLOWEST_APPEND_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
 
 /// The answers of one `AppendStream` session, with what it takes to time them.
 struct AnswerStream {
@@ -84,6 +90,9 @@ struct AnswerStream {
     /// How many wire messages each of openraft's requests was sent as, oldest first (a large
     /// request goes as several, see `wire::split_append`).
     chunks: Arc<Mutex<VecDeque<usize>>>,
+    /// The entry bytes of each wire message not answered yet, oldest first: its answer may take
+    /// longer the more it carries.
+    sizes: Arc<Mutex<VecDeque<u64>>>,
 }
 
 impl AnswerStream {
@@ -108,10 +117,12 @@ impl AnswerStream {
         loop {
             let outstanding = *self.sent.borrow_and_update() > self.received;
             let answer = if outstanding {
-                match tokio::time::timeout(self.wait, self.answers.message()).await {
+                let size = self.sizes.lock().expect("message sizes").front().copied().unwrap_or(0);
+                let wait = self.wait + Duration::from_secs_f64(size as f64 / SLOWEST_APPEND_BYTES_PER_SEC);
+                match tokio::time::timeout(wait, self.answers.message()).await {
                     Ok(answer) => answer,
                     Err(_) => {
-                        let message = format!("no append answer within {:?}", self.wait);
+                        let message = format!("no append answer within {wait:?} (a message of {size} entry bytes)");
                         return Some(Err(RPCError::Unreachable(Unreachable::from_string(message))));
                     }
                 }
@@ -133,6 +144,7 @@ impl AnswerStream {
             return match answer {
                 Ok(Some(answer)) => {
                     self.received += 1;
+                    self.sizes.lock().expect("message sizes").pop_front();
                     Some(decode::<StreamAppendResult<PartitionRaft>>(&answer.json))
                 }
                 Ok(None) => None,
@@ -324,6 +336,8 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
             let (answers_dropped, answers_gone) = tokio::sync::oneshot::channel::<()>();
             let chunks: Arc<Mutex<VecDeque<usize>>> = Arc::default();
             let counted = Arc::clone(&chunks);
+            let sizes: Arc<Mutex<VecDeque<u64>>> = Arc::default();
+            let sized = Arc::clone(&sizes);
             // An entry that cannot be encoded ends the session here; the answers received so
             // far stay in order, and openraft retries the rest.
             let (throttle, target) = (self.throttle.clone(), self.target);
@@ -351,6 +365,10 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
                     // Counted before they go out, so the answer side knows how many answers
                     // make up this request's.
                     counted.lock().expect("chunk counts").push_back(messages.len());
+                    sized
+                        .lock()
+                        .expect("message sizes")
+                        .extend(messages.iter().map(append_bytes));
                     sent.send_modify(|count| *count += messages.len() as u64);
                     messages
                 })
@@ -373,6 +391,7 @@ impl RaftNetworkV2<PartitionRaft> for GroupNetwork {
                 wait,
                 _ends_requests: answers_dropped,
                 chunks,
+                sizes,
             };
             let results = futures_util::stream::unfold(Some(session), |session| async move {
                 let mut session = session?;
