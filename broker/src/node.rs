@@ -469,7 +469,7 @@ pub async fn run(
     let stop_healer = (config.heal_dead_brokers_after_ms > 0).then(|| {
         tokio::spawn(crate::controller::heal::heal_forever(
             Arc::clone(&controller),
-            host.groups.quiescence().liveness().clone(),
+            host.groups.liveness().clone(),
             Duration::from_millis(config.heal_dead_brokers_after_ms),
         ))
         .abort_handle()

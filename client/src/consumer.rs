@@ -425,7 +425,6 @@ async fn fetch_loop(
             Some((from, fetch)) if from == offset => fetch,
             _ => fetch_from(offset),
         };
-        let waited = tokio::time::Instant::now();
         let fetched = match (&mut in_flight).await {
             Ok(fetched) => fetched,
             Err(join_error) => match join_error.try_into_panic() {
@@ -434,12 +433,6 @@ async fn fetch_loop(
                 Err(_) => return,
             },
         };
-        match &fetched {
-            Ok((batches, high_watermark)) => tracing::debug!(topic = %tp.0, partition = tp.1, offset,
-                batches = batches.len(), high_watermark, waited = ?waited.elapsed(), "fetched"),
-            Err(error) => tracing::debug!(topic = %tp.0, partition = tp.1, offset, %error,
-                waited = ?waited.elapsed(), "fetch failed"),
-        }
         if let Ok((batches, _)) = &fetched {
             if let Some(next) = next_offset_after(batches).filter(|next| *next > offset) {
                 next_fetch = Some((next, fetch_from(next)));

@@ -669,7 +669,7 @@ pub async fn wait_until_quiet(brokers: &[BrokerProcess], topic: &str, partitions
     }
 }
 
-/// Three brokers whose every link goes through a [`proxy::FaultProxy`] the test controls: each
+/// Brokers (three, or more joining them) whose every link goes through a [`proxy::FaultProxy`] the test controls: each
 /// directed broker-to-broker link (`links[(from, to)]`: the connection `from` dials to reach
 /// `to`, requests and answers) and each client-to-broker link (`client_links[broker]`).
 pub struct ProxiedCluster {

@@ -259,6 +259,14 @@ impl Cluster {
             Fault::LeaderTransfer => {
                 let led = leaders_now.iter().find(|(_, leader)| **leader == victim);
                 if let Some((partition, _)) = led {
+                    // To the next broker when it holds a replica (always with three brokers),
+                    // else to another replica (with moves, replicas are not every broker).
+                    let replicas = replica_sets(client, TOPIC).await.remove(partition).unwrap_or_default();
+                    let next = if replicas.contains(&next) {
+                        next
+                    } else {
+                        replicas.into_iter().find(|id| *id != victim).unwrap_or(next)
+                    };
                     let outcome = client.transfer_leadership(TOPIC, *partition, next).await;
                     return format!(" (partition {partition} to broker {next}: {outcome:?})");
                 }

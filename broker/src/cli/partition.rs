@@ -40,8 +40,8 @@ pub enum PartitionCommand {
     },
     /// The moves in progress: replicas, target, the replicas being added and dropped.
     Reassignments,
-    /// Limit the bytes per second each broker takes into replicas still copying a moving
-    /// partition's log (`off` lifts it), so moving data does not starve producers. Appends to
+    /// Limit the bytes per second each broker's partition leaders send to replicas still
+    /// copying a moving partition's log (`off` lifts it), so moving data does not starve producers. Appends to
     /// in-sync voters never wait on it.
     Throttle {
         /// Bytes per second, or `off`.
@@ -199,7 +199,7 @@ pub async fn run(bootstrap: &str, command: PartitionCommand, output: OutputForma
                 OutputFormat::Json => print_json(&serde_json::json!({ "bytes_per_sec": bytes_per_sec })),
                 OutputFormat::Text => {
                     match bytes_per_sec {
-                        Some(rate) => println!("replica moves copy at most {rate} bytes/s into each broker"),
+                        Some(rate) => println!("replica moves send at most {rate} bytes/s from each broker"),
                         None => println!("replica moves are not throttled"),
                     }
                     Ok(())

@@ -41,8 +41,9 @@ pub fn brokers_to_heal(
         .keys()
         .copied()
         .filter(|id| *id != me && !metadata.decommissioning.contains(id))
-        .filter(|id| !metadata.assignments_of(*id).is_empty())
+        // Silence first: the replica check walks every partition, and runs each second.
         .filter(|id| silent_for(*id) >= after)
+        .filter(|id| !metadata.assignments_of(*id).is_empty())
         .collect()
 }
 

@@ -170,8 +170,8 @@ pub struct ClusterMetadata {
     /// placed on them.
     #[serde(default)]
     pub decommissioning: BTreeSet<u64>,
-    /// Bytes per second each broker takes into replicas that are still copying a partition's
-    /// log (learners of a move); `None`: unthrottled.
+    /// Bytes per second each broker's partition leaders send to replicas that are still
+    /// copying a partition's log (learners of a move); `None`: unthrottled.
     #[serde(default)]
     pub reassignment_throttle: Option<u64>,
 }
@@ -473,7 +473,9 @@ impl ClusterMetadata {
                 _ => Ok(()),
             },
             MetadataCommand::RecommissionBroker { broker } => {
-                if self.decommissioning.contains(broker) {
+                if !self.brokers.contains_key(broker) {
+                    Err(MetadataError::UnknownBroker(*broker))
+                } else if self.decommissioning.contains(broker) {
                     Ok(())
                 } else {
                     Err(MetadataError::CannotDecommission {
@@ -1233,6 +1235,10 @@ pub(crate) mod tests {
         ));
         assert_eq!(
             metadata.check(&MetadataCommand::DecommissionBroker { broker: 9 }),
+            Err(MetadataError::UnknownBroker(9))
+        );
+        assert_eq!(
+            metadata.check(&MetadataCommand::RecommissionBroker { broker: 9 }),
             Err(MetadataError::UnknownBroker(9))
         );
 

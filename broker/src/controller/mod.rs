@@ -270,7 +270,9 @@ impl Controller {
                 Err(ReplicationError::NotLeader { leader, .. }) => {
                     return Err(ControllerError::NotController { leader })
                 }
-                // Another membership change in flight (a learner being added): try again.
+                // Any other failure (another membership change in flight, a step that timed
+                // out): try again until the deadline (a last step may run past it by up to
+                // one step's timeout).
                 Err(error) => {
                     tracing::debug!(%error, "a controller voter step failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -87,11 +87,16 @@ impl CatchUpThrottle {
     /// Waits until `bytes` may pass: until the bucket is out of debt, then takes them (into
     /// debt if they are more than it holds) and waits for that debt to be paid — so even one
     /// append larger than a second's worth goes no faster than the rate. Dropped while it
-    /// waits, the append gives its bytes back (it was not sent).
+    /// waits, the append gives its bytes back (it was not sent). An append that carries no
+    /// entries (a heartbeat, a commit index) copies nothing and never waits: held behind the
+    /// copy's debt, a learner's heartbeats would go quiet for seconds.
     pub async fn admit(&self, bytes: u64) {
         let Some(rate) = self.rate() else {
             return;
         };
+        if bytes == 0 {
+            return;
+        }
         let rate = rate as f64;
         loop {
             let owed = {
@@ -185,6 +190,26 @@ mod tests {
         let started = Instant::now();
         throttle.admit(100 << 20).await;
         assert!(started.elapsed() < Duration::from_secs(5), "lifted: no wait");
+    }
+
+    #[tokio::test]
+    async fn an_append_without_entries_passes_while_the_bucket_is_in_debt() {
+        let throttle = CatchUpThrottle::default();
+        throttle.set_rate(Some(1 << 20));
+        // A second's worth, then ten more: the bucket owes 10 s.
+        throttle.admit(1 << 20).await;
+        let paying = tokio::spawn({
+            let throttle = throttle.clone();
+            async move { throttle.admit(10 << 20).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        throttle.admit(0).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a heartbeat waited for the copy's debt"
+        );
+        paying.abort();
     }
 
     #[tokio::test]

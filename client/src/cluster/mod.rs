@@ -237,7 +237,9 @@ impl Cluster {
             match response {
                 Ok(response) => {
                     let mut metadata = response.into_inner();
-                    if !detailed {
+                    // Only for named topics: a request for all of them is a listing or a
+                    // controller lookup, which need no leaders (and would ask every broker).
+                    if !detailed && !topics.is_empty() {
                         self.leaders_from_replicas(&mut metadata, &address).await;
                     }
                     self.learn(&metadata);
@@ -295,6 +297,11 @@ impl Cluster {
                 topics: topics.into_iter().collect(),
             };
             let Ok(Ok(answer)) = tokio::time::timeout(METADATA_REQUEST_TIMEOUT, client.metadata(request)).await else {
+                // Asked last for a while, like any broker that did not answer.
+                self.failed_recently
+                    .lock()
+                    .expect("failed brokers")
+                    .insert(addresses[&broker].clone(), Instant::now());
                 continue;
             };
             for theirs in answer.into_inner().topics {

@@ -248,7 +248,7 @@ impl GroupConsumer {
         }
         if !plan.add.is_empty() {
             self.add(&plan.add, view.losses).await?;
-        } else if plan.revoke.is_empty() {
+        } else if plan.revoke.is_empty() && view.in_flight {
             // Nothing to do: partitions granted and revoked again before this member took them
             // on are no longer in flight (the heartbeat stops reporting them).
             self.report_owned(view.losses);

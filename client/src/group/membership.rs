@@ -117,6 +117,8 @@ pub(crate) struct MemberView {
     pub(crate) refused: Option<(ErrorCode, String)>,
     /// Losses so far: [`Membership::set_owned`] tells from it whether one happened since.
     pub(crate) losses: u64,
+    /// Granted partitions are reported as owned until `poll` reports again.
+    pub(crate) in_flight: bool,
 }
 
 /// The fixed part of every heartbeat.
@@ -201,6 +203,7 @@ impl Membership {
             lost: self.lost,
             refused: self.refused.clone(),
             losses: self.losses,
+            in_flight: !self.in_flight.is_empty(),
         }
     }
 
@@ -535,6 +538,7 @@ mod tests {
         // poll is taking both on (fetching committed offsets) when a rebalance takes orders/1
         // back: the coordinator must not free it before poll has acted (it may be consuming it).
         member.on_answer(answer(5, &[tp("orders", 0)]), now);
+        assert!(member.view().in_flight);
         let reported = |member: &Membership| {
             let mut owned: Vec<u32> = member
                 .heartbeat()
@@ -551,6 +555,7 @@ mod tests {
         assert_eq!(reported(&member), [0, 1]);
         let later = now + Duration::from_millis(3);
         assert!(!member.set_owned(set(&[tp("orders", 0)]), 0, later));
+        assert!(!member.view().in_flight);
         assert_eq!(reported(&member), [0], "released");
         assert_eq!(member.heartbeat_due(), Some(later), "and said at once");
         // Granted and revoked before poll ever took it on: released at poll's next report.

@@ -1,7 +1,8 @@
-//! Moving a partition's replicas: the leader's steps toward a wanted voter set, one at a time
-//! — add the new replicas as learners, wait until they have caught up, hand the leadership
+//! Changing a group's voters: the leader's steps toward a wanted voter set, one at a time
+//! — add the new members as learners, wait until they have caught up, hand the leadership
 //! away if this replica is leaving, switch the voters (openraft's joint consensus: a joint
-//! entry, then the uniform one), remove members left over.
+//! entry, then the uniform one), then remove the members left over (a partition's dropped
+//! replicas) or keep them as learners (the controller group, which every broker follows).
 //!
 //! Each call takes at most one step and says which, so its caller (the partition's
 //! reassignment driver) can be restarted at any point — by a crash, a leader change, a
@@ -88,7 +89,7 @@ impl PartitionReplica {
             .collect();
         if !missing.is_empty() {
             let added: Vec<u64> = missing.keys().copied().collect();
-            self.change_members(ChangeMembers::AddNodes(missing), timeout, others)
+            self.change_members(ChangeMembers::AddNodes(missing), timeout, false)
                 .await?;
             return Ok(MembershipStep::AddedLearners(added));
         }
@@ -109,7 +110,9 @@ impl PartitionReplica {
                     return Ok(MembershipStep::HandedLeadership(*next));
                 }
             }
-            self.change_members(ChangeMembers::ReplaceAllVoters(wanted_ids), timeout, others)
+            // With `Keep`, the voters the switch drops stay as learners.
+            let retain = others == OtherMembers::Keep;
+            self.change_members(ChangeMembers::ReplaceAllVoters(wanted_ids), timeout, retain)
                 .await?;
             return Ok(MembershipStep::SwitchedVoters);
         }
@@ -117,7 +120,7 @@ impl PartitionReplica {
         let extra: BTreeSet<u64> = members.nodes.difference(&wanted_ids).copied().collect();
         if !extra.is_empty() && others == OtherMembers::Remove {
             let removed = extra.iter().copied().collect();
-            self.change_members(ChangeMembers::RemoveNodes(extra), timeout, others)
+            self.change_members(ChangeMembers::RemoveNodes(extra), timeout, false)
                 .await?;
             return Ok(MembershipStep::RemovedMembers(removed));
         }
@@ -175,10 +178,8 @@ impl PartitionReplica {
         &self,
         change: ChangeMembers<u64, BasicNode>,
         timeout: Duration,
-        others: OtherMembers,
+        retain: bool,
     ) -> Result<(), ReplicationError> {
-        // `retain`: voters a switch drops stay as learners.
-        let retain = others == OtherMembers::Keep;
         let proposed = tokio::time::timeout(timeout, self.raft.change_membership(change, retain)).await;
         match proposed {
             Err(_) => Err(ReplicationError::Timeout {
