@@ -21,6 +21,8 @@
 //!   request conversions, error answers and the one error-code mapping.
 //! - [`metrics`]: the Prometheus recorder, the admin HTTP endpoint (`/metrics`, `/health`,
 //!   `/ready`) and per-request counts and latencies.
+//! - [`security`]: TLS on the client and internal listeners, brokers-only admission to the
+//!   internal one, and a local CA for development and tests.
 //! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!
@@ -45,4 +47,5 @@ pub mod node;
 pub mod partition;
 pub mod perf;
 pub mod replication;
+pub mod security;
 pub mod storage;

@@ -24,6 +24,18 @@ struct Cli {
     /// are stable, see docs/operations.md). Exit codes: 0 done, 1 failed, 2 bad usage.
     #[arg(long, global = true, value_enum, default_value_t = cli::output::OutputFormat::Text)]
     output: cli::output::OutputFormat,
+    /// How to reach the brokers: `PLAINTEXT` (default) or `SSL` (Kafka's `security.protocol`).
+    #[arg(long, global = true, env = "BROKER_SECURITY_PROTOCOL")]
+    security_protocol: Option<String>,
+    /// With `SSL`: the CA certificates (PEM) to trust (`ssl.ca.location`).
+    #[arg(long, global = true, env = "BROKER_SSL_CA_LOCATION")]
+    ssl_ca_location: Option<String>,
+    /// With `SSL`: a client certificate (PEM) to present (`ssl.certificate.location`).
+    #[arg(long, global = true, env = "BROKER_SSL_CERTIFICATE_LOCATION")]
+    ssl_certificate_location: Option<String>,
+    /// With `SSL`: the client certificate's key (PEM) (`ssl.key.location`).
+    #[arg(long, global = true, env = "BROKER_SSL_KEY_LOCATION")]
+    ssl_key_location: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,6 +187,21 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let properties = [
+        (client::security::SECURITY_PROTOCOL, cli.security_protocol.clone()),
+        (client::security::SSL_CA_LOCATION, cli.ssl_ca_location.clone()),
+        (
+            client::security::SSL_CERTIFICATE_LOCATION,
+            cli.ssl_certificate_location.clone(),
+        ),
+        (client::security::SSL_KEY_LOCATION, cli.ssl_key_location.clone()),
+    ];
+    admin::use_security(client::Security::from_properties(|name| {
+        properties
+            .iter()
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| value.clone())
+    })?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async move {
         match cli.command {

@@ -13,6 +13,9 @@ use crate::partition::leader_balance::{self, LeaderBalance};
 use crate::partition::{handover, leadership, metrics as partition_metrics, reassign, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig, Quiescence};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
+use crate::security::brokers_only::{BrokersOnly, CertifiedClients};
+use crate::security::incoming;
+use crate::security::tls::BrokerTls;
 use crate::storage::{open_files, DiskSpace, FlushWorker, LogHost, OpenFiles};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +26,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
+
+/// How often the TLS files are checked for a renewed certificate.
+const TLS_RELOAD_CHECK: Duration = Duration::from_secs(10);
 
 /// How long a stopping broker lets in-flight requests finish (it goes on as soon as none is).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -36,7 +43,8 @@ const HANDOVER_PEER_WAIT: Duration = Duration::from_millis(500);
 pub struct Peer {
     /// Node id.
     pub id: u64,
-    /// Address its API and Raft transport listen on.
+    /// Address its peers reach it at: its internal listener (Raft, controller), or its only
+    /// listener when it has one.
     pub address: String,
     /// Optional rack.
     pub rack: Option<String>,
@@ -71,15 +79,29 @@ impl std::str::FromStr for Peer {
 pub struct BrokerConfig {
     /// This broker's node id (unique, never reused after its disk is lost).
     pub node_id: u64,
-    /// Address to listen on (client API and Raft transport share it).
+    /// Address of the client listener (`broker.v1`, consumer groups); also of the internal
+    /// services unless `internal_listen` is given.
     pub listen: SocketAddr,
+    /// Address of the internal listener: Raft (`raft.v1`) and controller forwarding
+    /// (`cluster.v1`), which the client listener then no longer serves. With `[tls]`, only
+    /// brokers' certificates get through it.
+    #[serde(default)]
+    pub internal_listen: Option<SocketAddr>,
+    /// Address peers reach the internal listener at (default: `internal_listen`).
+    #[serde(default)]
+    pub internal_advertise: Option<String>,
+    /// TLS on both listeners and to peers (`[tls]`); plaintext when absent.
+    #[serde(default)]
+    pub tls: Option<crate::security::tls::TlsSettings>,
     /// Address of the admin HTTP endpoint (`/metrics`, `/health`, `/ready`); none by default.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
-    /// Address peers and clients reach this broker at (default: `listen`).
+    /// Address clients (and, without an internal listener, peers) reach this broker at
+    /// (default: `listen`).
     #[serde(default)]
     pub advertise: Option<String>,
-    /// Every broker of the cluster, this one included.
+    /// Every broker of the cluster, this one included, at the address its peers reach it at
+    /// (its internal listener's when it has one).
     pub peers: Vec<Peer>,
     /// Where logs and metadata live.
     pub data_dir: PathBuf,
@@ -205,10 +227,22 @@ impl BrokerConfig {
         if self.advertise.is_none() {
             self.advertise = Some(self.listen.to_string());
         }
+        if let Some(internal) = self.internal_listen {
+            if internal == self.listen {
+                return Err(NodeError::Config(
+                    "internal_listen must differ from listen (leave it out to serve everything on one)".into(),
+                ));
+            }
+            if self.internal_advertise.is_none() {
+                self.internal_advertise = Some(internal.to_string());
+            }
+        } else if self.internal_advertise.is_some() {
+            return Err(NodeError::Config("internal_advertise needs internal_listen".into()));
+        }
         if !self.peers.iter().any(|p| p.id == self.node_id) {
             self.peers.push(Peer {
                 id: self.node_id,
-                address: self.advertise.clone().expect("set above"),
+                address: self.peer_address(),
                 rack: None,
             });
         }
@@ -241,6 +275,19 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Where peers reach this broker: its internal listener, else its only one.
+    fn peer_address(&self) -> String {
+        self.internal_advertise
+            .clone()
+            .or_else(|| self.advertise.clone())
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Where clients reach this broker.
+    fn client_address(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
     /// The controller voters: the `controller_voters` lowest node ids, with their addresses.
     pub fn voters(&self) -> BTreeMap<u64, String> {
         let mut peers: Vec<&Peer> = self.peers.iter().collect();
@@ -255,17 +302,38 @@ impl BrokerConfig {
 
 /// The sockets a broker serves on, bound by its caller (so tests bind port 0).
 pub struct Listeners {
-    /// The client API (`broker.v1`) and the Raft transport (`raft.v1`).
+    /// The client API (`broker.v1`, groups), and the internal services unless `internal`.
     pub api: TcpListener,
+    /// The internal services (`raft.v1`, `cluster.v1`), if on a listener of their own (bound
+    /// at the config's `internal_listen`).
+    pub internal: Option<TcpListener>,
     /// The admin HTTP endpoint (`/metrics`, `/health`, `/ready`), if served.
     pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Only the API listener: no admin endpoint.
+    /// Only the API listener: internal services on it too, no admin endpoint.
     pub fn api_only(api: TcpListener) -> Listeners {
-        Listeners { api, admin: None }
+        Listeners {
+            api,
+            internal: None,
+            admin: None,
+        }
     }
+}
+
+/// A gRPC server counting its requests into `in_flight` (both listeners count into one).
+fn server_builder(
+    in_flight: &RequestsInFlight,
+) -> tonic::transport::Server<
+    tower::layer::util::Stack<crate::metrics::requests::RequestMetricsLayer, tower::layer::util::Identity>,
+> {
+    tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
+        .layer(crate::metrics::requests::RequestMetricsLayer::counting(
+            in_flight.clone(),
+        ))
 }
 
 /// Waits until no request has been in flight for a moment (true), or `grace` has passed
@@ -343,7 +411,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     config.validate()?;
-    let Listeners { api: listener, admin } = listeners;
+    let Listeners {
+        api: listener,
+        internal: internal_listener,
+        admin,
+    } = listeners;
+    if internal_listener.is_some() != config.internal_listen.is_some() {
+        return Err(NodeError::Config(
+            "an internal listener is served exactly when internal_listen is configured".into(),
+        ));
+    }
+    let tls = match &config.tls {
+        Some(settings) => Some(Arc::new(
+            BrokerTls::load(settings).map_err(|e| NodeError::Config(format!("TLS: {e}")))?,
+        )),
+        None => None,
+    };
     // The admin endpoint comes up first, so `/health` answers while the broker recovers its
     // logs; `/ready` says so until the controller is known.
     let started: Arc<OnceLock<Started>> = Arc::new(OnceLock::new());
@@ -393,7 +476,13 @@ pub async fn run(
             flush: flush.handle(),
             files: open_files,
         },
-        peers: PeerChannels::with_dial_overrides(config.dial_overrides.clone().into_iter().collect()),
+        peers: {
+            let peers = PeerChannels::with_dial_overrides(config.dial_overrides.clone().into_iter().collect());
+            match &tls {
+                Some(tls) => peers.with_tls(tls.peer_client_config()),
+                None => peers,
+            }
+        },
         groups: RaftGroups::default(),
         raft_config: config
             .raft
@@ -415,6 +504,7 @@ pub async fn run(
         Arc::clone(&controller),
         Arc::clone(&partitions),
         offsets_partitions,
+        host.peers.clone(),
     ));
     let expiry = tokio::spawn(Arc::clone(&coordinator).expire_forever());
     let _ = started.set(Started {
@@ -444,9 +534,14 @@ pub async fn run(
             id: p.id,
             address: p.address.clone(),
             rack: p.rack.clone(),
+            client_address: Some(config.client_address()),
         })
         .expect("validate adds this broker to its peers");
-    let membership = tokio::spawn(keep_membership(Arc::clone(&controller), config.peers.clone()));
+    let membership = tokio::spawn(keep_membership(
+        Arc::clone(&controller),
+        config.peers.clone(),
+        config.internal_listen.is_some(),
+    ));
     let registration = tokio::spawn(keep_registered(link.clone(), own_info));
     let mover = tokio::spawn(reassign::drive_forever(config.node_id, Arc::clone(&partitions), link));
     let (peer_addresses, peers_known) =
@@ -519,7 +614,14 @@ pub async fn run(
     });
     let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default())
         .refusing_writes_below(space);
-    tracing::info!(node = config.node_id, listen = %config.listen, "broker serving");
+    let tls_reloader = tls.clone().map(|tls| tokio::spawn(tls.reload_every(TLS_RELOAD_CHECK)));
+    tracing::info!(
+        node = config.node_id,
+        listen = %config.listen,
+        internal_listen = ?config.internal_listen,
+        tls = tls.is_some(),
+        "broker serving"
+    );
     // Graceful shutdown waits for open connections to close; peers' idle HTTP/2 connections
     // may never close on their own, so the drain ends once no request is in flight (see
     // `drain`), or after the grace.
@@ -531,47 +633,84 @@ pub async fn run(
     let handover_budget = Duration::from_millis(config.controlled_shutdown_ms);
     let handover_quiescence = host.groups.quiescence().clone();
     let handover_peers = peers_known.clone();
-    let server = tonic::transport::Server::builder()
-        .http2_max_pending_accept_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
-        .http2_max_local_error_reset_streams(Some(crate::replication::MAX_RESET_STREAMS))
-        .layer(crate::metrics::requests::RequestMetricsLayer::counting(
-            in_flight.clone(),
+    let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        if let Some(balancer) = &stop_balancer {
+            balancer.abort();
+        }
+        // A stopping broker hears no peer for long (it refuses their pings while it drains):
+        // it must not take them for dead.
+        if let Some(healer) = &stop_healer {
+            healer.abort();
+        }
+        // Still serving, so the peers taking over reach this broker while they do.
+        let peers: Vec<u64> = handover_peers.borrow().keys().copied().collect();
+        hand_over(
+            node_id,
+            &handover_partitions,
+            &handover_controller,
+            &handover_quiescence,
+            &peers,
+            handover_budget,
+        )
+        .await;
+        // A stopping broker refuses new RPCs while it drains, peers' pings among them: its
+        // failure detector would take every peer for dead and wake every quiet group it
+        // hosts — thousands of elections fighting the stop (3,000 replicas overran the
+        // bound). Its peers detect it and fail over what it did not hand over, as after a
+        // crash.
+        for stop in &stop_quiescer {
+            stop.abort();
+        }
+        let _ = stop_serving.send(true);
+        let _ = draining.send(());
+    });
+    let stopped = |mut serving: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = serving.wait_for(|stopped| *stopped).await;
+    };
+    // The internal services go where peers dial: the internal listener when there is one.
+    let internal_apart = internal_listener.is_some();
+    let brokers_only = BrokersOnly::new(config.tls.as_ref().map(|tls| tls.broker_principals.clone()));
+    let raft_service = || InterceptedService::new(host.groups.service(), brokers_only.clone());
+    let cluster_service = || {
+        InterceptedService::new(
+            crate::api::cluster::ClusterApi::new(Arc::clone(&controller)).into_service(),
+            brokers_only.clone(),
+        )
+    };
+    let client_server = server_builder(&in_flight)
+        .add_service(InterceptedService::new(api.into_service(), CertifiedClients))
+        .add_service(InterceptedService::new(
+            crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service(),
+            CertifiedClients,
         ))
-        .add_service(host.groups.service())
-        .add_service(api.into_service())
-        .add_service(crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service())
-        .add_service(crate::api::cluster::ClusterApi::new(Arc::clone(&controller)).into_service())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            if let Some(balancer) = &stop_balancer {
-                balancer.abort();
-            }
-            // A stopping broker hears no peer for long (it refuses their pings while it drains):
-            // it must not take them for dead.
-            if let Some(healer) = &stop_healer {
-                healer.abort();
-            }
-            // Still serving, so the peers taking over reach this broker while they do.
-            let peers: Vec<u64> = handover_peers.borrow().keys().copied().collect();
-            hand_over(
-                node_id,
-                &handover_partitions,
-                &handover_controller,
-                &handover_quiescence,
-                &peers,
-                handover_budget,
+        .add_optional_service((!internal_apart).then(raft_service))
+        .add_optional_service((!internal_apart).then(cluster_service))
+        .serve_with_incoming_shutdown(
+            incoming::connections(listener, tls.as_ref().map(|t| t.client_listener.clone()), "client"),
+            stopped(serving_stopped.clone()),
+        );
+    let internal_server = internal_listener.map(|internal_listener| {
+        server_builder(&in_flight)
+            .add_service(raft_service())
+            .add_service(cluster_service())
+            .serve_with_incoming_shutdown(
+                incoming::connections(
+                    internal_listener,
+                    tls.as_ref().map(|t| t.internal_listener.clone()),
+                    "internal",
+                ),
+                stopped(serving_stopped.clone()),
             )
-            .await;
-            // A stopping broker refuses new RPCs while it drains, peers' pings among them: its
-            // failure detector would take every peer for dead and wake every quiet group it
-            // hosts — thousands of elections fighting the stop (3,000 replicas overran the
-            // bound). Its peers detect it and fail over what it did not hand over, as after a
-            // crash.
-            for stop in &stop_quiescer {
-                stop.abort();
-            }
-            let _ = draining.send(());
-        });
+    });
+    let internal_server = async {
+        match internal_server {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
+    let server = async { tokio::try_join!(client_server, internal_server).map(|_| ()) };
     tokio::pin!(server);
     let served = tokio::select! {
         served = &mut server => served,
@@ -590,6 +729,10 @@ pub async fn run(
             Ok(())
         }
     };
+    stopper.abort();
+    if let Some(task) = tls_reloader {
+        task.abort();
+    }
     tracing::info!(node = config.node_id, "server stopped; stopping replicas");
     let _ = stop_admin.send(());
     if let Some(mut task) = admin_task {
@@ -722,7 +865,7 @@ async fn keep_registered(link: ControllerLink, info: BrokerInfo) {
 /// While this broker leads the controller: registers every configured broker in the metadata
 /// and adds every registered broker that does not vote in the controller group to it as a
 /// learner (so it sees the metadata).
-async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>) {
+async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>, internal_apart: bool) {
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     loop {
         tick.tick().await;
@@ -731,12 +874,22 @@ async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>) {
         }
         let metadata = controller.metadata();
         for peer in &peers {
+            // The configured address is where peers reach it. Where clients do, the broker
+            // registers itself (and that is kept); with one listener per broker (this one's
+            // way, taken as the cluster's) it is the same address.
+            let registered = metadata.brokers.get(&peer.id);
+            let client_address = match registered.and_then(|b| b.client_address.clone()) {
+                Some(known) => Some(known),
+                None if !internal_apart => Some(peer.address.clone()),
+                None => None,
+            };
             let info = BrokerInfo {
                 id: peer.id,
                 address: peer.address.clone(),
                 rack: peer.rack.clone(),
+                client_address,
             };
-            if metadata.brokers.get(&peer.id) != Some(&info) {
+            if registered != Some(&info) {
                 if let Err(error) = controller.submit(MetadataCommand::RegisterBroker(info)).await {
                     tracing::debug!(%error, peer = peer.id, "registering broker failed; will retry");
                 }
@@ -794,6 +947,9 @@ mod tests {
             leader_balance_interval_ms: default_leader_balance_interval_ms(),
             leader_imbalance_percent: default_leader_imbalance_percent(),
             heal_dead_brokers_after_ms: 0,
+            internal_listen: None,
+            internal_advertise: None,
+            tls: None,
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

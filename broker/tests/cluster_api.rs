@@ -60,6 +60,9 @@ impl Cluster {
                 leader_balance_interval_ms: 300_000,
                 leader_imbalance_percent: 10,
                 heal_dead_brokers_after_ms: 0,
+                internal_listen: None,
+                internal_advertise: None,
+                tls: None,
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

@@ -21,6 +21,21 @@ pub enum ClientError {
         /// What failed.
         message: String,
     },
+    /// A broker and this client did not accept each other: the client refused the broker's
+    /// certificate (an unknown CA, a wrong name) or the broker refused the client's (none
+    /// presented where one is required, expired, from an unknown CA) or its principal. Not
+    /// retried: the same credentials fail the same way.
+    #[error("authentication with {address} failed: {message}")]
+    Authentication {
+        /// The address tried.
+        address: String,
+        /// The reason, as the refusing side gave it.
+        message: String,
+    },
+    /// The client's own settings are unusable (a certificate file that cannot be read, an
+    /// unknown `security.protocol`).
+    #[error("client configuration: {0}")]
+    Config(String),
     /// Retries of a retriable error ran out of time.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted {
@@ -37,7 +52,7 @@ impl ClientError {
         match self {
             ClientError::Broker { code, .. } => Some(*code),
             ClientError::RetriesExhausted { last, .. } => last.code(),
-            ClientError::Unreachable { .. } => None,
+            ClientError::Unreachable { .. } | ClientError::Authentication { .. } | ClientError::Config(_) => None,
         }
     }
 
@@ -47,7 +62,48 @@ impl ClientError {
             // The list of retriable codes is shared with the broker (`ErrorCode::is_retriable`).
             ClientError::Broker { code, .. } => code.is_retriable(),
             ClientError::Unreachable { .. } => true,
-            ClientError::RetriesExhausted { .. } => false,
+            ClientError::RetriesExhausted { .. } | ClientError::Authentication { .. } | ClientError::Config(_) => false,
+        }
+    }
+
+    /// What a failed call to `address` says: an authentication failure when the broker
+    /// answered UNAUTHENTICATED or PERMISSION_DENIED or rustls refused the handshake, else the
+    /// broker was unreachable (with every cause in the message: tonic's own says only
+    /// "transport error").
+    pub(crate) fn from_transport(address: &str, status: &tonic::Status) -> ClientError {
+        if matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ) {
+            return ClientError::Authentication {
+                address: address.to_string(),
+                message: status.message().to_string(),
+            };
+        }
+        let mut message = status.message().to_string();
+        let mut tls = None;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+        while let Some(error) = cause {
+            message.push_str(": ");
+            message.push_str(&error.to_string());
+            let inner = error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            if let Some(rustls_error) = error.downcast_ref::<rustls::Error>().or(inner) {
+                tls = Some(rustls_error.to_string());
+            }
+            cause = error.source();
+        }
+        match tls {
+            Some(reason) => ClientError::Authentication {
+                address: address.to_string(),
+                message: reason,
+            },
+            None => ClientError::Unreachable {
+                address: address.to_string(),
+                message,
+            },
         }
     }
 

@@ -25,6 +25,7 @@ pub mod group;
 pub mod partitioner;
 mod producer;
 mod retry;
+pub mod security;
 
 pub use admin::{
     Admin, AdminError, ClusterDescription, GroupDescription, GroupList, GroupSummary, MemberDescription, NewTopic,
@@ -41,3 +42,4 @@ pub use proto::v1::{
     ReassignmentDescription, TopicDescription, TopicSpec,
 };
 pub use retry::RetryPolicy;
+pub use security::Security;

@@ -419,7 +419,8 @@ pub async fn connect_when_ready(
     let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
     let cluster = client::Cluster::new(bootstrap, client::RetryPolicy::default()).with_dial_overrides(overrides);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while cluster.metadata(Vec::new()).await.map_or(0, |m| m.brokers.len()) < brokers.len() {
+    let registered = |m: client::MetadataResponse| m.brokers.iter().filter(|b| !b.address.is_empty()).count();
+    while cluster.metadata(Vec::new()).await.map_or(0, registered) < brokers.len() {
         assert!(std::time::Instant::now() < deadline, "brokers never registered");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

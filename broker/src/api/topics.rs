@@ -38,7 +38,9 @@ pub(super) fn metadata(api: &BrokerApi, request: MetadataRequest, detailed: bool
             .values()
             .map(|b| BrokerDescription {
                 id: b.id,
-                address: b.address.clone(),
+                // Empty until the broker has registered where clients reach it.
+                address: b.client_address.clone().unwrap_or_default(),
+                internal_address: b.address.clone(),
                 rack: b.rack.clone(),
                 decommissioning: metadata.decommissioning.contains(&b.id),
             })

@@ -81,15 +81,32 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?}: expected key=value"))
 }
 
-/// A client with the CLI's retry policy.
+/// How the CLI's clients connect (its `--security-protocol` and `--ssl-*` flags), set once at
+/// start; plaintext when never set.
+static SECURITY: std::sync::OnceLock<client::Security> = std::sync::OnceLock::new();
+
+/// Makes every client the CLI connects use `security`.
+pub fn use_security(security: client::Security) {
+    let _ = SECURITY.set(security);
+}
+
+/// A client with the CLI's retry policy and security.
 pub fn connect(bootstrap: &str) -> Arc<Cluster> {
-    Arc::new(Cluster::new(
-        bootstrap.split(',').map(str::to_string).collect(),
-        RetryPolicy {
-            deadline: Duration::from_secs(15),
-            ..RetryPolicy::default()
-        },
-    ))
+    connect_with(bootstrap, SECURITY.get().cloned().unwrap_or_default())
+}
+
+/// A client with the CLI's retry policy and `security`.
+pub fn connect_with(bootstrap: &str, security: client::Security) -> Arc<Cluster> {
+    Arc::new(
+        Cluster::new(
+            bootstrap.split(',').map(str::to_string).collect(),
+            RetryPolicy {
+                deadline: Duration::from_secs(15),
+                ..RetryPolicy::default()
+            },
+        )
+        .with_security(security),
+    )
 }
 
 /// Reports a command on one topic: `<verb> topic <name>`, or the error (exit 1); with

@@ -242,10 +242,19 @@ fn print_status(view: &ClusterView, output: OutputFormat) -> anyhow::Result<()> 
             .join(",")
     );
     for broker in &view.brokers {
+        let address = if broker.address.is_empty() {
+            "(not registered yet)"
+        } else {
+            &broker.address
+        };
+        let internal = if broker.internal_address != broker.address && !broker.address.is_empty() {
+            format!("  internal={}", broker.internal_address)
+        } else {
+            String::new()
+        };
         println!(
-            "broker {}  {}{}{}",
+            "broker {}  {address}{internal}{}{}",
             broker.id,
-            broker.address,
             broker.rack.as_ref().map_or(String::new(), |r| format!("  rack={r}")),
             if broker.decommissioning {
                 "  decommissioning"

@@ -1,7 +1,8 @@
 //! Three broker processes on loopback for the benchmarks: started from this binary with their
 //! data under one scratch directory, ready once every broker has registered.
 
-use super::admin::connect;
+use super::admin::{connect, connect_with};
+use super::dev::LocalTls;
 use super::progress::Phase;
 use anyhow::{bail, Context};
 use client::{Cluster, TopicSpec};
@@ -29,13 +30,15 @@ pub struct LocalCluster {
     dir: PathBuf,
     admins: Option<Vec<String>>,
     env: Vec<(String, String)>,
+    tls: Option<LocalTls>,
 }
 
 impl LocalCluster {
     /// Starts three brokers with data under `dir` (emptied first) and `env` added to their
     /// environment (e.g. `BROKER_QUIESCE_AFTER_MS`), and waits for them. With `admin`, each
-    /// also serves its admin endpoint, so its metrics recorder is on (what metrics cost).
-    pub async fn start(dir: &Path, env: &[(String, String)], admin: bool) -> anyhow::Result<LocalCluster> {
+    /// also serves its admin endpoint, so its metrics recorder is on (what metrics cost). With
+    /// `tls`, as `broker dev --tls` runs them (mutual TLS between brokers, TLS to clients).
+    pub async fn start(dir: &Path, env: &[(String, String)], admin: bool, tls: bool) -> anyhow::Result<LocalCluster> {
         let phase = Phase::open("starting brokers");
         phase.message(|| format!("3 processes, data under {}", dir.display()));
         let _ = std::fs::remove_dir_all(dir);
@@ -48,9 +51,22 @@ impl LocalCluster {
             .collect::<Result<_, _>>()?;
         drop(listeners);
         let admins = addresses.split_off(3);
-        let brokers =
-            super::dev::spawn_local_brokers(&addresses, admin.then_some(&admins[..]), dir, Some(&log_filter()), env)?;
-        let cluster = connect(&addresses.join(","));
+        let tls = match tls {
+            true => Some(LocalTls::prepare(&dir.join("tls"))?),
+            false => None,
+        };
+        let brokers = super::dev::spawn_local_brokers(
+            &addresses,
+            admin.then_some(&admins[..]),
+            dir,
+            Some(&log_filter()),
+            env,
+            tls.as_ref(),
+        )?;
+        let cluster = match &tls {
+            Some(tls) => connect_with(&addresses.join(","), tls.client_security()?),
+            None => connect(&addresses.join(",")),
+        };
         super::dev::wait_until_registered(&cluster, 3, Duration::from_secs(60)).await?;
         phase.finish();
         Ok(LocalCluster {
@@ -60,6 +76,15 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             admins: admin.then_some(admins),
             env: env.to_vec(),
+            tls,
+        })
+    }
+
+    /// A new client of the cluster (its own connections), secured as [`cluster`](Self::cluster).
+    pub fn new_client(&self) -> anyhow::Result<Arc<Cluster>> {
+        Ok(match &self.tls {
+            Some(tls) => connect_with(&self.addresses.join(","), tls.client_security()?),
+            None => connect(&self.addresses.join(",")),
         })
     }
 
@@ -82,6 +107,7 @@ impl LocalCluster {
             &self.dir,
             Some(&log_filter()),
             &self.env,
+            self.tls.as_ref(),
         )?;
         Ok(())
     }
@@ -96,8 +122,15 @@ impl LocalCluster {
         let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
         self.addresses.push(address);
         let index = self.addresses.len() - 1;
-        let child =
-            super::dev::spawn_local_broker(index, &self.addresses, None, &self.dir, Some(&log_filter()), &self.env)?;
+        let child = super::dev::spawn_local_broker(
+            index,
+            &self.addresses,
+            None,
+            &self.dir,
+            Some(&log_filter()),
+            &self.env,
+            self.tls.as_ref(),
+        )?;
         self.brokers.push(child);
         super::dev::wait_until_registered(&self.cluster, self.addresses.len(), Duration::from_secs(60)).await?;
         Ok(index as u64 + 1)

@@ -136,8 +136,10 @@ pub struct TopicSummary {
 pub struct BrokerView {
     /// Node id.
     pub id: u64,
-    /// Address clients reach it at.
+    /// Address clients reach it at (empty until it has registered itself).
     pub address: String,
+    /// Address its peers reach it at (its internal listener when it has one).
+    pub internal_address: String,
     /// Rack, if configured.
     pub rack: Option<String>,
     /// Being decommissioned (its replicas moving elsewhere).
@@ -149,6 +151,7 @@ impl From<&BrokerDescription> for BrokerView {
         BrokerView {
             id: b.id,
             address: b.address.clone(),
+            internal_address: b.internal_address.clone(),
             rack: b.rack.clone(),
             decommissioning: b.decommissioning,
         }

@@ -109,7 +109,7 @@ pub async fn run_consume(args: ConsumeArgs) -> anyhow::Result<()> {
     if args.members == 0 || args.record_size < 8 {
         bail!("--members must be at least 1 and --record-size at least 8");
     }
-    let local = LocalCluster::start(&args.dir, &[], false).await?;
+    let local = LocalCluster::start(&args.dir, &[], false, false).await?;
     local
         .create_topic("perf", args.partitions, Duration::from_secs(120))
         .await?;
@@ -384,7 +384,7 @@ async fn latency(local: &LocalCluster, args: &ConsumeArgs, rate: u64) -> anyhow:
 
 /// Runs `broker perf rebalance`.
 pub async fn run_rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
-    let local = LocalCluster::start(&args.dir, &[], false).await?;
+    let local = LocalCluster::start(&args.dir, &[], false, false).await?;
     local
         .create_topic("perf", args.partitions, Duration::from_secs(120))
         .await?;

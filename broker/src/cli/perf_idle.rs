@@ -80,7 +80,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(args.broker_log.map(|filter| ("RUST_LOG".to_string(), filter)))
         .collect();
-    let mut local = LocalCluster::start(&args.dir, &env, false).await?;
+    let mut local = LocalCluster::start(&args.dir, &env, false, false).await?;
     let topics = idle_topics(args.partitions);
     let mut led_after = Duration::ZERO;
     for (name, partitions) in &topics {

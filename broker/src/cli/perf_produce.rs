@@ -50,7 +50,14 @@ pub struct ProduceArgs {
     /// with and one without to see what metrics cost.
     #[arg(long)]
     metrics: bool,
+    /// Run the brokers as `broker dev --tls` does (mutual TLS between brokers, TLS to this
+    /// client): compare with a run without to see what TLS costs.
+    #[arg(long)]
+    tls: bool,
 }
+
+/// New connections timed for the connection set-up figure.
+const SETUP_SAMPLES: usize = 50;
 
 /// What one partition's acknowledgements showed.
 pub(super) struct Collected {
@@ -99,7 +106,16 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let Some(compression) = Compression::from_name(&args.compression) else {
         bail!("--compression {:?}: expected none, lz4 or zstd", args.compression);
     };
-    let local = LocalCluster::start(&args.dir, &[], args.metrics).await?;
+    let local = LocalCluster::start(&args.dir, &[], args.metrics, args.tls).await?;
+    // Connection set-up (with TLS: the handshake), each on a new client's first request.
+    let mut setups = Vec::with_capacity(SETUP_SAMPLES);
+    for _ in 0..SETUP_SAMPLES {
+        let fresh = local.new_client()?;
+        let started = Instant::now();
+        fresh.metadata(Vec::new()).await?;
+        setups.push(started.elapsed());
+    }
+    setups.sort();
     local
         .create_topic("perf", args.partitions, Duration::from_secs(120))
         .await?;
@@ -213,14 +229,15 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let megabytes_per_second = records_per_second * args.record_size as f64 / 1e6;
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{} B records, acks={}, {} partitions RF=3, batch.size={} linger.ms={} compression={}, broker metrics {}",
+        "{} B records, acks={}, {} partitions RF=3, batch.size={} linger.ms={} compression={}, broker metrics {}, TLS {}",
         args.record_size,
         args.acks,
         args.partitions,
         args.batch_size,
         args.linger_ms,
         args.compression,
-        if args.metrics { "on" } else { "off" }
+        if args.metrics { "on" } else { "off" },
+        if args.tls { "on" } else { "off" }
     );
     println!(
         "sent {sent}, acknowledged {acked}, failed {failed} in {elapsed:.2} s: {records_per_second:.0} records/s, {megabytes_per_second:.1} MB/s"
@@ -233,6 +250,12 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         latency.max() as f64 / 1000.0
     );
     println!("CPU: brokers {broker_cpu:.0} % of one core in total, this client {client_cpu:.0} %");
+    println!(
+        "connection set-up ({}): median {:.2} ms, max {:.2} ms over {SETUP_SAMPLES} new connections (each with its first metadata request)",
+        if args.tls { "TLS" } else { "plaintext" },
+        setups[SETUP_SAMPLES / 2].as_secs_f64() * 1000.0,
+        setups[SETUP_SAMPLES - 1].as_secs_f64() * 1000.0
+    );
     if let Some(error) = first_error {
         println!("first failure: {error}");
     }

@@ -65,7 +65,7 @@ pub async fn run(args: ReassignArgs) -> anyhow::Result<()> {
         args.fill_mib > 0 && args.throttle_mib > 0 && args.rate > 0,
         "sizes and rates must be positive"
     );
-    let mut local = LocalCluster::start(&args.dir, &[], false).await?;
+    let mut local = LocalCluster::start(&args.dir, &[], false, false).await?;
     local.create_topic("bulk", 2, Duration::from_secs(60)).await?;
     local.create_topic("live", 3, Duration::from_secs(60)).await?;
     fill(&local, args.fill_mib).await?;

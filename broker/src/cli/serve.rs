@@ -3,6 +3,7 @@
 use anyhow::Context;
 use broker::node::{self, BrokerConfig, Peer};
 use broker::replication::RaftTimers;
+use broker::security::tls::{default_broker_principals, TlsSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,9 +19,34 @@ pub struct ServeArgs {
     /// This broker's node id.
     #[arg(long, env = "BROKER_NODE_ID")]
     node_id: Option<u64>,
-    /// Address to listen on.
+    /// Address of the client listener (and of the internal services without
+    /// --internal-listen).
     #[arg(long, env = "BROKER_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the internal listener (Raft, controller): peers dial it, clients cannot use
+    /// it; --peers then names each broker's internal address.
+    #[arg(long, env = "BROKER_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
+    /// Address peers reach the internal listener at (default: --internal-listen).
+    #[arg(long, env = "BROKER_INTERNAL_ADVERTISE")]
+    internal_advertise: Option<String>,
+    /// TLS: this broker's certificate chain (PEM), served on both listeners and presented to
+    /// peers. Needs --tls-key and --tls-ca.
+    #[arg(long, env = "BROKER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: its private key (PEM).
+    #[arg(long, env = "BROKER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the CA certificates (PEM) trusted for peers and client certificates.
+    #[arg(long, env = "BROKER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: client certificates on the client listener: none, optional (default), required.
+    #[arg(long, env = "BROKER_TLS_CLIENT_AUTH", value_enum)]
+    tls_client_auth: Option<broker::security::tls::ClientAuth>,
+    /// TLS: certificate principals (subject CN) admitted to the internal listener as brokers,
+    /// comma-separated, a trailing `*` matching any rest (default `broker-*`).
+    #[arg(long, env = "BROKER_TLS_BROKER_PRINCIPALS", value_delimiter = ',')]
+    tls_broker_principals: Vec<String>,
     /// Address of the admin HTTP endpoint: `/metrics` (Prometheus), `/health`, `/ready`.
     #[arg(long, env = "BROKER_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
@@ -125,6 +151,9 @@ impl ServeArgs {
                 leader_balance_interval_ms: 300_000,
                 leader_imbalance_percent: 10,
                 heal_dead_brokers_after_ms: 0,
+                internal_listen: None,
+                internal_advertise: None,
+                tls: None,
             },
         };
         if let Some(node_id) = self.node_id {
@@ -138,6 +167,35 @@ impl ServeArgs {
         }
         if self.advertise.is_some() {
             config.advertise = self.advertise;
+        }
+        if self.internal_listen.is_some() {
+            config.internal_listen = self.internal_listen;
+        }
+        if self.internal_advertise.is_some() {
+            config.internal_advertise = self.internal_advertise;
+        }
+        match (self.tls_cert, self.tls_key, self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                config.tls = Some(TlsSettings {
+                    cert,
+                    key,
+                    ca,
+                    client_auth: Default::default(),
+                    broker_principals: default_broker_principals(),
+                })
+            }
+            (None, None, None) => {}
+            _ => anyhow::bail!("--tls-cert, --tls-key and --tls-ca go together"),
+        }
+        if let Some(tls) = &mut config.tls {
+            if let Some(client_auth) = self.tls_client_auth {
+                tls.client_auth = client_auth;
+            }
+            if !self.tls_broker_principals.is_empty() {
+                tls.broker_principals = self.tls_broker_principals;
+            }
+        } else if self.tls_client_auth.is_some() || !self.tls_broker_principals.is_empty() {
+            anyhow::bail!("--tls-client-auth and --tls-broker-principals need TLS (--tls-cert, --tls-key, --tls-ca)");
         }
         if !self.peers.is_empty() {
             config.peers = self.peers;
@@ -218,6 +276,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let api = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let internal = match config.internal_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the internal listener {address}"))?,
+        ),
+        None => None,
+    };
     let admin = match config.admin_listen {
         Some(address) => Some(
             tokio::net::TcpListener::bind(address)
@@ -251,7 +317,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         tokio::spawn(exit_if_stop_stalls(interrupt, terminate, options.shutdown_timeout));
     };
-    node::run(config, node::Listeners { api, admin }, shutdown).await?;
+    node::run(config, node::Listeners { api, internal, admin }, shutdown).await?;
     Ok(())
 }
 

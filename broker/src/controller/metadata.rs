@@ -29,10 +29,16 @@ pub struct ProducerIdBlock {
 pub struct BrokerInfo {
     /// Node id.
     pub id: u64,
-    /// Address clients and peers connect to (`host:port`).
+    /// Address its peers connect to (`host:port`): Raft, the controller. Its internal
+    /// listener, or its only one.
     pub address: String,
     /// Optional rack, for rack-aware placement.
     pub rack: Option<String>,
+    /// Address clients connect to: the broker registers it itself (its client listener may
+    /// not be where its peers reach it). Unknown while only the configured peer list has named
+    /// the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
 }
 
 /// Where one partition lives.
@@ -821,6 +827,7 @@ pub(crate) mod tests {
                     id,
                     address: format!("127.0.0.1:{}", 9000 + id),
                     rack: None,
+                    client_address: None,
                 }))
                 .unwrap();
         }

@@ -431,6 +431,7 @@ mod tests {
             id: 1,
             address: "127.0.0.1:1".into(),
             rack: None,
+            client_address: None,
         })
     }
 

@@ -38,7 +38,7 @@ pub mod offsets_partition;
 use crate::controller::metadata::MetadataCommand;
 use crate::controller::Controller;
 use crate::partition::{PartitionManager, TopicPartition};
-use crate::replication::{Acks, PartitionReplica, ReplicationError};
+use crate::replication::{Acks, PartitionReplica, PeerChannels, ReplicationError};
 use crate::storage::LogConfig;
 use bytes::Bytes;
 pub use error::GroupError;
@@ -168,6 +168,8 @@ pub struct GroupCoordinator {
     controller: Arc<Controller>,
     partitions: Arc<PartitionManager>,
     offsets: Arc<OffsetsPartitions>,
+    /// Channels to other brokers (asking the controller leader to create the offsets topic).
+    peers: PeerChannels,
     /// When this broker last asked for the offsets topic to be created.
     asked_to_create: Mutex<Option<Instant>>,
     /// Which groups have a metrics label of their own.
@@ -189,8 +191,10 @@ impl GroupCoordinator {
         controller: Arc<Controller>,
         partitions: Arc<PartitionManager>,
         offsets: Arc<OffsetsPartitions>,
+        peers: PeerChannels,
     ) -> GroupCoordinator {
         GroupCoordinator {
+            peers,
             node_id,
             settings,
             controller,
@@ -264,16 +268,19 @@ impl GroupCoordinator {
             .controller
             .leader()
             .and_then(|leader| metadata.brokers.get(&leader))
-            .map(|b| b.address.clone())
+            .and_then(|b| b.client_address.clone())
         {
-            // Any group request makes the controller leader create the topic.
+            // Any group request makes the controller leader create the topic (it knows every
+            // broker, so it picks the replication factor). Over the peers' channel: with TLS on,
+            // this broker's certificate opens the leader's client listener too.
+            let Ok(channel) = self.peers.channel(&address) else {
+                return;
+            };
             tokio::spawn(async move {
                 let request = proto::v1::FindCoordinatorRequest { group_id: "-".into() };
-                if let Ok(mut client) =
-                    proto::v1::groups_client::GroupsClient::connect(format!("http://{address}")).await
-                {
-                    let _ = client.find_coordinator(request).await;
-                }
+                let _ = proto::v1::groups_client::GroupsClient::new(channel)
+                    .find_coordinator(request)
+                    .await;
             });
         }
     }
@@ -288,7 +295,8 @@ impl GroupCoordinator {
             .and_then(|replica| replica.leader())
             .and_then(|leader| {
                 let metadata = self.controller.metadata();
-                metadata.brokers.get(&leader).map(|b| (leader, b.address.clone()))
+                let address = metadata.brokers.get(&leader)?.client_address.clone()?;
+                Some((leader, address))
             });
         Ok((partition, leader))
     }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 type Vote = <PartitionRaft as openraft::RaftTypeConfig>::Vote;
 type PartitionSnapshot =
@@ -38,6 +38,8 @@ pub struct PeerChannels {
     /// Dial this address instead of that one (a per-broker "hosts file"): lets a test or an
     /// operator route one broker's links through a proxy without changing Raft membership.
     dial_overrides: Arc<HashMap<String, String>>,
+    /// TLS to peers (trusting the cluster's CA, presenting this broker's certificate), when on.
+    tls: Option<Arc<ClientTlsConfig>>,
 }
 
 impl PeerChannels {
@@ -47,7 +49,14 @@ impl PeerChannels {
             channels: Arc::default(),
             heartbeats: HeartbeatCoalescer::default(),
             dial_overrides: Arc::new(overrides),
+            tls: None,
         }
+    }
+
+    /// The same, connecting over TLS with `tls`.
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 
     /// The channel to `address` (`host:port`), created on first use.
@@ -57,7 +66,11 @@ impl PeerChannels {
             return Ok(channel.clone());
         }
         let dial = self.dial_overrides.get(address).map_or(address, String::as_str);
-        let channel = Endpoint::from_shared(format!("http://{dial}"))?
+        let endpoint = match &self.tls {
+            None => Endpoint::from_shared(format!("http://{dial}"))?,
+            Some(tls) => Endpoint::from_shared(format!("https://{dial}"))?.tls_config(ClientTlsConfig::clone(tls))?,
+        };
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -31,6 +31,10 @@ pub struct DevArgs {
     /// The first broker's port (the three use this and the next two).
     #[arg(long, default_value_t = 9092)]
     pub base_port: u16,
+    /// Run the cluster with TLS (`broker dev --tls`: a local CA, mutual TLS between brokers,
+    /// internal listeners of their own); this service connects with the dev client certificate.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Runs until Ctrl-C.
@@ -50,12 +54,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .arg("--data-dir")
         .arg(args.data_dir.join("cluster"))
         .args(["--base-port", &args.base_port.to_string()])
+        .args(args.tls.then_some("--tls"))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", broker_bin.display()))?;
     let bootstrap: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    wait_for_cluster(&bootstrap).await?;
+    let security = if args.tls {
+        // `broker dev --tls` writes its CA and a client certificate before it starts brokers.
+        let dir = args.data_dir.join("cluster").join("tls");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join("dev-client.key").exists() {
+            anyhow::ensure!(Instant::now() < deadline, "no dev certificates in {}", dir.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let read = |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {name}"));
+        let (ca, cert, key) = (read("ca.pem")?, read("dev-client.pem")?, read("dev-client.key")?);
+        client::Security::tls(&ca, Some((&cert, &key)))
+    } else {
+        client::Security::plaintext()
+    };
+    wait_for_cluster(&bootstrap, &security).await?;
 
     let secrets = load_or_create_secrets(&args.data_dir.join("dev-secrets.json"), &args.listen)?;
     let config = ServiceConfig {
@@ -65,7 +84,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         signatures: secrets.verifier_config(),
         ..ServiceConfig::default()
     };
-    let mut running = service::start(config).await?;
+    let mut running = service::start(config, security).await?;
     let base = format!("http://{}", running.address);
     println!("email-reports ready on {base} (brokers {})", bootstrap.join(","));
     println!(
@@ -99,8 +118,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     outcome
 }
 
-async fn wait_for_cluster(bootstrap: &[String]) -> anyhow::Result<()> {
-    let cluster = Arc::new(Cluster::new(bootstrap.to_vec(), RetryPolicy::default()));
+async fn wait_for_cluster(bootstrap: &[String], security: &client::Security) -> anyhow::Result<()> {
+    let cluster = Arc::new(Cluster::new(bootstrap.to_vec(), RetryPolicy::default()).with_security(security.clone()));
     let admin = Admin::new(cluster);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -85,7 +85,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.materialise &= !args.no_materialise;
     config.ingest &= !args.no_ingest;
-    let mut running = service::start(config).await.context("starting")?;
+    // TLS to the brokers from the environment, by Kafka's names: BROKER_SECURITY_PROTOCOL=SSL,
+    // BROKER_SSL_CA_LOCATION, BROKER_SSL_CERTIFICATE_LOCATION, BROKER_SSL_KEY_LOCATION.
+    let security = client::Security::from_env()?;
+    let mut running = service::start(config, security).await.context("starting")?;
     // Printed on stdout for scripts and tests: the address actually bound (port 0 allowed).
     println!("listening on http://{}", running.address);
     tokio::select! {

@@ -114,11 +114,12 @@ impl Running {
     }
 }
 
-/// Starts an instance: topics, applier, materialiser, HTTP.
-pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+/// Starts an instance: topics, applier, materialiser, HTTP; reaching the brokers with
+/// `security` (plaintext or TLS).
+pub async fn start(config: ServiceConfig, security: client::Security) -> anyhow::Result<Running> {
     config.carrier.validate().map_err(anyhow::Error::msg)?;
     let verifier = Verifier::new(&config.signatures).context("signatures config")?;
-    let cluster = Arc::new(Cluster::new(config.bootstrap.clone(), RetryPolicy::default()));
+    let cluster = Arc::new(Cluster::new(config.bootstrap.clone(), RetryPolicy::default()).with_security(security));
     let partitions =
         materialiser::ensure_topics(&cluster, &config.events, &config.materialiser.changelog_topic).await?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;

@@ -15,6 +15,7 @@ pub use groups::Coordinator;
 
 use crate::error::ClientError;
 use crate::retry::RetryPolicy;
+use crate::security::Security;
 use bytes::Bytes;
 use proto::v1::broker_client::BrokerClient;
 use proto::v1::{
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// HTTP/2 receive window of a connection to a broker, and of each stream on it: several
 /// partitions' fetches of up to `max_partition_fetch_bytes` each (4 MiB in the benchmarks)
@@ -79,6 +80,8 @@ pub struct Cluster {
     dial_overrides: HashMap<String, String>,
     /// Brokers that failed a metadata request, and when: asked last for a while.
     failed_recently: Mutex<HashMap<String, Instant>>,
+    /// Plaintext or TLS.
+    security: Security,
 }
 
 impl Cluster {
@@ -93,7 +96,14 @@ impl Cluster {
             group_partitions: Mutex::new(HashMap::new()),
             dial_overrides: HashMap::new(),
             failed_recently: Mutex::new(HashMap::new()),
+            security: Security::plaintext(),
         }
+    }
+
+    /// Connects with `security` (TLS, a client certificate) instead of plaintext.
+    pub fn with_security(mut self, security: Security) -> Cluster {
+        self.security = security;
+        self
     }
 
     /// Connects to `to` whenever a broker's address is `from` (both `host:port`): for brokers
@@ -110,10 +120,12 @@ impl Cluster {
             Some(channel) => channel.clone(),
             None => {
                 let dialed = self.dial_overrides.get(address).map_or(address, String::as_str);
-                let channel = Endpoint::from_shared(format!("http://{dialed}"))
-                    .map_err(|e| ClientError::Unreachable {
+                let channel = self
+                    .security
+                    .endpoint(dialed)
+                    .map_err(|message| ClientError::Unreachable {
                         address: address.to_string(),
-                        message: e.to_string(),
+                        message,
                     })?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
@@ -133,10 +145,7 @@ impl Cluster {
     }
 
     fn unreachable(address: &str, status: tonic::Status) -> ClientError {
-        ClientError::Unreachable {
-            address: address.to_string(),
-            message: status.message().to_string(),
-        }
+        ClientError::from_transport(address, &status)
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
@@ -265,7 +274,12 @@ impl Cluster {
     /// partition it names no leader for is asked of one of its replicas (one request per broker
     /// asked, at most one round), and described as that replica sees it.
     async fn leaders_from_replicas(&self, metadata: &mut MetadataResponse, asked: &str) {
-        let addresses: HashMap<u64, String> = metadata.brokers.iter().map(|b| (b.id, b.address.clone())).collect();
+        let addresses: HashMap<u64, String> = metadata
+            .brokers
+            .iter()
+            .filter(|b| !b.address.is_empty())
+            .map(|b| (b.id, b.address.clone()))
+            .collect();
         let failed: Vec<String> = self
             .failed_recently
             .lock()
@@ -327,7 +341,8 @@ impl Cluster {
 
     fn learn(&self, metadata: &MetadataResponse) {
         let mut addresses = self.addresses.lock().expect("addresses");
-        for broker in &metadata.brokers {
+        // An empty address: the broker has not registered where clients reach it yet.
+        for broker in metadata.brokers.iter().filter(|b| !b.address.is_empty()) {
             addresses.insert(broker.id, broker.address.clone());
         }
         let mut leaders = self.leaders.lock().expect("leaders");
