@@ -467,4 +467,58 @@ mod tests {
         let error = BrokerTls::load(&settings).err().unwrap().to_string();
         assert!(error.contains(&files.key.display().to_string()), "{error}");
     }
+
+    /// The certificate the client listener serves to a TLS client trusting `ca`.
+    async fn served_certificate(tls: &BrokerTls, ca: &Path) -> CertificateDer<'static> {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let (acceptor, _) = tls.client_listener.current();
+        let server = tokio::spawn(async move { acceptor.accept(server_io).await.map(|_| ()) });
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(load_roots(ca).unwrap())
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, client_io)
+            .await
+            .unwrap();
+        server.await.unwrap().unwrap();
+        stream.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_is_served_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::security::local_ca::LocalCa::new("test CA").unwrap();
+        let files = ca.write_broker(dir.path(), 1).unwrap();
+        let settings = TlsSettings {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            ca: files.ca.clone(),
+            client_auth: ClientAuth::Optional,
+            broker_principals: default_broker_principals(),
+        };
+        let tls = BrokerTls::load(&settings).unwrap();
+        let first = served_certificate(&tls, &files.ca).await;
+        assert_eq!(first, load_certs(&files.cert).unwrap()[0]);
+
+        // Renewed in place (a new key and certificate), stamped later than the first: file
+        // times are coarse, two writes within a few milliseconds may carry the same one.
+        ca.write_broker(dir.path(), 1).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(2);
+        for path in [&files.cert, &files.key] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        }
+        assert!(tls.reload_if_changed());
+        let renewed = served_certificate(&tls, &files.ca).await;
+        assert_ne!(renewed, first);
+        assert_eq!(renewed, load_certs(&files.cert).unwrap()[0]);
+        assert!(!tls.reload_if_changed(), "loaded once per change");
+    }
 }
