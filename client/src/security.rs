@@ -93,8 +93,8 @@ impl Security {
         Security::from_properties(|name| std::env::var(env_name(name)).ok().filter(|v| !v.is_empty()))
     }
 
-    /// The endpoint of a broker at `address` (`host:port`).
-    pub(crate) fn endpoint(&self, address: &str) -> Result<Endpoint, String> {
+    /// The endpoint of a broker at `address` (`host:port`), for a tonic channel of one's own.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, String> {
         match &self.tls {
             None => Endpoint::from_shared(format!("http://{address}")).map_err(|e| e.to_string()),
             Some(tls) => Endpoint::from_shared(format!("https://{address}"))

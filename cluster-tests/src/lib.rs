@@ -410,6 +410,22 @@ pub fn start_cluster_with(root: &Path, n: usize, extra_args: &[&str]) -> Vec<Bro
         .collect()
 }
 
+/// How test clients reach the brokers at each address: plaintext unless a cluster started with
+/// TLS registered its brokers here ([`ProxiedCluster::start_secured`]). Addresses are unique
+/// per test (free ports), so tests running side by side do not mix.
+static SECURED_ADDRESSES: std::sync::Mutex<Vec<(String, client::Security)>> = std::sync::Mutex::new(Vec::new());
+
+/// The security test clients use for the broker at `address`.
+pub fn security_of(address: &str) -> client::Security {
+    SECURED_ADDRESSES
+        .lock()
+        .expect("secured addresses")
+        .iter()
+        .find(|(known, _)| known == address)
+        .map(|(_, security)| security.clone())
+        .unwrap_or_default()
+}
+
 /// A client of `brokers` (dialing through `overrides`, broker address → proxy address) once
 /// every broker has registered with the controller.
 pub async fn connect_when_ready(
@@ -417,7 +433,9 @@ pub async fn connect_when_ready(
     overrides: std::collections::HashMap<String, String>,
 ) -> std::sync::Arc<client::Cluster> {
     let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
-    let cluster = client::Cluster::new(bootstrap, client::RetryPolicy::default()).with_dial_overrides(overrides);
+    let cluster = client::Cluster::new(bootstrap, client::RetryPolicy::default())
+        .with_dial_overrides(overrides)
+        .with_security(security_of(&brokers[0].address));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let registered = |m: client::MetadataResponse| m.brokers.iter().filter(|b| !b.address.is_empty()).count();
     while cluster.metadata(Vec::new()).await.map_or(0, registered) < brokers.len() {
@@ -602,9 +620,8 @@ fn newest_segment(dir: &Path) -> PathBuf {
 /// `topic` as the broker at `address` itself describes it — its own replicas' offsets and state,
 /// not the leader's view (`None`: it did not answer).
 pub async fn describe_on(address: &str, topic: &str) -> Option<proto::v1::TopicDescription> {
-    let mut client = proto::v1::broker_client::BrokerClient::connect(format!("http://{address}"))
-        .await
-        .ok()?;
+    let channel = security_of(address).endpoint(address).ok()?.connect().await.ok()?;
+    let mut client = proto::v1::broker_client::BrokerClient::new(channel);
     let response = client
         .describe_topics(proto::v1::MetadataRequest {
             topics: vec![topic.to_string()],
@@ -697,9 +714,27 @@ impl ProxiedCluster {
     /// form the cluster, and each one past them joins it on its own, knowing only the
     /// cluster's addresses (every link proxied from the start, as between the first three).
     pub async fn start_n(root: &Path, count: u64, extra_args: &[&str]) -> ProxiedCluster {
+        Self::start_secured(root, count, extra_args, false).await
+    }
+
+    /// Like [`start_n`](Self::start_n); with `tls`, a local CA under `root/certs` issues every
+    /// broker its certificate, brokers speak mutual TLS to each other (through the proxies,
+    /// which only see ciphertext) and TLS to clients, and the test clients of these brokers
+    /// ([`connect_when_ready`], [`describe_on`]) connect with TLS and a client certificate.
+    pub async fn start_secured(root: &Path, count: u64, extra_args: &[&str], tls: bool) -> ProxiedCluster {
         assert!(count >= 3, "a proxied cluster has at least three brokers");
         let ports = free_ports(count as usize);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let certs = root.join("certs");
+        let ca = tls.then(|| broker::security::local_ca::LocalCa::new("test cluster CA").expect("a local CA"));
+        if let Some(ca) = &ca {
+            let client = ca.write_client(&certs, "test-client").expect("client certificate");
+            let read = |path: &Path| std::fs::read(path).expect("certificate file");
+            let (ca_pem, cert, key) = (read(&client.ca), read(&client.cert), read(&client.key));
+            let security = client::Security::tls(&ca_pem, Some((&cert, &key)));
+            let mut secured = SECURED_ADDRESSES.lock().expect("secured addresses");
+            secured.extend(addresses.iter().map(|address| (address.clone(), security.clone())));
+        }
         let mut links = std::collections::HashMap::new();
         for from in 1..=count {
             for to in 1..=count {
@@ -725,6 +760,17 @@ impl ProxiedCluster {
                         ]
                     })
                     .chain(extra_args.iter().map(|arg| arg.to_string()))
+                    .chain(ca.iter().flat_map(|ca| {
+                        let files = ca.write_broker(&certs, id).expect("broker certificate");
+                        [
+                            "--tls-cert".to_string(),
+                            files.cert.display().to_string(),
+                            "--tls-key".to_string(),
+                            files.key.display().to_string(),
+                            "--tls-ca".to_string(),
+                            files.ca.display().to_string(),
+                        ]
+                    }))
                     .collect();
                 // The founders know each other; a joiner knows them and itself.
                 let known = (1..=3).chain((id > 3).then_some(id));

@@ -6,6 +6,10 @@
 //! To find "the answer starts" the broker→client direction is relayed frame by frame (HTTP/2
 //! frames: a 9-byte header with a 24-bit length and a type); a HEADERS frame on a request stream
 //! is the first byte of a response, and a unary gRPC handler sends it only once it is done.
+//! Over TLS the proxy sees only records (a 5-byte header with a 16-bit length): it relays them
+//! one by one, and a lost response is the next application-data record the broker sends once the
+//! fault is armed — a response most of the time, sometimes an HTTP/2 control frame; either way
+//! the connection drops with requests in flight whose outcome the client cannot know.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +21,11 @@ use tokio::task::JoinHandle;
 
 const FRAME_HEADER_LEN: usize = 9;
 const FRAME_TYPE_HEADERS: u8 = 0x1;
+const TLS_RECORD_HEADER_LEN: usize = 5;
+/// A TLS record carrying a handshake message: how a TLS server's first bytes begin (an HTTP/2
+/// server's begin with a SETTINGS frame's length, whose first byte is 0).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+const TLS_APPLICATION_DATA_RECORD: u8 = 0x17;
 
 #[derive(Default)]
 struct Faults {
@@ -147,12 +156,35 @@ async fn relay_requests<R: AsyncRead + Unpin>(mut from: R, to: Delayed, faults: 
     }
 }
 
+/// Whether to drop the connection instead of relaying a unit that starts a response.
+fn loses(faults: &Faults, starts_a_response: bool) -> bool {
+    let lost = starts_a_response
+        && faults
+            .lose_next_response
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+    if lost {
+        faults.responses_lost.fetch_add(1, Ordering::SeqCst);
+    }
+    lost
+}
+
 async fn relay_responses<R: AsyncRead + Unpin>(mut from: R, to: Delayed, faults: Arc<Faults>) {
+    let mut first = [0u8; 1];
+    if from.read_exact(&mut first).await.is_err() {
+        return;
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        return relay_tls_records(first[0], from, to, faults).await;
+    }
     let mut header = [0u8; FRAME_HEADER_LEN];
+    header[0] = first[0];
+    let mut have = 1;
     loop {
-        if from.read_exact(&mut header).await.is_err() {
+        if from.read_exact(&mut header[have..]).await.is_err() {
             return;
         }
+        have = 0;
         let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
         let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
         let mut frame = vec![0u8; FRAME_HEADER_LEN + length];
@@ -161,16 +193,36 @@ async fn relay_responses<R: AsyncRead + Unpin>(mut from: R, to: Delayed, faults:
             return;
         }
         let starts_a_response = header[3] == FRAME_TYPE_HEADERS && stream != 0;
-        if starts_a_response
-            && faults
-                .lose_next_response
-                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            faults.responses_lost.fetch_add(1, Ordering::SeqCst);
+        if loses(&faults, starts_a_response) {
             return; // ending the relay closes the connection
         }
         if to.send((faults.due(), frame)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The broker→client direction of a TLS connection, record by record (`first` is the first
+/// record's type byte, already read).
+async fn relay_tls_records<R: AsyncRead + Unpin>(first: u8, mut from: R, to: Delayed, faults: Arc<Faults>) {
+    let mut header = [0u8; TLS_RECORD_HEADER_LEN];
+    header[0] = first;
+    let mut have = 1;
+    loop {
+        if from.read_exact(&mut header[have..]).await.is_err() {
+            return;
+        }
+        have = 0;
+        let length = u16::from_be_bytes([header[3], header[4]]) as usize;
+        let mut record = vec![0u8; TLS_RECORD_HEADER_LEN + length];
+        record[..TLS_RECORD_HEADER_LEN].copy_from_slice(&header);
+        if from.read_exact(&mut record[TLS_RECORD_HEADER_LEN..]).await.is_err() {
+            return;
+        }
+        if loses(&faults, header[0] == TLS_APPLICATION_DATA_RECORD) {
+            return;
+        }
+        if to.send((faults.due(), record)).is_err() {
             return;
         }
     }

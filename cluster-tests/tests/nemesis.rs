@@ -77,6 +77,8 @@ struct Plan {
     /// for the partitions to quiesce — stop their Raft timers — before it strikes, so faults
     /// land on quiet groups too. Consumers keep polling throughout.
     quiet_stretches: bool,
+    /// TLS on: mutual TLS between brokers, clients with a certificate.
+    tls: bool,
 }
 
 /// Longest a silent step waits for the partitions to quiesce before striking anyway.
@@ -211,12 +213,12 @@ impl Cluster {
         }
     }
 
-    async fn start(root: &std::path::Path, count: u64) -> Cluster {
+    async fn start(root: &std::path::Path, count: u64, tls: bool) -> Cluster {
         let ProxiedCluster {
             brokers,
             links,
             client_links,
-        } = ProxiedCluster::start_n(root, count, &["--offsets-topic-partitions", "3"]).await;
+        } = ProxiedCluster::start_secured(root, count, &["--offsets-topic-partitions", "3"], tls).await;
         Cluster {
             brokers,
             links,
@@ -427,7 +429,7 @@ async fn run(plan: Plan) {
             .try_init();
     }
     let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = Cluster::start(&root, plan.brokers).await;
+    let mut cluster = Cluster::start(&root, plan.brokers, plan.tls).await;
     let client = connect_when_ready(&cluster.brokers, cluster.client_overrides()).await;
     create_topic(&client, NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let history = Arc::new(Recorder::default());
@@ -757,6 +759,7 @@ fn short(seed: u64, steps: usize, kinds: &'static [Fault], combine: bool) -> Pla
         brokers: 3,
         combine,
         quiet_stretches: false,
+        tls: false,
     }
 }
 
@@ -805,6 +808,17 @@ async fn no_anomalies_while_replicas_move_under_every_kind_of_fault_seed_8() {
     .await;
 }
 
+/// Every kind of fault with TLS on: brokers speak mutual TLS to each other (through the fault
+/// proxies), clients and group members TLS with a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_anomalies_with_tls_under_every_kind_of_fault_seed_9() {
+    run(Plan {
+        tls: true,
+        ..short(9, 10, ALL, true)
+    })
+    .await;
+}
+
 /// Long runs, through `cluster-tests/run-soak.sh --minutes M --seed S` (or set `NEMESIS_SEED`
 /// and `NEMESIS_MINUTES` — or `NEMESIS_STEPS` — and run this ignored test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,6 +842,7 @@ async fn soak_from_the_environment() {
         brokers: if moves { 4 } else { 3 },
         combine: true,
         quiet_stretches: var("NEMESIS_QUIET_STRETCHES").is_some_and(|v| v == "1"),
+        tls: var("NEMESIS_TLS").is_some_and(|v| v == "1"),
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! A listener's connections as a tonic server takes them: plain TCP, or TLS with the handshake
 //! run in a task of its own, so one slow or hostile client holds up no other accept. Accept
 //! errors (EMFILE among them) are logged and retried after a pause instead of ending the server.
+//! Every connection is `TCP_NODELAY`, as the clients' and peers' ends are.
 
 use super::tls::{Acceptor, ClientIdentity};
 use std::io;
@@ -137,6 +138,11 @@ pub fn connections(
                     continue;
                 }
             };
+            // Without it, the first answer on a new connection waited for the client's delayed
+            // ACK: every connection's first request took 43 ms (docs/benchmarks.md, TLS).
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
             let Some(tls) = &tls else {
                 if sender.send(Ok(Connection::Plain(stream))).await.is_err() {
                     return;
