@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/broker/v1/common.proto",
         "proto/broker/v1/broker.proto",
         "proto/broker/v1/groups.proto",
+        "proto/broker/v1/auth.proto",
         "proto/raft/v1/raft.proto",
         "proto/cluster/v1/cluster.proto",
     ];

@@ -36,6 +36,15 @@ struct Cli {
     /// With `SSL`: the client certificate's key (PEM) (`ssl.key.location`).
     #[arg(long, global = true, env = "BROKER_SSL_KEY_LOCATION")]
     ssl_key_location: Option<String>,
+    /// With `SASL_SSL`/`SASL_PLAINTEXT`: `SCRAM-SHA-256` (the only one, the default).
+    #[arg(long, global = true, env = "BROKER_SASL_MECHANISM")]
+    sasl_mechanism: Option<String>,
+    /// With `SASL_SSL`/`SASL_PLAINTEXT`: the user (`sasl.username`).
+    #[arg(long, global = true, env = "BROKER_SASL_USERNAME")]
+    sasl_username: Option<String>,
+    /// With `SASL_SSL`/`SASL_PLAINTEXT`: the password (`sasl.password`; prefer the variable).
+    #[arg(long, global = true, env = "BROKER_SASL_PASSWORD", hide_env_values = true)]
+    sasl_password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +74,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: cli::group::GroupCommand,
+    },
+    /// SCRAM-SHA-256 users: `create`, `delete`, `list`.
+    User {
+        #[command(subcommand)]
+        command: cli::user::UserCommand,
     },
     /// Produce lines of standard input (`key<TAB>value` or `value`); keyed lines go to the
     /// partition Kafka's default partitioner picks (murmur2), unkeyed ones to partition 0.
@@ -195,6 +209,9 @@ fn main() -> anyhow::Result<()> {
             cli.ssl_certificate_location.clone(),
         ),
         (client::security::SSL_KEY_LOCATION, cli.ssl_key_location.clone()),
+        (client::security::SASL_MECHANISM, cli.sasl_mechanism.clone()),
+        (client::security::SASL_USERNAME, cli.sasl_username.clone()),
+        (client::security::SASL_PASSWORD, cli.sasl_password.clone()),
     ];
     admin::use_security(client::Security::from_properties(|name| {
         properties
@@ -214,6 +231,7 @@ fn main() -> anyhow::Result<()> {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }
             Command::Group { command } => cli::group::run(&cli.bootstrap, command, cli.output).await,
+            Command::User { command } => cli::user::run(&cli.bootstrap, command, cli.output).await,
             Command::Consume {
                 topic,
                 group: Some(group),

@@ -1,6 +1,7 @@
 //! A broker node: wires storage, replication, the controller, the partitions and the API into
 //! one server, on a listener and a shutdown signal given by the caller (so tests bind port 0).
 
+use crate::api::auth::AuthApi;
 use crate::api::service::BrokerApi;
 use crate::controller::forward::ControllerLink;
 use crate::controller::metadata::{BrokerInfo, ClusterMetadata, MetadataCommand};
@@ -13,7 +14,8 @@ use crate::partition::leader_balance::{self, LeaderBalance};
 use crate::partition::{handover, leadership, metrics as partition_metrics, reassign, PartitionManager};
 use crate::replication::quiesce::{self, QuiesceConfig, Quiescence};
 use crate::replication::{IsrBounds, PeerChannels, RaftGroups, RaftTimers, ReplicaHost, ReplicationError};
-use crate::security::brokers_only::{BrokersOnly, CertifiedClients};
+use crate::security::brokers_only::BrokersOnly;
+use crate::security::identity::Identify;
 use crate::security::incoming;
 use crate::security::tls::BrokerTls;
 use crate::storage::{open_files, DiskSpace, FlushWorker, LogHost, OpenFiles};
@@ -93,6 +95,10 @@ pub struct BrokerConfig {
     /// TLS on both listeners and to peers (`[tls]`); plaintext when absent.
     #[serde(default)]
     pub tls: Option<crate::security::tls::TlsSettings>,
+    /// Client authentication (`[auth]`): whether it is required, the super users, the session
+    /// tokens' lifetime.
+    #[serde(default)]
+    pub auth: crate::security::identity::AuthSettings,
     /// Address of the admin HTTP endpoint (`/metrics`, `/health`, `/ready`); none by default.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
@@ -613,7 +619,8 @@ pub async fn run(
         )
     });
     let api = BrokerApi::new(Arc::clone(&controller), Arc::clone(&partitions), IsrBounds::default())
-        .refusing_writes_below(space);
+        .refusing_writes_below(space)
+        .with_auth(config.auth.clone());
     let tls_reloader = tls.clone().map(|tls| tokio::spawn(tls.reload_every(TLS_RELOAD_CHECK)));
     tracing::info!(
         node = config.node_id,
@@ -679,11 +686,21 @@ pub async fn run(
             brokers_only.clone(),
         )
     };
+    let identify = Identify::new(Arc::clone(&controller), config.auth.required);
     let client_server = server_builder(&in_flight)
-        .add_service(InterceptedService::new(api.into_service(), CertifiedClients))
+        .add_service(InterceptedService::new(api.into_service(), identify.clone()))
         .add_service(InterceptedService::new(
             crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service(),
-            CertifiedClients,
+            identify,
+        ))
+        // How a client earns a token: served to anyone the TLS handshake admitted.
+        .add_service(InterceptedService::new(
+            AuthApi::new(
+                Arc::clone(&controller),
+                Duration::from_millis(config.auth.token_lifetime_ms.max(1)),
+            )
+            .into_service(),
+            Identify::new(Arc::clone(&controller), false),
         ))
         .add_optional_service((!internal_apart).then(raft_service))
         .add_optional_service((!internal_apart).then(cluster_service))
@@ -895,6 +912,12 @@ async fn keep_membership(controller: Arc<Controller>, peers: Vec<Peer>, internal
                 }
             }
         }
+        if metadata.token_key.is_none() {
+            let key = crate::security::tokens::new_key();
+            if let Err(error) = controller.submit(MetadataCommand::SetTokenKey { key }).await {
+                tracing::debug!(%error, "setting the token key failed; will retry");
+            }
+        }
         let members = controller.replica().members();
         let metadata = controller.metadata();
         let brokers = peers
@@ -950,6 +973,7 @@ mod tests {
             internal_listen: None,
             internal_advertise: None,
             tls: None,
+            auth: Default::default(),
         };
         config.validate().unwrap();
         assert_eq!(config.voters().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);

@@ -63,6 +63,7 @@ impl Cluster {
                 internal_listen: None,
                 internal_advertise: None,
                 tls: None,
+                auth: Default::default(),
                 min_free_bytes: 0,
             };
             let (stop, stopped) = oneshot::channel::<()>();

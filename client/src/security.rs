@@ -3,16 +3,28 @@
 //! ([`Security::from_properties`]: `security.protocol`, `ssl.ca.location`,
 //! `ssl.certificate.location`, `ssl.key.location`) or from the environment
 //! ([`Security::from_env`]: the same names upper-cased with `BROKER_` in front, dots as
-//! underscores, e.g. `BROKER_SSL_CA_LOCATION`).
+//! underscores, e.g. `BROKER_SSL_CA_LOCATION`). With SCRAM-SHA-256 (`SASL_SSL`,
+//! `SASL_PLAINTEXT`) the client earns a session token with its password and sends the token.
 
 use crate::error::ClientError;
 use std::path::Path;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A client's transport security.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Security {
     tls: Option<ClientTlsConfig>,
+    scram: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Security {
+    // Never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("scram_user", &self.scram.as_ref().map(|(user, _)| user))
+            .finish()
+    }
 }
 
 /// The property names this client reads, Kafka's (librdkafka's) where they exist.
@@ -23,6 +35,12 @@ pub const SSL_CA_LOCATION: &str = "ssl.ca.location";
 pub const SSL_CERTIFICATE_LOCATION: &str = "ssl.certificate.location";
 /// PEM file of the client's private key (mutual TLS).
 pub const SSL_KEY_LOCATION: &str = "ssl.key.location";
+/// The SASL mechanism: only `SCRAM-SHA-256`.
+pub const SASL_MECHANISM: &str = "sasl.mechanism";
+/// The SCRAM user name.
+pub const SASL_USERNAME: &str = "sasl.username";
+/// The SCRAM password.
+pub const SASL_PASSWORD: &str = "sasl.password";
 
 fn read(path: &str, what: &str) -> Result<Vec<u8>, ClientError> {
     std::fs::read(Path::new(path)).map_err(|e| ClientError::Config(format!("{what} {path}: {e}")))
@@ -41,7 +59,24 @@ impl Security {
         if let Some((cert, key)) = identity {
             config = config.identity(Identity::from_pem(cert, key));
         }
-        Security { tls: Some(config) }
+        Security {
+            tls: Some(config),
+            scram: None,
+        }
+    }
+
+    /// The same, authenticating as `user` with `password` (SCRAM-SHA-256: the password never
+    /// leaves the client; a session token goes with each request).
+    pub fn with_scram(mut self, user: &str, password: &str) -> Security {
+        self.scram = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// The SCRAM user and password, if set.
+    pub fn scram(&self) -> Option<(&str, &str)> {
+        self.scram
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password.as_str()))
     }
 
     /// Whether connections use TLS.
@@ -49,45 +84,80 @@ impl Security {
         self.tls.is_some()
     }
 
-    /// From properties named as Kafka's: `security.protocol` is `PLAINTEXT` (the default) or
-    /// `SSL`; with `SSL`, `ssl.ca.location` is required and `ssl.certificate.location` with
-    /// `ssl.key.location` present a client certificate.
+    /// From properties named as Kafka's: `security.protocol` is `PLAINTEXT` (the default),
+    /// `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`; with TLS, `ssl.ca.location` is required and
+    /// `ssl.certificate.location` with `ssl.key.location` present a client certificate; with
+    /// SASL, `sasl.mechanism` (only `SCRAM-SHA-256`, the default), `sasl.username` and
+    /// `sasl.password`.
     pub fn from_properties(property: impl Fn(&str) -> Option<String>) -> Result<Security, ClientError> {
-        let protocol = property(SECURITY_PROTOCOL).unwrap_or_else(|| "PLAINTEXT".to_string());
-        let tls_settings = [SSL_CA_LOCATION, SSL_CERTIFICATE_LOCATION, SSL_KEY_LOCATION];
-        match protocol.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => {
-                if let Some(name) = tls_settings.iter().find(|name| property(name).is_some()) {
+        let protocol = property(SECURITY_PROTOCOL)
+            .unwrap_or_else(|| "PLAINTEXT".to_string())
+            .to_ascii_uppercase();
+        let (tls, sasl) = match protocol.as_str() {
+            "PLAINTEXT" => (false, false),
+            "SSL" => (true, false),
+            "SASL_PLAINTEXT" => (false, true),
+            "SASL_SSL" => (true, true),
+            other => {
+                return Err(ClientError::Config(format!(
+                    "{SECURITY_PROTOCOL}={other}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+                )))
+            }
+        };
+        let refuse_set = |names: &[&str], needs: &str| match names.iter().find(|name| property(name).is_some()) {
+            Some(name) => Err(ClientError::Config(format!(
+                "{name} is set but {SECURITY_PROTOCOL} is {protocol} (set it to {needs})"
+            ))),
+            None => Ok(()),
+        };
+        let mut security = if tls {
+            let ca_path = property(SSL_CA_LOCATION).ok_or_else(|| {
+                ClientError::Config(format!("{SECURITY_PROTOCOL}={protocol} needs {SSL_CA_LOCATION}"))
+            })?;
+            let ca = read(&ca_path, "CA file")?;
+            match (property(SSL_CERTIFICATE_LOCATION), property(SSL_KEY_LOCATION)) {
+                (None, None) => Security::tls(&ca, None),
+                (Some(cert), Some(key)) => {
+                    let cert = read(&cert, "certificate")?;
+                    let key = read(&key, "key")?;
+                    Security::tls(&ca, Some((&cert, &key)))
+                }
+                _ => {
                     return Err(ClientError::Config(format!(
-                        "{name} is set but {SECURITY_PROTOCOL} is PLAINTEXT (set it to SSL)"
+                        "{SSL_CERTIFICATE_LOCATION} and {SSL_KEY_LOCATION} go together"
+                    )))
+                }
+            }
+        } else {
+            refuse_set(
+                &[SSL_CA_LOCATION, SSL_CERTIFICATE_LOCATION, SSL_KEY_LOCATION],
+                "SSL or SASL_SSL",
+            )?;
+            Security::plaintext()
+        };
+        if sasl {
+            if let Some(mechanism) = property(SASL_MECHANISM) {
+                if mechanism != proto::scram::MECHANISM {
+                    return Err(ClientError::Config(format!(
+                        "{SASL_MECHANISM}={mechanism}: only {} is supported",
+                        proto::scram::MECHANISM
                     )));
                 }
-                Ok(Security::plaintext())
             }
-            "SSL" => {
-                let ca_path = property(SSL_CA_LOCATION)
-                    .ok_or_else(|| ClientError::Config(format!("{SECURITY_PROTOCOL}=SSL needs {SSL_CA_LOCATION}")))?;
-                let ca = read(&ca_path, "CA file")?;
-                match (property(SSL_CERTIFICATE_LOCATION), property(SSL_KEY_LOCATION)) {
-                    (None, None) => Ok(Security::tls(&ca, None)),
-                    (Some(cert), Some(key)) => {
-                        let cert = read(&cert, "certificate")?;
-                        let key = read(&key, "key")?;
-                        Ok(Security::tls(&ca, Some((&cert, &key))))
-                    }
-                    _ => Err(ClientError::Config(format!(
-                        "{SSL_CERTIFICATE_LOCATION} and {SSL_KEY_LOCATION} go together"
-                    ))),
-                }
-            }
-            other => Err(ClientError::Config(format!(
-                "{SECURITY_PROTOCOL}={other}: expected PLAINTEXT or SSL (SASL is not supported yet)"
-            ))),
+            let user = property(SASL_USERNAME)
+                .ok_or_else(|| ClientError::Config(format!("{SECURITY_PROTOCOL}={protocol} needs {SASL_USERNAME}")))?;
+            let password = property(SASL_PASSWORD)
+                .ok_or_else(|| ClientError::Config(format!("{SECURITY_PROTOCOL}={protocol} needs {SASL_PASSWORD}")))?;
+            security = security.with_scram(&user, &password);
+        } else {
+            refuse_set(&[SASL_USERNAME, SASL_PASSWORD], "SASL_PLAINTEXT or SASL_SSL")?;
         }
+        Ok(security)
     }
 
     /// From the environment: `BROKER_SECURITY_PROTOCOL`, `BROKER_SSL_CA_LOCATION`,
-    /// `BROKER_SSL_CERTIFICATE_LOCATION`, `BROKER_SSL_KEY_LOCATION` (see
+    /// `BROKER_SSL_CERTIFICATE_LOCATION`, `BROKER_SSL_KEY_LOCATION`, `BROKER_SASL_MECHANISM`,
+    /// `BROKER_SASL_USERNAME`, `BROKER_SASL_PASSWORD` (see
     /// [`from_properties`](Self::from_properties)); plaintext when none is set.
     pub fn from_env() -> Result<Security, ClientError> {
         Security::from_properties(|name| std::env::var(env_name(name)).ok().filter(|v| !v.is_empty()))
@@ -127,8 +197,22 @@ mod tests {
         assert!(error.contains("ssl.ca.location"), "{error}");
         let error = from(&[("ssl.ca.location", "/x")]).unwrap_err().to_string();
         assert!(error.contains("PLAINTEXT"), "{error}");
-        let error = from(&[("security.protocol", "SASL_SSL")]).unwrap_err().to_string();
-        assert!(error.contains("expected PLAINTEXT or SSL"), "{error}");
+        let error = from(&[("security.protocol", "KERBEROS")]).unwrap_err().to_string();
+        assert!(error.contains("expected PLAINTEXT, SSL"), "{error}");
+        let error = from(&[("security.protocol", "SASL_PLAINTEXT"), ("sasl.username", "a")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sasl.password"), "{error}");
+        let scram = from(&[
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.username", "alice"),
+            ("sasl.password", "pw"),
+        ])
+        .unwrap();
+        assert_eq!(scram.scram(), Some(("alice", "pw")));
+        assert!(!scram.is_tls());
+        let error = from(&[("sasl.username", "a")]).unwrap_err().to_string();
+        assert!(error.contains("SASL_PLAINTEXT or SASL_SSL"), "{error}");
         let error = from(&[("security.protocol", "SSL"), ("ssl.ca.location", "/nonexistent/ca.pem")])
             .unwrap_err()
             .to_string();

@@ -74,6 +74,9 @@ mod tests {
         (ErrorCode::ReassignmentInProgress, false),
         (ErrorCode::NoReassignmentInProgress, false),
         (ErrorCode::UnknownBroker, false),
+        (ErrorCode::SaslAuthenticationFailed, false),
+        (ErrorCode::ClusterAuthorizationFailed, false),
+        (ErrorCode::UnknownUser, false),
     ];
 
     #[test]

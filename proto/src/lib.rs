@@ -10,6 +10,8 @@
 //!
 //! - [`v1::ErrorCode::is_retriable`]: the one list of retriable wire error codes.
 //!
+//! - [`scram`]: SCRAM-SHA-256, both sides of the password check (client proof, server keys).
+//!
 //! - [`codec`]: the gRPC codec of every generated service (prost's, sizing each message's
 //!   buffer once).
 //!
@@ -21,6 +23,7 @@
 pub mod codec;
 mod error_code;
 pub mod record_batch;
+pub mod scram;
 
 /// The largest gRPC message either side sends or accepts (`broker.v1` and `raft.v1`), in bytes.
 /// The client and the broker configure their tonic codecs with this one value, so a batch the

@@ -58,6 +58,8 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
             MetadataError::ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
             MetadataError::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
             MetadataError::UnknownBroker(_) => ErrorCode::UnknownBroker,
+            MetadataError::UnknownUser(_) => ErrorCode::UnknownUser,
+            MetadataError::InvalidUser(_) => ErrorCode::InvalidRequest,
             // Not enough brokers left to hold the replicas, or not in that state: the reason says.
             MetadataError::CannotDecommission { .. } => ErrorCode::InvalidReplicaAssignment,
         },

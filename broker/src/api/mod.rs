@@ -17,6 +17,8 @@
 //!   the `coordinator`.
 //! - `reassignments`: ReassignPartitions, CancelReassignments, ListReassignments (replica
 //!   moves, served by the controller).
+//! - `users`: UpsertUser, DeleteUser, ListUsers (SCRAM users, served by the controller).
+//! - [`auth`]: the `broker.v1.Auth` service (a SCRAM exchange for a session token).
 //! - [`cluster`]: the internal `cluster.v1.Cluster` service (brokers proposing metadata
 //!   commands through the controller leader).
 //!
@@ -33,6 +35,7 @@
 //! beyond its public operations.
 
 mod answer;
+pub mod auth;
 pub mod cluster;
 mod controller_voters;
 mod convert;
@@ -46,3 +49,4 @@ mod producer_ids;
 mod reassignments;
 pub mod service;
 mod topics;
+mod users;

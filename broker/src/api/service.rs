@@ -3,19 +3,21 @@
 //! subsystems they call and the lookup of the local replica a partition request is for.
 
 use super::answer::{answer, Refusal};
-use super::{controller_voters, fetch, leadership, produce, producer_ids, reassignments, topics};
+use super::{controller_voters, fetch, leadership, produce, producer_ids, reassignments, topics, users};
 use crate::controller::Controller;
 use crate::partition::PartitionManager;
 use crate::replication::{IsrBounds, PartitionReplica};
+use crate::security::identity::AuthSettings;
 use crate::storage::DiskSpace;
 use proto::v1::broker_server::{Broker, BrokerServer};
 use proto::v1::{
     AlterTopicConfigRequest, BrokerRequest, CancelReassignmentsRequest, ControllerVotersRequest,
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, FetchRequest, FetchResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ListReassignmentsRequest,
-    ListReassignmentsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ReassignPartitionsRequest, ReassignmentResult, SetReassignmentThrottleRequest, TopicResults,
-    TransferLeadershipRequest, TransferLeadershipResponse,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DeleteUserRequest, ErrorCode, FetchRequest,
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListReassignmentsRequest, ListReassignmentsResponse, ListUsersRequest, ListUsersResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ReassignPartitionsRequest, ReassignmentResult,
+    SetReassignmentThrottleRequest, TopicResults, TransferLeadershipRequest, TransferLeadershipResponse,
+    UpsertUserRequest, UserResult,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -26,6 +28,7 @@ pub struct BrokerApi {
     partitions: Arc<PartitionManager>,
     isr_bounds: IsrBounds,
     space: Option<DiskSpace>,
+    auth: AuthSettings,
 }
 
 impl BrokerApi {
@@ -36,12 +39,19 @@ impl BrokerApi {
             partitions,
             isr_bounds,
             space: None,
+            auth: AuthSettings::default(),
         }
     }
 
     /// The same, refusing produce requests while `space` is below its floor.
     pub fn refusing_writes_below(mut self, space: DiskSpace) -> Self {
         self.space = Some(space);
+        self
+    }
+
+    /// The same, administering users as `auth` says (who may, when authentication is required).
+    pub fn with_auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -216,5 +226,23 @@ impl Broker for BrokerApi {
         _request: Request<ListReassignmentsRequest>,
     ) -> Result<Response<ListReassignmentsResponse>, Status> {
         Ok(Response::new(reassignments::list(self)))
+    }
+
+    async fn upsert_user(&self, request: Request<UpsertUserRequest>) -> Result<Response<UserResult>, Status> {
+        let authorised = self.auth.may_administer(&request);
+        Ok(Response::new(
+            users::upsert(self, authorised, request.into_inner()).await,
+        ))
+    }
+
+    async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<UserResult>, Status> {
+        let authorised = self.auth.may_administer(&request);
+        Ok(Response::new(
+            users::delete(self, authorised, request.into_inner()).await,
+        ))
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        Ok(Response::new(users::list(self, self.auth.may_administer(&request))))
     }
 }

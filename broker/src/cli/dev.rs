@@ -84,6 +84,9 @@ impl LocalTls {
             file(format!("broker-{id}.key")),
             "--tls-ca".into(),
             file("ca.pem".into()),
+            // The dev client certificate may administer users (`broker user create ...`).
+            "--super-users".into(),
+            "dev-client".into(),
         ])
     }
 

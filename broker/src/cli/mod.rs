@@ -14,3 +14,4 @@ pub mod perf_produce;
 pub mod perf_reassign;
 pub mod progress;
 pub mod serve;
+pub mod user;

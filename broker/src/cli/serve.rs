@@ -47,6 +47,16 @@ pub struct ServeArgs {
     /// comma-separated, a trailing `*` matching any rest (default `broker-*`).
     #[arg(long, env = "BROKER_TLS_BROKER_PRINCIPALS", value_delimiter = ',')]
     tls_broker_principals: Vec<String>,
+    /// Every client request must come from a principal: a valid client certificate or a
+    /// SCRAM-SHA-256 session token (`[auth] required`).
+    #[arg(long, env = "BROKER_AUTH_REQUIRED")]
+    auth_required: bool,
+    /// Principals that may administer users, comma-separated (Kafka's `super.users`).
+    #[arg(long, env = "BROKER_SUPER_USERS", value_delimiter = ',')]
+    super_users: Vec<String>,
+    /// How long a session token is valid (ms); default 3600000.
+    #[arg(long, env = "BROKER_TOKEN_LIFETIME_MS")]
+    token_lifetime_ms: Option<u64>,
     /// Address of the admin HTTP endpoint: `/metrics` (Prometheus), `/health`, `/ready`.
     #[arg(long, env = "BROKER_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
@@ -154,6 +164,7 @@ impl ServeArgs {
                 internal_listen: None,
                 internal_advertise: None,
                 tls: None,
+                auth: Default::default(),
             },
         };
         if let Some(node_id) = self.node_id {
@@ -170,6 +181,13 @@ impl ServeArgs {
         }
         if self.internal_listen.is_some() {
             config.internal_listen = self.internal_listen;
+        }
+        config.auth.required |= self.auth_required;
+        if !self.super_users.is_empty() {
+            config.auth.super_users = self.super_users;
+        }
+        if let Some(ms) = self.token_lifetime_ms {
+            config.auth.token_lifetime_ms = ms;
         }
         if self.internal_advertise.is_some() {
             config.internal_advertise = self.internal_advertise;

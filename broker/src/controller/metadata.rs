@@ -180,7 +180,32 @@ pub struct ClusterMetadata {
     /// copying a partition's log (learners of a move); `None`: unthrottled.
     #[serde(default)]
     pub reassignment_throttle: Option<u64>,
+    /// SCRAM-SHA-256 users by name: salted, iterated keys only, never passwords.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserCredentials>,
+    /// The key that signs session tokens (every broker checks them with it); set once by the
+    /// first controller leader that finds none.
+    #[serde(default)]
+    pub token_key: Option<Vec<u8>>,
 }
+
+/// What the cluster stores for a SCRAM-SHA-256 user (see `proto::scram::Credentials`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCredentials {
+    /// Random salt.
+    pub salt: Vec<u8>,
+    /// PBKDF2 iterations.
+    pub iterations: u32,
+    /// `H(ClientKey)`.
+    pub stored_key: Vec<u8>,
+    /// `ServerKey`.
+    pub server_key: Vec<u8>,
+}
+
+/// The longest user name.
+pub const MAX_USER_NAME_LEN: usize = 255;
+/// The length of the token-signing key and of SCRAM-SHA-256 keys.
+pub const KEY_LEN: usize = 32;
 
 /// A change to the metadata, as stored in the controller log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +286,23 @@ pub enum MetadataCommand {
     SetReassignmentThrottle {
         /// Bytes per second; at least 1.
         bytes_per_sec: Option<u64>,
+    },
+    /// Creates a SCRAM user or replaces its credentials.
+    UpsertUser {
+        /// User name.
+        name: String,
+        /// Its keys.
+        credentials: UserCredentials,
+    },
+    /// Deletes a user (its tokens stay valid until they expire).
+    DeleteUser {
+        /// User name.
+        name: String,
+    },
+    /// Sets the token-signing key if none is set (a second proposal is a no-op).
+    SetTokenKey {
+        /// 32 random bytes.
+        key: Vec<u8>,
     },
     /// A partition's leader reports its voters are the ones its move wanted: the controller
     /// makes them the replicas and ends the move. Refused (and so harmless) when the move has
@@ -357,6 +399,12 @@ pub enum MetadataError {
         /// Why not.
         reason: String,
     },
+    /// No such user.
+    #[error("user {0:?} does not exist")]
+    UnknownUser(String),
+    /// A user name or credentials out of bounds.
+    #[error("invalid user: {0}")]
+    InvalidUser(String),
     /// Partitions can be added, never removed (records are routed by partition count).
     #[error("topic {topic:?} has {current} partitions; it can only grow (asked for {requested})")]
     PartitionCountNotIncreased {
@@ -477,6 +525,33 @@ impl ClusterMetadata {
                     "a throttle of 0 bytes/s would stop every move; lift it instead".into(),
                 )),
                 _ => Ok(()),
+            },
+            MetadataCommand::UpsertUser { name, credentials } => {
+                let invalid = |reason: String| Err(MetadataError::InvalidUser(reason));
+                if name.is_empty() || name.len() > MAX_USER_NAME_LEN || name.chars().any(char::is_control) {
+                    return invalid(format!(
+                        "a name is 1 to {MAX_USER_NAME_LEN} bytes without control characters"
+                    ));
+                }
+                let iterations = proto::scram::MIN_ITERATIONS..=proto::scram::MAX_ITERATIONS;
+                if !iterations.contains(&credentials.iterations) {
+                    return invalid(format!("iterations must be within {iterations:?}"));
+                }
+                if credentials.stored_key.len() != KEY_LEN
+                    || credentials.server_key.len() != KEY_LEN
+                    || credentials.salt.len() < 8
+                {
+                    return invalid("SCRAM-SHA-256 keys are 32 bytes and the salt at least 8".into());
+                }
+                Ok(())
+            }
+            MetadataCommand::DeleteUser { name } => match self.users.contains_key(name) {
+                true => Ok(()),
+                false => Err(MetadataError::UnknownUser(name.clone())),
+            },
+            MetadataCommand::SetTokenKey { key } => match key.len() {
+                KEY_LEN => Ok(()),
+                _ => Err(MetadataError::InvalidConfig("a token key is 32 bytes".into())),
             },
             MetadataCommand::RecommissionBroker { broker } => {
                 if !self.brokers.contains_key(broker) {
@@ -663,6 +738,15 @@ impl ClusterMetadata {
             }
             MetadataCommand::SetReassignmentThrottle { bytes_per_sec } => {
                 self.reassignment_throttle = bytes_per_sec;
+            }
+            MetadataCommand::UpsertUser { name, credentials } => {
+                self.users.insert(name, credentials);
+            }
+            MetadataCommand::DeleteUser { name } => {
+                self.users.remove(&name);
+            }
+            MetadataCommand::SetTokenKey { key } => {
+                self.token_key.get_or_insert(key);
             }
             MetadataCommand::RecommissionBroker { broker } => {
                 self.decommissioning.remove(&broker);

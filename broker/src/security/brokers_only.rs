@@ -45,17 +45,3 @@ impl tonic::service::Interceptor for BrokersOnly {
         }
     }
 }
-
-/// The client services' gate: a connection whose certificate was refused gets every request
-/// answered `UNAUTHENTICATED` with the reason (see `tls::Admission`).
-#[derive(Clone, Default)]
-pub struct CertifiedClients;
-
-impl tonic::service::Interceptor for CertifiedClients {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        match request.extensions().get::<ConnectionInfo>().map(|info| &info.identity) {
-            Some(super::tls::ClientIdentity::Refused(reason)) => Err(Status::unauthenticated(reason.clone())),
-            _ => Ok(request),
-        }
-    }
-}

@@ -7,10 +7,15 @@
 //!   serves, with each TLS handshake run beside it (a slow or hostile client holds no accept).
 //! - [`brokers_only`]: the same rule checked on every internal call, for a broker that serves
 //!   everything on one listener.
+//! - [`identity`]: who calls the client services (a session token's principal, else the client
+//!   certificate's), and the `[auth]` settings.
+//! - [`tokens`]: session tokens earned by a SCRAM exchange, checked by every broker.
 //! - [`local_ca`]: a throwaway certificate authority for `broker dev --tls`, the benchmarks
 //!   and the tests.
 
 pub mod brokers_only;
+pub mod identity;
 pub mod incoming;
 pub mod local_ca;
 pub mod tls;
+pub mod tokens;

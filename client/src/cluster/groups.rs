@@ -8,13 +8,13 @@
 //! known — first call, a hint without a leader, a transport failure — FindCoordinator is asked
 //! again.
 
+use super::session::SessionChannel;
 use super::{Cluster, LeaderAnswer};
 use crate::error::ClientError;
 use proto::v1::groups_client::GroupsClient;
 use proto::v1::{BrokerDescription, ErrorCode, FindCoordinatorRequest, GroupListing, ListGroupsRequest};
 use std::future::Future;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// A broker that did not answer in this long is reported as unreachable by
 /// [`Cluster::list_groups_on`] instead of holding up the answers of the others.
@@ -31,7 +31,7 @@ pub struct Coordinator {
     pub partition: u32,
 }
 
-fn groups_client(channel: Channel) -> GroupsClient<Channel> {
+fn groups_client(channel: SessionChannel) -> GroupsClient<SessionChannel> {
     GroupsClient::new(channel)
         .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(proto::MAX_MESSAGE_BYTES)
@@ -107,7 +107,7 @@ impl Cluster {
     }
 
     /// The channel to the group's coordinator as last known, and the group's partition.
-    async fn coordinator_channel(&self, group_id: &str) -> Result<(Channel, u32), ClientError> {
+    async fn coordinator_channel(&self, group_id: &str) -> Result<(SessionChannel, u32), ClientError> {
         let partition = self
             .group_partitions
             .lock()
@@ -131,7 +131,7 @@ impl Cluster {
     pub(crate) async fn coordinator_attempt<R, F, Fut>(&self, group_id: &str, call: F) -> Result<R, ClientError>
     where
         R: LeaderAnswer,
-        F: Fn(GroupsClient<Channel>) -> Fut,
+        F: Fn(GroupsClient<SessionChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let (channel, partition) = self.coordinator_channel(group_id).await?;
@@ -150,7 +150,7 @@ impl Cluster {
     pub(crate) async fn on_coordinator<R, F, Fut>(&self, group_id: &str, call: F) -> Result<R, ClientError>
     where
         R: LeaderAnswer,
-        F: Fn(GroupsClient<Channel>) -> Fut,
+        F: Fn(GroupsClient<SessionChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         self.retrying(|| self.coordinator_attempt(group_id, &call)).await

@@ -10,6 +10,7 @@
 //! NOT_COORDINATOR name the new leader if known, and a transport failure forgets the leader.
 
 mod groups;
+mod session;
 
 pub use groups::Coordinator;
 
@@ -25,9 +26,10 @@ use proto::v1::{
     ProduceRequest, ReassignPartitionsRequest, ReassignmentDescription, ReassignmentResult,
     SetReassignmentThrottleRequest, TopicDescription, TopicResult, TopicSpec,
 };
+use session::{Session, SessionChannel};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -82,6 +84,8 @@ pub struct Cluster {
     failed_recently: Mutex<HashMap<String, Instant>>,
     /// Plaintext or TLS.
     security: Security,
+    /// The SCRAM session all channels share, when the client authenticates with a password.
+    session: Option<Arc<Session>>,
 }
 
 impl Cluster {
@@ -97,11 +101,15 @@ impl Cluster {
             dial_overrides: HashMap::new(),
             failed_recently: Mutex::new(HashMap::new()),
             security: Security::plaintext(),
+            session: None,
         }
     }
 
     /// Connects with `security` (TLS, a client certificate) instead of plaintext.
     pub fn with_security(mut self, security: Security) -> Cluster {
+        self.session = security
+            .scram()
+            .map(|(user, password)| Arc::new(Session::new(user.to_string(), password.to_string())));
         self.security = security;
         self
     }
@@ -113,8 +121,9 @@ impl Cluster {
         self
     }
 
-    /// The lazy channel to a broker: shared by every service client of that broker.
-    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+    /// The lazy channel to a broker: shared by every service client of that broker (and
+    /// carrying the session's token, when the client authenticates with SCRAM).
+    fn channel(&self, address: &str) -> Result<SessionChannel, ClientError> {
         let mut channels = self.channels.lock().expect("channel map");
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -137,10 +146,10 @@ impl Cluster {
                 channel
             }
         };
-        Ok(channel)
+        Ok(SessionChannel::new(channel, self.session.clone()))
     }
 
-    fn client(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
+    fn client(&self, address: &str) -> Result<BrokerClient<SessionChannel>, ClientError> {
         Ok(broker_client(self.channel(address)?))
     }
 
@@ -359,7 +368,7 @@ impl Cluster {
         self.addresses.lock().expect("addresses").get(&node).cloned()
     }
 
-    async fn controller_client(&self) -> Result<BrokerClient<Channel>, ClientError> {
+    async fn controller_client(&self) -> Result<BrokerClient<SessionChannel>, ClientError> {
         let metadata = self.metadata_once(Vec::new(), false).await?;
         let controller = metadata.controller.ok_or(ClientError::Broker {
             code: ErrorCode::NotController,
@@ -374,7 +383,7 @@ impl Cluster {
 
     async fn topic_results<F, Fut>(&self, call: F) -> Result<Vec<TopicResult>, ClientError>
     where
-        F: Fn(BrokerClient<Channel>) -> Fut,
+        F: Fn(BrokerClient<SessionChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<proto::v1::TopicResults>, tonic::Status>>,
     {
         self.retrying(|| async {
@@ -443,12 +452,12 @@ impl Cluster {
     }
 
     /// The client of the partition's leader as last known (refreshing metadata if unknown).
-    async fn leader_client(&self, topic: &str, partition: u32) -> Result<BrokerClient<Channel>, ClientError> {
+    async fn leader_client(&self, topic: &str, partition: u32) -> Result<BrokerClient<SessionChannel>, ClientError> {
         Ok(broker_client(self.leader_channel(topic, partition).await?))
     }
 
     /// The channel to the partition's leader as last known (refreshing metadata if unknown).
-    async fn leader_channel(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
+    async fn leader_channel(&self, topic: &str, partition: u32) -> Result<SessionChannel, ClientError> {
         let key = (topic.to_string(), partition);
         let known = self.leaders.lock().expect("leaders").get(&key).copied();
         let leader = match known {
@@ -516,7 +525,7 @@ impl Cluster {
     ) -> Result<R, ClientError>
     where
         R: LeaderAnswer,
-        F: Fn(BrokerClient<Channel>) -> Fut,
+        F: Fn(BrokerClient<SessionChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         self.retrying(|| async {
@@ -619,7 +628,7 @@ impl Cluster {
     /// topic or partition is final here, not retried as elsewhere.
     async fn reassignment_command<F, Fut>(&self, call: F) -> Result<(), ClientError>
     where
-        F: Fn(BrokerClient<Channel>) -> Fut,
+        F: Fn(BrokerClient<SessionChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<ReassignmentResult>, tonic::Status>>,
     {
         self.retrying(|| async {
@@ -687,6 +696,65 @@ impl Cluster {
             client
                 .set_reassignment_throttle(SetReassignmentThrottleRequest { bytes_per_sec })
                 .await
+        })
+        .await
+    }
+
+    /// Creates SCRAM-SHA-256 user `name` or replaces its password (served by the controller).
+    /// The keys are derived here, with a fresh salt: the password never leaves this process.
+    pub async fn upsert_user(&self, name: &str, password: &str, iterations: u32) -> Result<(), ClientError> {
+        let credentials = proto::scram::Credentials::new(password, iterations)
+            .map_err(|error| ClientError::Config(error.to_string()))?;
+        self.user_command(|mut client| {
+            let request = proto::v1::UpsertUserRequest {
+                name: name.to_string(),
+                mechanism: proto::scram::MECHANISM.to_string(),
+                salt: credentials.salt.clone().into(),
+                iterations: credentials.iterations,
+                stored_key: credentials.stored_key.clone().into(),
+                server_key: credentials.server_key.clone().into(),
+            };
+            async move { client.upsert_user(request).await }
+        })
+        .await
+    }
+
+    /// Deletes user `name` (served by the controller).
+    pub async fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        self.user_command(|mut client| {
+            let request = proto::v1::DeleteUserRequest { name: name.to_string() };
+            async move { client.delete_user(request).await }
+        })
+        .await
+    }
+
+    /// The users, names and iteration counts (served by the controller).
+    pub async fn list_users(&self) -> Result<Vec<proto::v1::UserDescription>, ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .list_users(proto::v1::ListUsersRequest {})
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            ClientError::check(response.error, &response.message)?;
+            Ok(response.users)
+        })
+        .await
+    }
+
+    async fn user_command<F, Fut>(&self, call: F) -> Result<(), ClientError>
+    where
+        F: Fn(BrokerClient<SessionChannel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<proto::v1::UserResult>, tonic::Status>>,
+    {
+        self.retrying(|| async {
+            let client = self.controller_client().await?;
+            let response = call(client)
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            ClientError::check(response.error, &response.message)
         })
         .await
     }
@@ -811,7 +879,7 @@ fn moves_leadership(code: i32) -> bool {
     .any(|moved| *moved as i32 == code)
 }
 
-fn broker_client(channel: Channel) -> BrokerClient<Channel> {
+fn broker_client(channel: SessionChannel) -> BrokerClient<SessionChannel> {
     BrokerClient::new(channel)
         .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(proto::MAX_MESSAGE_BYTES)
