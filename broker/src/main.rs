@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::group::GroupCommand,
     },
+    /// Access-control rules: `add`, `remove`, `list`.
+    Acl {
+        #[command(subcommand)]
+        command: cli::acl::AclCommand,
+    },
     /// SCRAM-SHA-256 users: `create`, `delete`, `list`.
     User {
         #[command(subcommand)]
@@ -231,6 +236,7 @@ fn main() -> anyhow::Result<()> {
                 admin::produce(&cli.bootstrap, &topic, partition, &acks).await
             }
             Command::Group { command } => cli::group::run(&cli.bootstrap, command, cli.output).await,
+            Command::Acl { command } => cli::acl::run(&cli.bootstrap, command, cli.output).await,
             Command::User { command } => cli::user::run(&cli.bootstrap, command, cli.output).await,
             Command::Consume {
                 topic,

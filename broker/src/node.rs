@@ -690,7 +690,9 @@ pub async fn run(
     let client_server = server_builder(&in_flight)
         .add_service(InterceptedService::new(api.into_service(), identify.clone()))
         .add_service(InterceptedService::new(
-            crate::api::groups::GroupsApi::new(Arc::clone(&coordinator)).into_service(),
+            crate::api::groups::GroupsApi::new(Arc::clone(&coordinator))
+                .with_auth(config.auth.clone())
+                .into_service(),
             identify,
         ))
         // How a client earns a token: served to anyone the TLS handshake admitted.

@@ -77,6 +77,8 @@ mod tests {
         (ErrorCode::SaslAuthenticationFailed, false),
         (ErrorCode::ClusterAuthorizationFailed, false),
         (ErrorCode::UnknownUser, false),
+        (ErrorCode::TopicAuthorizationFailed, false),
+        (ErrorCode::GroupAuthorizationFailed, false),
     ];
 
     #[test]

@@ -3,11 +3,15 @@
 //! to the [`GroupCoordinator`], and encoded. A broker that does not coordinate the group
 //! answers `NOT_COORDINATOR` naming the coordinator if it knows it.
 
+use super::acls::check;
 use super::answer::{answer, Refusal};
 use crate::coordinator::membership::Heartbeat;
 use crate::coordinator::model::Committed;
 use crate::coordinator::{GroupCoordinator, GroupDescription};
 use crate::partition::TopicPartition;
+use crate::security::access::Access;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::identity::AuthSettings;
 use proto::v1::groups_server::{Groups, GroupsServer};
 use proto::v1::{
     CommittedOffset, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupRequest,
@@ -22,12 +26,26 @@ use tonic::{Request, Response, Status};
 /// The `broker.v1.Groups` service of this broker.
 pub struct GroupsApi {
     coordinator: Arc<GroupCoordinator>,
+    auth: AuthSettings,
 }
 
 impl GroupsApi {
     /// The service over this broker's coordinator.
     pub fn new(coordinator: Arc<GroupCoordinator>) -> Self {
-        GroupsApi { coordinator }
+        GroupsApi {
+            coordinator,
+            auth: AuthSettings::default(),
+        }
+    }
+
+    /// The same, checking callers against the ACLs as `auth` says.
+    pub fn with_auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    fn access<T>(&self, request: &Request<T>) -> Access {
+        Access::of(request, &self.auth, self.coordinator.metadata())
     }
 
     /// The tonic service to mount.
@@ -187,35 +205,76 @@ impl Groups for GroupsApi {
         &self,
         request: Request<FindCoordinatorRequest>,
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
-        Ok(Response::new(answer(find_coordinator(self, request.into_inner()))))
+        let access = self.access(&request);
+        let request = request.into_inner();
+        let allowed = check(&access, ResourceType::Group, &request.group_id, Operation::Describe);
+        Ok(Response::new(answer(
+            allowed.and_then(|()| find_coordinator(self, request)),
+        )))
     }
 
     async fn consumer_group_heartbeat(
         &self,
         request: Request<ConsumerGroupHeartbeatRequest>,
     ) -> Result<Response<ConsumerGroupHeartbeatResponse>, Status> {
-        Ok(Response::new(answer(heartbeat(self, request.into_inner()).await)))
+        let access = self.access(&request);
+        let mut request = request.into_inner();
+        if let Err(refusal) = check(&access, ResourceType::Group, &request.group_id, Operation::Read) {
+            return Ok(Response::new(answer(Err(refusal))));
+        }
+        // A member is assigned only topics it may see (as Kafka's subscription filter): one it
+        // may not read would fail at its first fetch instead.
+        request
+            .subscribed_topics
+            .retain(|topic| access.may(ResourceType::Topic, topic, Operation::Describe));
+        Ok(Response::new(answer(heartbeat(self, request).await)))
     }
 
     async fn offset_commit(
         &self,
         request: Request<OffsetCommitRequest>,
     ) -> Result<Response<OffsetCommitResponse>, Status> {
-        Ok(Response::new(answer(commit(self, request.into_inner()).await)))
+        let access = self.access(&request);
+        let request = request.into_inner();
+        // Committing is consuming: the group and every topic committed for.
+        let allowed = check(&access, ResourceType::Group, &request.group_id, Operation::Read).and_then(|()| {
+            request
+                .offsets
+                .iter()
+                .try_for_each(|offset| check(&access, ResourceType::Topic, &offset.topic, Operation::Read))
+        });
+        if let Err(refusal) = allowed {
+            return Ok(Response::new(answer(Err(refusal))));
+        }
+        Ok(Response::new(answer(commit(self, request).await)))
     }
 
     async fn offset_fetch(
         &self,
         request: Request<OffsetFetchRequest>,
     ) -> Result<Response<OffsetFetchResponse>, Status> {
-        Ok(Response::new(answer(fetch_offsets(self, request.into_inner()).await)))
+        let access = self.access(&request);
+        let request = request.into_inner();
+        let allowed = check(&access, ResourceType::Group, &request.group_id, Operation::Describe).and_then(|()| {
+            request
+                .partitions
+                .iter()
+                .try_for_each(|p| check(&access, ResourceType::Topic, &p.topic, Operation::Describe))
+        });
+        if let Err(refusal) = allowed {
+            return Ok(Response::new(answer(Err(refusal))));
+        }
+        Ok(Response::new(answer(fetch_offsets(self, request).await)))
     }
 
-    async fn list_groups(&self, _request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+    async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        let access = self.access(&request);
+        // Only the groups the caller may describe.
         let groups = self
             .coordinator
             .list()
             .into_iter()
+            .filter(|g| access.may(ResourceType::Group, &g.group_id, Operation::Describe))
             .map(|g| GroupListing {
                 group_id: g.group_id,
                 state: g.phase.name().to_string(),
@@ -232,7 +291,12 @@ impl Groups for GroupsApi {
         &self,
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
-        let described = self.coordinator.describe(&request.into_inner().group_id).await;
+        let access = self.access(&request);
+        let group_id = request.into_inner().group_id;
+        if let Err(refusal) = check(&access, ResourceType::Group, &group_id, Operation::Describe) {
+            return Ok(Response::new(answer(Err(refusal))));
+        }
+        let described = self.coordinator.describe(&group_id).await;
         Ok(Response::new(answer(
             described.map(describe_to_wire).map_err(|e| Refusal::group(&e)),
         )))
@@ -242,7 +306,12 @@ impl Groups for GroupsApi {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
-        let deleted = self.coordinator.delete(&request.into_inner().group_id).await;
+        let access = self.access(&request);
+        let group_id = request.into_inner().group_id;
+        if let Err(refusal) = check(&access, ResourceType::Group, &group_id, Operation::Delete) {
+            return Ok(Response::new(answer(Err(refusal))));
+        }
+        let deleted = self.coordinator.delete(&group_id).await;
         Ok(Response::new(answer(
             deleted
                 .map(|()| DeleteGroupResponse::default())

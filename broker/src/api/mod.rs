@@ -17,6 +17,8 @@
 //!   the `coordinator`.
 //! - `reassignments`: ReassignPartitions, CancelReassignments, ListReassignments (replica
 //!   moves, served by the controller).
+//! - `acls`: AddAcls, RemoveAcls, ListAcls, and `acls::check`, the one refusal of a request the
+//!   ACLs deny (every handler asks it through `security::access::Access`).
 //! - `users`: UpsertUser, DeleteUser, ListUsers (SCRAM users, served by the controller).
 //! - [`auth`]: the `broker.v1.Auth` service (a SCRAM exchange for a session token).
 //! - [`cluster`]: the internal `cluster.v1.Cluster` service (brokers proposing metadata
@@ -34,6 +36,7 @@
 //! **Must not depend on:** openraft (replication keeps it inside), or any subsystem's internals
 //! beyond its public operations.
 
+mod acls;
 mod answer;
 pub mod auth;
 pub mod cluster;

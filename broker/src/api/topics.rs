@@ -2,9 +2,12 @@
 //! partition its replicas and — from the local replica's status — leader and ISR), CreateTopics
 //! CreatePartitions, AlterTopicConfig and DeleteTopics (commands submitted to the controller).
 
+use super::acls::check;
 use super::answer::{answer, Refusal};
 use super::service::BrokerApi;
 use crate::controller::metadata::{MetadataCommand, TopicMetadata};
+use crate::security::access::Access;
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::settings::{log_config_from_map, log_config_to_map};
 use proto::v1::{
     AlterTopicConfigRequest, BrokerDescription, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
@@ -13,16 +16,30 @@ use proto::v1::{
 
 /// The cluster as this broker knows it, for the requested topics (all when none are named);
 /// `detailed` (DescribeTopics) adds offsets, quiet state and configs.
-pub(super) fn metadata(api: &BrokerApi, request: MetadataRequest, detailed: bool) -> MetadataResponse {
+pub(super) fn metadata(api: &BrokerApi, access: &Access, request: MetadataRequest, detailed: bool) -> MetadataResponse {
     let metadata = api.controller().metadata();
+    let may_describe = |name: &str| access.may(ResourceType::Topic, name, Operation::Describe);
     let names: Vec<String> = if request.topics.is_empty() {
-        metadata.topics.keys().cloned().collect()
+        // Only the topics the caller may describe: the others are not mentioned at all.
+        metadata
+            .topics
+            .keys()
+            .filter(|name| may_describe(name))
+            .cloned()
+            .collect()
     } else {
         request.topics
     };
     let topics = names
         .into_iter()
         .map(|name| match metadata.topics.get(&name) {
+            // Named but not describable: the same answer whether or not it exists.
+            _ if !may_describe(&name) => TopicDescription {
+                name: name.clone(),
+                error: ErrorCode::TopicAuthorizationFailed as i32,
+                message: access.denial(ResourceType::Topic, &name, Operation::Describe),
+                ..TopicDescription::default()
+            },
             Some(topic) => describe_topic(api, topic, detailed),
             None => TopicDescription {
                 name: name.clone(),
@@ -108,27 +125,31 @@ fn describe_topic(api: &BrokerApi, topic: &TopicMetadata, detailed: bool) -> Top
 }
 
 /// Creates each topic, one controller command each.
-pub(super) async fn create(api: &BrokerApi, request: CreateTopicsRequest) -> TopicResults {
+pub(super) async fn create(api: &BrokerApi, access: &Access, request: CreateTopicsRequest) -> TopicResults {
     let mut results = Vec::new();
     for spec in request.topics {
-        let command = log_config_from_map(&spec.configs)
+        let command = check(access, ResourceType::Topic, &spec.name, Operation::Create)
+            .and_then(|()| {
+                log_config_from_map(&spec.configs).map_err(|message| Refusal::new(ErrorCode::InvalidConfig, message))
+            })
             .map(|config| MetadataCommand::CreateTopic {
                 name: spec.name.clone(),
                 partitions: spec.partitions,
                 replication_factor: spec.replication_factor,
                 config,
-            })
-            .map_err(|message| Refusal::new(ErrorCode::InvalidConfig, message));
+            });
         results.push(topic_command(api, spec.name, command).await);
     }
     TopicResults { results }
 }
 
 /// Grows a topic's partition count (one controller command).
-pub(super) async fn add_partitions(api: &BrokerApi, request: CreatePartitionsRequest) -> TopicResults {
-    let command = Ok(MetadataCommand::AddPartitions {
-        name: request.topic.clone(),
-        total: request.total,
+pub(super) async fn add_partitions(api: &BrokerApi, access: &Access, request: CreatePartitionsRequest) -> TopicResults {
+    let command = check(access, ResourceType::Topic, &request.topic, Operation::AlterConfigs).map(|()| {
+        MetadataCommand::AddPartitions {
+            name: request.topic.clone(),
+            total: request.total,
+        }
     });
     TopicResults {
         results: vec![topic_command(api, request.topic, command).await],
@@ -137,11 +158,13 @@ pub(super) async fn add_partitions(api: &BrokerApi, request: CreatePartitionsReq
 
 /// Changes a topic's configs: the controller merges the changes into the topic's settings as
 /// it applies the command, so a change never undoes one committed before it.
-pub(super) async fn alter_config(api: &BrokerApi, request: AlterTopicConfigRequest) -> TopicResults {
-    let command = Ok(MetadataCommand::AlterTopicConfig {
-        name: request.topic.clone(),
-        set: request.set.into_iter().collect(),
-        reset: request.reset,
+pub(super) async fn alter_config(api: &BrokerApi, access: &Access, request: AlterTopicConfigRequest) -> TopicResults {
+    let command = check(access, ResourceType::Topic, &request.topic, Operation::AlterConfigs).map(|()| {
+        MetadataCommand::AlterTopicConfig {
+            name: request.topic.clone(),
+            set: request.set.into_iter().collect(),
+            reset: request.reset,
+        }
     });
     TopicResults {
         results: vec![topic_command(api, request.topic, command).await],
@@ -149,10 +172,11 @@ pub(super) async fn alter_config(api: &BrokerApi, request: AlterTopicConfigReque
 }
 
 /// Deletes each topic, one controller command each.
-pub(super) async fn delete(api: &BrokerApi, request: DeleteTopicsRequest) -> TopicResults {
+pub(super) async fn delete(api: &BrokerApi, access: &Access, request: DeleteTopicsRequest) -> TopicResults {
     let mut results = Vec::new();
     for name in request.topics {
-        let command = Ok(MetadataCommand::DeleteTopic { name: name.clone() });
+        let command = check(access, ResourceType::Topic, &name, Operation::Delete)
+            .map(|()| MetadataCommand::DeleteTopic { name: name.clone() });
         results.push(topic_command(api, name, command).await);
     }
     TopicResults { results }

@@ -1,6 +1,7 @@
 //! The `broker` command line: the server (`serve`, `dev`), admin commands (topics, cluster,
 //! partition moves, consumer groups, produce, consume) and benchmarks.
 
+pub mod acl;
 pub mod admin;
 pub mod cluster;
 pub mod dev;

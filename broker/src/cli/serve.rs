@@ -51,7 +51,12 @@ pub struct ServeArgs {
     /// SCRAM-SHA-256 session token (`[auth] required`).
     #[arg(long, env = "BROKER_AUTH_REQUIRED")]
     auth_required: bool,
-    /// Principals that may administer users, comma-separated (Kafka's `super.users`).
+    /// Authorisation: check every client request against the ACLs and deny what no rule
+    /// allows (super users aside) (`[auth] authorization`).
+    #[arg(long, env = "BROKER_AUTHORIZATION")]
+    authorization: bool,
+    /// Principals that may do anything, users and ACLs included, comma-separated (Kafka's
+    /// `super.users`).
     #[arg(long, env = "BROKER_SUPER_USERS", value_delimiter = ',')]
     super_users: Vec<String>,
     /// How long a session token is valid (ms); default 3600000.
@@ -183,6 +188,7 @@ impl ServeArgs {
             config.internal_listen = self.internal_listen;
         }
         config.auth.required |= self.auth_required;
+        config.auth.authorization |= self.authorization;
         if !self.super_users.is_empty() {
             config.auth.super_users = self.super_users;
         }

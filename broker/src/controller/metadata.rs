@@ -187,6 +187,9 @@ pub struct ClusterMetadata {
     /// first controller leader that finds none.
     #[serde(default)]
     pub token_key: Option<Vec<u8>>,
+    /// Access-control rules (allow rules; see `security::acl`).
+    #[serde(default)]
+    pub acls: BTreeSet<crate::security::acl::AclBinding>,
 }
 
 /// What the cluster stores for a SCRAM-SHA-256 user (see `proto::scram::Credentials`).
@@ -298,6 +301,16 @@ pub enum MetadataCommand {
     DeleteUser {
         /// User name.
         name: String,
+    },
+    /// Adds access-control rules (those present already stay once).
+    AddAcls {
+        /// The rules.
+        bindings: Vec<crate::security::acl::AclBinding>,
+    },
+    /// Removes access-control rules (those absent are ignored).
+    RemoveAcls {
+        /// The rules.
+        bindings: Vec<crate::security::acl::AclBinding>,
     },
     /// Sets the token-signing key if none is set (a second proposal is a no-op).
     SetTokenKey {
@@ -549,6 +562,9 @@ impl ClusterMetadata {
                 true => Ok(()),
                 false => Err(MetadataError::UnknownUser(name.clone())),
             },
+            MetadataCommand::AddAcls { bindings } | MetadataCommand::RemoveAcls { bindings } => bindings
+                .iter()
+                .try_for_each(|binding| binding.validate().map_err(MetadataError::InvalidConfig)),
             MetadataCommand::SetTokenKey { key } => match key.len() {
                 KEY_LEN => Ok(()),
                 _ => Err(MetadataError::InvalidConfig("a token key is 32 bytes".into())),
@@ -747,6 +763,12 @@ impl ClusterMetadata {
             }
             MetadataCommand::SetTokenKey { key } => {
                 self.token_key.get_or_insert(key);
+            }
+            MetadataCommand::AddAcls { bindings } => self.acls.extend(bindings),
+            MetadataCommand::RemoveAcls { bindings } => {
+                for binding in &bindings {
+                    self.acls.remove(binding);
+                }
             }
             MetadataCommand::RecommissionBroker { broker } => {
                 self.decommissioning.remove(&broker);

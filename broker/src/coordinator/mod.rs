@@ -205,6 +205,11 @@ impl GroupCoordinator {
         }
     }
 
+    /// The cluster metadata as this broker knows it.
+    pub fn metadata(&self) -> Arc<crate::controller::metadata::ClusterMetadata> {
+        self.controller.metadata()
+    }
+
     /// Every topic and its partition count, from the metadata.
     fn topic_counts(&self) -> BTreeMap<String, u32> {
         self.controller

@@ -24,9 +24,13 @@ pub struct AuthSettings {
     /// SCRAM session token. Default false (anonymous clients are served).
     #[serde(default)]
     pub required: bool,
-    /// Principals that may administer users (Kafka's `super.users`).
+    /// Principals that may do anything, users and ACLs included (Kafka's `super.users`).
     #[serde(default)]
     pub super_users: Vec<String>,
+    /// Authorisation: every client request is checked against the ACLs, and what no rule
+    /// allows is denied (super users aside). Default false (everything is allowed).
+    #[serde(default)]
+    pub authorization: bool,
     /// How long a session token is valid (ms); default 3600000 (one hour).
     #[serde(default = "default_token_lifetime_ms")]
     pub token_lifetime_ms: u64,
@@ -41,16 +45,17 @@ impl Default for AuthSettings {
         AuthSettings {
             required: false,
             super_users: Vec::new(),
+            authorization: false,
             token_lifetime_ms: default_token_lifetime_ms(),
         }
     }
 }
 
 impl AuthSettings {
-    /// Whether the caller of `request` may administer users: anyone while authentication is
-    /// not required, else the super users.
+    /// Whether the caller of `request` may administer users and ACLs: anyone while neither
+    /// authentication nor authorisation is on, else the super users.
     pub fn may_administer<T>(&self, request: &Request<T>) -> bool {
-        if !self.required {
+        if !self.required && !self.authorization {
             return true;
         }
         request

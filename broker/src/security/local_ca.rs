@@ -101,9 +101,11 @@ impl LocalCa {
             key: dir.join(format!("{name}.key")),
             ca: dir.join("ca.pem"),
         };
-        std::fs::write(&files.ca, &self.cert_pem)?;
-        std::fs::write(&files.cert, cert_pem)?;
-        write_private(&files.key, key_pem.as_bytes())?;
+        // Each file appears whole (written aside, then renamed): a broker started already may
+        // be reading `ca.pem` while the next broker's certificate is written.
+        write_whole(&files.ca, self.cert_pem.as_bytes(), 0o644)?;
+        write_whole(&files.cert, cert_pem.as_bytes(), 0o644)?;
+        write_whole(&files.key, key_pem.as_bytes(), 0o600)?;
         Ok(files)
     }
 
@@ -119,15 +121,20 @@ impl LocalCa {
     }
 }
 
-/// A key file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` with permissions `mode` so that readers see the old file or the new
+/// one, never a part: into a temporary file beside it, then renamed over it.
+fn write_whole(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let staging = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
+        .mode(mode)
+        .open(&staging)?;
+    file.write_all(bytes)?;
+    drop(file);
+    std::fs::rename(&staging, path)
 }

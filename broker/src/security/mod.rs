@@ -9,10 +9,13 @@
 //!   everything on one listener.
 //! - [`identity`]: who calls the client services (a session token's principal, else the client
 //!   certificate's), and the `[auth]` settings.
+//! - [`acl`]: access-control rules (pure) and [`access`]: one request's rights under them.
 //! - [`tokens`]: session tokens earned by a SCRAM exchange, checked by every broker.
 //! - [`local_ca`]: a throwaway certificate authority for `broker dev --tls`, the benchmarks
 //!   and the tests.
 
+pub mod access;
+pub mod acl;
 pub mod brokers_only;
 pub mod identity;
 pub mod incoming;

@@ -743,6 +743,45 @@ impl Cluster {
         .await
     }
 
+    /// Adds access-control rules (served by the controller).
+    pub async fn add_acls(&self, bindings: Vec<proto::v1::AclBinding>) -> Result<(), ClientError> {
+        self.user_command(|mut client| {
+            let request = proto::v1::AclsRequest {
+                bindings: bindings.clone(),
+            };
+            async move { client.add_acls(request).await }
+        })
+        .await
+    }
+
+    /// Removes access-control rules (served by the controller; absent ones are ignored).
+    pub async fn remove_acls(&self, bindings: Vec<proto::v1::AclBinding>) -> Result<(), ClientError> {
+        self.user_command(|mut client| {
+            let request = proto::v1::AclsRequest {
+                bindings: bindings.clone(),
+            };
+            async move { client.remove_acls(request).await }
+        })
+        .await
+    }
+
+    /// The access-control rules, of one principal if given (served by the controller).
+    pub async fn list_acls(&self, principal: Option<String>) -> Result<Vec<proto::v1::AclBinding>, ClientError> {
+        self.retrying(|| async {
+            let mut client = self.controller_client().await?;
+            let response = client
+                .list_acls(proto::v1::ListAclsRequest {
+                    principal: principal.clone(),
+                })
+                .await
+                .map_err(|s| Self::unreachable("controller", s))?
+                .into_inner();
+            ClientError::check(response.error, &response.message)?;
+            Ok(response.bindings)
+        })
+        .await
+    }
+
     async fn user_command<F, Fut>(&self, call: F) -> Result<(), ClientError>
     where
         F: Fn(BrokerClient<SessionChannel>) -> Fut,

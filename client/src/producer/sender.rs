@@ -386,6 +386,20 @@ impl PartitionTask {
                     }
                 }
             }
+            Err(error) if refuses_for_good(&error) => {
+                // Refused, not unavailable (no ACL lets this producer write, its credentials
+                // were refused): every batch waiting for an id fails now with the reason,
+                // instead of at its delivery timeout.
+                tracing::warn!(%error, topic = %self.topic, partition = self.partition, "producer id refused");
+                let code = error.code().unwrap_or(ErrorCode::SaslAuthenticationFailed);
+                for batch in std::mem::take(&mut self.unacked) {
+                    let failure = ProduceError::Broker {
+                        code,
+                        message: error.to_string(),
+                    };
+                    self.fail_batch(batch, failure);
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, topic = %self.topic, partition = self.partition, "no producer id yet");
                 // Retried on the next turn of the loop; queued batches expire meanwhile.
@@ -411,5 +425,15 @@ impl PartitionTask {
                 self.flush_waiters.push((last, done));
             }
         }
+    }
+}
+
+/// Whether an InitProducerId failure is a refusal that asking again cannot change (a broker
+/// code that is not retriable, refused credentials), not the controller being unavailable.
+fn refuses_for_good(error: &ClientError) -> bool {
+    match error {
+        ClientError::Broker { code, .. } => !code.is_retriable(),
+        ClientError::Authentication { .. } | ClientError::Config(_) => true,
+        ClientError::RetriesExhausted { .. } | ClientError::Unreachable { .. } => false,
     }
 }
