@@ -23,6 +23,7 @@
 //!   `/ready`) and per-request counts and latencies.
 //! - [`security`]: TLS on the client and internal listeners, brokers-only admission to the
 //!   internal one, and a local CA for development and tests.
+//! - [`fuzzing`]: entry points for fuzzing the broker's decoders of untrusted bytes.
 //! - [`node`]: one broker process — wires everything onto a listener and a shutdown signal.
 //! - [`perf`]: the benchmarks shipped with the `broker perf` command.
 //!
@@ -42,6 +43,7 @@
 pub mod api;
 pub mod controller;
 pub mod coordinator;
+pub mod fuzzing;
 pub mod metrics;
 pub mod node;
 pub mod partition;

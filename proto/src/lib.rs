@@ -10,6 +10,7 @@
 //!
 //! - [`v1::ErrorCode::is_retriable`]: the one list of retriable wire error codes.
 //!
+//! - [`fuzzing`]: entry points for fuzzing every decoder of untrusted bytes.
 //! - [`scram`]: SCRAM-SHA-256, both sides of the password check (client proof, server keys).
 //!
 //! - [`codec`]: the gRPC codec of every generated service (prost's, sizing each message's
@@ -22,6 +23,7 @@
 
 pub mod codec;
 mod error_code;
+pub mod fuzzing;
 pub mod record_batch;
 pub mod scram;
 

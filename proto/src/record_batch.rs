@@ -403,12 +403,18 @@ fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, BatchEr
     Ok(Bytes::from(plain))
 }
 
+/// The fewest bytes a record takes: its length, attributes, timestamp and offset deltas, key,
+/// value and header count, one byte each at least.
+const MIN_RECORD_BYTES: usize = 7;
+
 /// Decodes every record of one batch, decompressing it if needed. For an uncompressed batch,
 /// keys, values and header values are zero-copy slices of `batch`.
 pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let mut cursor = records_section(batch, &header)?;
-    let mut records = Vec::with_capacity(header.record_count as usize);
+    // The count is the sender's word (its CRC proves nothing): reserve no more records than the
+    // bytes can hold, or a 61-byte batch claiming two billion records asks for hundreds of GB.
+    let mut records = Vec::with_capacity((header.record_count as usize).min(cursor.remaining() / MIN_RECORD_BYTES));
     for index in 0..header.record_count as usize {
         let malformed = |reason| BatchError::MalformedRecord { index, reason };
         let length = get_varint(&mut cursor).ok_or(malformed("bad length varint"))?;
@@ -515,6 +521,27 @@ fn get_nullable_bytes(buf: &mut Bytes) -> Option<Option<Bytes>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_batch_claiming_billions_of_records_is_refused_without_reserving_for_them() {
+        // A valid batch of one record, then its count and last offset delta raised to the
+        // most an i32 holds and its CRC recomputed (the CRC proves nothing about the sender).
+        let mut batch = encode_batch(&[record("k", "v", 1)], ProducerStamp::NONE).to_vec();
+        let count_at = BATCH_HEADER_LEN - 4;
+        batch[count_at..count_at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        let last_delta_at = ATTRIBUTES_AT + 2;
+        batch[last_delta_at..last_delta_at + 4].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        verify_crc(&batch).unwrap();
+        assert_eq!(BatchHeader::parse(&batch).unwrap().record_count, i32::MAX);
+        // Before the fix this aborted the process (a capacity of 2^31 records).
+        let refused = decode_records(&Bytes::from(batch)).unwrap_err();
+        assert!(
+            matches!(refused, BatchError::MalformedRecord { index: 1, .. }),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn sequences_wrap_from_i32_max_to_zero() {

@@ -313,3 +313,26 @@ impl RaftRpc for RaftGroups {
         json_response(&response)
     }
 }
+
+/// The Raft transport's decoders on bytes from whoever reaches the internal listener: an
+/// append (protobuf, then its entries), a vote and a leadership transfer (JSON), a snapshot's
+/// vote (JSON). A fuzzing entry point (`crate::fuzzing`): none may panic.
+pub fn decode_untrusted(kind: u8, data: &[u8]) {
+    use prost::Message;
+    match kind % 4 {
+        0 => {
+            if let Ok(request) = proto::raft_v1::AppendRequest::decode(data) {
+                let _ = decode_append(request);
+            }
+        }
+        1 => {
+            let _ = serde_json::from_slice::<openraft::raft::VoteRequest<PartitionRaft>>(data);
+        }
+        2 => {
+            let _ = serde_json::from_slice::<openraft::raft::TransferLeaderRequest<PartitionRaft>>(data);
+        }
+        _ => {
+            let _ = serde_json::from_slice::<super::types::Vote>(data);
+        }
+    }
+}
