@@ -252,6 +252,25 @@ impl BrokerConfig {
                 rack: None,
             });
         }
+        if (self.auth.required || self.auth.authorization) && self.tls.is_none() && self.internal_listen.is_none() {
+            // The controller's `cluster.v1` would be served to clients, unchecked: a client
+            // could propose users, ACLs or topics straight to it.
+            return Err(NodeError::Config(
+                "auth.required and auth.authorization need TLS (which admits only brokers to the internal \
+                 services) or an internal listener of their own (internal_listen)"
+                    .into(),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if self.internal_listen.is_none() && tls.client_auth == crate::security::tls::ClientAuth::None {
+                return Err(NodeError::Config(
+                    "with TLS on one listener, tls.client_auth = \"none\" would hide the peers' certificates \
+                     (the internal services admit brokers by them): use optional or required, or an \
+                     internal listener"
+                        .into(),
+                ));
+            }
+        }
         let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
@@ -993,5 +1012,15 @@ mod tests {
         config.raft.quiesce_after_ms = 0;
         let blind = config.validate().unwrap_err().to_string();
         assert!(blind.contains("failure detector"), "{blind}");
+        config.raft.quiesce_after_ms = 1000;
+        config.heal_dead_brokers_after_ms = 0;
+
+        // Authentication without TLS or an internal listener would serve the controller to
+        // clients unchecked.
+        config.auth.required = true;
+        let open = config.validate().unwrap_err().to_string();
+        assert!(open.contains("need TLS"), "{open}");
+        config.internal_listen = Some("127.0.0.1:9195".parse().unwrap());
+        config.validate().unwrap();
     }
 }

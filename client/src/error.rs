@@ -67,18 +67,27 @@ impl ClientError {
     }
 
     /// What a failed call to `address` says: an authentication failure when the broker
-    /// answered UNAUTHENTICATED or PERMISSION_DENIED or rustls refused the handshake, else the
+    /// answered UNAUTHENTICATED or rustls refused the handshake, an authorisation failure when
+    /// it answered PERMISSION_DENIED, else the
     /// broker was unreachable (with every cause in the message: tonic's own says only
     /// "transport error").
     pub(crate) fn from_transport(address: &str, status: &tonic::Status) -> ClientError {
-        if matches!(
-            status.code(),
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-        ) {
-            return ClientError::Authentication {
-                address: address.to_string(),
-                message: status.message().to_string(),
-            };
+        match status.code() {
+            tonic::Code::Unauthenticated => {
+                return ClientError::Authentication {
+                    address: address.to_string(),
+                    message: status.message().to_string(),
+                }
+            }
+            // Authenticated, but not allowed (a call whose answer has no error field of its
+            // own, as ListReassignments).
+            tonic::Code::PermissionDenied => {
+                return ClientError::Broker {
+                    code: ErrorCode::ClusterAuthorizationFailed,
+                    message: status.message().to_string(),
+                }
+            }
+            _ => {}
         }
         let mut message = status.message().to_string();
         let mut tls = None;

@@ -432,6 +432,33 @@ async fn acls_let_a_principal_read_a_topic_prefix_and_nothing_else() {
     let rules = alice.list_acls(None).await.unwrap_err();
     assert_eq!(rules.code(), Some(ErrorCode::ClusterAuthorizationFailed), "{rules}");
 
+    // A group she may describe shows her only the offsets of topics she may see.
+    for topic in ["orders-eu", "payments"] {
+        admin_cli(&["group", "reset-offsets", "shared", "--topic", topic, "--to-earliest"]);
+    }
+    admin_cli(&[
+        "acl",
+        "add",
+        "--principal",
+        "alice",
+        "--operation",
+        "describe",
+        "--group",
+        "shared",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let described = loop {
+        match client::Admin::new(Arc::clone(&alice)).describe_group("shared").await {
+            Ok(described) => break described,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "describing the group: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let topics: Vec<&str> = described.partitions.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(topics, ["orders-eu"], "{described:?}");
+
     // Bob is authenticated (his certificate) but allowed nothing: he sees no topic.
     let bob = client(&clients, with_certificate(&bob_files));
     assert!(bob.metadata(Vec::new()).await.unwrap().topics.is_empty());

@@ -81,7 +81,10 @@ pub fn scram(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (first, last) = text.split_once('\n').unwrap_or((&text, &text));
     if let Ok(client_first) = crate::scram::ClientFirst::parse(first) {
-        let (server, _) = crate::scram::ServerExchange::start(&client_first, crate::scram::Credentials::unknown_user());
+        let (server, _) = crate::scram::ServerExchange::start(
+            &client_first,
+            crate::scram::Credentials::unknown_user(b"fuzz", "user"),
+        );
         let _ = server.finish(last);
     }
 }

@@ -14,6 +14,8 @@ use subtle::ConstantTimeEq;
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 /// The fewest PBKDF2 iterations accepted (RFC 7677's minimum, Kafka's too).
 pub const MIN_ITERATIONS: u32 = 4096;
+/// The count `broker user create` uses unless told otherwise.
+pub const DEFAULT_ITERATIONS: u32 = 8192;
 /// The most accepted: a server naming more could make a client spin for minutes.
 pub const MAX_ITERATIONS: u32 = 16_384 * 64;
 
@@ -102,11 +104,15 @@ impl Credentials {
     }
 
     /// Stand-in keys for a user that does not exist: the exchange runs its course and fails at
-    /// the proof, so an attacker cannot tell unknown users from wrong passwords.
-    pub fn unknown_user() -> Credentials {
+    /// the proof. The salt is derived from `secret` and the name, so asking twice shows the same
+    /// one, as for a real user; the iteration count is [`DEFAULT_ITERATIONS`] (a user created
+    /// with another count can still be told apart by it).
+    pub fn unknown_user(secret: &[u8], user: &str) -> Credentials {
+        let mut salt = hmac(secret, format!("unknown-user-salt:{user}").as_bytes());
+        salt.truncate(16);
         Credentials {
-            salt: random_bytes(16),
-            iterations: MIN_ITERATIONS,
+            salt,
+            iterations: DEFAULT_ITERATIONS,
             stored_key: random_bytes(32),
             server_key: random_bytes(32),
         }
@@ -342,16 +348,24 @@ mod tests {
     fn an_unknown_user_fails_like_a_wrong_password_and_bad_input_is_refused() {
         let mut client = ClientExchange::new("nobody", "x");
         let first = ClientFirst::parse(&client.client_first()).unwrap();
-        let (server, server_first) = ServerExchange::start(&first, Credentials::unknown_user());
+        let (server, server_first) = ServerExchange::start(&first, Credentials::unknown_user(b"key", "nobody"));
         let client_final = client.client_final(&server_first).unwrap();
         assert_eq!(server.finish(&client_final), Err(ScramError::Failed));
+        let salt = |user| Credentials::unknown_user(b"key", user).salt;
+        assert_eq!(
+            salt("nobody"),
+            salt("nobody"),
+            "the same salt every time, as a real user's"
+        );
+        assert_ne!(salt("nobody"), salt("somebody"));
 
         assert!(ClientFirst::parse("y,,n=a,r=b").is_err(), "channel binding asked for");
         assert!(ClientFirst::parse("n,,n=a=ZZ,r=b").is_err(), "bad escape");
         assert!(ClientFirst::parse("n,,r=b").is_err(), "no user");
         let mut client = ClientExchange::new("a", "b");
         let first = ClientFirst::parse(&client.client_first()).unwrap();
-        let (_, server_first) = ServerExchange::start(&first, Credentials::unknown_user());
+        let (_, server_first) = ServerExchange::start(&first, Credentials::unknown_user(b"key", "a"));
+        let server_first = server_first.replace("i=8192", "i=4096");
         let too_many = server_first.replace("i=4096", "i=999999999");
         assert!(matches!(client.client_final(&too_many), Err(ScramError::Iterations(_))));
         assert!(Credentials::new("p", 10).is_err(), "too few iterations");

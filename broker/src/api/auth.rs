@@ -78,11 +78,12 @@ async fn exchange(
         )));
     }
     let client_first = ClientFirst::parse(&first.message).map_err(failed)?;
-    let credentials = controller
-        .metadata()
-        .users
-        .get(&client_first.user)
-        .map_or_else(Credentials::unknown_user, to_scram);
+    let metadata = controller.metadata();
+    let credentials = match metadata.users.get(&client_first.user) {
+        Some(stored) => to_scram(stored),
+        // The same salt for the same unknown name every time (and on every broker).
+        None => Credentials::unknown_user(metadata.token_key.as_deref().unwrap_or_default(), &client_first.user),
+    };
     let (server, server_first) = ServerExchange::start(&client_first, credentials);
     let answer = SaslMessage {
         message: server_first,
@@ -108,6 +109,7 @@ async fn exchange(
         message: server_final,
         token: tokens::mint(&key, &client_first.user, expires_ms),
         token_expires_ms: expires_ms,
+        token_lifetime_ms: token_lifetime.as_millis() as u64,
         ..SaslMessage::default()
     };
     outbound

@@ -264,7 +264,14 @@ impl Groups for GroupsApi {
         if let Err(refusal) = allowed {
             return Ok(Response::new(answer(Err(refusal))));
         }
-        Ok(Response::new(answer(fetch_offsets(self, request).await)))
+        // Asked for all (no partitions named): only those of topics the caller may see.
+        let mut answered = fetch_offsets(self, request).await;
+        if let Ok(response) = &mut answered {
+            response
+                .offsets
+                .retain(|offset| access.may(ResourceType::Topic, &offset.topic, Operation::Describe));
+        }
+        Ok(Response::new(answer(answered)))
     }
 
     async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
@@ -297,9 +304,20 @@ impl Groups for GroupsApi {
             return Ok(Response::new(answer(Err(refusal))));
         }
         let described = self.coordinator.describe(&group_id).await;
-        Ok(Response::new(answer(
-            described.map(describe_to_wire).map_err(|e| Refusal::group(&e)),
-        )))
+        // Nothing about topics the caller may not see: their offsets, subscriptions and
+        // partitions are left out.
+        let visible = |topic: &str| access.may(ResourceType::Topic, topic, Operation::Describe);
+        let described = described.map(describe_to_wire).map(|mut response| {
+            response.offsets.retain(|offset| visible(&offset.topic));
+            for member in &mut response.members {
+                member.subscribed_topics.retain(|topic| visible(topic));
+                for partitions in [&mut member.assigned, &mut member.pending_revocation, &mut member.target] {
+                    partitions.retain(|p| visible(&p.topic));
+                }
+            }
+            response
+        });
+        Ok(Response::new(answer(described.map_err(|e| Refusal::group(&e)))))
     }
 
     async fn delete_group(

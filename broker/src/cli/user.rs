@@ -18,7 +18,7 @@ pub enum UserCommand {
         #[arg(long)]
         password: Option<String>,
         /// PBKDF2 iterations (at least 4096).
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = proto::scram::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
     /// Deletes a user (tokens it holds stay valid until they expire).

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod offsets_partition;
 
+use crate::controller::forward::ControllerLink;
 use crate::controller::metadata::MetadataCommand;
 use crate::controller::Controller;
 use crate::partition::{PartitionManager, TopicPartition};
@@ -168,7 +169,7 @@ pub struct GroupCoordinator {
     controller: Arc<Controller>,
     partitions: Arc<PartitionManager>,
     offsets: Arc<OffsetsPartitions>,
-    /// Channels to other brokers (asking the controller leader to create the offsets topic).
+    /// Channels to other brokers (proposing the offsets topic to the controller leader).
     peers: PeerChannels,
     /// When this broker last asked for the offsets topic to be created.
     asked_to_create: Mutex<Option<Instant>>,
@@ -241,8 +242,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// Kafka creates the offsets topic on the first group request; so do we. The controller
-    /// leader creates it; another broker asks the controller leader (at most once a second).
+    /// Kafka creates the offsets topic on the first group request; so do we: this broker
+    /// proposes it to the controller (at most once a second).
     fn ask_to_create_offsets_topic(&self) {
         {
             let mut last = self.asked_to_create.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,43 +252,25 @@ impl GroupCoordinator {
             }
             *last = Some(Instant::now());
         }
-        let metadata = self.controller.metadata();
-        if self.controller.is_leader() {
-            let brokers = metadata.brokers.len() as u32;
-            let command = MetadataCommand::CreateTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                partitions: self.settings.offsets_topic_partitions,
-                replication_factor: self.settings.offsets_topic_replication_factor.min(brokers).max(1),
-                config: offsets_log_config(),
-            };
-            let controller = Arc::clone(&self.controller);
-            tokio::spawn(async move {
-                match controller.submit(command).await {
-                    Ok(()) => tracing::info!("created {OFFSETS_TOPIC}"),
-                    Err(error) => {
-                        tracing::debug!(%error, "creating {OFFSETS_TOPIC} failed; a later group request retries")
-                    }
+        let brokers = self.controller.metadata().brokers.len() as u32;
+        let command = MetadataCommand::CreateTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions: self.settings.offsets_topic_partitions,
+            replication_factor: self.settings.offsets_topic_replication_factor.min(brokers).max(1),
+            config: offsets_log_config(),
+        };
+        // At home on the controller leader, else forwarded to it over the internal listener
+        // (`cluster.v1`), where this broker is admitted as a broker whatever the clients'
+        // authentication and ACLs say.
+        let link = ControllerLink::new(Arc::clone(&self.controller), self.peers.clone(), Vec::new());
+        tokio::spawn(async move {
+            match link.propose(command).await {
+                Ok(()) => tracing::info!("created {OFFSETS_TOPIC}"),
+                Err(error) => {
+                    tracing::debug!(%error, "creating {OFFSETS_TOPIC} failed; a later group request retries")
                 }
-            });
-        } else if let Some(address) = self
-            .controller
-            .leader()
-            .and_then(|leader| metadata.brokers.get(&leader))
-            .and_then(|b| b.client_address.clone())
-        {
-            // Any group request makes the controller leader create the topic (it knows every
-            // broker, so it picks the replication factor). Over the peers' channel: with TLS on,
-            // this broker's certificate opens the leader's client listener too.
-            let Ok(channel) = self.peers.channel(&address) else {
-                return;
-            };
-            tokio::spawn(async move {
-                let request = proto::v1::FindCoordinatorRequest { group_id: "-".into() };
-                let _ = proto::v1::groups_client::GroupsClient::new(channel)
-                    .find_coordinator(request)
-                    .await;
-            });
-        }
+            }
+        });
     }
 
     /// The coordinator of `group_id`, as this broker knows it: the offsets partition, and its

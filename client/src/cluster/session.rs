@@ -47,11 +47,9 @@ impl Session {
         if let Some(current) = token.as_ref().filter(|t| Instant::now() < t.renew_after) {
             return Ok(current.header.clone());
         }
-        let (value, expires_ms) = exchange(channel, &self.user, &self.password).await?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let lifetime = Duration::from_millis(expires_ms.saturating_sub(now_ms));
+        let exchanged = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(channel, &self.user, &self.password)).await;
+        let (value, lifetime) =
+            exchanged.map_err(|_| Status::unavailable(format!("no SCRAM answer within {EXCHANGE_TIMEOUT:?}")))??;
         let header = http::HeaderValue::from_str(&format!("Bearer {value}"))
             .map_err(|_| Status::internal("the broker sent a token that is not a header value"))?;
         *token = Some(Token {
@@ -75,8 +73,12 @@ fn refusal(answer: &SaslMessage) -> Option<Status> {
     }
 }
 
-/// One SCRAM exchange: the token and its expiry (Unix ms).
-async fn exchange(channel: Channel, user: &str, password: &str) -> Result<(String, u64), Status> {
+/// How long one SCRAM exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One SCRAM exchange: the token and how long it is valid (as the broker counts: no clock of
+/// this machine is compared with the broker's).
+async fn exchange(channel: Channel, user: &str, password: &str) -> Result<(String, Duration), Status> {
     let mut scram = ClientExchange::new(user, password);
     let (steps, outbound) = tokio::sync::mpsc::channel(2);
     let first = SaslMessage {
@@ -110,7 +112,7 @@ async fn exchange(channel: Channel, user: &str, password: &str) -> Result<(Strin
     scram
         .verify_server_final(&last.message)
         .map_err(|error| Status::unauthenticated(format!("SCRAM-SHA-256: {error}")))?;
-    Ok((last.token, last.token_expires_ms))
+    Ok((last.token, Duration::from_millis(last.token_lifetime_ms)))
 }
 
 /// A broker's channel that puts the session's token (when there is a session) on every request.
@@ -134,7 +136,12 @@ impl Service<http::Request<Body>> for SessionChannel {
     type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        match self.session {
+            None => self.inner.poll_ready(cx).map_err(Into::into),
+            // Readiness is awaited in `call`, after the token: holding a slot of the channel's
+            // buffer while an exchange waits for one could deadlock a busy channel.
+            Some(_) => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
@@ -142,20 +149,17 @@ impl Service<http::Request<Body>> for SessionChannel {
             let answer = self.inner.call(request);
             return Box::pin(async move { answer.await.map_err(Into::into) });
         };
-        // The channel polled ready is the one called (tower's contract); the exchange, if one is
-        // needed, goes over a clone of it.
-        let fresh = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, fresh);
+        let mut channel = self.inner.clone();
         let for_exchange = self.inner.clone();
         Box::pin(async move {
-            let mut ready = ready;
             // A status error reaches the caller as that status (tonic looks for one).
             let header = session
                 .header(for_exchange)
                 .await
                 .map_err(|s| Box::new(s) as BoxError)?;
             request.headers_mut().insert(http::header::AUTHORIZATION, header);
-            ready.call(request).await.map_err(Into::into)
+            std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+            channel.call(request).await.map_err(Into::into)
         })
     }
 }
