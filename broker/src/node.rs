@@ -1022,5 +1022,20 @@ mod tests {
         assert!(open.contains("need TLS"), "{open}");
         config.internal_listen = Some("127.0.0.1:9195".parse().unwrap());
         config.validate().unwrap();
+
+        // TLS on one listener must see the peers' certificates.
+        config.internal_listen = None;
+        config.internal_advertise = None;
+        config.tls = Some(crate::security::tls::TlsSettings {
+            cert: "b.pem".into(),
+            key: "b.key".into(),
+            ca: "ca.pem".into(),
+            client_auth: crate::security::tls::ClientAuth::None,
+            broker_principals: crate::security::tls::default_broker_principals(),
+        });
+        let anonymous_peers = config.validate().unwrap_err().to_string();
+        assert!(anonymous_peers.contains("client_auth"), "{anonymous_peers}");
+        config.tls.as_mut().unwrap().client_auth = crate::security::tls::ClientAuth::Optional;
+        config.validate().unwrap();
     }
 }

@@ -94,28 +94,25 @@ fn view(binding: &AclBinding) -> AclView {
 /// Runs an `acl` command.
 pub async fn run(bootstrap: &str, command: AclCommand, output: OutputFormat) -> anyhow::Result<()> {
     let cluster = connect(bootstrap);
+    let add = matches!(command, AclCommand::Add(_));
     match command {
-        AclCommand::Add(args) => {
+        AclCommand::Add(args) | AclCommand::Remove(args) => {
             let binding = args.binding()?;
             let shown = view(&binding);
-            cluster.add_acls(vec![binding]).await?;
-            match output {
-                OutputFormat::Json => print_json(&shown)?,
-                OutputFormat::Text => println!(
-                    "allowed {} to {} {} {}",
-                    shown.principal, shown.operation, shown.resource_type, shown.resource
-                ),
+            if add {
+                cluster.add_acls(vec![binding]).await?;
+            } else {
+                cluster.remove_acls(vec![binding]).await?;
             }
-        }
-        AclCommand::Remove(args) => {
-            let binding = args.binding()?;
-            let shown = view(&binding);
-            cluster.remove_acls(vec![binding]).await?;
             match output {
                 OutputFormat::Json => print_json(&shown)?,
                 OutputFormat::Text => println!(
-                    "removed: {} may {} {} {}",
-                    shown.principal, shown.operation, shown.resource_type, shown.resource
+                    "{} {} to {} {} {}",
+                    if add { "allowed" } else { "no longer allowed:" },
+                    shown.principal,
+                    shown.operation,
+                    shown.resource_type,
+                    shown.resource
                 ),
             }
         }

@@ -96,6 +96,11 @@ pub struct AclBinding {
 }
 
 impl AclBinding {
+    /// Whether the rule is about `principal` (named, or `*`).
+    pub fn applies_to(&self, principal: &str) -> bool {
+        self.principal == "*" || self.principal == principal
+    }
+
     fn names(&self, resource_type: ResourceType, name: &str) -> bool {
         self.resource_type == resource_type
             && match self.pattern_type {
@@ -131,9 +136,8 @@ pub fn allowed(
     name: &str,
     operation: Operation,
 ) -> bool {
-    acls.iter().any(|acl| {
-        (acl.principal == "*" || acl.principal == principal) && acl.names(resource_type, name) && acl.allows(operation)
-    })
+    acls.iter()
+        .any(|acl| acl.applies_to(principal) && acl.names(resource_type, name) && acl.allows(operation))
 }
 
 #[cfg(test)]
