@@ -37,6 +37,9 @@ pub struct PartitionLogStore {
 
 /// The longest wait between two attempts of an append that found the disk full.
 const FULL_DISK_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Most votes of this process waiting for the flush worker at once (each holds its state file
+/// open until synced).
+static PENDING_VOTE_SYNCS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
 
 /// Tells `acks=1` producers that the leader's log holds their batch, with its offset.
 ///
@@ -262,7 +265,30 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let vote = stored_vote_of(vote);
-        self.retrying_exhausted("save vote", |log| log.save_vote(vote)).await
+        // Each vote waiting for the flush worker holds its state file open: bounded, so an
+        // election storm cannot spend the descriptors the open-file budget leaves to sockets.
+        let _permit = PENDING_VOTE_SYNCS
+            .acquire()
+            .await
+            .map_err(|_| io::Error::other("vote syncs closed"))?;
+        let (sender, durable) = oneshot::channel();
+        // Handed to the attempt that succeeds; a failed attempt drops its callback uncalled.
+        let sender = Arc::new(Mutex::new(Some(sender)));
+        self.retrying_exhausted("save vote", |log| {
+            let sender = Arc::clone(&sender);
+            log.save_vote(
+                vote,
+                Box::new(move |result| {
+                    if let Some(sender) = sender.lock().ok().and_then(|mut s| s.take()) {
+                        let _ = sender.send(result);
+                    }
+                }),
+            )
+        })
+        .await?;
+        durable
+            .await
+            .map_err(|_| io::Error::other("the flush worker stopped before the vote was durable"))?
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {

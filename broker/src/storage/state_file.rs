@@ -7,6 +7,16 @@
 //! at most the slot being written, whose CRC then fails, and the other slot holds the state
 //! before. Only the first store creates the file (and fsyncs the directory).
 //!
+//! **Votes are synced by the flush worker.** [`StateFile::store_then`] writes the slot and hands
+//! the fdatasync to the data directory's group-commit worker, calling back once it is durable:
+//! the caller (openraft saving a vote) awaits that without holding a runtime thread or the
+//! log's lock through the fsync. An election storm — thousands of groups voting at once after a
+//! broker died — blocked both of a 2-core machine's runtime threads in these fsyncs, one vote
+//! at a time, while pings and heartbeats queued behind them. Before a slot is written, the
+//! store before it must be durable (the new slot overwrites the one before that, so a torn
+//! write would otherwise leave no valid slot holding an acknowledged state): a store still
+//! unsynced at that point is synced first, in place.
+//!
 //! Why not write a temporary file and rename it over the old one, as this file used to be
 //! (`raft-state.json`): every vote then created an inode and took two fsyncs. Elections write
 //! votes on every replica, so a restart or a controlled shutdown moving thousands of
@@ -20,11 +30,14 @@
 //! replica vote twice in one term).
 
 use super::error::{StorageError, StorageResult};
+use super::flush::{DurableCallback, FlushHandle, SyncTarget};
 use super::types::{EntryId, Offset};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 const FILE_NAME: &str = "raft-state";
 /// The format before the two slots: one JSON document, replaced by a rename.
@@ -79,6 +92,9 @@ pub struct StateFile {
     unwritten: bool,
     /// The sequence number of the last slot written (0: no slot yet, the file may not exist).
     sequence: u64,
+    /// The sequence number of the last slot known durable (behind `sequence` while the flush
+    /// worker has a store to sync).
+    synced: Arc<AtomicU64>,
 }
 
 /// What one slot holds.
@@ -187,6 +203,7 @@ impl StateFile {
             state,
             unwritten: false,
             sequence,
+            synced: Arc::new(AtomicU64::new(sequence)),
         })
     }
 
@@ -197,17 +214,10 @@ impl StateFile {
 
     /// Replaces the state durably.
     pub fn store(&mut self, state: PersistedState) -> StorageResult<()> {
+        self.sync_previous()?;
         let path = self.dir.join(FILE_NAME);
-        let sequence = self.sequence + 1;
-        let slot = encode_slot(sequence, &state);
         let creating = self.sequence == 0;
-        let file = OpenOptions::new()
-            .write(true)
-            .create(creating)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, e))?;
-        let at = if sequence % 2 == 1 { 0 } else { SLOT_BYTES as u64 };
-        file.write_all_at(&slot, at).map_err(|e| StorageError::io(&path, e))?;
+        let (file, sequence) = self.write_slot(&state)?;
         file.sync_data().map_err(|e| StorageError::io(&path, e))?;
         if creating {
             // The file may be new: its directory entry must be durable too. The previous
@@ -215,10 +225,100 @@ impl StateFile {
             sync_dir(&self.dir)?;
             let _ = std::fs::remove_file(self.dir.join(LEGACY_FILE_NAME));
         }
+        self.stored(state, sequence);
+        self.synced.fetch_max(sequence, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Replaces the state, durably once `flusher` has synced it: `on_durable` is called then
+    /// (on the flush worker), or with the error that prevented it, when the log's `failed` flag
+    /// is raised too. The state reads as stored at once. A directory still holding the format
+    /// before the slots is converted by [`store`](Self::store) instead, which removes the old
+    /// file only once the new one is durable.
+    pub fn store_then(
+        &mut self,
+        state: PersistedState,
+        flusher: &FlushHandle,
+        failed: &Arc<AtomicBool>,
+        on_durable: DurableCallback,
+    ) -> StorageResult<()> {
+        let creating = self.sequence == 0;
+        if creating && self.dir.join(LEGACY_FILE_NAME).exists() {
+            self.store(state)?;
+            on_durable(Ok(()));
+            return Ok(());
+        }
+        self.sync_previous()?;
+        let (file, sequence) = self.write_slot(&state)?;
+        let path = Arc::new(self.dir.join(FILE_NAME));
+        let mut targets = vec![SyncTarget {
+            file: Arc::new(file),
+            path,
+            failed: Arc::clone(failed),
+        }];
+        if creating {
+            // A new file: its directory entry must be durable too.
+            let dir = File::open(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+            targets.push(SyncTarget {
+                file: Arc::new(dir),
+                path: Arc::new(self.dir.clone()),
+                failed: Arc::clone(failed),
+            });
+        }
+        self.stored(state, sequence);
+        let synced = Arc::clone(&self.synced);
+        flusher.sync_then(
+            targets,
+            Box::new(move |result| {
+                if result.is_ok() {
+                    synced.fetch_max(sequence, Ordering::SeqCst);
+                }
+                on_durable(result);
+            }),
+        );
+        Ok(())
+    }
+
+    /// Syncs the last slot written if the flush worker has not yet: the next slot overwrites
+    /// the one before it, so the last must be durable first.
+    fn sync_previous(&mut self) -> StorageResult<()> {
+        if self.synced.load(Ordering::SeqCst) >= self.sequence {
+            return Ok(());
+        }
+        let path = self.dir.join(FILE_NAME);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.sync_data())
+            .map_err(|e| StorageError::io(&path, e))?;
+        if self.sequence == 1 {
+            // The first store, still unsynced, created the file.
+            sync_dir(&self.dir)?;
+        }
+        self.synced.fetch_max(self.sequence, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Writes `state` into the next slot (not synced); returns the open file and the slot's
+    /// sequence number.
+    fn write_slot(&self, state: &PersistedState) -> StorageResult<(File, u64)> {
+        let path = self.dir.join(FILE_NAME);
+        let sequence = self.sequence + 1;
+        let slot = encode_slot(sequence, state);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(self.sequence == 0)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        let at = if sequence % 2 == 1 { 0 } else { SLOT_BYTES as u64 };
+        file.write_all_at(&slot, at).map_err(|e| StorageError::io(&path, e))?;
+        Ok((file, sequence))
+    }
+
+    fn stored(&mut self, state: PersistedState, sequence: u64) {
         self.sequence = sequence;
         self.state = state;
         self.unwritten = false;
-        Ok(())
     }
 
     /// Writes the in-memory state if it differs from the file (at close: a broker stopping
@@ -305,6 +405,70 @@ mod tests {
         );
     }
 
+    /// Stores `state` through `flusher` and returns a receiver of its durability.
+    fn store_then(
+        file: &mut StateFile,
+        state: PersistedState,
+        flusher: &FlushHandle,
+    ) -> std::sync::mpsc::Receiver<std::io::Result<()>> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        file.store_then(
+            state,
+            flusher,
+            &failed,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        )
+        .unwrap();
+        receiver
+    }
+
+    #[test]
+    fn a_store_synced_by_the_flush_worker_reports_once_durable_and_the_next_syncs_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = crate::storage::flush::FlushWorker::start("state-test").unwrap();
+        let mut file = StateFile::load(dir.path()).unwrap();
+        // The first store creates the file: the worker syncs it and the directory.
+        let first = store_then(&mut file, state(1), &worker.handle());
+        assert_eq!(file.state(), &state(1), "reads as stored at once");
+        first.recv().unwrap().unwrap();
+        assert_eq!(file.synced.load(Ordering::SeqCst), 1);
+        assert_eq!(StateFile::load(dir.path()).unwrap().state(), &state(1));
+        // Two stores back to back: the second finds the first durable before writing, whether
+        // the worker got to it or the store synced it itself.
+        let second = store_then(&mut file, state(2), &worker.handle());
+        let third = store_then(&mut file, state(3), &worker.handle());
+        assert!(file.synced.load(Ordering::SeqCst) >= 2);
+        second.recv().unwrap().unwrap();
+        third.recv().unwrap().unwrap();
+        assert_eq!(file.synced.load(Ordering::SeqCst), 3);
+        let reloaded = StateFile::load(dir.path()).unwrap();
+        assert_eq!((reloaded.state(), reloaded.sequence), (&state(3), 3));
+    }
+
+    #[test]
+    fn a_store_the_flush_worker_could_not_sync_is_synced_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = StateFile::load(dir.path()).unwrap();
+        file.store(state(1)).unwrap();
+        let stopped = {
+            let worker = crate::storage::flush::FlushWorker::start("state-test").unwrap();
+            worker.handle()
+        };
+        let refused = store_then(&mut file, state(2), &stopped);
+        assert!(
+            refused.recv().unwrap().is_err(),
+            "a stopped worker reports the store not durable"
+        );
+        assert_eq!(file.synced.load(Ordering::SeqCst), 1);
+        // The next store syncs the one before it in place, then writes over the slot before.
+        file.store(state(3)).unwrap();
+        assert_eq!(file.synced.load(Ordering::SeqCst), 3);
+        assert_eq!(StateFile::load(dir.path()).unwrap().state(), &state(3));
+    }
+
     #[test]
     fn a_torn_slot_leaves_the_state_before_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -366,7 +530,14 @@ mod tests {
         .unwrap();
         let mut file = StateFile::load(dir.path()).unwrap();
         assert_eq!(file.state(), &state(7));
-        file.store(state(8)).unwrap();
+        // Through the flush worker too: converted in place, the old file removed once the new
+        // one is durable.
+        let worker = crate::storage::flush::FlushWorker::start("state-test").unwrap();
+        store_then(&mut file, state(8), &worker.handle())
+            .recv()
+            .unwrap()
+            .unwrap();
+        assert!(!dir.path().join(LEGACY_FILE_NAME).exists());
         assert_eq!(StateFile::load(dir.path()).unwrap().state(), &state(8));
 
         std::fs::write(dir.path().join(LEGACY_FILE_NAME), b"{not json").unwrap();

@@ -516,13 +516,15 @@ impl SegmentLog {
         self.state.state().vote
     }
 
-    /// Stores the vote durably.
-    pub fn save_vote(&mut self, vote: StoredVote) -> StorageResult<()> {
+    /// Stores the vote; `on_durable` is called once it is durable (by the flush worker, which
+    /// syncs it with other logs' writes), or with the error that prevented it. Read back by
+    /// [`vote`](Self::vote) at once.
+    pub fn save_vote(&mut self, vote: StoredVote, on_durable: DurableCallback) -> StorageResult<()> {
         let state = PersistedState {
             vote: Some(vote),
             ..self.state.state().clone()
         };
-        self.state.store(state)
+        self.state.store_then(state, &self.flusher, &self.failed, on_durable)
     }
 
     /// The last entry known to be committed, as of the last durable state write.
