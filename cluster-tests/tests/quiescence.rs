@@ -170,6 +170,68 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
     assert_read_back(&cluster, &written).await;
 }
 
+/// A broker killed and left down. The partitions it led fail over paced: the next voter after
+/// it campaigns, the third awaits the new leader with its timers stopped (it does not wake for
+/// the death). Then every group quiesces again on the two brokers left, the failed-over ones
+/// included, with a replica down — they used to tick until it came back, at 10,000 partitions
+/// more timers than two brokers could run. Written to meanwhile, it catches up when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_quiesce_without_a_dead_replica_and_catch_it_up_when_it_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut brokers, addresses, admins) = start_cluster_with_admin(root.path(), 3, &[]);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let mut written = BTreeMap::new();
+    write_each(&cluster, "before", &mut written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+
+    let before = leaders(&cluster, TOPIC).await;
+    let victim = before[&0];
+    let led_by_victim = before.values().filter(|l| **l == victim).count() as f64;
+    // Voters 1..=3: the next one after the victim campaigns, the third awaits.
+    let campaigner = victim % 3 + 1;
+    let awaiter = campaigner % 3 + 1;
+    let admin_of = |broker: u64| admins[(broker - 1) as usize].clone();
+    let campaigns_before = wakes(&admin_of(campaigner), "leader_dead").await;
+    let awaited_before = wakes(&admin_of(awaiter), "leader_dead").await;
+    brokers[(victim - 1) as usize].kill9();
+
+    // Accepted with acks=all once its partitions have new leaders; then all quiet again.
+    write_each(&cluster, "after-kill", &mut written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    let after = leaders(&cluster, TOPIC).await;
+    assert!(
+        after.values().all(|l| *l != victim),
+        "broker {victim} is down but still leads: {after:?}"
+    );
+    assert_eq!(
+        wakes(&admin_of(campaigner), "leader_dead").await - campaigns_before,
+        led_by_victim,
+        "broker {campaigner} campaigns for every group broker {victim} led"
+    );
+    assert_eq!(
+        wakes(&admin_of(awaiter), "leader_dead").await,
+        awaited_before,
+        "broker {awaiter} awaits the new leaders instead of waking for the death"
+    );
+
+    // Back, it catches up, and everything is quiet again — its replicas agree to quiesce only
+    // once they hold their leader's last entry.
+    brokers[(victim - 1) as usize].restart();
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    let on_victim = describe_on(&addresses[(victim - 1) as usize], TOPIC).await.expect("victim answers");
+    for partition in &on_victim.partitions {
+        let expected = written[&partition.partition].len() as u64;
+        assert_eq!(
+            partition.high_watermark,
+            Some(expected),
+            "broker {victim}'s replica of partition {} after catching up",
+            partition.partition
+        );
+    }
+    assert_read_back(&cluster, &written).await;
+}
+
 /// Wakes of quiet groups on the broker whose admin endpoint is `admin`, for `reason`.
 async fn wakes(admin: &str, reason: &str) -> f64 {
     metric_where(admin, "broker_quiet_group_wakes_total", Some(("reason", reason))).await

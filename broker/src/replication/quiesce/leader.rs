@@ -1,7 +1,10 @@
 //! The leader side of quiescence: every scan interval, the groups led here that have been idle
 //! long enough, with every follower holding (and having applied) the leader's last entry, are
 //! proposed to their followers in one `Quiesce` RPC per peer; a group whose followers all
-//! agreed stops its timers. (The follower's side is `Quiescence::quiesce_as_follower`, its rule
+//! agreed stops its timers. A follower on a broker the failure detector holds dead is not
+//! waited for, as long as the others make a majority with the leader: otherwise every group
+//! with a replica on a dead broker stayed awake until it came back — at 10,000 partitions, a
+//! third of them, more timers than two brokers' cores could run (see [`idle_leader_state`]). (The follower's side is `Quiescence::quiesce_as_follower`, its rule
 //! [`follower_agrees`](super::rules::follower_agrees).)
 
 use super::groups::Quiescence;
@@ -118,7 +121,7 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
                 idle_since.remove(&group);
                 continue;
             }
-            let Some((last, voters, vote)) = idle_leader_state(&raft) else {
+            let Some((last, voters, vote)) = idle_leader_state(&raft, |node| groups.liveness().is_dead(node)) else {
                 idle_since.remove(&group);
                 continue;
             };
@@ -155,15 +158,20 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
         }
         let accepted = ask_followers(&channels, &config, &proposals).await;
         for proposal in proposals {
+            // A dead follower's broker that did not answer at all is not waited for (its
+            // return wakes the group: `Quiescence::on_peer_event`); one that answered counts.
             let all_agreed = proposal
                 .voters
                 .iter()
                 .filter(|v| **v != config.node_id)
-                .all(|v| accepted.get(v).is_some_and(|quiet| quiet.contains(&proposal.group)));
+                .all(|v| match accepted.get(v) {
+                    Some(quiet) => quiet.contains(&proposal.group),
+                    None => groups.liveness().is_dead(*v),
+                });
             if !all_agreed {
                 continue;
             }
-            let still_idle = idle_leader_state(&proposal.raft)
+            let still_idle = idle_leader_state(&proposal.raft, |node| groups.liveness().is_dead(node))
                 .is_some_and(|(last, _, vote)| last == proposal.last && vote == proposal.vote);
             let Ok(vote_json) = serde_json::to_vec(&proposal.vote) else {
                 continue;
@@ -174,9 +182,9 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
                     leading: true,
                     vote_json: vote_json.into(),
                     voters: proposal.voters,
-                    campaigns_first: false,
+                    me: config.node_id,
                     refusing_since: None,
-                    awaiting_restart: false,
+                    awaiting_leader: false,
                 };
                 if groups.quiesce(proposal.group, quiet, &proposal.raft, Some(proposal.activity)) {
                     idle_since.remove(&proposal.group);
@@ -188,9 +196,15 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
 }
 
 /// If this replica leads a group of two or more voters (no learners) whose every voter has
-/// applied its last entry: that entry, the voters and the leader's vote. (Run for every group
-/// led here at every scan: nothing is serialized until a group is proposed.)
-fn idle_leader_state(raft: &PartitionRaftNode) -> Option<(LogId, Vec<u64>, Vote)> {
+/// applied its last entry — every voter whose broker `is_dead` does not say is dead, if with
+/// the leader they are a majority —: that entry, the voters and the leader's vote. (Run for
+/// every group led here at every scan: nothing is serialized until a group is proposed.)
+///
+/// Why quiesce without a dead voter: safety never depends on quiescence (it only stops
+/// timers), and the group would otherwise tick for as long as that broker is down. When the
+/// broker is back its pings wake the group (after silence) or have it reach the restarted
+/// replica (after a restart), which then catches up as usual.
+fn idle_leader_state(raft: &PartitionRaftNode, is_dead: impl Fn(u64) -> bool) -> Option<(LogId, Vec<u64>, Vote)> {
     let receiver = raft.metrics();
     let metrics = receiver.borrow_watched();
     if metrics.state != openraft::ServerState::Leader || !metrics.vote.committed {
@@ -208,14 +222,15 @@ fn idle_leader_state(raft: &PartitionRaftNode) -> Option<(LogId, Vec<u64>, Vote)
         return None;
     }
     let replication = metrics.replication.as_ref()?;
-    let all_matched = voters
-        .iter()
-        .filter(|v| **v != metrics.id)
-        .all(|v| replication.get(v).cloned().flatten().as_ref() == Some(&last));
-    if !all_matched {
-        return None;
+    let mut in_step = 1;
+    for follower in voters.iter().filter(|v| **v != metrics.id) {
+        if replication.get(follower).cloned().flatten().as_ref() == Some(&last) {
+            in_step += 1;
+        } else if !is_dead(*follower) {
+            return None;
+        }
     }
-    Some((last, voters, metrics.vote))
+    (in_step * 2 > voters.len()).then_some((last, voters, metrics.vote))
 }
 
 /// Sends each follower one `Quiesce` request for all its groups; returns, per follower, the

@@ -162,6 +162,12 @@ impl PeerLiveness {
         peers.get(&node)?.answered_at.map(|at| at.elapsed())
     }
 
+    /// Whether the failure detector holds `node` dead now: its pings stopped reaching us.
+    pub fn is_dead(&self, node: u64) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers.get(&node).is_some_and(|state| state.dead)
+    }
+
     /// Whether `node` pinged this broker within `window`: alive as a leader of ours.
     pub fn pinged_us_within(&self, node: u64, window: Duration) -> bool {
         let peers = self.peers.lock().expect("peer liveness");

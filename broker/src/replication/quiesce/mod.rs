@@ -74,14 +74,16 @@ pub(crate) struct Quiet {
     pub vote_json: Bytes,
     /// The group's voters.
     pub voters: Vec<u64>,
-    /// Whether this follower campaigns first when the leader dies (the voter after the leader).
-    pub campaigns_first: bool,
+    /// This broker's node id (whether it campaigns first when the leader dies is decided then:
+    /// [`rules::successor`]).
+    pub me: u64,
     /// When this follower first refused a candidate because the leader looked alive, with no
     /// append from the leader since: refusals stop a while after (see [`rules::REFUSAL_LIMIT`]).
     pub refusing_since: Option<Instant>,
-    /// This replica restarted and has heard from no leader since: `leader` is the one its log
-    /// last voted for, and any append wakes it (see [`Quiescence::await_leader`]).
-    pub awaiting_restart: bool,
+    /// This replica awaits a leader with its timers stopped — it restarted and has heard from
+    /// no leader since (`leader` is the one its log last voted for), or its leader died and
+    /// another voter campaigns — and any append wakes it (see [`Quiescence::await_leader`]).
+    pub awaiting_leader: bool,
 }
 
 /// Has `raft` (a leader) heartbeat now rather than at its next tick — which a quiet group never

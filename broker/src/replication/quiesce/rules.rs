@@ -115,13 +115,16 @@ pub(crate) fn answer_candidate(
     }
 }
 
-/// The voter that campaigns first when `leader` dies: the next one after it in id order.
-pub(crate) fn successor(voters: &[u64], leader: u64) -> Option<u64> {
+/// The voter that campaigns first when `leader` dies: the next one after it in id order whose
+/// broker is `alive` (as this broker's failure detector sees it: with two brokers of a group
+/// dead, the third must not wait for one of them).
+pub(crate) fn successor(voters: &[u64], leader: u64, alive: impl Fn(u64) -> bool) -> Option<u64> {
     let mut sorted = voters.to_vec();
     sorted.sort_unstable();
     let position = sorted.iter().position(|v| *v == leader)?;
-    let next = sorted[(position + 1) % sorted.len()];
-    (next != leader).then_some(next)
+    (1..sorted.len())
+        .map(|step| sorted[(position + step) % sorted.len()])
+        .find(|voter| alive(*voter))
 }
 
 #[cfg(test)]
@@ -235,9 +238,9 @@ mod tests {
             leading,
             vote_json: Default::default(),
             voters: vec![1, 2, 3],
-            campaigns_first: false,
+            me: 2,
             refusing_since,
-            awaiting_restart: false,
+            awaiting_leader: false,
         }
     }
 
@@ -315,10 +318,17 @@ mod tests {
     }
 
     #[test]
-    fn the_next_voter_after_the_leader_campaigns_first() {
-        assert_eq!(successor(&[3, 1, 2], 1), Some(2));
-        assert_eq!(successor(&[3, 1, 2], 3), Some(1), "wraps around");
-        assert_eq!(successor(&[1], 1), None, "nobody else");
-        assert_eq!(successor(&[1, 2], 5), None, "the leader is not a voter");
+    fn the_next_live_voter_after_the_leader_campaigns_first() {
+        let all = |_| true;
+        assert_eq!(successor(&[3, 1, 2], 1, all), Some(2));
+        assert_eq!(successor(&[3, 1, 2], 3, all), Some(1), "wraps around");
+        assert_eq!(successor(&[1], 1, all), None, "nobody else");
+        assert_eq!(successor(&[1, 2], 5, all), None, "the leader is not a voter");
+        assert_eq!(
+            successor(&[1, 2, 3, 4, 5], 2, |v| v != 3),
+            Some(4),
+            "a dead voter is skipped"
+        );
+        assert_eq!(successor(&[1, 2, 3], 3, |v| v == 3), None, "nobody else alive");
     }
 }
