@@ -80,6 +80,11 @@ impl LocalCluster {
         })
     }
 
+    /// The brokers' admin endpoints, when started with them.
+    pub fn admin_addresses(&self) -> Option<&[String]> {
+        self.admins.as_deref()
+    }
+
     /// A new client of the cluster (its own connections), secured as [`cluster`](Self::cluster).
     pub fn new_client(&self) -> anyhow::Result<Arc<Cluster>> {
         Ok(match &self.tls {
@@ -96,6 +101,15 @@ impl LocalCluster {
         let status = child.wait().await.context("waiting for a broker to stop")?;
         anyhow::ensure!(status.success(), "broker {} exited with {status}", index + 1);
         Ok(started.elapsed())
+    }
+
+    /// Kills broker `index + 1` with SIGKILL (a crash: no handover, nothing flushed beyond
+    /// what its fsync policy already wrote) and waits until the process is gone.
+    pub async fn kill_broker(&mut self, index: usize) -> anyhow::Result<()> {
+        let child = &mut self.brokers[index];
+        child.start_kill().context("killing a broker")?;
+        child.wait().await.context("waiting for a killed broker")?;
+        Ok(())
     }
 
     /// Starts broker `index + 1` again on its data (after [`stop_broker`](Self::stop_broker)).

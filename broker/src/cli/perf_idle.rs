@@ -1,6 +1,8 @@
 //! `broker perf idle`: what three idle brokers hosting many partitions (RF=3) cost — CPU over
 //! a quiet period, resident memory and open descriptors, each broker its own process, measured
-//! from /proc — and, with `--restart`, how long one of them takes to stop and come back.
+//! from /proc — and, with `--restart`, how long one of them takes to stop and come back; with
+//! `--crash`, how long the others take to fail over its leaderships after a SIGKILL, and it to
+//! come back.
 
 use super::local_cluster::LocalCluster;
 use super::progress::Phase;
@@ -27,6 +29,14 @@ pub struct IdleArgs {
     /// it hosts every replica again with a leader known for each.
     #[arg(long)]
     restart: bool,
+    /// Afterwards, kill broker 3 with SIGKILL: time until brokers 1 and 2 have a leader for
+    /// every partition, then start it again and time until it hosts every replica again.
+    #[arg(long)]
+    crash: bool,
+    /// Each broker serves its admin endpoint (`/metrics`; addresses printed at the start), so
+    /// the run can be watched — and its metrics recorder costs what it costs in production.
+    #[arg(long)]
+    admin: bool,
     /// Scratch directory for the brokers' data (emptied before and after).
     #[arg(long, default_value = "target/perf-idle")]
     dir: PathBuf,
@@ -80,7 +90,10 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(args.broker_log.map(|filter| ("RUST_LOG".to_string(), filter)))
         .collect();
-    let mut local = LocalCluster::start(&args.dir, &env, false, false).await?;
+    let mut local = LocalCluster::start(&args.dir, &env, args.admin, false).await?;
+    if let Some(admins) = local.admin_addresses() {
+        println!("admin endpoints (metrics): {}", admins.join(", "));
+    }
     let topics = idle_topics(args.partitions);
     let mut led_after = Duration::ZERO;
     for (name, partitions) in &topics {
@@ -134,6 +147,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     if args.restart {
         restart_one(&mut local, &topics, args.partitions).await?;
     }
+    if args.crash {
+        crash_one(&mut local, &topics, args.partitions).await?;
+    }
     local.stop().await
 }
 
@@ -159,47 +175,166 @@ async fn restart_one(local: &mut LocalCluster, topics: &[(String, u32)], partiti
     let stopping = Phase::open("stopping broker 3");
     let stopped_in = local.stop_broker(INDEX).await?;
     stopping.finish();
-    local.start_broker(INDEX)?;
-    let started = Instant::now();
-    let phase = Phase::counted("restarting broker 3", u64::from(partitions));
-    phase.message(|| "replicas open with a leader known".into());
-    let address = format!("http://{}", local.addresses[INDEX]);
-    loop {
-        let ready = match proto::v1::broker_client::BrokerClient::connect(address.clone()).await {
-            Ok(mut client) => client
-                .describe_topics(proto::v1::MetadataRequest {
-                    topics: topics.iter().map(|(name, _)| name.clone()).collect(),
-                })
-                .await
-                .ok()
-                .map_or(0, |answer| {
-                    answer
-                        .into_inner()
-                        .topics
-                        .iter()
-                        .flat_map(|topic| &topic.partitions)
-                        .filter(|p| p.high_watermark.is_some() && p.leader.is_some())
-                        .count()
-                }),
-            Err(_) => 0,
-        };
-        phase.set_position(ready as u64);
-        if ready == partitions as usize {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "broker 3 hosted only {ready} of {partitions} replicas 600 s after its restart"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    phase.finish();
+    let back_in = start_and_await(local, topics, partitions).await?;
     println!(
         "broker 3 restart: stopped in {:.1} s; back with all {partitions} replicas {:.1} s after its start",
         stopped_in.as_secs_f64(),
-        started.elapsed().as_secs_f64()
+        back_in.as_secs_f64()
     );
     Ok(())
+}
+
+/// Kills broker 3 with SIGKILL, waits until brokers 1 and 2 both know a leader other than it
+/// for every partition, then starts it again and waits until it is back, and until every
+/// broker knows a leader of every partition and every replica is quiet; prints the times.
+async fn crash_one(local: &mut LocalCluster, topics: &[(String, u32)], partitions: u32) -> anyhow::Result<()> {
+    const INDEX: usize = 2;
+    local.kill_broker(INDEX).await?;
+    let killed = Instant::now();
+    let survivors = local.addresses[..INDEX].to_vec();
+    let failed_over_in = await_partitions(
+        "failing over broker 3's leaderships",
+        &survivors,
+        topics,
+        partitions,
+        killed,
+        |p| p.leader.is_some_and(|leader| leader != 3),
+    )
+    .await?;
+    local.start_broker(INDEX)?;
+    let started = Instant::now();
+    let back_in = await_partitions(
+        "restarting broker 3",
+        &local.addresses[INDEX..=INDEX],
+        topics,
+        partitions,
+        started,
+        |p| p.high_watermark.is_some() && p.leader.is_some(),
+    )
+    .await?;
+    // Back on broker 3 is not settled everywhere: its restarted replicas may still campaign,
+    // or wake the others' groups.
+    let settled_in = await_partitions(
+        "settling after the restart",
+        &local.addresses[..=INDEX],
+        topics,
+        partitions,
+        started,
+        |p| p.leader.is_some() && p.quiescent,
+    )
+    .await?;
+    println!(
+        "broker 3 killed (SIGKILL): its leaderships failed over in {:.1} s; back with all {partitions} replicas {:.1} s after its start, all quiet with a leader on every broker after {:.1} s",
+        failed_over_in.as_secs_f64(),
+        back_in.as_secs_f64(),
+        settled_in.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Starts broker 3 again and waits until it hosts every replica of the topics with a leader
+/// known for each; returns how long that took.
+async fn start_and_await(
+    local: &mut LocalCluster,
+    topics: &[(String, u32)],
+    partitions: u32,
+) -> anyhow::Result<Duration> {
+    const INDEX: usize = 2;
+    local.start_broker(INDEX)?;
+    await_partitions(
+        "restarting broker 3",
+        &local.addresses[INDEX..=INDEX],
+        topics,
+        partitions,
+        Instant::now(),
+        |p| p.high_watermark.is_some() && p.leader.is_some(),
+    )
+    .await
+}
+
+/// Waits until every one of `brokers` describes all `partitions` of the topics as passing
+/// `test` (each its own replicas' view), at most 600 s from `since`; returns the time since
+/// `since`. Two minutes in, with at most ten partitions left, prints them as each broker sees
+/// them.
+async fn await_partitions(
+    what: &'static str,
+    brokers: &[String],
+    topics: &[(String, u32)],
+    partitions: u32,
+    since: Instant,
+    test: impl Fn(&proto::v1::PartitionDescription) -> bool + Copy,
+) -> anyhow::Result<Duration> {
+    let phase = Phase::counted(what, u64::from(partitions));
+    phase.message(|| "partitions ready on every broker asked".into());
+    let mut reported = false;
+    loop {
+        let mut ready = usize::MAX;
+        for address in brokers {
+            ready = ready.min(described(address, topics, test).await);
+        }
+        phase.set_position(ready as u64);
+        if ready == partitions as usize {
+            phase.finish();
+            return Ok(since.elapsed());
+        }
+        if !reported && since.elapsed() > Duration::from_secs(120) && partitions as usize - ready <= 10 {
+            reported = true;
+            for address in brokers {
+                for (topic, partition) in described_by(address, topics).await {
+                    if !test(&partition) {
+                        println!(
+                            "{what}: still waiting for {topic}/{} on {address}: {partition:?}",
+                            partition.partition
+                        );
+                    }
+                }
+            }
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(600),
+            "{what}: only {ready} of {partitions} partitions ready after 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How many partitions of the topics, as the broker at `address` describes them, pass `test`
+/// (0 while it does not answer).
+async fn described(
+    address: &str,
+    topics: &[(String, u32)],
+    test: impl Fn(&proto::v1::PartitionDescription) -> bool,
+) -> usize {
+    described_by(address, topics)
+        .await
+        .iter()
+        .filter(|(_, p)| test(p))
+        .count()
+}
+
+/// The partitions of the topics as the broker at `address` itself sees them (its own replicas'
+/// view, not the cluster's), with their topics; none while it does not answer.
+async fn described_by(address: &str, topics: &[(String, u32)]) -> Vec<(String, proto::v1::PartitionDescription)> {
+    let Ok(mut client) = proto::v1::broker_client::BrokerClient::connect(format!("http://{address}")).await else {
+        return Vec::new();
+    };
+    let Ok(answer) = client
+        .describe_topics(proto::v1::MetadataRequest {
+            topics: topics.iter().map(|(name, _)| name.clone()).collect(),
+        })
+        .await
+    else {
+        return Vec::new();
+    };
+    answer
+        .into_inner()
+        .topics
+        .into_iter()
+        .flat_map(|topic| {
+            let name = topic.name;
+            topic.partitions.into_iter().map(move |p| (name.clone(), p))
+        })
+        .collect()
 }
 
 #[cfg(test)]

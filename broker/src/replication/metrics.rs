@@ -65,6 +65,37 @@ pub fn quiet_group_woke(reason: WakeReason) {
     metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label()).increment(1);
 }
 
+/// How this broker answered a (pre-)vote request, the `answer` label of
+/// `broker_raft_vote_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteAnswer {
+    /// openraft granted it.
+    Granted,
+    /// openraft rejected it (a newer vote here, a log ahead of the candidate's, a live lease).
+    Rejected,
+    /// This broker refused it before openraft saw it: a quiet group whose leader is alive, or a
+    /// replica holding its votes after losing acknowledged entries.
+    Refused,
+}
+
+impl VoteAnswer {
+    const ALL: [VoteAnswer; 3] = [VoteAnswer::Granted, VoteAnswer::Rejected, VoteAnswer::Refused];
+
+    fn label(self) -> &'static str {
+        match self {
+            VoteAnswer::Granted => "granted",
+            VoteAnswer::Rejected => "rejected",
+            VoteAnswer::Refused => "refused",
+        }
+    }
+}
+
+/// This broker answered a vote (`pre_vote` false) or pre-vote request.
+pub fn vote_answered(pre_vote: bool, answer: VoteAnswer) {
+    let kind = if pre_vote { "pre_vote" } else { "vote" };
+    metrics::counter!("broker_raft_vote_requests_total", "kind" => kind, "answer" => answer.label()).increment(1);
+}
+
 /// This broker's failure detector declared peer `node` dead (`true`) or heard from it again.
 pub fn peer_declared_dead(node: u64, dead: bool) {
     metrics::gauge!("broker_peer_dead", "peer" => node.to_string()).set(if dead { 1.0 } else { 0.0 });
@@ -86,6 +117,16 @@ pub fn describe() {
     );
     for reason in WakeReason::ALL {
         let _ = metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label());
+    }
+    metrics::describe_counter!(
+        "broker_raft_vote_requests_total",
+        metrics::Unit::Count,
+        "Vote and pre-vote requests of partition groups answered by this broker, by kind and answer."
+    );
+    for kind in ["pre_vote", "vote"] {
+        for answer in VoteAnswer::ALL {
+            let _ = metrics::counter!("broker_raft_vote_requests_total", "kind" => kind, "answer" => answer.label());
+        }
     }
     metrics::describe_gauge!(
         "broker_peer_dead",

@@ -2,6 +2,7 @@
 //! name. Unknown groups get NOT_FOUND, undecodable messages INVALID_ARGUMENT, a shut-down group
 //! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
 
+use super::metrics::{self, VoteAnswer};
 use super::quiesce::{Contact, PeerLiveness, Quiescence, ResumeTimers};
 use super::raft_node::{HostedGroups, PartitionRaftNode};
 use super::throttle::CatchUpThrottle;
@@ -154,14 +155,22 @@ impl RaftGroups {
         let rpc: openraft::raft::VoteRequest<PartitionRaft> =
             serde_json::from_slice(&request.json).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(refusal) = self.refusal(request.group, &raft, &rpc) {
+            metrics::vote_answered(pre_vote, VoteAnswer::Refused);
             return json_response(&refusal);
         }
         let response = if pre_vote {
             raft.pre_vote(rpc).await
         } else {
             raft.vote(rpc).await
+        }
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        let answer = if response.vote_granted {
+            VoteAnswer::Granted
+        } else {
+            VoteAnswer::Rejected
         };
-        json_response(&response.map_err(|e| Status::unavailable(e.to_string()))?)
+        metrics::vote_answered(pre_vote, answer);
+        json_response(&response)
     }
 
     fn node(&self, group: u64) -> Result<PartitionRaftNode, Status> {
