@@ -219,7 +219,9 @@ async fn groups_quiesce_without_a_dead_replica_and_catch_it_up_when_it_returns()
     // once they hold their leader's last entry.
     brokers[(victim - 1) as usize].restart();
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
-    let on_victim = describe_on(&addresses[(victim - 1) as usize], TOPIC).await.expect("victim answers");
+    let on_victim = describe_on(&addresses[(victim - 1) as usize], TOPIC)
+        .await
+        .expect("victim answers");
     for partition in &on_victim.partitions {
         let expected = written[&partition.partition].len() as u64;
         assert_eq!(
