@@ -219,17 +219,30 @@ async fn groups_quiesce_without_a_dead_replica_and_catch_it_up_when_it_returns()
     // once they hold their leader's last entry.
     brokers[(victim - 1) as usize].restart();
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
-    let on_victim = describe_on(&addresses[(victim - 1) as usize], TOPIC)
-        .await
-        .expect("victim answers");
-    for partition in &on_victim.partitions {
-        let expected = written[&partition.partition].len() as u64;
-        assert_eq!(
-            partition.high_watermark,
-            Some(expected),
-            "broker {victim}'s replica of partition {} after catching up",
-            partition.partition
+    let expected: BTreeMap<u32, Option<u64>> = written
+        .iter()
+        .map(|(partition, values)| (*partition, Some(values.len() as u64)))
+        .collect();
+    let deadline = Instant::now() + QUIET_WAIT;
+    loop {
+        let on_victim: BTreeMap<u32, Option<u64>> = describe_on(&addresses[(victim - 1) as usize], TOPIC)
+            .await
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.high_watermark))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if on_victim == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {victim}'s replicas did not catch up: {on_victim:?}, expected {expected:?}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_read_back(&cluster, &written).await;
 }

@@ -95,6 +95,10 @@ pub struct StateFile {
     /// The sequence number of the last slot known durable (behind `sequence` while the flush
     /// worker has a store to sync).
     synced: Arc<AtomicU64>,
+    /// Raised when an fsync of this file failed (shared with its log, whose other files raise
+    /// it too): after a failed fsync the page cache's state is unknown — a retried fsync may
+    /// report success without the data on disk — so every further store is refused.
+    failed: Arc<AtomicBool>,
 }
 
 /// What one slot holds.
@@ -204,7 +208,14 @@ impl StateFile {
             unwritten: false,
             sequence,
             synced: Arc::new(AtomicU64::new(sequence)),
+            failed: Arc::default(),
         })
+    }
+
+    /// Shares `failed` with the log this file belongs to: either's failed fsync fails both.
+    pub fn sharing_failure(mut self, failed: Arc<AtomicBool>) -> StateFile {
+        self.failed = failed;
+        self
     }
 
     /// The current state.
@@ -215,14 +226,13 @@ impl StateFile {
     /// Replaces the state durably.
     pub fn store(&mut self, state: PersistedState) -> StorageResult<()> {
         self.sync_previous()?;
-        let path = self.dir.join(FILE_NAME);
         let creating = self.sequence == 0;
         let (file, sequence) = self.write_slot(&state)?;
-        file.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        self.synced_or_failed(file.sync_data())?;
         if creating {
             // The file may be new: its directory entry must be durable too. The previous
             // format's file, if any, is superseded now.
-            sync_dir(&self.dir)?;
+            self.synced_or_failed(File::open(&self.dir).and_then(|dir| dir.sync_all()))?;
             let _ = std::fs::remove_file(self.dir.join(LEGACY_FILE_NAME));
         }
         self.stored(state, sequence);
@@ -231,15 +241,15 @@ impl StateFile {
     }
 
     /// Replaces the state, durably once `flusher` has synced it: `on_durable` is called then
-    /// (on the flush worker), or with the error that prevented it, when the log's `failed` flag
-    /// is raised too. The state reads as stored at once. A directory still holding the format
-    /// before the slots is converted by [`store`](Self::store) instead, which removes the old
-    /// file only once the new one is durable.
+    /// (on the flush worker), or with the error that prevented it — a failed fsync also
+    /// raises the failure flag, refusing every later store. The state reads as stored at once.
+    /// A directory still holding the format before the slots is converted by
+    /// [`store`](Self::store) instead, which removes the old file only once the new one is
+    /// durable.
     pub fn store_then(
         &mut self,
         state: PersistedState,
         flusher: &FlushHandle,
-        failed: &Arc<AtomicBool>,
         on_durable: DurableCallback,
     ) -> StorageResult<()> {
         let creating = self.sequence == 0;
@@ -254,7 +264,7 @@ impl StateFile {
         let mut targets = vec![SyncTarget {
             file: Arc::new(file),
             path,
-            failed: Arc::clone(failed),
+            failed: Arc::clone(&self.failed),
         }];
         if creating {
             // A new file: its directory entry must be durable too.
@@ -262,7 +272,7 @@ impl StateFile {
             targets.push(SyncTarget {
                 file: Arc::new(dir),
                 path: Arc::new(self.dir.clone()),
-                failed: Arc::clone(failed),
+                failed: Arc::clone(&self.failed),
             });
         }
         self.stored(state, sequence);
@@ -280,28 +290,45 @@ impl StateFile {
     }
 
     /// Syncs the last slot written if the flush worker has not yet: the next slot overwrites
-    /// the one before it, so the last must be durable first.
+    /// the one before it, so the last must be durable first. (Refused once an fsync failed:
+    /// the worker's, if it failed, must not be retried.)
     fn sync_previous(&mut self) -> StorageResult<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StorageError::Failed { path: self.dir.clone() });
+        }
         if self.synced.load(Ordering::SeqCst) >= self.sequence {
             return Ok(());
         }
         let path = self.dir.join(FILE_NAME);
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .open(&path)
-            .and_then(|file| file.sync_data())
             .map_err(|e| StorageError::io(&path, e))?;
+        self.synced_or_failed(file.sync_data())?;
         if self.sequence == 1 {
             // The first store, still unsynced, created the file.
-            sync_dir(&self.dir)?;
+            self.synced_or_failed(File::open(&self.dir).and_then(|dir| dir.sync_all()))?;
         }
         self.synced.fetch_max(self.sequence, Ordering::SeqCst);
         Ok(())
     }
 
+    /// An fsync's result: a failure raises the failure flag and is reported as the log's
+    /// failure — never as a full disk or another error a caller would retry.
+    fn synced_or_failed(&self, synced: std::io::Result<()>) -> StorageResult<()> {
+        synced.map_err(|error| {
+            self.failed.store(true, Ordering::SeqCst);
+            tracing::error!(dir = %self.dir.display(), %error, "fsync of the Raft state failed; the log is now failed");
+            StorageError::Failed { path: self.dir.clone() }
+        })
+    }
+
     /// Writes `state` into the next slot (not synced); returns the open file and the slot's
-    /// sequence number.
+    /// sequence number. Refused once an fsync failed.
     fn write_slot(&self, state: &PersistedState) -> StorageResult<(File, u64)> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StorageError::Failed { path: self.dir.clone() });
+        }
         let path = self.dir.join(FILE_NAME);
         let sequence = self.sequence + 1;
         let slot = encode_slot(sequence, state);
@@ -412,11 +439,9 @@ mod tests {
         flusher: &FlushHandle,
     ) -> std::sync::mpsc::Receiver<std::io::Result<()>> {
         let (sender, receiver) = std::sync::mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
         file.store_then(
             state,
             flusher,
-            &failed,
             Box::new(move |result| {
                 let _ = sender.send(result);
             }),
@@ -467,6 +492,33 @@ mod tests {
         file.store(state(3)).unwrap();
         assert_eq!(file.synced.load(Ordering::SeqCst), 3);
         assert_eq!(StateFile::load(dir.path()).unwrap().state(), &state(3));
+    }
+
+    #[test]
+    fn after_a_failed_fsync_of_its_log_no_store_is_attempted() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut file = StateFile::load(dir.path())
+            .unwrap()
+            .sharing_failure(Arc::clone(&failed));
+        file.store(state(1)).unwrap();
+        let worker = crate::storage::flush::FlushWorker::start("state-test").unwrap();
+        let pending = store_then(&mut file, state(2), &worker.handle());
+        // As the flush worker does when the fsync fails (the page cache's state is then
+        // unknown, and syncing again might "succeed" without the slot on disk).
+        failed.store(true, Ordering::SeqCst);
+        let _ = pending.recv();
+        assert!(matches!(file.store(state(3)), Err(StorageError::Failed { .. })));
+        let (sender, _receiver) = std::sync::mpsc::channel();
+        let refused = file.store_then(
+            state(4),
+            &worker.handle(),
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        assert!(matches!(refused, Err(StorageError::Failed { .. })));
+        assert_ne!(StateFile::load(dir.path()).unwrap().state(), &state(3));
     }
 
     #[test]

@@ -35,9 +35,10 @@ pub struct Quiescence {
     liveness: PeerLiveness,
     /// This process's incarnation, sent in pings.
     incarnation: u64,
-    /// Set once this broker runs the failure detector (to how long a follower woken by a dead
-    /// leader waits before its election timer runs); until then it never agrees to quiesce, as
-    /// nothing would wake its groups if their leader died.
+    /// Set once this broker runs the failure detector (to how long a follower woken to vote
+    /// waits before its election timer runs, so that it does not split the candidate's vote);
+    /// until then it never agrees to quiesce, as nothing would wake its groups if their leader
+    /// died.
     resume_delay: Arc<OnceLock<Duration>>,
     /// Set before any replica starts when this broker will run quiescence: a replica that
     /// restarts then awaits its leader with its timers stopped ([`Quiescence::await_leader`]).
@@ -54,10 +55,10 @@ const CAMPAIGNS_AT_ONCE: usize = 64;
 /// How long one campaign holds its turn at most: until the group knows a new leader, or this.
 const CAMPAIGN_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a restarted replica awaits its leader at most before its election timer runs
-/// anyway (plus up to [`RESTART_PATIENCE_SPREAD`], by group, so that such groups do not all
-/// campaign at once). A backstop: the leader's append, its death or a candidate normally wake
-/// it within a second.
+/// How long a replica awaiting a leader — restarted, or following a dead leader while another
+/// voter campaigns — waits at most before its election timer runs anyway (plus up to
+/// [`RESTART_PATIENCE_SPREAD`], by group, so that such groups do not all campaign at once). A
+/// backstop: the leader's append, its death or a candidate normally wake it within seconds.
 pub(crate) const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 /// The spread of [`RESTART_PATIENCE`] over groups.
 const RESTART_PATIENCE_SPREAD: Duration = Duration::from_secs(5);
@@ -139,7 +140,8 @@ enum Restart {
     /// At once: the leader (which heartbeats at once too), or a follower that just heard from
     /// a leader.
     Now,
-    /// At once, and campaign: the voter after a dead leader.
+    /// Campaign, when its turn comes (at most [`CAMPAIGNS_AT_ONCE`] at a time): the next live
+    /// voter after a dead leader.
     Campaign,
     /// After a while: a follower whose last contact with a leader is from before the quiet
     /// spell would campaign at its first tick and split the vote with the one that should.
@@ -268,8 +270,7 @@ impl Quiescence {
     }
 
     /// This broker runs the failure detector from now on and may agree to quiesce; a follower
-    /// woken by a dead leader's silence restarts its election timer after `resume_delay`
-    /// (unless it campaigns first).
+    /// woken to vote restarts its election timer after `resume_delay`.
     pub(crate) fn enable_quiescence(&self, resume_delay: Duration) {
         let _ = self.resume_delay.set(resume_delay);
     }
@@ -290,9 +291,12 @@ impl Quiescence {
         self.hosted.all_where(|group| !quiet.quiet.contains_key(&group))
     }
 
-    /// Whether `group` is quiet here (its Raft timers stopped).
+    /// Whether `group` is quiet here: its Raft timers stopped under a known leader. A replica
+    /// awaiting a leader (restarted, or its leader dead) has its timers stopped too, but is not
+    /// settled: it reports not quiet.
     pub fn is_quiet(&self, group: u64) -> bool {
-        self.quiet.lock().expect("quiet groups").quiet.contains_key(&group)
+        let quiet = self.quiet.lock().expect("quiet groups");
+        quiet.quiet.get(&group).is_some_and(|q| !q.awaiting_leader)
     }
 
     /// How many write requests `group` has seen (a change means it was not idle).
@@ -311,17 +315,22 @@ impl Quiescence {
 
     /// Marks `group` quiet and stops its timers — unless, for a leader, a write came since
     /// `expected_activity` was read or one is under way (a leader must not stop heartbeating
-    /// under a write it is about to propose). Returns whether it did.
+    /// under a write it is about to propose), or a follower in `waived` (not waited for, as
+    /// dead) is alive again: its return, handled under the same lock, must find the group
+    /// either quiet (and reach it) or awake. Returns whether it did.
     pub(crate) fn quiesce(
         &self,
         group: u64,
         state: Quiet,
         raft: &PartitionRaftNode,
         expected_activity: Option<u64>,
+        waived: &[u64],
     ) -> bool {
         let mut quiet = self.quiet.lock().expect("quiet groups");
         let activity = quiet.activity.get(&group).copied().unwrap_or(0);
-        if expected_activity.is_some_and(|expected| expected != activity) || quiet.writes_in_flight.contains_key(&group)
+        if expected_activity.is_some_and(|expected| expected != activity)
+            || quiet.writes_in_flight.contains_key(&group)
+            || waived.iter().any(|follower| !self.liveness.is_dead(*follower))
         {
             return false;
         }
@@ -366,11 +375,18 @@ impl Quiescence {
         match restart {
             Restart::Now => raft.runtime_config().tick(true),
             Restart::Campaign => {
-                let (campaigns, dead_leader) = (Arc::clone(&self.campaigns), state.leader);
+                let (groups, campaigns, dead_leader) = (self.clone(), Arc::clone(&self.campaigns), state.leader);
                 tokio::spawn(async move {
-                    // Timers stopped until its turn; always started at the end of the wait.
+                    // Timers stopped until its turn; started then — unless the group went quiet
+                    // again meanwhile (another voter won and quiesced it).
                     let turn = campaigns.acquire_owned().await;
-                    raft.runtime_config().tick(true);
+                    {
+                        let quiet = groups.quiet.lock().expect("quiet groups");
+                        if quiet.quiet.contains_key(&group) {
+                            return;
+                        }
+                        raft.runtime_config().tick(true);
+                    }
                     let led =
                         |m: &openraft::RaftMetrics<PartitionRaft>| m.current_leader.is_some_and(|l| l != dead_leader);
                     if turn.is_err() || led(&raft.metrics().borrow_watched()) {
@@ -517,10 +533,14 @@ impl Quiescence {
     /// took minutes.
     pub(crate) fn on_leader_dead(&self, leader: u64) {
         let mut quiet = self.quiet.lock().expect("quiet groups");
+        // Also the groups already awaiting a leader that is dead here: `leader` may have been
+        // the one to campaign for them.
         let led_by_it: Vec<(u64, bool, bool)> = quiet
             .quiet
             .iter()
-            .filter(|(_, q)| !q.leading && q.leader == leader)
+            .filter(|(_, q)| {
+                !q.leading && (q.leader == leader || (q.awaiting_leader && self.liveness.is_dead(q.leader)))
+            })
             .map(|(group, q)| {
                 let campaigns = successor(&q.voters, leader, |v| v == q.me || !self.liveness.is_dead(v)) == Some(q.me);
                 (*group, campaigns, q.awaiting_leader)
@@ -620,7 +640,7 @@ impl Quiescence {
                 refusing_since: None,
                 awaiting_leader: false,
             };
-            if self.quiesce(item.group, state, &raft, None) {
+            if self.quiesce(item.group, state, &raft, None, &[]) {
                 accepted.push(item.group);
             }
         }

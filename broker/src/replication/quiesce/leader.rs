@@ -104,7 +104,8 @@ async fn ping_every_peer(groups: Quiescence, channels: PeerChannels, config: Qui
 }
 
 /// The leader side: every scan interval, quiesces the groups led here that have been idle for
-/// `quiesce_after` with every follower holding (and having applied) the leader's last entry.
+/// `quiesce_after` with every follower holding (and having applied) the leader's last entry —
+/// every follower not on a dead broker (see [`idle_leader_state`]).
 async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) {
     let mut idle_since: HashMap<u64, IdleSince> = HashMap::new();
     let mut ticker = tokio::time::interval(SCAN_INTERVAL);
@@ -160,13 +161,18 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
         for proposal in proposals {
             // A dead follower's broker that did not answer at all is not waited for (its
             // return wakes the group: `Quiescence::on_peer_event`); one that answered counts.
+            let mut waived = Vec::new();
             let all_agreed = proposal
                 .voters
                 .iter()
                 .filter(|v| **v != config.node_id)
                 .all(|v| match accepted.get(v) {
                     Some(quiet) => quiet.contains(&proposal.group),
-                    None => groups.liveness().is_dead(*v),
+                    None if groups.liveness().is_dead(*v) => {
+                        waived.push(*v);
+                        true
+                    }
+                    None => false,
                 });
             if !all_agreed {
                 continue;
@@ -186,7 +192,7 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
                     refusing_since: None,
                     awaiting_leader: false,
                 };
-                if groups.quiesce(proposal.group, quiet, &proposal.raft, Some(proposal.activity)) {
+                if groups.quiesce(proposal.group, quiet, &proposal.raft, Some(proposal.activity), &waived) {
                     idle_since.remove(&proposal.group);
                     tracing::debug!(group = proposal.group, "quiesced");
                 }

@@ -5,7 +5,8 @@
 //! anybody writes; with thousands of partitions that ticking is nearly all of an idle broker's
 //! CPU. A leader whose group has been idle for a while, and whose followers have applied every
 //! entry it has, asks them to quiesce (the `Quiesce` RPC, batched per peer); once all of them
-//! agreed it stops its own timers too. A quiet group costs nothing until:
+//! agreed — all but those on brokers the failure detector holds dead, if the rest are a
+//! majority with it — it stops its own timers too. A quiet group costs nothing until:
 //!
 //! - **a client writes to it** (produce, leader transfer): the leader wakes and heartbeats at
 //!   once; the write waits for a quorum to answer that heartbeat (the lease), so a deposed
@@ -13,10 +14,10 @@
 //!   read (fetch, ListOffsets) renews the lease with one heartbeat round and leaves the group
 //!   quiet.
 //! - **its leader's broker dies**: every broker pings each peer ([`PeerLiveness`], the `Ping`
-//!   RPC). A follower whose leader's pings have not reached it for the dead-after time wakes
-//!   the groups that broker led; one follower per group — the next voter after the leader —
-//!   campaigns at once (with Pre-Vote), the others restart their election timers a little
-//!   later so as not to split the vote.
+//!   RPC). A follower whose leader's pings have not reached it for the dead-after time acts for
+//!   the groups that broker led: one follower per group — the next live voter after the leader
+//!   — campaigns (with Pre-Vote; paced, so many groups at once do not swamp the brokers), the
+//!   others await the new leader with their timers stopped, as restarted replicas do.
 //! - **a peer restarts or comes back**: a new incarnation in its pings, or pings after silence,
 //!   wakes the groups led here that it belongs to (so it hears from their leaders), and a
 //!   restart also counts as the death of the leader it was.

@@ -524,7 +524,7 @@ impl SegmentLog {
             vote: Some(vote),
             ..self.state.state().clone()
         };
-        self.state.store_then(state, &self.flusher, &self.failed, on_durable)
+        self.state.store_then(state, &self.flusher, on_durable)
     }
 
     /// The last entry known to be committed, as of the last durable state write.

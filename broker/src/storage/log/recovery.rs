@@ -106,14 +106,15 @@ impl SegmentLog {
         }
         report.segments = segments.len();
         let (acknowledged, mark) = AcknowledgedMark::open(dir, &files)?;
+        let failed = Arc::new(AtomicBool::new(false));
         let mut log = SegmentLog {
             dir: dir.to_path_buf(),
             config,
             segments,
-            state,
+            state: state.sharing_failure(Arc::clone(&failed)),
             flusher,
             files,
-            failed: Arc::new(AtomicBool::new(false)),
+            failed,
             acknowledged: Arc::new(acknowledged),
             recent: RecentEntries::default(),
         };
