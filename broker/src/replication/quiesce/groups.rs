@@ -7,7 +7,7 @@
 
 use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW, PING_INTERVAL};
 use super::rules::{
-    answer_candidate, follower_agrees, successor, Candidacy, CandidateAnswer, FollowerView, QuiesceProposal,
+    answer_candidate, campaigns_after_death, follower_agrees, Candidacy, CandidateAnswer, FollowerView, QuiesceProposal,
 };
 use super::{heartbeat_now, new_incarnation, Quiet};
 use crate::replication::metrics::{quiet_group_woke, WakeReason};
@@ -481,14 +481,12 @@ impl Quiescence {
                 .filter(|(_, q)| q.leading && q.voters.contains(&node))
                 .map(|(group, _)| *group)
                 .collect();
-            if !led_here.is_empty() {
-                tracing::debug!(
-                    node,
-                    ?event,
-                    groups = led_here.len(),
-                    "peer back: reaching it from the groups led here"
-                );
-            }
+            tracing::info!(
+                node,
+                ?event,
+                groups = led_here.len(),
+                "peer back: reaching it from the quiet groups led here"
+            );
             for group in led_here {
                 if event == PeerEvent::Restarted {
                     if let Some(raft) = self.hosted.get(group) {
@@ -521,7 +519,8 @@ impl Quiescence {
     }
 
     /// `leader`'s broker is dead (or restarted): in each quiet group it led here, the next live
-    /// voter after it ([`successor`]) campaigns (Pre-Vote first), at most
+    /// voter after it campaigns (Pre-Vote first) if it sees a live majority
+    /// ([`campaigns_after_death`]), at most
     /// [`CAMPAIGNS_AT_ONCE`] groups at a time; the other followers await the new leader with
     /// their timers stopped, as a restarted replica does (its first append wakes them), for at
     /// most [`RESTART_PATIENCE`].
@@ -542,10 +541,17 @@ impl Quiescence {
                 !q.leading && (q.leader == leader || (q.awaiting_leader && self.liveness.is_dead(q.leader)))
             })
             .map(|(group, q)| {
-                let campaigns = successor(&q.voters, leader, |v| v == q.me || !self.liveness.is_dead(v)) == Some(q.me);
+                let campaigns = campaigns_after_death(&q.voters, q.leader, q.me, |v| !self.liveness.is_dead(v));
                 (*group, campaigns, q.awaiting_leader)
             })
             .collect();
+        let campaigning = led_by_it.iter().filter(|(_, campaigns, _)| *campaigns).count();
+        tracing::info!(
+            leader,
+            campaigning,
+            awaiting = led_by_it.len() - campaigning,
+            "a leader's broker is dead or restarted: campaigning for some of its groups, awaiting the new leader of the others"
+        );
         for (group, campaigns, awaiting) in led_by_it {
             if campaigns {
                 self.wake_locked(&mut quiet, group, Restart::Campaign, WakeReason::LeaderDead);

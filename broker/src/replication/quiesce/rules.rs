@@ -115,6 +115,17 @@ pub(crate) fn answer_candidate(
     }
 }
 
+/// Whether `me` campaigns when `leader` dies: it is the [`successor`], and the voters alive as
+/// this broker sees them (itself included) are a majority. A broker that sees no majority
+/// alive cannot win an election, and is most likely the one that is cut off or stalled — a
+/// stall past the dead-after time makes it see every peer dead at once; campaigning then for
+/// every group it follows only loads the others.
+pub(crate) fn campaigns_after_death(voters: &[u64], leader: u64, me: u64, alive: impl Fn(u64) -> bool) -> bool {
+    let alive_or_me = |voter: u64| voter == me || alive(voter);
+    let live = voters.iter().filter(|voter| alive_or_me(**voter)).count();
+    live * 2 > voters.len() && successor(voters, leader, alive_or_me) == Some(me)
+}
+
 /// The voter that campaigns first when `leader` dies: the next one after it in id order whose
 /// broker is `alive` (as this broker's failure detector sees it: with two brokers of a group
 /// dead, the third must not wait for one of them).
@@ -315,6 +326,22 @@ mod tests {
             answer_candidate(&quiet(true, None), false, transfer, now),
             CandidateAnswer::WakeAndVote
         );
+    }
+
+    #[test]
+    fn a_broker_that_sees_no_live_majority_does_not_campaign() {
+        // Voters 1, 2, 3; leader 3 dead.
+        assert!(campaigns_after_death(&[1, 2, 3], 3, 1, |v| v != 3));
+        assert!(
+            !campaigns_after_death(&[1, 2, 3], 3, 2, |v| v != 3),
+            "not the successor"
+        );
+        assert!(
+            !campaigns_after_death(&[1, 2, 3], 3, 1, |_| false),
+            "sees every peer dead: stalled or cut off, it would not win"
+        );
+        // Five voters, leader 2 and its successor 3 dead: 4 campaigns, three of five alive.
+        assert!(campaigns_after_death(&[1, 2, 3, 4, 5], 2, 4, |v| v != 2 && v != 3));
     }
 
     #[test]
