@@ -17,6 +17,11 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 /// candidates while its leader is. Shorter than the dead-after time, so that once a follower
 /// has declared a leader dead (and campaigns), the other followers no longer refuse it.
 pub const ALIVE_WINDOW: Duration = Duration::from_millis(250);
+/// How long a peer declared dead must keep pinging us before it counts as back: pings it sent
+/// before it died can reach the handler seconds late on a busy broker — all at once — and one
+/// of them revived a killed broker, waking every group led here that it votes in (issue 16's
+/// crash-restart storm at 10,000 partitions).
+pub const REVIVAL_SPAN: Duration = Duration::from_millis(250);
 /// A peer is declared dead only once its silence exceeds this many times its recent ping gaps
 /// (when that is longer than the dead-after time).
 const GAP_TOLERANCE: u32 = 3;
@@ -79,6 +84,8 @@ struct PeerState {
     ping_gap: Duration,
     /// Said in its last ping or answer that it is in its controlled shutdown.
     stopping: bool,
+    /// While declared dead: when the first ping since reached us (see [`REVIVAL_SPAN`]).
+    pinging_again_since: Option<Instant>,
 }
 
 /// When each peer broker last pinged this one and last answered its pings, and its
@@ -96,9 +103,14 @@ pub struct PeerLiveness {
 impl PeerLiveness {
     /// Records a sign of life from `node` (running as `incarnation`); returns what changed.
     pub(crate) fn heard(&self, node: u64, incarnation: u64, contact: Contact) -> Option<PeerEvent> {
+        self.heard_at(node, incarnation, contact, Instant::now())
+    }
+
+    /// [`heard`](Self::heard) at `now`.
+    fn heard_at(&self, node: u64, incarnation: u64, contact: Contact, now: Instant) -> Option<PeerEvent> {
         let mut peers = self.peers.lock().expect("peer liveness");
-        let now = Instant::now();
         let state = peers.entry(node).or_insert_with(|| PeerState::unheard(now));
+        let previous_ping = state.pinged_us_at;
         match contact {
             Contact::PingedUs => {
                 if let Some(previous) = state.pinged_us_at {
@@ -111,10 +123,24 @@ impl PeerLiveness {
         let event = match state.incarnation {
             None => Some(PeerEvent::FirstHeard),
             Some(known) if known != incarnation => Some(PeerEvent::Restarted),
-            Some(_) if state.dead && contact == Contact::PingedUs => Some(PeerEvent::BackAlive),
+            Some(_) if state.dead && contact == Contact::PingedUs => {
+                // Back only once its pings span the revival time without a gap: a burst of
+                // stale ones, handled late, does not — nor does one more stale ping later.
+                let gap = previous_ping.map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+                if gap > REVIVAL_SPAN {
+                    state.pinging_again_since = Some(now);
+                }
+                let since = *state.pinging_again_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < REVIVAL_SPAN {
+                    state.incarnation = Some(incarnation);
+                    return None;
+                }
+                Some(PeerEvent::BackAlive)
+            }
             Some(_) => None,
         };
         state.incarnation = Some(incarnation);
+        state.pinging_again_since = None;
         if contact == Contact::PingedUs || matches!(event, Some(PeerEvent::FirstHeard | PeerEvent::Restarted)) {
             if state.dead {
                 crate::replication::metrics::peer_declared_dead(node, false);
@@ -197,6 +223,7 @@ impl PeerLiveness {
             return false;
         }
         state.dead = true;
+        state.pinging_again_since = None;
         crate::replication::metrics::peer_declared_dead(node, true);
         true
     }
@@ -212,6 +239,7 @@ impl PeerState {
             dead: false,
             ping_gap: Duration::ZERO,
             stopping: false,
+            pinging_again_since: None,
         }
     }
 }
@@ -284,11 +312,49 @@ mod tests {
             None,
             "answers do not revive a leader whose pings do not reach us"
         );
-        assert_eq!(liveness.heard(2, 7, Contact::PingedUs), Some(PeerEvent::BackAlive));
+        // Back only once its pings span the revival time.
+        let back = Instant::now();
+        assert_eq!(
+            liveness.heard_at(2, 7, Contact::PingedUs, back),
+            None,
+            "one ping may be a stale one"
+        );
+        assert_eq!(
+            liveness.heard_at(2, 7, Contact::PingedUs, back + REVIVAL_SPAN / 2),
+            None
+        );
+        assert_eq!(
+            liveness.heard_at(2, 7, Contact::PingedUs, back + REVIVAL_SPAN),
+            Some(PeerEvent::BackAlive)
+        );
         assert_eq!(liveness.heard(2, 8, Contact::Answered), Some(PeerEvent::Restarted));
         assert!(liveness.pinged_us_within(2, Duration::from_secs(1)));
         assert!(liveness.since_answered(2).is_some());
         assert!(!liveness.pinged_us_within(3, Duration::from_secs(1)), "never heard of");
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_stale_pings_does_not_revive_a_dead_peer() {
+        let liveness = PeerLiveness::default();
+        let start = Instant::now();
+        liveness.heard_at(2, 7, Contact::PingedUs, start);
+        assert!(liveness.declare_dead_if_silent(2, Duration::ZERO, Duration::ZERO, start));
+        // Pings sent before it died, handled late, all at once.
+        let late = start + Duration::from_secs(5);
+        for i in 0..20 {
+            let at = late + Duration::from_millis(5 * i);
+            assert_eq!(liveness.heard_at(2, 7, Contact::PingedUs, at), None);
+        }
+        // One more, long after: still not back (the pings must keep coming).
+        let much_later = late + Duration::from_secs(3);
+        assert_eq!(liveness.heard_at(2, 7, Contact::PingedUs, much_later), None);
+        assert!(liveness.is_dead(2));
+        // A live peer's pings, every 100 ms, bring it back within the revival time.
+        let events: Vec<Option<PeerEvent>> = (1..=3)
+            .map(|i| liveness.heard_at(2, 7, Contact::PingedUs, much_later + PING_INTERVAL * i))
+            .collect();
+        assert_eq!(events, [None, None, Some(PeerEvent::BackAlive)]);
+        assert!(!liveness.is_dead(2));
     }
 
     #[tokio::test]
