@@ -39,6 +39,27 @@ async fn write_each(cluster: &Cluster, tag: &str, written: &mut BTreeMap<u32, Ve
     }
 }
 
+/// Three brokers serving their admin endpoints, the topic created, one record written to each
+/// partition ("before") and every replica quiet: the brokers, their client and admin addresses,
+/// a client, and what was written.
+async fn quiet_cluster_with_admin(
+    root: &std::path::Path,
+) -> (
+    Vec<cluster_tests::BrokerProcess>,
+    Vec<String>,
+    Vec<String>,
+    Arc<Cluster>,
+    BTreeMap<u32, Vec<String>>,
+) {
+    let (brokers, addresses, admins) = start_cluster_with_admin(root, 3, &[]);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let mut written = BTreeMap::new();
+    write_each(&cluster, "before", &mut written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    (brokers, addresses, admins, cluster, written)
+}
+
 async fn assert_read_back(cluster: &Arc<Cluster>, written: &BTreeMap<u32, Vec<String>>) {
     for (partition, values) in written {
         let read: Vec<String> = read_partition(cluster, TOPIC, *partition)
@@ -178,12 +199,7 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_quiesce_without_a_dead_replica_and_catch_it_up_when_it_returns() {
     let root = tempfile::tempdir().unwrap();
-    let (mut brokers, addresses, admins) = start_cluster_with_admin(root.path(), 3, &[]);
-    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
-    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
-    let mut written = BTreeMap::new();
-    write_each(&cluster, "before", &mut written).await;
-    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    let (mut brokers, addresses, admins, cluster, mut written) = quiet_cluster_with_admin(root.path()).await;
 
     let before = leaders(&cluster, TOPIC).await;
     let victim = before[&0];
@@ -260,12 +276,7 @@ async fn wakes(admin: &str, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_follower_rejoins_quiet_groups_without_waking_them() {
     let root = tempfile::tempdir().unwrap();
-    let (mut brokers, addresses, admins) = start_cluster_with_admin(root.path(), 3, &[]);
-    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
-    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
-    let mut written = BTreeMap::new();
-    write_each(&cluster, "before", &mut written).await;
-    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    let (mut brokers, addresses, admins, cluster, mut written) = quiet_cluster_with_admin(root.path()).await;
 
     let before = leaders(&cluster, TOPIC).await;
     let restarted: u64 = 3;

@@ -201,17 +201,8 @@ async fn crash_one(local: &mut LocalCluster, topics: &[(String, u32)], partition
         |p| p.leader.is_some_and(|leader| leader != 3),
     )
     .await?;
-    local.start_broker(INDEX)?;
-    let started = Instant::now();
-    let back_in = await_partitions(
-        "restarting broker 3",
-        &local.addresses[INDEX..=INDEX],
-        topics,
-        partitions,
-        started,
-        |p| p.high_watermark.is_some() && p.leader.is_some(),
-    )
-    .await?;
+    let back_in = start_and_await(local, topics, partitions).await?;
+    let started = Instant::now() - back_in;
     // Back on broker 3 is not settled everywhere: its restarted replicas may still campaign,
     // or wake the others' groups.
     let settled_in = await_partitions(

@@ -232,7 +232,7 @@ impl StateFile {
         if creating {
             // The file may be new: its directory entry must be durable too. The previous
             // format's file, if any, is superseded now.
-            self.synced_or_failed(File::open(&self.dir).and_then(|dir| dir.sync_all()))?;
+            self.synced_or_failed(sync_directory(&self.dir))?;
             let _ = std::fs::remove_file(self.dir.join(LEGACY_FILE_NAME));
         }
         self.stored(state, sequence);
@@ -307,7 +307,7 @@ impl StateFile {
         self.synced_or_failed(file.sync_data())?;
         if self.sequence == 1 {
             // The first store, still unsynced, created the file.
-            self.synced_or_failed(File::open(&self.dir).and_then(|dir| dir.sync_all()))?;
+            self.synced_or_failed(sync_directory(&self.dir))?;
         }
         self.synced.fetch_max(self.sequence, Ordering::SeqCst);
         Ok(())
@@ -382,9 +382,11 @@ fn load_legacy(dir: &Path) -> StorageResult<PersistedState> {
 
 /// Makes a directory's entries (creations, renames, deletions) durable.
 pub fn sync_dir(dir: &Path) -> StorageResult<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
+    sync_directory(dir).map_err(|e| StorageError::io(dir, e))
+}
+
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

@@ -97,11 +97,7 @@ impl ResumeTimers {
         };
         // (The replica's log holds nothing past `prev`: a heartbeat appends nothing, and what
         // a restarted replica holds is what it loaded at its start.)
-        let (last_log_index, me) = {
-            let receiver = self.raft.metrics();
-            let metrics = receiver.borrow_watched();
-            (metrics.last_log_index, metrics.id)
-        };
+        let last_log_index = self.raft.metrics().borrow_watched().last_log_index;
         let in_step =
             success && vote.committed && prev.is_some() && prev == commit && last_log_index == prev.map(|p| p.index);
         if !in_step {
@@ -111,7 +107,6 @@ impl ResumeTimers {
         let leader = vote.leader_id.node_id;
         let mut quiet = self.groups.quiet.lock().expect("quiet groups");
         if let Some(state) = quiet.quiet.get_mut(&self.group).filter(|q| q.awaiting_leader) {
-            state.me = me;
             state.leader = leader;
             state.vote_json = vote_json;
             state.awaiting_leader = false;

@@ -4,7 +4,8 @@
 //! agreed stops its timers. A follower on a broker the failure detector holds dead is not
 //! waited for, as long as the others make a majority with the leader: otherwise every group
 //! with a replica on a dead broker stayed awake until it came back — at 10,000 partitions, a
-//! third of them, more timers than two brokers' cores could run (see [`idle_leader_state`]). (The follower's side is `Quiescence::quiesce_as_follower`, its rule
+//! third of them, more timers than two brokers' cores could run (see [`idle_leader_state`]).
+//! (The follower's side is `Quiescence::quiesce_as_follower`, its rule
 //! [`follower_agrees`](super::rules::follower_agrees).)
 
 use super::groups::Quiescence;
