@@ -201,6 +201,7 @@ async fn crash_one(local: &mut LocalCluster, topics: &[(String, u32)], partition
         |p| p.leader.is_some_and(|leader| leader != 3),
     )
     .await?;
+    print_wakes(local, "after the failover").await;
     let back_in = start_and_await(local, topics, partitions).await?;
     let started = Instant::now() - back_in;
     // Back on broker 3 is not settled everywhere: its restarted replicas may still campaign,
@@ -220,7 +221,44 @@ async fn crash_one(local: &mut LocalCluster, topics: &[(String, u32)], partition
         back_in.as_secs_f64(),
         settled_in.as_secs_f64()
     );
+    print_wakes(local, "after the return").await;
     Ok(())
+}
+
+/// Why groups woke so far, per broker, with `--admin` (counted since each broker's start): the
+/// run's cost in elections and heartbeats, beyond its times.
+async fn print_wakes(local: &LocalCluster, when: &str) {
+    for (i, admin) in local.admin_addresses().unwrap_or_default().iter().enumerate() {
+        match quiet_group_wakes(admin).await {
+            Ok(wakes) => println!("{when}, broker {}: quiet-group wakes {wakes}", i + 1),
+            Err(error) => println!("{when}, broker {}: no wake counts ({error:#})", i + 1),
+        }
+    }
+}
+
+/// `broker_quiet_group_wakes_total` of the broker whose admin endpoint is `admin`, by reason
+/// (`reason=count`, the non-zero ones).
+async fn quiet_group_wakes(admin: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let wakes: Vec<String> = response
+        .lines()
+        .filter_map(|line| line.strip_prefix("broker_quiet_group_wakes_total{reason=\""))
+        .filter_map(|rest| {
+            let (reason, count) = rest.split_once("\"} ")?;
+            (count.trim() != "0").then(|| format!("{reason}={}", count.trim()))
+        })
+        .collect();
+    Ok(if wakes.is_empty() {
+        "none".into()
+    } else {
+        wakes.join(" ")
+    })
 }
 
 /// Starts broker 3 again and waits until it hosts every replica of the topics with a leader
