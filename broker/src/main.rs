@@ -205,6 +205,10 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Fault points set from the start (`FAILPOINTS=name=action;…`), for those that act before
+    // a test could set them through the admin endpoint; kept for the process's life.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let properties = [
         (client::security::SECURITY_PROTOCOL, cli.security_protocol.clone()),

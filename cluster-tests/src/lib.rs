@@ -251,6 +251,12 @@ impl BrokerProcess {
 
     /// (Re)starts the process on the same address and data.
     pub fn restart(&mut self) {
+        self.restart_with_env(&[]);
+    }
+
+    /// (Re)starts the process on the same address and data, with `env` added to its
+    /// environment (e.g. `FAILPOINTS`, fault points on from its start).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "broker {} is running", self.id);
         // prlimit sets the limit and execs the broker: the child's pid is the broker's.
         let mut command = match self.open_file_limit {
@@ -282,6 +288,7 @@ impl BrokerProcess {
                 "RUST_LOG",
                 std::env::var("BROKER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .spawn()
             .expect("starting a broker");
         self.child = Some(child);

@@ -272,10 +272,13 @@ async fn wakes(admin: &str, reason: &str) -> f64 {
 /// leaders with timers stopped, and one heartbeat from each leader settles them quiet again —
 /// the groups never wake. (Waking every group a restarted broker votes in, thousands at once,
 /// overloaded the brokers until the failure detector misread their slowness as deaths: issue
-/// 16's restart storm.)
+/// 16's restart storm.) Its replicas of the groups it led await too: they campaign in none of
+/// them — the next voter does — so no candidate of theirs wakes a replica on the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_follower_rejoins_quiet_groups_without_waking_them() {
     let root = tempfile::tempdir().unwrap();
+    let root = Box::leak(Box::new(root));
+    println!("ROOT {}", root.path().display());
     let (mut brokers, addresses, admins, cluster, mut written) = quiet_cluster_with_admin(root.path()).await;
 
     let before = leaders(&cluster, TOPIC).await;
@@ -292,6 +295,10 @@ async fn a_restarted_follower_rejoins_quiet_groups_without_waking_them() {
     let unsettled_before = [
         wakes(&admins[0], "restarted_follower").await,
         wakes(&admins[1], "restarted_follower").await,
+    ];
+    let candidates_before = [
+        wakes(&admins[0], "candidate").await,
+        wakes(&admins[1], "candidate").await,
     ];
 
     // While broker 3 is down and comes back, the leaders of the partitions it follows are
@@ -376,8 +383,73 @@ async fn a_restarted_follower_rejoins_quiet_groups_without_waking_them() {
             "a leader found its restarted follower behind"
         );
     }
+    for (admin, before) in admins[..2].iter().zip(candidates_before) {
+        assert_eq!(
+            wakes(admin, "candidate").await,
+            before,
+            "a replica of broker {restarted} campaigned after its restart"
+        );
+    }
 
     // The partitions it led failed over meanwhile; everything still serves and reads back.
+    write_each(&cluster, "after", &mut written).await;
+    assert_read_back(&cluster, &written).await;
+}
+
+/// A broker restarted with replicas slow to open (the `replica-open-delay` fault point, on from
+/// its start: 2.5 s each, so opening its seven replicas takes longer than the 10 s a leader
+/// keeps trying to reach a restarted follower). It says so in its pings: the leaders of the
+/// quiet groups it follows reach its replicas only once it has opened them all, and their
+/// patience counts from then — no leader gives up on it, none of its replicas runs its timers
+/// for want of a leader, and they settle quiet. (Reached while the broker was still opening
+/// its replicas, the leaders woke their groups after 10 s: thousands at once at 10,000
+/// partitions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_slow_to_open_its_replicas_is_reached_once_it_has() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut brokers, addresses, admins, cluster, mut written) = quiet_cluster_with_admin(root.path()).await;
+    let restarted: u64 = 3;
+    let followed: Vec<u32> = leaders(&cluster, TOPIC)
+        .await
+        .into_iter()
+        .filter(|(_, leader)| *leader != restarted)
+        .map(|(partition, _)| partition)
+        .collect();
+    assert!(!followed.is_empty(), "broker {restarted} leads every partition");
+    let gave_up_before = [
+        wakes(&admins[0], "restarted_follower").await,
+        wakes(&admins[1], "restarted_follower").await,
+    ];
+
+    let index = (restarted - 1) as usize;
+    brokers[index].kill9();
+    brokers[index].restart_with_env(&[("FAILPOINTS", "replica-open-delay=return(2500)")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let quiet = quiet_partitions(&addresses[index], restarted, TOPIC)
+            .await
+            .unwrap_or_default();
+        if followed.iter().all(|p| quiet.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {restarted}'s replicas of {followed:?} did not settle quiet: {quiet:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (admin, before) in admins[..2].iter().zip(gave_up_before) {
+        assert_eq!(
+            wakes(admin, "restarted_follower").await,
+            before,
+            "a leader gave up reaching its restarted follower, or found it behind"
+        );
+    }
+    assert_eq!(
+        wakes(&admins[index], "restart_patience").await,
+        0.0,
+        "a replica of the restarted broker ran out of patience for its leader"
+    );
     write_each(&cluster, "after", &mut written).await;
     assert_read_back(&cluster, &written).await;
 }

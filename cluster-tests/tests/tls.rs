@@ -76,6 +76,7 @@ async fn ping(address: &str, tls: Option<ClientTlsConfig>) -> Result<(), String>
             node: 99,
             incarnation: 1,
             stopping: false,
+            opening: false,
         })
         .await
         .map(|_| ())

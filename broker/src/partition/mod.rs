@@ -186,12 +186,24 @@ impl PartitionManager {
         Ok(())
     }
 
-    /// Reconciles on every metadata change until the metadata channel closes.
+    /// Reconciles on every metadata change until the metadata channel closes. After the first
+    /// pass — the replicas of the metadata this broker held at its start, its controller
+    /// replica having applied what it had committed — the broker has opened its replicas (see
+    /// [`Quiescence::replicas_opened`](crate::replication::quiesce::Quiescence::replicas_opened)).
     pub async fn follow(self: Arc<Self>, mut metadata: watch::Receiver<Arc<ClusterMetadata>>) {
         loop {
             let current = metadata.borrow_and_update().clone();
+            let started = std::time::Instant::now();
             if let Err(error) = self.reconcile(&current).await {
                 tracing::error!(%error, "reconciling partitions with metadata failed");
+            }
+            if self.host.groups.quiescence().is_opening() {
+                tracing::info!(
+                    replicas = self.running.read().expect("partition map").len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "opened the replicas assigned here"
+                );
+                self.host.groups.quiescence().replicas_opened();
             }
             if metadata.changed().await.is_err() {
                 return;

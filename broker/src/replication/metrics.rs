@@ -32,10 +32,14 @@ pub enum WakeReason {
     RestartedFollower,
     /// A restarted replica heard from no leader within its patience.
     RestartPatience,
+    /// Its Raft node no longer matched its quiet state: a quiet leader that stepped down (a
+    /// higher vote in a follower's answer to its heartbeat), a quiet follower that lost its
+    /// leader. The quiet state would otherwise keep its timers stopped for good.
+    Diverged,
 }
 
 impl WakeReason {
-    const ALL: [WakeReason; 8] = [
+    const ALL: [WakeReason; 9] = [
         WakeReason::Write,
         WakeReason::Append,
         WakeReason::Candidate,
@@ -44,6 +48,7 @@ impl WakeReason {
         WakeReason::PeerBack,
         WakeReason::RestartedFollower,
         WakeReason::RestartPatience,
+        WakeReason::Diverged,
     ];
 
     fn label(self) -> &'static str {
@@ -56,6 +61,7 @@ impl WakeReason {
             WakeReason::PeerBack => "peer_back",
             WakeReason::RestartedFollower => "restarted_follower",
             WakeReason::RestartPatience => "restart_patience",
+            WakeReason::Diverged => "diverged",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! UNAVAILABLE — all of which the sending leader treats as a failed RPC and retries later.
 
 use super::metrics::{self, VoteAnswer};
-use super::quiesce::{Contact, PeerLiveness, Quiescence, ResumeTimers};
+use super::quiesce::{Contact, PeerLiveness, PeerPhase, Quiescence, ResumeTimers};
 use super::raft_node::{HostedGroups, PartitionRaftNode};
 use super::throttle::CatchUpThrottle;
 use super::types::PartitionRaft;
@@ -268,17 +268,24 @@ impl RaftRpc for RaftGroups {
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let request = request.into_inner();
-        if let Some(event) = self
-            .quiescence
-            .liveness()
-            .heard(request.node, request.incarnation, Contact::PingedUs)
-        {
+        let liveness = self.quiescence.liveness();
+        let event = liveness.heard(request.node, request.incarnation, Contact::PingedUs);
+        // (Before the event is handled: a restarted peer still opening its replicas is reached
+        // only once it has.)
+        liveness.note_phase(
+            request.node,
+            PeerPhase {
+                stopping: request.stopping,
+                opening: request.opening,
+            },
+        );
+        if let Some(event) = event {
             self.quiescence.on_peer_event(request.node, event);
         }
-        self.quiescence.liveness().note_stopping(request.node, request.stopping);
         Ok(Response::new(PingResponse {
             incarnation: self.quiescence.incarnation(),
             stopping: self.quiescence.is_stopping(),
+            opening: self.quiescence.is_opening(),
         }))
     }
 

@@ -8,8 +8,12 @@
 //! - `disk-available`: the data directory's free space reads as the given number of bytes.
 //! - `file-open`: reopening a log file the open-file budget had closed fails
 //!   (`return(emfile)`: the process is out of descriptors).
+//! - `replica-open-delay`: each replica waits the given milliseconds before it opens its log
+//!   (`return(2500)`): a broker with many replicas to open, in a small test. Set from the
+//!   start through the `FAILPOINTS` environment variable (`replica-open-delay=return(2500)`).
 
 use std::io;
+use std::time::Duration;
 
 /// The error a fault point's argument names: `enospc`, `emfile`, `eio` (the default).
 pub fn injected_error(argument: Option<String>) -> io::Error {
@@ -43,5 +47,13 @@ pub fn segment_fsync() -> Option<io::Error> {
 pub fn disk_available() -> Option<u64> {
     fail::fail_point!("disk-available", |argument: Option<String>| argument
         .and_then(|bytes| bytes.parse().ok()));
+    None
+}
+
+/// A delay before a replica opens its log, if `replica-open-delay` is on with milliseconds.
+pub fn replica_open_delay() -> Option<Duration> {
+    fail::fail_point!("replica-open-delay", |argument: Option<String>| argument
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis));
     None
 }

@@ -45,8 +45,14 @@ pub struct Quiescence {
     restarts_await_leader: Arc<AtomicBool>,
     /// Set when this broker's controlled shutdown begins; its pings say so to its peers.
     stopping: Arc<AtomicBool>,
+    /// True from the start of a broker that runs quiescence until it has opened the replicas
+    /// its metadata assigns it ([`Quiescence::replicas_opened`]); its pings say so, and its
+    /// replicas' patience for their leaders counts from then.
+    opening: Arc<tokio::sync::watch::Sender<bool>>,
     /// Turns to campaign for groups whose leader died ([`CAMPAIGNS_AT_ONCE`]).
     campaigns: Arc<tokio::sync::Semaphore>,
+    /// Turns to reach a restarted follower ([`REACHES_AT_ONCE`]).
+    reaches: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most groups this broker campaigns for at once after their leader died; the rest wait their
@@ -62,6 +68,29 @@ const CAMPAIGN_WAIT: Duration = Duration::from_secs(2);
 pub(crate) const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 /// The spread of [`RESTART_PATIENCE`] over groups.
 const RESTART_PATIENCE_SPREAD: Duration = Duration::from_secs(5);
+/// How long a restarted replica that led its group before waits for a leader to reach it
+/// (plus up to [`FORMER_LEADER_PATIENCE_SPREAD`]) before its election timer runs, when the
+/// group's other voters started with this broker (a whole cluster starting: the replicas that
+/// led are the ones to campaign). If they were up before it, they have elected a leader, which
+/// reaches it once it has opened its replicas: it waits [`RESTART_PATIENCE`] like any other.
+pub(crate) const FORMER_LEADER_PATIENCE: Duration = Duration::from_secs(2);
+/// The spread of [`FORMER_LEADER_PATIENCE`] over groups.
+const FORMER_LEADER_PATIENCE_SPREAD: Duration = Duration::from_secs(2);
+/// Most groups led here that reach a restarted follower at once (each holds its turn until
+/// its heartbeat is acknowledged, or for [`RESTARTED_FOLLOWER_ACK_WAIT`]). Thousands of
+/// heartbeats at once outran what the restarted broker could answer within the wait, and each
+/// unanswered one was sent again: the load grew with the delay.
+const REACHES_AT_ONCE: usize = 256;
+
+/// How long a replica awaiting a leader waits, and what decides it.
+#[derive(Debug, Clone)]
+enum Patience {
+    /// [`RESTART_PATIENCE`]: a restarted follower, or a follower of a dead leader.
+    Follower,
+    /// A restarted replica that led its group: [`FORMER_LEADER_PATIENCE`] unless each of
+    /// `others` (the group's other voters) was up before this broker started.
+    FormerLeader { others: Vec<u64> },
+}
 
 /// Which groups are quiet here, and per group the writes seen and in flight.
 #[derive(Default)]
@@ -120,8 +149,11 @@ impl Drop for ResumeTimers {
         if self.awaited_heartbeat.is_some() {
             let mut quiet = self.groups.quiet.lock().expect("quiet groups");
             if quiet.quiet.get(&self.group).is_some_and(|q| q.awaiting_leader) {
+                // Later: its leader, seeing it out of step, wakes and appends to it; run at
+                // once, its election timer could fire before then on a busy broker, and its
+                // campaign would only wake the leader too.
                 self.groups
-                    .wake_locked(&mut quiet, self.group, Restart::Now, WakeReason::Append);
+                    .wake_locked(&mut quiet, self.group, Restart::Later, WakeReason::Append);
             }
             return;
         }
@@ -172,7 +204,9 @@ impl Quiescence {
             resume_delay: Arc::default(),
             restarts_await_leader: Arc::default(),
             stopping: Arc::default(),
+            opening: Arc::new(tokio::sync::watch::Sender::new(false)),
             campaigns: Arc::new(tokio::sync::Semaphore::new(CAMPAIGNS_AT_ONCE)),
+            reaches: Arc::new(tokio::sync::Semaphore::new(REACHES_AT_ONCE)),
         }
     }
 
@@ -202,10 +236,34 @@ impl Quiescence {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// From now on a replica that restarts awaits its leader (see [`Self::await_leader`]):
-    /// called before any replica starts, on a broker that will run quiescence.
+    /// From now on a replica that restarts awaits its leader (see [`Self::await_leader`]), and
+    /// this broker is opening its replicas until [`Self::replicas_opened`]: called before any
+    /// replica starts, on a broker that will run quiescence.
     pub fn await_leaders_on_restart(&self) {
         self.restarts_await_leader.store(true, Ordering::Relaxed);
+        self.opening.send_replace(true);
+    }
+
+    /// This broker has opened the replicas its metadata assigned it at its start: its pings say
+    /// so from now on (its peers' leaders then reach the replicas awaiting them), and those
+    /// replicas' patience starts. Opening 10,000 replicas after a crash takes ~8 s; leaders
+    /// that heartbeat a restarted broker meanwhile find groups it does not host yet, and gave up
+    /// on them — waking thousands of groups at once (issue 16's crash-restart storm).
+    pub fn replicas_opened(&self) {
+        if self.opening.send_replace(false) {
+            tracing::info!("replicas opened: peers' leaders may reach them now");
+        }
+    }
+
+    /// Whether this broker is still opening its replicas after its start.
+    pub(crate) fn is_opening(&self) -> bool {
+        *self.opening.borrow()
+    }
+
+    /// Returns once this broker has opened its replicas (at once if it is not opening them).
+    async fn opened(&self) {
+        let mut opening = self.opening.subscribe();
+        let _ = opening.wait_for(|opening| !opening).await;
     }
 
     /// Whether a replica that restarts awaits its leader.
@@ -213,11 +271,21 @@ impl Quiescence {
         self.restarts_await_leader.load(Ordering::Relaxed)
     }
 
-    /// A replica of `group` restarted with a committed vote for `leader`'s leadership (another
-    /// broker) in its log and its timers stopped: it waits quiet for that leader, which wakes
-    /// on this broker's restart and appends to it. Any append wakes it (the leader may have
-    /// changed meanwhile), as do its leader's death, a candidate while that leader looks dead,
-    /// and — a backstop — [`RESTART_PATIENCE`] with no word from anyone.
+    /// A replica of `group` restarted with a committed vote for `leader`'s leadership in its
+    /// log and its timers stopped: it waits quiet for that leader, which wakes on this broker's
+    /// restart and appends to it. Any append wakes it (the leader may have changed meanwhile),
+    /// as do its leader's death, a candidate while that leader looks dead, and — a backstop —
+    /// [`RESTART_PATIENCE`] with no word from anyone, counted from when this broker has opened
+    /// its replicas.
+    ///
+    /// `leader` may be this broker (`me`): the replica led the group before the restart. Its
+    /// leadership is not restored (openraft's `enable_leader_restore` is off), and after a
+    /// crash its peers have elected another leader, which reaches it as above. If the group's
+    /// other voters started with this broker (a cold start of the whole cluster) nobody leads
+    /// it: it campaigns after [`FORMER_LEADER_PATIENCE`]. Any candidate meanwhile wakes it and
+    /// gets its vote by openraft's rules. Running its timers from the start instead, thousands
+    /// of such replicas campaigned against groups that had new leaders, and every campaign
+    /// woke the leader it asked.
     pub(crate) fn await_leader(&self, group: u64, leader: u64, voters: Vec<u64>, me: u64) {
         let state = Quiet {
             leader,
@@ -229,18 +297,33 @@ impl Quiescence {
             refusing_since: None,
             awaiting_leader: true,
         };
+        let patience = if leader == me {
+            Patience::FormerLeader {
+                others: state.voters.iter().copied().filter(|voter| *voter != me).collect(),
+            }
+        } else {
+            Patience::Follower
+        };
         self.quiet.lock().expect("quiet groups").quiet.insert(group, state);
-        self.stop_awaiting_after_patience(group);
+        self.stop_awaiting_after_patience(group, patience);
     }
 
-    /// Ends `group`'s wait for a leader after [`RESTART_PATIENCE`] (spread by group), if it
-    /// still waits then.
-    fn stop_awaiting_after_patience(&self, group: u64) {
-        let spread_ms = group.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (RESTART_PATIENCE_SPREAD.as_millis() as u64 + 1);
-        let patience = RESTART_PATIENCE + Duration::from_millis(spread_ms);
+    /// Ends `group`'s wait for a leader after its `patience` (spread by group) from when this
+    /// broker has opened its replicas, if it still waits then.
+    fn stop_awaiting_after_patience(&self, group: u64, patience: Patience) {
         let groups = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(patience).await;
+            groups.opened().await;
+            let (patience, spread) = match patience {
+                Patience::FormerLeader { others }
+                    if !others.iter().all(|voter| groups.liveness.was_up_before_us(*voter)) =>
+                {
+                    (FORMER_LEADER_PATIENCE, FORMER_LEADER_PATIENCE_SPREAD)
+                }
+                _ => (RESTART_PATIENCE, RESTART_PATIENCE_SPREAD),
+            };
+            let spread_ms = group.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (spread.as_millis() as u64 + 1);
+            tokio::time::sleep(patience + Duration::from_millis(spread_ms)).await;
             groups.stop_awaiting(group);
         });
     }
@@ -407,7 +490,9 @@ impl Quiescence {
     }
 
     /// An append for `group` arrived. One with entries, or from another leader than the one
-    /// the group rests under, takes it out of quiet; the returned guard restarts its timers
+    /// the group rests under, takes it out of quiet — except a replica awaiting a leader, which
+    /// an append with entries from a leader leaves awaiting, following that leader; the
+    /// returned guard restarts its timers
     /// when dropped — once the append is in, so the election timer counts from this contact,
     /// not from before the quiet spell, or when the append's handling ends any other way (a
     /// dropped connection, an undecodable request): a group out of quiet must never be left
@@ -425,6 +510,22 @@ impl Quiescence {
         if !has_entries && state.vote_json == vote_json {
             state.refusing_since = None;
             return None;
+        }
+        if has_entries && state.awaiting_leader {
+            // A leader's own retries reach a restarted broker's replicas as soon as each is
+            // open, before the leader is told to reach it (once its broker has opened them
+            // all). Woken by those appends, with that leader quiet, thousands of replicas ran
+            // out of election timeout and campaigned, waking the groups they asked (~2,000
+            // `candidate` wakes at 10,000 partitions). It keeps awaiting, following that
+            // leader: the leader's heartbeat settles or wakes it, its death or the patience
+            // wakes it, as for any awaiting replica.
+            if let Ok(vote) = serde_json::from_slice::<Vote>(vote_json) {
+                if vote.committed {
+                    state.leader = vote.leader_id.node_id;
+                    state.refusing_since = None;
+                    return None;
+                }
+            }
         }
         if !has_entries && state.awaiting_leader {
             // Left awaiting until the answer shows whether the heartbeat found it in step.
@@ -554,7 +655,7 @@ impl Quiescence {
                 if let Some(state) = quiet.quiet.get_mut(&group) {
                     state.awaiting_leader = true;
                     state.refusing_since = None;
-                    self.stop_awaiting_after_patience(group);
+                    self.stop_awaiting_after_patience(group, Patience::Follower);
                 }
             }
         }
@@ -589,6 +690,62 @@ impl Quiescence {
                 false
             }
         }
+    }
+
+    /// Wakes each quiet group whose Raft node no longer matches its quiet state — a quiet
+    /// leader that no longer leads, a quiet follower that knows another leader or none — and
+    /// returns how many. A quiet leader still exchanges heartbeats (renewing its lease for a
+    /// read, reaching a restarted follower), and a higher vote in an answer makes openraft step
+    /// it down: its timers stopped, nothing would ever elect a leader again (seen once at
+    /// 10,000 partitions after a crash-restart: seven groups quiet on every broker, leaderless
+    /// on two). Run every second by the leader-side scan; replicas awaiting a leader are left
+    /// alone (they know none by design).
+    pub(crate) fn wake_diverged(&self) -> usize {
+        let expected: HashMap<u64, (bool, u64)> = {
+            let quiet = self.quiet.lock().expect("quiet groups");
+            quiet
+                .quiet
+                .iter()
+                .filter(|(_, q)| !q.awaiting_leader)
+                .map(|(group, q)| (*group, (q.leading, q.leader)))
+                .collect()
+        };
+        let diverged: Vec<(u64, (bool, u64))> = self
+            .hosted
+            .all_where(|group| expected.contains_key(&group))
+            .into_iter()
+            .filter_map(|(group, raft)| {
+                let (leading, leader) = expected[&group];
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow_watched();
+                let matches = if leading {
+                    metrics.state == openraft::ServerState::Leader
+                } else {
+                    metrics.current_leader == Some(leader)
+                };
+                (!matches).then_some((group, (leading, leader)))
+            })
+            .collect();
+        let mut quiet = self.quiet.lock().expect("quiet groups");
+        let mut woken = 0;
+        for (group, (leading, leader)) in diverged {
+            // (Unless its quiet state changed meanwhile: a wake and a quiesce since.)
+            if quiet
+                .quiet
+                .get(&group)
+                .is_some_and(|q| !q.awaiting_leader && q.leading == leading && q.leader == leader)
+            {
+                tracing::info!(
+                    group,
+                    leading,
+                    leader,
+                    "a quiet group's Raft node left its quiet state: it wakes"
+                );
+                self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::Diverged);
+                woken += 1;
+            }
+        }
+        woken
     }
 
     /// The follower side of a `Quiesce` request: quiesces each group whose state matches the
@@ -660,11 +817,35 @@ const RESTARTED_FOLLOWER_RETRY: Duration = Duration::from_millis(500);
 /// its leader with timers stopped; one heartbeat that finds it holding the leader's last entry
 /// settles it quiet again (`ResumeTimers::settle`), so the group never wakes — with thousands
 /// of groups, waking them all at once on every restart overloaded the brokers until the failure
-/// detector misread their slowness as deaths. Heartbeats are sent until one is acknowledged;
-/// the group wakes if the follower is not in step (the leader then replicates to it as
-/// usual), or if none is acknowledged within [`RESTART_PATIENCE`]. It stops as soon as the
-/// group is no longer quiet here (a write woke it).
+/// detector misread their slowness as deaths. Nothing is sent before that broker has opened
+/// its replicas (it says so in its pings). Then heartbeats, at most [`REACHES_AT_ONCE`] groups
+/// at a time, until one is acknowledged; the group wakes if the follower is not in step (the
+/// leader then replicates to it as usual), or if none is acknowledged within
+/// [`RESTART_PATIENCE`] of its turn. A follower the leader knows to be behind is not sent a
+/// heartbeat first: the group wakes at once. It stops as soon as the group is no longer quiet
+/// here (a write woke it).
 async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: PartitionRaftNode, follower: u64) {
+    let holds_last = |m: &openraft::RaftMetrics<PartitionRaft>| {
+        let matched = m.replication.as_ref().and_then(|r| r.get(&follower).copied().flatten());
+        matched.map(|m| m.index) == m.last_log_index
+    };
+    // Known not to hold the last entry (the group elected this leader while the follower was
+    // down, say): the group must wake to catch it up — judged now, as openraft's own retries
+    // may catch it up before any heartbeat is acknowledged, and the append that does wakes the
+    // follower; with this leader quiet, its timers would run out and its campaign would wake
+    // the group anyway (~2,800 `candidate` wakes at 10,000 partitions, before this).
+    let behind = !holds_last(&raft.metrics().borrow_watched());
+    // Not before its broker has opened its replicas: a heartbeat to a group it does not host
+    // yet fails, and its patience counts from then too. Then in turn (see REACHES_AT_ONCE) —
+    // unless it is behind: the group wakes at once, and its heartbeats and appends reach it.
+    groups.liveness.ready_or_gone(follower).await;
+    if behind {
+        groups.wake_leader(group);
+        return;
+    }
+    let Ok(_turn) = Arc::clone(&groups.reaches).acquire_owned().await else {
+        return;
+    };
     let give_up = Instant::now() + RESTART_PATIENCE;
     let acknowledged = |m: &openraft::RaftMetrics<PartitionRaft>| {
         m.heartbeat.as_ref().and_then(|h| h.get(&follower).copied().flatten())
@@ -680,11 +861,7 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: Partitio
             )
             .await;
         if let Ok(metrics) = answered {
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&follower).copied().flatten());
-            if matched.map(|m| m.index) != metrics.last_log_index {
+            if !holds_last(&metrics) {
                 groups.wake_leader(group);
             }
             return;
@@ -699,5 +876,69 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: Partitio
             return;
         }
         tokio::time::sleep(RESTARTED_FOLLOWER_RETRY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::{PartitionReplica, RaftGroups, RaftTimers, ReplicaHost};
+    use crate::storage::{FlushWorker, LogConfig};
+
+    fn quiet_state(leading: bool, leader: u64, awaiting_leader: bool) -> Quiet {
+        Quiet {
+            leader,
+            leading,
+            vote_json: Bytes::new(),
+            voters: vec![1],
+            me: 1,
+            refusing_since: None,
+            awaiting_leader,
+        }
+    }
+
+    /// A quiet group whose Raft node contradicts its quiet state wakes, and only such a group:
+    /// a quiet leader that no longer leads (openraft stepped it down on a higher vote in an
+    /// answer) would otherwise keep its timers stopped for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_group_its_raft_node_contradicts_wakes() {
+        let root = tempfile::tempdir().unwrap();
+        let flush = FlushWorker::start("diverged").unwrap();
+        let host = ReplicaHost {
+            node_id: 1,
+            logs: flush.handle().into(),
+            peers: Default::default(),
+            groups: RaftGroups::default(),
+            raft_config: RaftTimers::default().raft_config("test").unwrap(),
+        };
+        let replica = PartitionReplica::start(&host, 7, root.path(), LogConfig::default(), None)
+            .await
+            .unwrap();
+        replica
+            .bootstrap([(1, "127.0.0.1:1".to_string())].into())
+            .await
+            .unwrap();
+        let quiescence = host.groups.quiescence();
+        let raft = quiescence.hosted().get(7).expect("hosted");
+        raft.wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.state == openraft::ServerState::Leader, "leads")
+            .await
+            .unwrap();
+
+        // Quiet as what it is, the leader: left alone.
+        assert!(quiescence.quiesce(7, quiet_state(true, 1, false), &raft, None, &[]));
+        assert_eq!(quiescence.wake_diverged(), 0);
+        assert!(quiescence.is_quiet(7));
+
+        // Awaiting a leader: knows none by design, left alone.
+        assert!(quiescence.quiesce(7, quiet_state(false, 2, true), &raft, None, &[]));
+        assert_eq!(quiescence.wake_diverged(), 0);
+
+        // Quiet as a follower of broker 2, which its node does not follow: it wakes, timers on.
+        assert!(quiescence.quiesce(7, quiet_state(false, 2, false), &raft, None, &[]));
+        assert_eq!(quiescence.wake_diverged(), 1);
+        assert!(!quiescence.is_quiet(7));
+        assert_eq!(quiescence.wake_diverged(), 0, "woken once");
+        replica.shutdown().await.unwrap();
     }
 }

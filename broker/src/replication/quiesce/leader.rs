@@ -24,6 +24,9 @@ use tokio::time::Instant;
 
 /// How often the leader looks for groups to quiesce.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the quiet groups are checked against their Raft nodes
+/// ([`Quiescence::wake_diverged`]): every quiet group, so less often than the scan.
+const DIVERGENCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait for a follower's answer to a quiesce request.
 const QUIESCE_RPC_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -111,8 +114,13 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
     let mut idle_since: HashMap<u64, IdleSince> = HashMap::new();
     let mut ticker = tokio::time::interval(SCAN_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_divergence_check = Instant::now();
     loop {
         ticker.tick().await;
+        if last_divergence_check.elapsed() >= DIVERGENCE_CHECK_INTERVAL {
+            last_divergence_check = Instant::now();
+            groups.wake_diverged();
+        }
         let mut proposals = Vec::new();
         let mut awake = HashSet::new();
         // Only the awake groups: with thousands of quiet ones, visiting each every scan was most

@@ -84,6 +84,11 @@ struct PeerState {
     ping_gap: Duration,
     /// Said in its last ping or answer that it is in its controlled shutdown.
     stopping: bool,
+    /// Said in its last ping or answer that it is still opening its replicas after its start.
+    opening: bool,
+    /// What it said in the first ping or answer this broker had from it: whether it was
+    /// opening its replicas then — starting with this broker — or had been up before.
+    opening_when_first_heard: Option<bool>,
     /// While declared dead: when the first ping since reached us (see [`REVIVAL_SPAN`]).
     pinging_again_since: Option<Instant>,
 }
@@ -98,6 +103,18 @@ struct PeerState {
 #[derive(Clone, Default)]
 pub struct PeerLiveness {
     peers: Arc<Mutex<HashMap<u64, PeerState>>>,
+    /// Notified whenever a peer stops opening its replicas or is declared dead (see
+    /// [`PeerLiveness::ready_or_gone`]).
+    readiness: Arc<tokio::sync::Notify>,
+}
+
+/// What a peer said of itself in its last ping or answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PeerPhase {
+    /// In its controlled shutdown.
+    pub stopping: bool,
+    /// Still opening the replicas it hosts, after its start.
+    pub opening: bool,
 }
 
 impl PeerLiveness {
@@ -139,6 +156,18 @@ impl PeerLiveness {
             }
             Some(_) => None,
         };
+        if event == Some(PeerEvent::Restarted) {
+            // A new process: its previous one's pings — their gaps, the last one's time — say
+            // nothing of this one's. Seen in an answer, it has the first-contact grace for its
+            // own first ping (its connection to us is new); judged by the old process's last
+            // ping instead, it was declared dead at once, and its return from that false death
+            // would have woken every group led here that it votes in.
+            state.ping_gap = Duration::ZERO;
+            if contact == Contact::Answered {
+                state.pinged_us_at = None;
+                state.known_since = now;
+            }
+        }
         state.incarnation = Some(incarnation);
         state.pinging_again_since = None;
         if contact == Contact::PingedUs || matches!(event, Some(PeerEvent::FirstHeard | PeerEvent::Restarted)) {
@@ -158,11 +187,46 @@ impl PeerLiveness {
         crate::replication::metrics::peer_declared_dead(node, false);
     }
 
-    /// Records whether `node`, in its last ping or answer, said it is stopping.
-    pub(crate) fn note_stopping(&self, node: u64, stopping: bool) {
+    /// Records what `node` said of itself in its last ping or answer.
+    pub(crate) fn note_phase(&self, node: u64, phase: PeerPhase) {
         let mut peers = self.peers.lock().expect("peer liveness");
         if let Some(state) = peers.get_mut(&node) {
-            state.stopping = stopping;
+            state.stopping = phase.stopping;
+            state.opening_when_first_heard.get_or_insert(phase.opening);
+            let opened = state.opening && !phase.opening;
+            state.opening = phase.opening;
+            if opened {
+                self.readiness.notify_waiters();
+            }
+        }
+    }
+
+    /// Whether `node` said it is still opening its replicas (its last word on it).
+    pub(crate) fn is_opening(&self, node: u64) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers.get(&node).is_some_and(|state| state.opening)
+    }
+
+    /// Whether `node` had opened its replicas when this broker first heard from it: it was up
+    /// before this broker started, not starting beside it.
+    pub(crate) fn was_up_before_us(&self, node: u64) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers
+            .get(&node)
+            .is_some_and(|state| state.opening_when_first_heard == Some(false))
+    }
+
+    /// Returns once `node` is not opening its replicas (as it last said) or is declared dead:
+    /// until then, reaching its replicas finds groups it does not host yet.
+    pub(crate) async fn ready_or_gone(&self, node: u64) {
+        loop {
+            let notified = self.readiness.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_opening(node) || self.is_dead(node) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -219,12 +283,20 @@ impl PeerLiveness {
             Some(at) => now.saturating_duration_since(at) >= dead_after,
             None => now.saturating_duration_since(state.known_since) >= dead_after.max(FIRST_CONTACT_GRACE),
         };
-        if state.dead || !silent {
+        // A peer still opening its replicas leads no group (a restarted replica never resumes
+        // leading): while it answers our pings, its own may lag behind that work without it
+        // being dead to anybody.
+        let opening_and_answering = state.opening
+            && state
+                .answered_at
+                .is_some_and(|at| now.saturating_duration_since(at) < dead_after);
+        if state.dead || !silent || opening_and_answering {
             return false;
         }
         state.dead = true;
         state.pinging_again_since = None;
         crate::replication::metrics::peer_declared_dead(node, true);
+        self.readiness.notify_waiters();
         true
     }
 }
@@ -239,6 +311,8 @@ impl PeerState {
             dead: false,
             ping_gap: Duration::ZERO,
             stopping: false,
+            opening: false,
+            opening_when_first_heard: None,
             pinging_again_since: None,
         }
     }
@@ -267,14 +341,24 @@ pub(super) async fn ping_peer(
                 node: me,
                 incarnation: groups.incarnation(),
                 stopping: groups.is_stopping(),
+                opening: groups.is_opening(),
             });
             request.set_timeout(dead_after);
             if let Ok(answer) = RaftClient::new(channel).ping(request).await {
                 let answer = answer.into_inner();
-                if let Some(event) = groups.liveness().heard(peer, answer.incarnation, Contact::Answered) {
+                let event = groups.liveness().heard(peer, answer.incarnation, Contact::Answered);
+                // (Before the event is handled: a restarted peer still opening its replicas is
+                // reached only once it has.)
+                groups.liveness().note_phase(
+                    peer,
+                    PeerPhase {
+                        stopping: answer.stopping,
+                        opening: answer.opening,
+                    },
+                );
+                if let Some(event) = event {
                     groups.on_peer_event(peer, event);
                 }
-                groups.liveness().note_stopping(peer, answer.stopping);
             }
         }
         if groups
@@ -328,7 +412,10 @@ mod tests {
             Some(PeerEvent::BackAlive)
         );
         assert_eq!(liveness.heard(2, 8, Contact::Answered), Some(PeerEvent::Restarted));
-        assert!(liveness.pinged_us_within(2, Duration::from_secs(1)));
+        assert!(
+            !liveness.pinged_us_within(2, Duration::from_secs(1)),
+            "its previous process's pings are not the new one's"
+        );
         assert!(liveness.since_answered(2).is_some());
         assert!(!liveness.pinged_us_within(3, Duration::from_secs(1)), "never heard of");
     }
@@ -430,5 +517,96 @@ mod tests {
             "gaps of ~300 ms: 900 ms of silence are tolerated"
         );
         assert!(liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, last + Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn a_peer_opening_its_replicas_is_ready_once_it_says_so_or_is_declared_dead() {
+        let liveness = PeerLiveness::default();
+        let opening = PeerPhase {
+            stopping: false,
+            opening: true,
+        };
+        liveness.heard(2, 7, Contact::PingedUs);
+        liveness.note_phase(2, opening);
+        liveness.heard(3, 7, Contact::PingedUs);
+        liveness.note_phase(3, opening);
+        assert!(liveness.is_opening(2) && liveness.is_opening(3));
+
+        let waiting = |node: u64| {
+            let liveness = liveness.clone();
+            tokio::spawn(async move { liveness.ready_or_gone(node).await })
+        };
+        let (for_2, for_3) = (waiting(2), waiting(3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!for_2.is_finished() && !for_3.is_finished(), "both still opening");
+
+        liveness.note_phase(2, PeerPhase::default());
+        tokio::time::timeout(Duration::from_secs(5), for_2)
+            .await
+            .expect("ready once it said it opened its replicas")
+            .unwrap();
+        assert!(!for_3.is_finished(), "another peer's readiness is not this one's");
+
+        let silent_since = Instant::now();
+        assert!(liveness.declare_dead_if_silent(
+            3,
+            Duration::from_millis(1),
+            Duration::ZERO,
+            silent_since + MAX_SILENCE
+        ));
+        tokio::time::timeout(Duration::from_secs(5), for_3)
+            .await
+            .expect("gone once declared dead")
+            .unwrap();
+        liveness.ready_or_gone(2).await;
+    }
+
+    #[tokio::test]
+    async fn a_restart_seen_in_an_answer_gives_the_new_process_the_first_contact_grace() {
+        let liveness = PeerLiveness::default();
+        let dead_after = Duration::from_millis(500);
+        let start = Instant::now();
+        liveness.heard_at(2, 7, Contact::PingedUs, start);
+        // Killed, and back 7 s later: its answer to our ping is the first sign of the new one.
+        let back = start + Duration::from_secs(7);
+        assert_eq!(
+            liveness.heard_at(2, 8, Contact::Answered, back),
+            Some(PeerEvent::Restarted)
+        );
+        assert!(
+            !liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, back + Duration::from_millis(100)),
+            "not judged by its previous process's last ping"
+        );
+        liveness.heard_at(2, 8, Contact::PingedUs, back + Duration::from_secs(1));
+        assert!(!liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, back + Duration::from_millis(1400)));
+        assert!(
+            liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, back + Duration::from_secs(2)),
+            "its own pings count as usual, their gaps not stretched by its downtime"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_opening_its_replicas_is_not_dead_while_it_answers() {
+        let liveness = PeerLiveness::default();
+        let dead_after = Duration::from_millis(500);
+        let start = Instant::now();
+        liveness.heard_at(2, 7, Contact::PingedUs, start);
+        liveness.note_phase(
+            2,
+            PeerPhase {
+                stopping: false,
+                opening: true,
+            },
+        );
+        let later = start + Duration::from_secs(2);
+        liveness.heard_at(2, 7, Contact::Answered, later);
+        assert!(
+            !liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, later + Duration::from_millis(100)),
+            "its pings lag, but it answers ours"
+        );
+        assert!(
+            liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, later + Duration::from_secs(1)),
+            "silent both ways: dead, opening or not"
+        );
     }
 }

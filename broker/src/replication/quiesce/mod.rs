@@ -54,8 +54,8 @@ pub mod rules;
 pub use groups::Quiescence;
 pub(crate) use groups::{ResumeTimers, WriteInFlight};
 pub use leader::{spawn, QuiesceConfig};
-pub(crate) use liveness::Contact;
 pub use liveness::PeerLiveness;
+pub(crate) use liveness::{Contact, PeerPhase};
 
 use super::raft_node::PartitionRaftNode;
 use bytes::Bytes;

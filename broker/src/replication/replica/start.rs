@@ -87,16 +87,15 @@ fn raft_config_of(
 /// broker whose replicas all ran their timers from zero would pre-vote in every group before
 /// their leaders' appends reached it, and those thousands of vote requests starved the appends
 /// that would have calmed them (docs/architecture.md, "Quiescence"). A replica that led its
-/// group runs its timers: its group needs an election. (Making it wait too, for the leader its
-/// peers elect on seeing the restart, was tried: 3,000 partitions then did not settle within
-/// 90 s after a restart, against 21–38 s without it at the time; 5.5 s today.)
+/// group waits too, for the leader its peers elected meanwhile, but less long: with the whole
+/// cluster restarting, its group needs it to campaign (see [`Quiescence::await_leader`]).
+///
+/// [`Quiescence::await_leader`]: crate::replication::quiesce::Quiescence::await_leader
 fn awaited_leader(host: &ReplicaHost, log: &SegmentLog, eligible: bool) -> Option<u64> {
     if !eligible || !host.groups.quiescence().restarts_await_leader() {
         return None;
     }
-    log.vote()
-        .filter(|vote| vote.committed && vote.node != host.node_id)
-        .map(|vote| vote.node)
+    log.vote().filter(|vote| vote.committed).map(|vote| vote.node)
 }
 
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
@@ -127,6 +126,9 @@ impl PartitionReplica {
         log_config: LogConfig,
         observer: Option<Arc<dyn BatchObserver>>,
     ) -> Result<PartitionReplica, ReplicationError> {
+        if let Some(delay) = crate::storage::faults::replica_open_delay() {
+            tokio::time::sleep(delay).await;
+        }
         let (log, report) = SegmentLog::open(dir, log_config, host.logs.clone(), proto::record_batch::now_ms())?;
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
             tracing::warn!(group, ?report, "partition log recovered");
@@ -198,16 +200,23 @@ impl PartitionReplica {
         }
         // (After the insert: a wake must find the node to restart its timers.)
         if let Some(leader) = awaited_leader {
+            // (From the core, once it has started: the metrics hold no membership until its
+            // first report.)
             let voters: Vec<u64> = raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
-            host.groups
-                .quiescence()
-                .await_leader(group, leader, voters, host.node_id);
+                .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+                .await
+                .map_err(|e| ReplicationError::Raft {
+                    group,
+                    message: e.to_string(),
+                })?;
+            if voters.iter().all(|voter| *voter == host.node_id) {
+                // Its only voter: nobody else would elect a leader or reach it.
+                raft.runtime_config().tick(true);
+            } else {
+                host.groups
+                    .quiescence()
+                    .await_leader(group, leader, voters, host.node_id);
+            }
         }
         Ok(PartitionReplica {
             group,
