@@ -191,6 +191,15 @@ impl PartitionManager {
     /// replica having applied what it had committed — the broker has opened its replicas (see
     /// [`Quiescence::replicas_opened`](crate::replication::quiesce::Quiescence::replicas_opened)).
     pub async fn follow(self: Arc<Self>, mut metadata: watch::Receiver<Arc<ClusterMetadata>>) {
+        // Should this task end before its first pass does (a panic, an abort), the broker still
+        // says it has opened what it could: peers would otherwise wait for it up to the bound.
+        struct OpenedOnDrop(crate::replication::quiesce::Quiescence);
+        impl Drop for OpenedOnDrop {
+            fn drop(&mut self) {
+                self.0.replicas_opened();
+            }
+        }
+        let _opened_on_drop = OpenedOnDrop(self.host.groups.quiescence().clone());
         loop {
             let current = metadata.borrow_and_update().clone();
             let started = std::time::Instant::now();

@@ -5,7 +5,7 @@
 //!
 //! One lock over the quiet state, so a write and a quiesce decision on a group are ordered.
 
-use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW, PING_INTERVAL};
+use super::liveness::{PeerEvent, PeerLiveness, ALIVE_WINDOW, FIRST_CONTACT_GRACE, PING_INTERVAL};
 use super::rules::{
     answer_candidate, campaigns_after_death, follower_agrees, Candidacy, CandidateAnswer, FollowerView, QuiesceProposal,
 };
@@ -76,11 +76,17 @@ const RESTART_PATIENCE_SPREAD: Duration = Duration::from_secs(5);
 pub(crate) const FORMER_LEADER_PATIENCE: Duration = Duration::from_secs(2);
 /// The spread of [`FORMER_LEADER_PATIENCE`] over groups.
 const FORMER_LEADER_PATIENCE_SPREAD: Duration = Duration::from_secs(2);
-/// Most groups led here that reach a restarted follower at once (each holds its turn until
-/// its heartbeat is acknowledged, or for [`RESTARTED_FOLLOWER_ACK_WAIT`]). Thousands of
-/// heartbeats at once outran what the restarted broker could answer within the wait, and each
-/// unanswered one was sent again: the load grew with the delay.
+/// Most groups led here that reach a restarted follower at once (each holds its turn until its
+/// heartbeat is acknowledged — at most [`RESTART_PATIENCE`] —, or, for a follower known to be
+/// behind, until it holds the last entry — at most [`RESTARTED_FOLLOWER_ACK_WAIT`]).
+/// Thousands of heartbeats at once outran what the restarted broker could answer within the
+/// wait, and each unanswered one was sent again: the load grew with the delay.
 const REACHES_AT_ONCE: usize = 256;
+/// The longest a broker's opening of its replicas is waited for — by its own replicas'
+/// patience, by its peers' leaders before they reach it, by its peers' failure detectors
+/// excusing its silence — should it never say it has finished (10,000 replicas open in ~8 s
+/// after a crash).
+pub(crate) const MAX_OPENING: Duration = Duration::from_secs(60);
 
 /// How long a replica awaiting a leader waits, and what decides it.
 #[derive(Debug, Clone)]
@@ -149,9 +155,9 @@ impl Drop for ResumeTimers {
         if self.awaited_heartbeat.is_some() {
             let mut quiet = self.groups.quiet.lock().expect("quiet groups");
             if quiet.quiet.get(&self.group).is_some_and(|q| q.awaiting_leader) {
-                // Later: its leader, seeing it out of step, wakes and appends to it; run at
-                // once, its election timer could fire before then on a busy broker, and its
-                // campaign would only wake the leader too.
+                // Later: a leader reaching its restarted follower wakes when it finds it out of
+                // step, and appends to it; run at once, its election timer could fire before
+                // then on a busy broker, and its campaign would only wake the leader too.
                 self.groups
                     .wake_locked(&mut quiet, self.group, Restart::Later, WakeReason::Append);
             }
@@ -260,10 +266,11 @@ impl Quiescence {
         *self.opening.borrow()
     }
 
-    /// Returns once this broker has opened its replicas (at once if it is not opening them).
+    /// Returns once this broker has opened its replicas (at once if it is not opening them), or
+    /// after [`MAX_OPENING`].
     async fn opened(&self) {
         let mut opening = self.opening.subscribe();
-        let _ = opening.wait_for(|opening| !opening).await;
+        let _ = tokio::time::timeout(MAX_OPENING, opening.wait_for(|opening| !opening)).await;
     }
 
     /// Whether a replica that restarts awaits its leader.
@@ -273,8 +280,10 @@ impl Quiescence {
 
     /// A replica of `group` restarted with a committed vote for `leader`'s leadership in its
     /// log and its timers stopped: it waits quiet for that leader, which wakes on this broker's
-    /// restart and appends to it. Any append wakes it (the leader may have changed meanwhile),
-    /// as do its leader's death, a candidate while that leader looks dead, and — a backstop —
+    /// restart and appends to it: a heartbeat settles it quiet if it finds it in step, and wakes
+    /// it otherwise (the leader may have changed meanwhile); appends with entries leave it
+    /// awaiting, following their leader ([`Self::append_arrives`]). Its leader's death, a
+    /// candidate while that leader looks dead, and — a backstop —
     /// [`RESTART_PATIENCE`] with no word from anyone, counted from when this broker has opened
     /// its replicas.
     ///
@@ -314,6 +323,14 @@ impl Quiescence {
         let groups = self.clone();
         tokio::spawn(async move {
             groups.opened().await;
+            if let Patience::FormerLeader { others } = &patience {
+                // Decided on what each other voter said first: a peer not heard from yet (its
+                // connection to us is new) would count as starting with us.
+                let deadline = Instant::now() + FIRST_CONTACT_GRACE;
+                while Instant::now() < deadline && !others.iter().all(|voter| groups.liveness.heard_or_dead(*voter)) {
+                    tokio::time::sleep(PING_INTERVAL).await;
+                }
+            }
             let (patience, spread) = match patience {
                 Patience::FormerLeader { others }
                     if !others.iter().all(|voter| groups.liveness.was_up_before_us(*voter)) =>
@@ -618,7 +635,7 @@ impl Quiescence {
     /// voter after it campaigns (Pre-Vote first) if it sees a live majority
     /// ([`campaigns_after_death`]), at most
     /// [`CAMPAIGNS_AT_ONCE`] groups at a time; the other followers await the new leader with
-    /// their timers stopped, as a restarted replica does (its first append wakes them), for at
+    /// their timers stopped, as a restarted replica does (the new leader's heartbeat wakes them), for at
     /// most [`RESTART_PATIENCE`].
     ///
     /// Why paced, and why the others wait: at 10,000 partitions a dead broker led 3,333 groups.
@@ -741,7 +758,9 @@ impl Quiescence {
                     leader,
                     "a quiet group's Raft node left its quiet state: it wakes"
                 );
-                self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::Diverged);
+                // (Later for a follower: its metrics may merely lag a settle or a quiesce; a
+                // deposed leader's timers restart at once whatever.)
+                self.wake_locked(&mut quiet, group, Restart::Later, WakeReason::Diverged);
                 woken += 1;
             }
         }
@@ -817,15 +836,17 @@ const RESTARTED_FOLLOWER_RETRY: Duration = Duration::from_millis(500);
 /// its leader with timers stopped; one heartbeat that finds it holding the leader's last entry
 /// settles it quiet again (`ResumeTimers::settle`), so the group never wakes — with thousands
 /// of groups, waking them all at once on every restart overloaded the brokers until the failure
-/// detector misread their slowness as deaths. Nothing is sent before that broker has opened
-/// its replicas (it says so in its pings). Then heartbeats, at most [`REACHES_AT_ONCE`] groups
+/// detector misread their slowness as deaths. No heartbeat is sent before that broker has
+/// opened its replicas (it says so in its pings; openraft's own retries of earlier appends
+/// are not ours to hold). Then heartbeats, at most [`REACHES_AT_ONCE`] groups
 /// at a time, until one is acknowledged; the group wakes if the follower is not in step (the
 /// leader then replicates to it as usual), or if none is acknowledged within
 /// [`RESTART_PATIENCE`] of its turn. A follower the leader knows to be behind is not sent a
-/// heartbeat first: the group wakes at once. It stops as soon as the group is no longer quiet
+/// heartbeat first: the group wakes at its turn. Nothing is sent to a follower whose broker is
+/// declared dead meanwhile. It stops as soon as the group is no longer quiet
 /// here (a write woke it).
 async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: PartitionRaftNode, follower: u64) {
-    let holds_last = |m: &openraft::RaftMetrics<PartitionRaft>| {
+    let holds_last = move |m: &openraft::RaftMetrics<PartitionRaft>| {
         let matched = m.replication.as_ref().and_then(|r| r.get(&follower).copied().flatten());
         matched.map(|m| m.index) == m.last_log_index
     };
@@ -839,13 +860,23 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: Partitio
     // yet fails, and its patience counts from then too. Then in turn (see REACHES_AT_ONCE) —
     // unless it is behind: the group wakes at once, and its heartbeats and appends reach it.
     groups.liveness.ready_or_gone(follower).await;
-    if behind {
-        groups.wake_leader(group);
+    if groups.liveness.is_dead(follower) {
+        // Gone again (its return, or next restart, reaches it anew); the group stays quiet.
         return;
     }
     let Ok(_turn) = Arc::clone(&groups.reaches).acquire_owned().await else {
         return;
     };
+    if behind {
+        groups.wake_leader(group);
+        // The turn is held while the woken leader catches the follower up (paced, like the
+        // heartbeats: ~3,000 groups at 10,000 partitions after a crash-restart).
+        let _ = raft
+            .wait(Some(RESTARTED_FOLLOWER_ACK_WAIT))
+            .metrics(holds_last, "a restarted follower caught up")
+            .await;
+        return;
+    }
     let give_up = Instant::now() + RESTART_PATIENCE;
     let acknowledged = |m: &openraft::RaftMetrics<PartitionRaft>| {
         m.heartbeat.as_ref().and_then(|h| h.get(&follower).copied().flatten())
@@ -939,6 +970,22 @@ mod tests {
         assert_eq!(quiescence.wake_diverged(), 1);
         assert!(!quiescence.is_quiet(7));
         assert_eq!(quiescence.wake_diverged(), 0, "woken once");
+
+        // Awaiting a leader, an append with entries from broker 2's leadership (openraft's own
+        // retry reaching a restarted replica): it keeps awaiting, timers stopped, following
+        // broker 2 — whose death would now wake it. A heartbeat is left to settle it.
+        assert!(quiescence.quiesce(7, quiet_state(false, 3, true), &raft, None, &[]));
+        let from_2 = serde_json::to_vec(&Vote::new_committed(5, 2)).unwrap();
+        assert!(quiescence.append_arrives(7, &raft, true, &from_2).is_none());
+        {
+            let quiet = quiescence.quiet.lock().unwrap();
+            let state = &quiet.quiet[&7];
+            assert!(state.awaiting_leader && state.leader == 2, "{state:?}");
+        }
+        let heartbeat = quiescence.append_arrives(7, &raft, false, &from_2);
+        assert!(heartbeat.is_some_and(|guard| guard.awaited_heartbeat.is_some()));
+        // (Dropped unsettled: the heartbeat did not find it in step, so it woke.)
+        assert!(!quiescence.quiet.lock().unwrap().quiet.contains_key(&7));
         replica.shutdown().await.unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! [`PeerLiveness`] keeps when each peer last pinged us and last answered, with its
 //! incarnation (a restart shows as a new one).
 
-use super::groups::Quiescence;
+use super::groups::{Quiescence, MAX_OPENING};
 use crate::replication::PeerChannels;
 use proto::raft_v1::raft_client::RaftClient;
 use proto::raft_v1::PingRequest;
@@ -207,6 +207,15 @@ impl PeerLiveness {
         peers.get(&node).is_some_and(|state| state.opening)
     }
 
+    /// Whether `node` has been heard from since this broker started (and said what it was
+    /// doing), or is declared dead.
+    pub(crate) fn heard_or_dead(&self, node: u64) -> bool {
+        let peers = self.peers.lock().expect("peer liveness");
+        peers
+            .get(&node)
+            .is_some_and(|state| state.opening_when_first_heard.is_some() || state.dead)
+    }
+
     /// Whether `node` had opened its replicas when this broker first heard from it: it was up
     /// before this broker started, not starting beside it.
     pub(crate) fn was_up_before_us(&self, node: u64) -> bool {
@@ -216,9 +225,14 @@ impl PeerLiveness {
             .is_some_and(|state| state.opening_when_first_heard == Some(false))
     }
 
-    /// Returns once `node` is not opening its replicas (as it last said) or is declared dead:
-    /// until then, reaching its replicas finds groups it does not host yet.
+    /// Returns once `node` is not opening its replicas (as it last said) or is declared dead —
+    /// or after [`MAX_OPENING`]: until then, reaching its replicas finds groups it does not
+    /// host yet.
     pub(crate) async fn ready_or_gone(&self, node: u64) {
+        let _ = tokio::time::timeout(MAX_OPENING, self.ready_or_gone_unbounded(node)).await;
+    }
+
+    async fn ready_or_gone_unbounded(&self, node: u64) {
         loop {
             let notified = self.readiness.notified();
             tokio::pin!(notified);
@@ -283,13 +297,16 @@ impl PeerLiveness {
             Some(at) => now.saturating_duration_since(at) >= dead_after,
             None => now.saturating_duration_since(state.known_since) >= dead_after.max(FIRST_CONTACT_GRACE),
         };
-        // A peer still opening its replicas leads no group (a restarted replica never resumes
-        // leading): while it answers our pings, its own may lag behind that work without it
-        // being dead to anybody.
+        // A peer still opening its replicas leads none of them yet (a restarted replica never
+        // resumes leading; it awaits its leader): while it answers our pings, its own may lag
+        // behind that work — for at most MAX_OPENING — without its being dead.
         let opening_and_answering = state.opening
             && state
                 .answered_at
-                .is_some_and(|at| now.saturating_duration_since(at) < dead_after);
+                .is_some_and(|at| now.saturating_duration_since(at) < dead_after)
+            && state
+                .pinged_us_at
+                .is_none_or(|at| now.saturating_duration_since(at) < MAX_OPENING);
         if state.dead || !silent || opening_and_answering {
             return false;
         }

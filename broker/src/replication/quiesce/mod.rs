@@ -21,11 +21,14 @@
 //! - **a peer restarts or comes back**: a new incarnation in its pings, or pings after silence,
 //!   wakes the groups led here that it belongs to (so it hears from their leaders), and a
 //!   restart also counts as the death of the leader it was.
-//! - **a replica restarts**: a replica whose log holds a committed vote for another broker's
-//!   leadership starts quiet, awaiting that leader — which wakes on the restart of its peer
-//!   and appends to it — instead of running its election timer from zero beside thousands of
-//!   other replicas doing the same. The first append wakes it; so does its leader's death, a
-//!   candidate while that leader looks dead, or a few seconds with no word at all.
+//! - **a replica restarts**: a replica whose log holds a committed vote starts quiet, awaiting
+//!   a leader — reached by it once its broker has opened all its replicas (its pings say
+//!   `opening` until then) — instead of running its election timer from zero beside thousands
+//!   of other replicas doing the same; so does one that led before (after a crash its peers
+//!   have elected another leader). A heartbeat finding it in step settles it quiet, one
+//!   finding it behind wakes it; appends with entries leave it awaiting, following their
+//!   leader. Its leader's death, a candidate while that leader looks dead, or a few seconds
+//!   with no word at all wake it too.
 //! - **somebody campaigns**: a vote request for a quiet group whose leader is alive is refused
 //!   for a while (and wakes the group if it is led here, so the candidate hears from its
 //!   leader); if the leader looks dead the group wakes and votes normally.
@@ -83,7 +86,8 @@ pub(crate) struct Quiet {
     pub refusing_since: Option<Instant>,
     /// This replica awaits a leader with its timers stopped — it restarted and has heard from
     /// no leader since (`leader` is the one its log last voted for), or its leader died and
-    /// another voter campaigns — and any append wakes it (see [`Quiescence::await_leader`]).
+    /// another voter campaigns — until a leader's heartbeat settles or wakes it (see
+    /// [`Quiescence::await_leader`]).
     pub awaiting_leader: bool,
 }
 

@@ -201,16 +201,14 @@ impl PartitionReplica {
         // (After the insert: a wake must find the node to restart its timers.)
         if let Some(leader) = awaited_leader {
             // (From the core, once it has started: the metrics hold no membership until its
-            // first report.)
+            // first report. A core that stopped already answers nothing: its timers are
+            // turned on below, and it is reported like any stopped core.)
             let voters: Vec<u64> = raft
                 .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
                 .await
-                .map_err(|e| ReplicationError::Raft {
-                    group,
-                    message: e.to_string(),
-                })?;
+                .unwrap_or_default();
             if voters.iter().all(|voter| *voter == host.node_id) {
-                // Its only voter: nobody else would elect a leader or reach it.
+                // Its only voter (or no answer): nobody else would elect a leader or reach it.
                 raft.runtime_config().tick(true);
             } else {
                 host.groups
