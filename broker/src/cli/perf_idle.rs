@@ -2,7 +2,8 @@
 //! a quiet period, resident memory and open descriptors, each broker its own process, measured
 //! from /proc — and, with `--restart`, how long one of them takes to stop and come back; with
 //! `--crash`, how long the others take to fail over its leaderships after a SIGKILL, and it to
-//! come back.
+//! come back; with `--crash-all`, how long a cold start of all three takes after a SIGKILL of
+//! each.
 
 use super::local_cluster::LocalCluster;
 use super::progress::Phase;
@@ -33,6 +34,11 @@ pub struct IdleArgs {
     /// every partition, then start it again and time until it hosts every replica again.
     #[arg(long)]
     crash: bool,
+    /// Afterwards, kill all three brokers with SIGKILL (a power loss), start them again
+    /// together and time until every partition has a leader known on every broker, and until
+    /// every replica is quiet as well: a cold start, in which the replicas that led campaign.
+    #[arg(long)]
+    crash_all: bool,
     /// Each broker serves its admin endpoint (`/metrics`; addresses printed at the start), so
     /// the run can be watched — and its metrics recorder costs what it costs in production.
     #[arg(long)]
@@ -150,6 +156,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     if args.crash {
         crash_one(&mut local, &topics, args.partitions).await?;
     }
+    if args.crash_all {
+        crash_all(&mut local, &topics, args.partitions).await?;
+    }
     local.stop().await
 }
 
@@ -259,6 +268,35 @@ async fn quiet_group_wakes(admin: &str) -> anyhow::Result<String> {
     } else {
         wakes.join(" ")
     })
+}
+
+/// Kills all three brokers with SIGKILL, starts them again together, and waits until every
+/// broker knows a leader of every partition, then until every replica is quiet as well;
+/// prints both times and the wakes.
+async fn crash_all(local: &mut LocalCluster, topics: &[(String, u32)], partitions: u32) -> anyhow::Result<()> {
+    for index in 0..3 {
+        local.kill_broker(index).await?;
+    }
+    for index in 0..3 {
+        local.start_broker(index)?;
+    }
+    let started = Instant::now();
+    let all = local.addresses.clone();
+    let led_in = await_partitions("electing after a cold start", &all, topics, partitions, started, |p| {
+        p.leader.is_some()
+    })
+    .await?;
+    let settled_in = await_partitions("settling after a cold start", &all, topics, partitions, started, |p| {
+        p.leader.is_some() && p.quiescent
+    })
+    .await?;
+    println!(
+        "all 3 brokers killed (SIGKILL) and started together: a leader of every partition known on every broker {:.1} s after the start, all quiet after {:.1} s",
+        led_in.as_secs_f64(),
+        settled_in.as_secs_f64()
+    );
+    print_wakes(local, "after the cold start").await;
+    Ok(())
 }
 
 /// Starts broker 3 again and waits until it hosts every replica of the topics with a leader

@@ -174,8 +174,11 @@ enum Restart {
     /// a leader.
     Now,
     /// Campaign, when its turn comes (at most [`CAMPAIGNS_AT_ONCE`] at a time): the next live
-    /// voter after a dead leader.
+    /// voter after a dead leader, or a restarted replica that led and heard from no leader.
     Campaign,
+    /// Timers on when its turn comes (shared with [`Restart::Campaign`]), held until the group
+    /// knows a leader or for [`CAMPAIGN_WAIT`]: a restarted follower that heard from no leader.
+    InTurn,
     /// After a while: a follower whose last contact with a leader is from before the quiet
     /// spell would campaign at its first tick and split the vote with the one that should.
     Later,
@@ -350,12 +353,22 @@ impl Quiescence {
     /// ends early.)
     fn stop_awaiting(&self, group: u64) {
         let mut quiet = self.quiet.lock().expect("quiet groups");
-        if quiet.quiet.get(&group).is_some_and(|q| q.awaiting_leader) {
-            tracing::info!(
+        if let Some(state) = quiet.quiet.get(&group).filter(|q| q.awaiting_leader) {
+            // In turns, like the campaigns after a leader's death: after a cold start of the
+            // whole cluster every group is here at once — 10,000 timers started within 2 s
+            // (thousands of elections on two cores) brought false deaths and never settled. A
+            // replica that led campaigns at its turn; any other's timers start at its turn.
+            let restart = if state.leader == state.me {
+                Restart::Campaign
+            } else {
+                Restart::InTurn
+            };
+            tracing::debug!(
                 group,
-                "no leader reached this replica while it awaited one: its election timer runs"
+                ?restart,
+                "no leader reached this replica while it awaited one: its timers run at its turn"
             );
-            self.wake_locked(&mut quiet, group, Restart::Now, WakeReason::RestartPatience);
+            self.wake_locked(&mut quiet, group, restart, WakeReason::RestartPatience);
         }
     }
 
@@ -469,8 +482,11 @@ impl Quiescence {
         }
         match restart {
             Restart::Now => raft.runtime_config().tick(true),
-            Restart::Campaign => {
-                let (groups, campaigns, dead_leader) = (self.clone(), Arc::clone(&self.campaigns), state.leader);
+            Restart::Campaign | Restart::InTurn => {
+                let (groups, campaigns) = (self.clone(), Arc::clone(&self.campaigns));
+                // A dead leader may still be the one its metrics name; after a restart they
+                // name none until a leader is heard of.
+                let stale_leader = (reason == WakeReason::LeaderDead).then_some(state.leader);
                 tokio::spawn(async move {
                     // Timers stopped until its turn; started then — unless the group went quiet
                     // again meanwhile (another voter won and quiesced it).
@@ -482,12 +498,15 @@ impl Quiescence {
                         }
                         raft.runtime_config().tick(true);
                     }
-                    let led =
-                        |m: &openraft::RaftMetrics<PartitionRaft>| m.current_leader.is_some_and(|l| l != dead_leader);
+                    let led = move |m: &openraft::RaftMetrics<PartitionRaft>| {
+                        m.current_leader.is_some_and(|l| Some(l) != stale_leader)
+                    };
                     if turn.is_err() || led(&raft.metrics().borrow_watched()) {
                         return;
                     }
-                    let _ = raft.trigger().elect(true).await;
+                    if restart == Restart::Campaign {
+                        let _ = raft.trigger().elect(true).await;
+                    }
                     let _ = raft
                         .wait(Some(CAMPAIGN_WAIT))
                         .metrics(led, "a leader after this broker's campaign")
