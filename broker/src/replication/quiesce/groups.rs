@@ -51,6 +51,9 @@ pub struct Quiescence {
     opening: Arc<tokio::sync::watch::Sender<bool>>,
     /// Turns to campaign for groups whose leader died ([`CAMPAIGNS_AT_ONCE`]).
     campaigns: Arc<tokio::sync::Semaphore>,
+    /// Turns for replicas whose patience for a leader ran out (as many at once): a former
+    /// leader campaigns at its turn, another replica's timers start at its turn.
+    patience_turns: Arc<tokio::sync::Semaphore>,
     /// Turns to reach a restarted follower ([`REACHES_AT_ONCE`]).
     reaches: Arc<tokio::sync::Semaphore>,
 }
@@ -58,18 +61,19 @@ pub struct Quiescence {
 /// Most groups this broker campaigns for at once after their leader died; the rest wait their
 /// turn with their timers stopped (see [`Quiescence::on_leader_dead`]).
 const CAMPAIGNS_AT_ONCE: usize = 64;
-/// How long one campaign holds its turn at most: until the group knows a new leader, or this.
+/// How long one campaign (or one replica whose patience ran out) holds its turn at most: until
+/// the group knows a leader of a newer term, or this.
 const CAMPAIGN_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a replica awaiting a leader — restarted, or following a dead leader while another
-/// voter campaigns — waits at most before its election timer runs anyway (plus up to
+/// voter campaigns — waits before its timers run anyway, at its turn (plus up to
 /// [`RESTART_PATIENCE_SPREAD`], by group, so that such groups do not all campaign at once). A
 /// backstop: the leader's append, its death or a candidate normally wake it within seconds.
 pub(crate) const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 /// The spread of [`RESTART_PATIENCE`] over groups.
 const RESTART_PATIENCE_SPREAD: Duration = Duration::from_secs(5);
 /// How long a restarted replica that led its group before waits for a leader to reach it
-/// (plus up to [`FORMER_LEADER_PATIENCE_SPREAD`]) before its election timer runs, when the
+/// (plus up to [`FORMER_LEADER_PATIENCE_SPREAD`]) before it campaigns at its turn, when the
 /// group's other voters started with this broker (a whole cluster starting: the replicas that
 /// led are the ones to campaign). If they were up before it, they have elected a leader, which
 /// reaches it once it has opened its replicas: it waits [`RESTART_PATIENCE`] like any other.
@@ -176,8 +180,8 @@ enum Restart {
     /// Campaign, when its turn comes (at most [`CAMPAIGNS_AT_ONCE`] at a time): the next live
     /// voter after a dead leader, or a restarted replica that led and heard from no leader.
     Campaign,
-    /// Timers on when its turn comes (shared with [`Restart::Campaign`]), held until the group
-    /// knows a leader or for [`CAMPAIGN_WAIT`]: a restarted follower that heard from no leader.
+    /// Timers on when its turn comes, held until the group knows a leader of a newer term or
+    /// for [`CAMPAIGN_WAIT`]: a replica whose patience for a leader ran out.
     InTurn,
     /// After a while: a follower whose last contact with a leader is from before the quiet
     /// spell would campaign at its first tick and split the vote with the one that should.
@@ -215,6 +219,7 @@ impl Quiescence {
             stopping: Arc::default(),
             opening: Arc::new(tokio::sync::watch::Sender::new(false)),
             campaigns: Arc::new(tokio::sync::Semaphore::new(CAMPAIGNS_AT_ONCE)),
+            patience_turns: Arc::new(tokio::sync::Semaphore::new(CAMPAIGNS_AT_ONCE)),
             reaches: Arc::new(tokio::sync::Semaphore::new(REACHES_AT_ONCE)),
         }
     }
@@ -294,7 +299,7 @@ impl Quiescence {
     /// leadership is not restored (openraft's `enable_leader_restore` is off), and after a
     /// crash its peers have elected another leader, which reaches it as above. If the group's
     /// other voters started with this broker (a cold start of the whole cluster) nobody leads
-    /// it: it campaigns after [`FORMER_LEADER_PATIENCE`]. Any candidate meanwhile wakes it and
+    /// it: it campaigns at its turn after [`FORMER_LEADER_PATIENCE`]. Any candidate meanwhile wakes it and
     /// gets its vote by openraft's rules. Running its timers from the start instead, thousands
     /// of such replicas campaigned against groups that had new leaders, and every campaign
     /// woke the leader it asked.
@@ -348,7 +353,7 @@ impl Quiescence {
         });
     }
 
-    /// Ends `group`'s wait for a leader, if it still waits: its timers run from now. (Should
+    /// Ends `group`'s wait for a leader, if it still waits: its timers run at its turn. (Should
     /// the group have been stopped and started again meanwhile, its new replica's wait merely
     /// ends early.)
     fn stop_awaiting(&self, group: u64) {
@@ -483,10 +488,17 @@ impl Quiescence {
         match restart {
             Restart::Now => raft.runtime_config().tick(true),
             Restart::Campaign | Restart::InTurn => {
-                let (groups, campaigns) = (self.clone(), Arc::clone(&self.campaigns));
-                // A dead leader may still be the one its metrics name; after a restart they
-                // name none until a leader is heard of.
-                let stale_leader = (reason == WakeReason::LeaderDead).then_some(state.leader);
+                // Expired patience takes its own turns: queued behind thousands of them (a cold
+                // start), the campaigns after a leader's death would wait minutes.
+                let turns = if reason == WakeReason::RestartPatience {
+                    &self.patience_turns
+                } else {
+                    &self.campaigns
+                };
+                let (groups, campaigns) = (self.clone(), Arc::clone(turns));
+                // A leader of a newer term than the one now known: the metrics may still name
+                // a dead leader, or (a restarted follower) the one its log voted for.
+                let term_at_wake = raft.metrics().borrow_watched().current_term;
                 tokio::spawn(async move {
                     // Timers stopped until its turn; started then — unless the group went quiet
                     // again meanwhile (another voter won and quiesced it).
@@ -499,7 +511,7 @@ impl Quiescence {
                         raft.runtime_config().tick(true);
                     }
                     let led = move |m: &openraft::RaftMetrics<PartitionRaft>| {
-                        m.current_leader.is_some_and(|l| Some(l) != stale_leader)
+                        m.current_leader.is_some() && m.current_term > term_at_wake
                     };
                     if turn.is_err() || led(&raft.metrics().borrow_watched()) {
                         return;
@@ -509,7 +521,7 @@ impl Quiescence {
                     }
                     let _ = raft
                         .wait(Some(CAMPAIGN_WAIT))
-                        .metrics(led, "a leader after this broker's campaign")
+                        .metrics(led, "a leader of a newer term")
                         .await;
                 });
             }
