@@ -264,9 +264,7 @@ impl Quiescence {
     /// that heartbeat a restarted broker meanwhile find groups it does not host yet, and gave up
     /// on them — waking thousands of groups at once (issue 16's crash-restart storm).
     pub fn replicas_opened(&self) {
-        if self.opening.send_replace(false) {
-            tracing::info!("replicas opened: peers' leaders may reach them now");
-        }
+        self.opening.send_replace(false);
     }
 
     /// Whether this broker is still opening its replicas after its start.
@@ -334,10 +332,7 @@ impl Quiescence {
             if let Patience::FormerLeader { others } = &patience {
                 // Decided on what each other voter said first: a peer not heard from yet (its
                 // connection to us is new) would count as starting with us.
-                let deadline = Instant::now() + FIRST_CONTACT_GRACE;
-                while Instant::now() < deadline && !others.iter().all(|voter| groups.liveness.heard_or_dead(*voter)) {
-                    tokio::time::sleep(PING_INTERVAL).await;
-                }
+                groups.liveness.all_heard_or_dead(others, FIRST_CONTACT_GRACE).await;
             }
             let (patience, spread) = match patience {
                 Patience::FormerLeader { others }

@@ -103,8 +103,8 @@ struct PeerState {
 #[derive(Clone, Default)]
 pub struct PeerLiveness {
     peers: Arc<Mutex<HashMap<u64, PeerState>>>,
-    /// Notified whenever a peer stops opening its replicas or is declared dead (see
-    /// [`PeerLiveness::ready_or_gone`]).
+    /// Notified whenever a peer is first heard from, stops opening its replicas or is declared
+    /// dead (see [`PeerLiveness::ready_or_gone`], [`PeerLiveness::all_heard_or_dead`]).
     readiness: Arc<tokio::sync::Notify>,
 }
 
@@ -192,10 +192,11 @@ impl PeerLiveness {
         let mut peers = self.peers.lock().expect("peer liveness");
         if let Some(state) = peers.get_mut(&node) {
             state.stopping = phase.stopping;
+            let first_heard = state.opening_when_first_heard.is_none();
             state.opening_when_first_heard.get_or_insert(phase.opening);
             let opened = state.opening && !phase.opening;
             state.opening = phase.opening;
-            if opened {
+            if opened || first_heard {
                 self.readiness.notify_waiters();
             }
         }
@@ -209,7 +210,7 @@ impl PeerLiveness {
 
     /// Whether `node` has been heard from since this broker started (and said what it was
     /// doing), or is declared dead.
-    pub(crate) fn heard_or_dead(&self, node: u64) -> bool {
+    fn heard_or_dead(&self, node: u64) -> bool {
         let peers = self.peers.lock().expect("peer liveness");
         peers
             .get(&node)
@@ -233,11 +234,24 @@ impl PeerLiveness {
     }
 
     async fn ready_or_gone_unbounded(&self, node: u64) {
+        self.notified_until(|| !self.is_opening(node) || self.is_dead(node))
+            .await;
+    }
+
+    /// Returns once each of `nodes` has been heard from or declared dead — or after `limit`.
+    pub(crate) async fn all_heard_or_dead(&self, nodes: &[u64], limit: Duration) {
+        let all = || nodes.iter().all(|node| self.heard_or_dead(*node));
+        let _ = tokio::time::timeout(limit, self.notified_until(all)).await;
+    }
+
+    /// Returns once `done` holds, checked again at each readiness notification (registered
+    /// before each check, so none is lost between the check and the wait).
+    async fn notified_until(&self, done: impl Fn() -> bool) {
         loop {
             let notified = self.readiness.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !self.is_opening(node) || self.is_dead(node) {
+            if done() {
                 return;
             }
             notified.await;
@@ -625,5 +639,27 @@ mod tests {
             liveness.declare_dead_if_silent(2, dead_after, Duration::ZERO, later + Duration::from_secs(1)),
             "silent both ways: dead, opening or not"
         );
+    }
+
+    #[tokio::test]
+    async fn waiting_for_peers_to_be_heard_ends_when_the_last_is_heard_or_at_the_limit() {
+        let liveness = PeerLiveness::default();
+        let waiting = {
+            let liveness = liveness.clone();
+            tokio::spawn(async move { liveness.all_heard_or_dead(&[2, 3], Duration::from_secs(30)).await })
+        };
+        liveness.heard(2, 7, Contact::Answered);
+        liveness.note_phase(2, PeerPhase::default());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "broker 3 not heard from yet");
+        liveness.heard(3, 7, Contact::Answered);
+        liveness.note_phase(3, PeerPhase::default());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("ends once the last peer is heard from")
+            .unwrap();
+        let started = Instant::now();
+        liveness.all_heard_or_dead(&[4], Duration::from_millis(100)).await;
+        assert!(started.elapsed() >= Duration::from_millis(100), "bounded, not skipped");
     }
 }
