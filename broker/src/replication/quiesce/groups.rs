@@ -854,8 +854,9 @@ impl Quiescence {
 /// How long a quiet leader waits for a restarted follower to acknowledge one heartbeat before
 /// it sends another.
 const RESTARTED_FOLLOWER_ACK_WAIT: Duration = Duration::from_secs(1);
-/// The pause between two such heartbeats (the follower's broker may still be opening its
-/// replicas: a heartbeat to a group it does not host yet fails at once).
+/// The pause between two such heartbeats (a heartbeat can still fail at once: its broker said
+/// it had opened its replicas, but the first pass may have skipped one on an error, or the
+/// wait for it ran out).
 const RESTARTED_FOLLOWER_RETRY: Duration = Duration::from_millis(500);
 
 /// A quiet group led here learns that `follower`'s broker restarted. Its replica there awaits
