@@ -606,6 +606,8 @@ pub async fn run(
                 dead_after: Duration::from_millis(2 * config.raft.election_timeout_min_ms),
                 resume_delay: Duration::from_millis(config.raft.election_timeout_max_ms),
                 never: [CONTROLLER_GROUP].into_iter().collect(),
+                dormant_after: (config.raft.dormant_after_ms > 0)
+                    .then(|| Duration::from_millis(config.raft.dormant_after_ms)),
             },
         ),
     };

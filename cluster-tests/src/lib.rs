@@ -506,6 +506,41 @@ pub async fn leaders(cluster: &client::Cluster, topic: &str) -> std::collections
     }
 }
 
+/// Writes one record, `{tag}-{partition}`, to each of partitions `0..partitions` of `topic`
+/// with acks=all; records what went where in `written`.
+pub async fn write_each(
+    cluster: &client::Cluster,
+    topic: &str,
+    partitions: u32,
+    tag: &str,
+    written: &mut std::collections::BTreeMap<u32, Vec<String>>,
+) {
+    for partition in 0..partitions {
+        let value = format!("{tag}-{partition}");
+        cluster
+            .produce(topic, partition, client::Acks::All, one_record_batch(&value))
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: acks=all to partition {partition}: {e}"));
+        written.entry(partition).or_default().push(value);
+    }
+}
+
+/// Asserts that each partition of `topic` in `written` reads back exactly the values written.
+pub async fn assert_read_back(
+    cluster: &std::sync::Arc<client::Cluster>,
+    topic: &str,
+    written: &std::collections::BTreeMap<u32, Vec<String>>,
+) {
+    for (partition, values) in written {
+        let read: Vec<String> = read_partition(cluster, topic, *partition)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        assert_eq!(&read, values, "partition {partition}");
+    }
+}
+
 /// Every committed record of a partition, in offset order, read with the client's consumer.
 pub async fn read_partition(
     cluster: &std::sync::Arc<client::Cluster>,

@@ -3,13 +3,12 @@
 //! per-peer failure detector when their leader's broker dies — without a restarted broker
 //! deposing the leaders of quiet groups, or even waking them, when it comes back.
 
-use bytes::Bytes;
 use client::{Acks, Admin, Cluster};
 use cluster_tests::{
-    connect_when_ready, create_topic, describe_on, leaders, metric_where, quiet_partitions, read_partition,
-    start_cluster, start_cluster_with_admin, wait_until_quiet, ProxiedCluster,
+    assert_read_back, connect_when_ready, create_topic, describe_on, leaders, metric_where, one_record_batch,
+    quiet_partitions, read_partition, start_cluster, start_cluster_with_admin, wait_until_quiet, write_each,
+    ProxiedCluster,
 };
-use proto::record_batch::{encode_batch, ProducerStamp, Record};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,27 +16,6 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "idle";
 const PARTITIONS: u32 = 6;
 const QUIET_WAIT: Duration = Duration::from_secs(30);
-
-fn batch(value: &str) -> Bytes {
-    let records = vec![Record {
-        timestamp: 1_700_000_000_000,
-        value: Some(Bytes::from(value.to_string())),
-        ..Record::default()
-    }];
-    encode_batch(&records, ProducerStamp::NONE)
-}
-
-/// Writes one record to every partition with acks=all; returns what went where.
-async fn write_each(cluster: &Cluster, tag: &str, written: &mut BTreeMap<u32, Vec<String>>) {
-    for partition in 0..PARTITIONS {
-        let value = format!("{tag}-{partition}");
-        cluster
-            .produce(TOPIC, partition, Acks::All, batch(&value))
-            .await
-            .unwrap_or_else(|e| panic!("{tag}: acks=all to partition {partition}: {e}"));
-        written.entry(partition).or_default().push(value);
-    }
-}
 
 /// Three brokers serving their admin endpoints, the topic created, one record written to each
 /// partition ("before") and every replica quiet: the brokers, their client and admin addresses,
@@ -55,20 +33,9 @@ async fn quiet_cluster_with_admin(
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;
     create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let mut written = BTreeMap::new();
-    write_each(&cluster, "before", &mut written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "before", &mut written).await;
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
     (brokers, addresses, admins, cluster, written)
-}
-
-async fn assert_read_back(cluster: &Arc<Cluster>, written: &BTreeMap<u32, Vec<String>>) {
-    for (partition, values) in written {
-        let read: Vec<String> = read_partition(cluster, TOPIC, *partition)
-            .await
-            .into_iter()
-            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
-            .collect();
-        assert_eq!(&read, values, "partition {partition}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +45,7 @@ async fn idle_partitions_quiesce_keep_their_isr_and_serve_the_first_request_afte
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;
     create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let mut written = BTreeMap::new();
-    write_each(&cluster, "before", &mut written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "before", &mut written).await;
 
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
     // Quiet followers stay in sync: the leader counts them by their brokers' pings.
@@ -91,8 +58,8 @@ async fn idle_partitions_quiesce_keep_their_isr_and_serve_the_first_request_afte
     }
 
     // The first write after idling is served (the group wakes), and so are reads.
-    write_each(&cluster, "after", &mut written).await;
-    assert_read_back(&cluster, &written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "after", &mut written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
     for partition in 0..PARTITIONS {
         let latest = cluster
@@ -117,7 +84,7 @@ async fn idle_partitions_quiesce_keep_their_isr_and_serve_the_first_request_afte
     // acks=1 and a leader transfer on quiet groups.
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
     cluster
-        .produce(TOPIC, 0, Acks::Leader, batch("acks1-0"))
+        .produce(TOPIC, 0, Acks::Leader, one_record_batch("acks1-0"))
         .await
         .expect("acks=1 on a quiet partition");
     written.entry(0).or_default().push("acks1-0".into());
@@ -128,7 +95,7 @@ async fn idle_partitions_quiesce_keep_their_isr_and_serve_the_first_request_afte
         .transfer_leadership(TOPIC, 1, to)
         .await
         .expect("leader transfer on a quiet partition");
-    assert_read_back(&cluster, &written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +105,7 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;
     create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
     let mut written = BTreeMap::new();
-    write_each(&cluster, "first", &mut written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "first", &mut written).await;
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
 
     // Kill -9 the broker leading partition 0 while everything is quiet: its partitions must
@@ -155,14 +122,14 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
         }
         let value = format!("after-kill-{partition}");
         cluster
-            .produce(TOPIC, *partition, Acks::All, batch(&value))
+            .produce(TOPIC, *partition, Acks::All, one_record_batch(&value))
             .await
             .unwrap_or_else(|e| panic!("partition {partition} after its quiet leader died: {e}"));
         failover.push(killed_at.elapsed());
         written.entry(*partition).or_default().push(value);
     }
     println!("quiet-partition failover (kill -9 → acks=all accepted), in partition order: {failover:?}");
-    assert_read_back(&cluster, &written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
 
     // Back with its data: it catches up and everything quiesces again, it included.
     brokers[victim_index].restart();
@@ -187,8 +154,8 @@ async fn quiet_partitions_of_a_killed_leader_get_new_leaders_and_a_restarted_bro
         moved.is_empty(),
         "leaders of quiet partitions changed when broker {restarted} restarted: {settled:?} → {after:?}"
     );
-    write_each(&cluster, "last", &mut written).await;
-    assert_read_back(&cluster, &written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "last", &mut written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
 }
 
 /// A broker killed and left down. The partitions it led fail over paced: the next voter after
@@ -213,7 +180,7 @@ async fn groups_quiesce_without_a_dead_replica_and_catch_it_up_when_it_returns()
     brokers[(victim - 1) as usize].kill9();
 
     // Accepted with acks=all once its partitions have new leaders; then all quiet again.
-    write_each(&cluster, "after-kill", &mut written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "after-kill", &mut written).await;
     wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
     let after = leaders(&cluster, TOPIC).await;
     assert!(
@@ -260,7 +227,7 @@ async fn groups_quiesce_without_a_dead_replica_and_catch_it_up_when_it_returns()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_read_back(&cluster, &written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
 }
 
 /// Wakes of quiet groups on the broker whose admin endpoint is `admin`, for `reason`.
@@ -391,8 +358,8 @@ async fn a_restarted_follower_rejoins_quiet_groups_without_waking_them() {
     }
 
     // The partitions it led failed over meanwhile; everything still serves and reads back.
-    write_each(&cluster, "after", &mut written).await;
-    assert_read_back(&cluster, &written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "after", &mut written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
 }
 
 /// A broker restarted with replicas slow to open (the `replica-open-delay` fault point, on from
@@ -449,8 +416,8 @@ async fn a_broker_slow_to_open_its_replicas_is_reached_once_it_has() {
         0.0,
         "a replica of the restarted broker ran out of patience for its leader"
     );
-    write_each(&cluster, "after", &mut written).await;
-    assert_read_back(&cluster, &written).await;
+    write_each(&cluster, TOPIC, PARTITIONS, "after", &mut written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
 }
 
 /// A quiet leader cut off one way from a follower (its pings and appends cannot reach it, the
@@ -466,7 +433,7 @@ async fn a_quiet_leader_cut_off_one_way_is_replaced() {
     let mut written = BTreeMap::new();
     let value = "before".to_string();
     client
-        .produce(TOPIC, 0, Acks::All, batch(&value))
+        .produce(TOPIC, 0, Acks::All, one_record_batch(&value))
         .await
         .expect("first write");
     written.insert(0u32, vec![value]);
@@ -495,7 +462,7 @@ async fn a_quiet_leader_cut_off_one_way_is_replaced() {
     // A write succeeds on a new leader (the client retries until one is elected).
     let value = "after".to_string();
     client
-        .produce(TOPIC, 0, Acks::All, batch(&value))
+        .produce(TOPIC, 0, Acks::All, one_record_batch(&value))
         .await
         .expect("the two followers elect a leader");
     println!(

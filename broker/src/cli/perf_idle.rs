@@ -150,6 +150,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         );
     }
     println!("idle CPU, all 3 brokers: {total:.1} % of one core");
+    print_wakes(&local, "idle").await;
     if args.restart {
         restart_one(&mut local, &topics, args.partitions).await?;
     }
@@ -255,6 +256,18 @@ async fn quiet_group_wakes(admin: &str) -> anyhow::Result<String> {
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
+    let gauge = |name: &str| {
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ').map(str::trim))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let asleep = format!(
+        "; Raft nodes asleep {} (built again {})",
+        gauge("broker_dormant_groups"),
+        gauge("broker_dormant_group_wakes_total")
+    );
     let wakes: Vec<String> = response
         .lines()
         .filter_map(|line| line.strip_prefix("broker_quiet_group_wakes_total{reason=\""))
@@ -264,9 +277,9 @@ async fn quiet_group_wakes(admin: &str) -> anyhow::Result<String> {
         })
         .collect();
     Ok(if wakes.is_empty() {
-        "none".into()
+        format!("none{asleep}")
     } else {
-        wakes.join(" ")
+        format!("{}{asleep}", wakes.join(" "))
     })
 }
 

@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Milliseconds a partition stays idle before its Raft timers stop (0 = never); default 1000.
     #[arg(long, env = "BROKER_QUIESCE_AFTER_MS")]
     quiesce_after_ms: Option<u64>,
+    /// Milliseconds a follower replica stays quiet before its Raft node sleeps (no openraft
+    /// instance until a request wakes it; 0 = never); default 10000.
+    #[arg(long, env = "BROKER_DORMANT_AFTER_MS")]
+    dormant_after_ms: Option<u64>,
     /// How often (ms) every replica applies its topic's retention; default 300000 (5 min).
     #[arg(long, env = "BROKER_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -230,6 +234,9 @@ impl ServeArgs {
         config.dial_overrides.extend(self.dial_overrides);
         if let Some(quiesce_after_ms) = self.quiesce_after_ms {
             config.raft.quiesce_after_ms = quiesce_after_ms;
+        }
+        if let Some(dormant_after_ms) = self.dormant_after_ms {
+            config.raft.dormant_after_ms = dormant_after_ms;
         }
         if let Some(interval) = self.retention_check_interval_ms {
             config.retention_check_interval_ms = interval;

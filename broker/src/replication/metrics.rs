@@ -71,6 +71,23 @@ pub fn quiet_group_woke(reason: WakeReason) {
     metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label()).increment(1);
 }
 
+/// A quiet follower's Raft node went to sleep here (its openraft instance shut down; see
+/// `raft_node`).
+pub fn dormant_group_slept() {
+    metrics::gauge!("broker_dormant_groups").increment(1.0);
+}
+
+/// A sleeping Raft node was built again, for a request or a wake.
+pub fn dormant_group_woke() {
+    metrics::gauge!("broker_dormant_groups").decrement(1.0);
+    metrics::counter!("broker_dormant_group_wakes_total").increment(1);
+}
+
+/// A sleeping Raft node was shut down with its replica.
+pub fn dormant_group_dropped() {
+    metrics::gauge!("broker_dormant_groups").decrement(1.0);
+}
+
 /// How this broker answered a (pre-)vote request, the `answer` label of
 /// `broker_raft_vote_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +141,18 @@ pub fn describe() {
     for reason in WakeReason::ALL {
         let _ = metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label());
     }
+    metrics::describe_gauge!(
+        "broker_dormant_groups",
+        metrics::Unit::Count,
+        "Quiet follower replicas on this broker whose Raft node sleeps (no openraft instance until a request or a wake)."
+    );
+    let _ = metrics::gauge!("broker_dormant_groups");
+    metrics::describe_counter!(
+        "broker_dormant_group_wakes_total",
+        metrics::Unit::Count,
+        "Sleeping Raft nodes built again on this broker, for a request (an append, a vote) or a wake."
+    );
+    let _ = metrics::counter!("broker_dormant_group_wakes_total");
     metrics::describe_counter!(
         "broker_raft_vote_requests_total",
         metrics::Unit::Count,

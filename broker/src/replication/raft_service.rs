@@ -4,7 +4,7 @@
 
 use super::metrics::{self, VoteAnswer};
 use super::quiesce::{Contact, PeerLiveness, PeerPhase, Quiescence, ResumeTimers};
-use super::raft_node::{HostedGroups, PartitionRaftNode};
+use super::raft_node::{HostedGroups, LiveRaft, PartitionRaftNode};
 use super::throttle::CatchUpThrottle;
 use super::types::PartitionRaft;
 use super::wire::decode_append;
@@ -113,13 +113,24 @@ impl RaftGroups {
     async fn append_one(&self, request: AppendRequest) -> Result<Vec<u8>, Status> {
         let group = request.group;
         let raft = self.node(group)?;
+        let vote_json = request.vote_json.clone();
+        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (vote, prev, commit) = (rpc.vote, rpc.prev_log_id, rpc.leader_commit);
+        // A quiet leader renewing its lease for a read, or a leader built again probing its
+        // followers: a sleeping follower answers as openraft would, and is not built again.
+        // (Entries it holds already wake nothing.)
+        let answered_asleep = raft.answer_asleep(&vote, last_sent(&rpc));
+        let has_new_entries = !rpc.entries.is_empty() && answered_asleep.is_none();
         // Dropped once the append is in — or when this call ends any other way.
         let resume = self
             .quiescence
-            .append_arrives(group, &raft, !request.entries.is_empty(), &request.vote_json);
-        let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (vote, prev, commit) = (rpc.vote, rpc.prev_log_id, rpc.leader_commit);
-        let response = raft
+            .append_arrives(group, &raft, has_new_entries, &vote_json);
+        if resume.is_none() && answered_asleep.is_some() {
+            return serde_json::to_vec(&openraft::raft::AppendEntriesResponse::<PartitionRaft>::Success)
+                .map_err(|e| Status::internal(e.to_string()));
+        }
+        let response = live(&raft)
+            .await?
             .append_entries(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -141,9 +152,12 @@ impl RaftGroups {
     ) -> Option<openraft::raft::VoteResponse<PartitionRaft>> {
         let held = self.hosted.held_votes_rule(group);
         let unsafe_candidate = held.is_some_and(|rule| !rule.candidate_is_safe(rpc.last_log_id.as_ref()));
-        if unsafe_candidate || self.quiescence.refuses_candidate(group, rpc) {
+        // The lease openraft's follower keeps after each contact with its leader, for the
+        // contacts it did not see: the ones its node answered asleep.
+        let within_lease = !rpc.leadership_transfer && raft.leader_contact_within(self.quiescence.leader_lease());
+        if unsafe_candidate || within_lease || self.quiescence.refuses_candidate(group, rpc) {
             // A refusal carrying our own (older) vote: the candidate counts nothing from it.
-            let vote = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).vote;
+            let vote = raft.with_metrics(|metrics| metrics.vote);
             return Some(openraft::raft::VoteResponse::<PartitionRaft>::new(vote, None, false));
         }
         None
@@ -158,6 +172,7 @@ impl RaftGroups {
             metrics::vote_answered(pre_vote, VoteAnswer::Refused);
             return json_response(&refusal);
         }
+        let raft = live(&raft).await?;
         let response = if pre_vote {
             raft.pre_vote(rpc).await
         } else {
@@ -177,6 +192,18 @@ impl RaftGroups {
         self.get(group)
             .ok_or_else(|| Status::not_found(format!("raft group {group} is not hosted on this broker")))
     }
+}
+
+/// The last entry an append carries, or the one before them if it carries none.
+fn last_sent(rpc: &openraft::raft::AppendEntriesRequest<PartitionRaft>) -> Option<super::types::LogId> {
+    rpc.entries.last().map(|entry| entry.log_id).or(rpc.prev_log_id)
+}
+
+/// `node`'s running instance, built again if it sleeps; UNAVAILABLE if it is shut down.
+async fn live(node: &PartitionRaftNode) -> Result<LiveRaft, Status> {
+    node.live()
+        .await
+        .map_err(|stopped| Status::unavailable(stopped.to_string()))
 }
 
 fn json_response<T: serde::Serialize>(value: &T) -> Result<Response<JsonResponse>, Status> {
@@ -206,12 +233,39 @@ impl RaftRpc for RaftGroups {
         // Quiescence: a request that wakes the group (see `append_one`) restarts its timers once
         // openraft has answered it, or when the stream ends without an answer.
         let resume: Arc<Mutex<Option<ResumeTimers>>> = Arc::default();
+        let first_seen = match raft.is_dormant().then(|| decode_append(first.clone()).ok()).flatten() {
+            Some(rpc) => {
+                // As in `append_one`: a session whose first append changes nothing on a
+                // sleeping follower is answered asleep, and ended. The leader opens its next
+                // session with its next entries, which build the node again.
+                let answered_asleep = raft.answer_asleep(&rpc.vote, last_sent(&rpc));
+                let has_new_entries = !rpc.entries.is_empty() && answered_asleep.is_none();
+                let guard = self
+                    .quiescence
+                    .append_arrives(group, &raft, has_new_entries, &first.vote_json);
+                if let (None, Some(matching)) = (&guard, answered_asleep) {
+                    let answer: openraft::raft::StreamAppendResult<PartitionRaft> = Ok(matching);
+                    let answer = serde_json::to_vec(&answer)
+                        .map(|json| JsonResponse { json: json.into() })
+                        .map_err(|e| Status::internal(e.to_string()));
+                    return Ok(Response::new(Box::pin(futures_util::stream::once(async { answer }))));
+                }
+                *resume.lock().expect("resume guard") = guard;
+                true
+            }
+            None => false,
+        };
         let (groups, node, resume_on_answer) = (self.clone(), raft.clone(), Arc::clone(&resume));
         let requests = futures_util::stream::once(async move { Ok(first) })
             .chain(inbound)
-            .scan((), move |_, item: Result<AppendRequest, Status>| {
+            .scan(first_seen, move |seen, item: Result<AppendRequest, Status>| {
+                // (The first request's arrival is told quiescence once.)
+                let told = std::mem::take(seen);
                 let decoded = item.ok().filter(|request| request.group == group).and_then(|request| {
                     let has_entries = !request.entries.is_empty();
+                    if told {
+                        return decode_append(request).ok();
+                    }
                     if let Some(guard) = groups
                         .quiescence
                         .append_arrives(group, &node, has_entries, &request.vote_json)
@@ -222,12 +276,19 @@ impl RaftRpc for RaftGroups {
                 });
                 futures_util::future::ready(decoded)
             });
-        let answers = raft.stream_append(requests).map(move |result| {
-            drop(resume_on_answer.lock().expect("resume guard").take());
-            let result = result.map_err(|fatal| Status::unavailable(fatal.to_string()))?;
-            let json = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(JsonResponse { json: json.into() })
-        });
+        // Ends when the node goes to sleep: the instance it was opened on stops. (The leader
+        // opens the next one with its next entries, which builds the node again.)
+        let asleep = raft.asleep();
+        let answers = live(&raft)
+            .await?
+            .stream_append(requests)
+            .take_until(asleep)
+            .map(move |result| {
+                drop(resume_on_answer.lock().expect("resume guard").take());
+                let result = result.map_err(|fatal| Status::unavailable(fatal.to_string()))?;
+                let json = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(JsonResponse { json: json.into() })
+            });
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -303,7 +364,8 @@ impl RaftRpc for RaftGroups {
         // without racing it).
         self.quiescence
             .wake_for_transfer(request.group, &raft, *rpc.to_node_id());
-        let response = raft
+        let response = live(&raft)
+            .await?
             .handle_transfer_leader(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -322,7 +384,8 @@ impl RaftRpc for RaftGroups {
         let _resume = self
             .quiescence
             .append_arrives(request.group, &raft, true, &request.vote_json);
-        let response = raft
+        let response = live(&raft)
+            .await?
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;

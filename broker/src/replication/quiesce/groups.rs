@@ -136,7 +136,7 @@ impl ResumeTimers {
         };
         // (The replica's log holds nothing past `prev`: a heartbeat appends nothing, and what
         // a restarted replica holds is what it loaded at its start.)
-        let last_log_index = self.raft.metrics().borrow_watched().last_log_index;
+        let last_log_index = self.raft.with_metrics(|metrics| metrics.last_log_index);
         let in_step =
             success && vote.committed && prev.is_some() && prev == commit && last_log_index == prev.map(|p| p.index);
         if !in_step {
@@ -383,6 +383,12 @@ impl Quiescence {
         let _ = self.resume_delay.set(resume_delay);
     }
 
+    /// The lease a follower grants its leader after each contact (openraft's
+    /// `election_timeout_max`; zero until quiescence runs).
+    pub(crate) fn leader_lease(&self) -> Duration {
+        self.resume_delay.get().copied().unwrap_or(Duration::ZERO)
+    }
+
     /// When each peer broker last pinged this one and answered its pings.
     pub fn liveness(&self) -> &PeerLiveness {
         &self.liveness
@@ -405,6 +411,27 @@ impl Quiescence {
     pub fn is_quiet(&self, group: u64) -> bool {
         let quiet = self.quiet.lock().expect("quiet groups");
         quiet.quiet.get(&group).is_some_and(|q| !q.awaiting_leader)
+    }
+
+    /// The groups quiet here as followers of a known leader (not awaiting one): the ones whose
+    /// Raft nodes may sleep.
+    pub(crate) fn quiet_followers(&self) -> std::collections::HashSet<u64> {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        quiet
+            .quiet
+            .iter()
+            .filter(|(_, q)| !q.leading && !q.awaiting_leader)
+            .map(|(group, _)| *group)
+            .collect()
+    }
+
+    /// Whether `group` is quiet here as a follower of a known leader.
+    pub(crate) fn is_quiet_follower(&self, group: u64) -> bool {
+        let quiet = self.quiet.lock().expect("quiet groups");
+        quiet
+            .quiet
+            .get(&group)
+            .is_some_and(|q| !q.leading && !q.awaiting_leader)
     }
 
     /// How many write requests `group` has seen (a change means it was not idle).
@@ -443,7 +470,7 @@ impl Quiescence {
             return false;
         }
         quiet.quiet.insert(group, state);
-        raft.runtime_config().tick(false);
+        raft.set_ticking(false);
         true
     }
 
@@ -476,12 +503,12 @@ impl Quiescence {
             return Some(state);
         };
         if state.leading {
-            raft.runtime_config().tick(true);
+            raft.set_ticking(true);
             heartbeat_now(&raft);
             return Some(state);
         }
         match restart {
-            Restart::Now => raft.runtime_config().tick(true),
+            Restart::Now => raft.set_ticking(true),
             Restart::Campaign | Restart::InTurn => {
                 // Expired patience takes its own turns: queued behind thousands of them (a cold
                 // start), the campaigns after a leader's death would wait minutes.
@@ -493,7 +520,7 @@ impl Quiescence {
                 let (groups, campaigns) = (self.clone(), Arc::clone(turns));
                 // A leader of a newer term than the one now known: the metrics may still name
                 // a dead leader, or (a restarted follower) the one its log voted for.
-                let term_at_wake = raft.metrics().borrow_watched().current_term;
+                let term_at_wake = raft.with_metrics(|metrics| metrics.current_term);
                 tokio::spawn(async move {
                     // Timers stopped until its turn; started then — unless the group went quiet
                     // again meanwhile (another voter won and quiesced it).
@@ -503,14 +530,17 @@ impl Quiescence {
                         if quiet.quiet.contains_key(&group) {
                             return;
                         }
-                        raft.runtime_config().tick(true);
+                        raft.set_ticking(true);
                     }
                     let led = move |m: &openraft::RaftMetrics<PartitionRaft>| {
                         m.current_leader.is_some() && m.current_term > term_at_wake
                     };
-                    if turn.is_err() || led(&raft.metrics().borrow_watched()) {
+                    if turn.is_err() || raft.with_metrics(led) {
                         return;
                     }
+                    let Ok(raft) = raft.live().await else {
+                        return;
+                    };
                     if restart == Restart::Campaign {
                         let _ = raft.trigger().elect(true).await;
                     }
@@ -593,14 +623,14 @@ impl Quiescence {
     pub(crate) fn resume_timers(&self, group: u64, raft: &PartitionRaftNode) {
         let quiet = self.quiet.lock().expect("quiet groups");
         if !quiet.quiet.contains_key(&group) {
-            raft.runtime_config().tick(true);
+            raft.set_ticking(true);
         }
     }
 
     /// A `TransferLeader` for `group` arrived: the target's timers run at once (it campaigns),
     /// the other voters' later (they must not race it).
     pub(crate) fn wake_for_transfer(&self, group: u64, raft: &PartitionRaftNode, to: u64) {
-        let me = raft.metrics().borrow_watched().id;
+        let me = raft.with_metrics(|metrics| metrics.id);
         let restart = if me == to { Restart::Now } else { Restart::Later };
         let mut quiet = self.quiet.lock().expect("quiet groups");
         self.wake_locked(&mut quiet, group, restart, WakeReason::Transfer);
@@ -759,13 +789,13 @@ impl Quiescence {
             .into_iter()
             .filter_map(|(group, raft)| {
                 let (leading, leader) = expected[&group];
-                let metrics = raft.metrics();
-                let metrics = metrics.borrow_watched();
-                let matches = if leading {
-                    metrics.state == openraft::ServerState::Leader
-                } else {
-                    metrics.current_leader == Some(leader)
-                };
+                let matches = raft.with_metrics(|metrics| {
+                    if leading {
+                        metrics.state == openraft::ServerState::Leader
+                    } else {
+                        metrics.current_leader == Some(leader)
+                    }
+                });
                 (!matches).then_some((group, (leading, leader)))
             })
             .collect();
@@ -816,9 +846,7 @@ impl Quiescence {
                 vote,
                 last,
             };
-            let (view, voters, me) = {
-                let receiver = raft.metrics();
-                let metrics = receiver.borrow_watched();
+            let (view, voters, me) = raft.with_metrics(|metrics| {
                 let view = FollowerView {
                     runs_failure_detector,
                     votes_held: self.hosted.votes_held(item.group),
@@ -830,7 +858,7 @@ impl Quiescence {
                 };
                 let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
                 (view, voters, metrics.id)
-            };
+            });
             if !follower_agrees(&view, &proposal) {
                 continue;
             }
@@ -872,7 +900,7 @@ const RESTARTED_FOLLOWER_RETRY: Duration = Duration::from_millis(500);
 /// heartbeat first: the group wakes at its turn. Nothing is sent to a follower whose broker is
 /// declared dead meanwhile. It stops as soon as the group is no longer quiet
 /// here (a write woke it).
-async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: PartitionRaftNode, follower: u64) {
+async fn reach_restarted_follower(groups: Quiescence, group: u64, node: PartitionRaftNode, follower: u64) {
     let holds_last = move |m: &openraft::RaftMetrics<PartitionRaft>| {
         let matched = m.replication.as_ref().and_then(|r| r.get(&follower).copied().flatten());
         matched.map(|m| m.index) == m.last_log_index
@@ -882,7 +910,7 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: Partitio
     // may catch it up before any heartbeat is acknowledged, and the append that does wakes the
     // follower; with this leader quiet, its timers would run out and its campaign would wake
     // the group anyway (~2,800 `candidate` wakes at 10,000 partitions, before this).
-    let behind = !holds_last(&raft.metrics().borrow_watched());
+    let behind = node.with_metrics(|metrics| !holds_last(metrics));
     // Not before its broker has opened its replicas: a heartbeat to a group it does not host
     // yet fails, and its patience counts from then too. Then in turn (see REACHES_AT_ONCE) —
     // unless it is behind: the group wakes at once, and its heartbeats and appends reach it.
@@ -892,6 +920,11 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: Partitio
         return;
     }
     let Ok(_turn) = Arc::clone(&groups.reaches).acquire_owned().await else {
+        return;
+    };
+    // (Only at its turn: a sleeping leader is built again here, and a broker leading thousands
+    // of quiet groups would build them all at once.)
+    let Ok(raft) = node.live().await else {
         return;
     };
     if behind {
@@ -910,7 +943,7 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, raft: Partitio
     };
     while groups.leads_quietly(group) {
         let before = acknowledged(&raft.metrics().borrow_watched());
-        heartbeat_now(&raft);
+        heartbeat_now(&node);
         let answered = raft
             .wait(Some(RESTARTED_FOLLOWER_ACK_WAIT))
             .metrics(
@@ -978,7 +1011,10 @@ mod tests {
             .unwrap();
         let quiescence = host.groups.quiescence();
         let raft = quiescence.hosted().get(7).expect("hosted");
-        raft.wait(Some(Duration::from_secs(10)))
+        raft.live()
+            .await
+            .unwrap()
+            .wait(Some(Duration::from_secs(10)))
             .metrics(|m| m.state == openraft::ServerState::Leader, "leads")
             .await
             .unwrap();

@@ -15,7 +15,6 @@ use crate::replication::raft_node::PartitionRaftNode;
 use crate::replication::types::{LogId, Vote};
 use crate::replication::PeerChannels;
 use bytes::Bytes;
-use openraft::async_runtime::watch::WatchReceiver;
 use proto::raft_v1::raft_client::RaftClient;
 use proto::raft_v1::{QuiesceGroup, QuiesceRequest};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -65,16 +64,60 @@ pub struct QuiesceConfig {
     pub resume_delay: Duration,
     /// Groups never quiesced (the controller).
     pub never: HashSet<u64>,
+    /// A follower quiet this long puts its Raft node to sleep (`None`: never). See
+    /// `raft_node`.
+    pub dormant_after: Option<Duration>,
 }
 
 /// Starts the ping loops (one per peer, as peers appear) and the leader-side scan; they run for
 /// the life of the runtime, or until the returned handles are aborted.
 pub fn spawn(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) -> Vec<tokio::task::JoinHandle<()>> {
     groups.enable_quiescence(config.resume_delay);
-    vec![
-        tokio::spawn(ping_every_peer(groups.clone(), channels.clone(), config.clone())),
-        tokio::spawn(scan(groups, channels, config)),
-    ]
+    let mut tasks = vec![tokio::spawn(ping_every_peer(
+        groups.clone(),
+        channels.clone(),
+        config.clone(),
+    ))];
+    if let Some(after) = config.dormant_after {
+        tasks.push(tokio::spawn(put_quiet_followers_to_sleep(groups.clone(), after)));
+    }
+    tasks.push(tokio::spawn(scan(groups, channels, config)));
+    tasks
+}
+
+/// How often quiet followers are looked for to put to sleep.
+const DORMANCY_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every [`DORMANCY_SWEEP_INTERVAL`], puts to sleep the Raft nodes of the groups that have been
+/// quiet here as followers for `after`, seen so at every sweep since, and unused as long (see
+/// `raft_node`): one at a time, as each hands its state machine over and stops its instance.
+async fn put_quiet_followers_to_sleep(groups: Quiescence, after: Duration) {
+    let mut quiet_since: HashMap<u64, Instant> = HashMap::new();
+    let mut ticker = tokio::time::interval(DORMANCY_SWEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let followers = groups.quiet_followers();
+        let now = Instant::now();
+        quiet_since.retain(|group, _| followers.contains(group));
+        let due: Vec<u64> = followers
+            .into_iter()
+            .filter(|group| now.duration_since(*quiet_since.entry(*group).or_insert(now)) >= after)
+            .collect();
+        for group in due {
+            let Some(node) = groups.hosted().get(group) else {
+                continue;
+            };
+            // (Checked again: it may have woken since the list was made. A wake from here on
+            // waits for the node to be asleep, then builds it again.)
+            if node.is_dormant() || !groups.is_quiet_follower(group) {
+                continue;
+            }
+            if node.go_dormant(after).await {
+                tracing::trace!(group, "quiet follower's Raft node asleep");
+            }
+        }
+    }
 }
 
 /// Keeps one ping loop per peer, starting one for each peer that joins. The loops belong to
@@ -220,8 +263,14 @@ async fn scan(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig)
 /// broker is back its pings wake the group (after silence) or have it reach the restarted
 /// replica (after a restart), which then catches up as usual.
 fn idle_leader_state(raft: &PartitionRaftNode, is_dead: impl Fn(u64) -> bool) -> Option<(LogId, Vec<u64>, Vote)> {
-    let receiver = raft.metrics();
-    let metrics = receiver.borrow_watched();
+    raft.with_metrics(|metrics| idle_leader_state_of(metrics, is_dead))
+}
+
+/// [`idle_leader_state`] from `metrics`.
+fn idle_leader_state_of(
+    metrics: &openraft::RaftMetrics<crate::replication::types::PartitionRaft>,
+    is_dead: impl Fn(u64) -> bool,
+) -> Option<(LogId, Vec<u64>, Vote)> {
     if metrics.state != openraft::ServerState::Leader || !metrics.vote.committed {
         return None;
     }

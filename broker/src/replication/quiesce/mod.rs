@@ -96,7 +96,9 @@ pub(crate) struct Quiet {
 pub(crate) fn heartbeat_now(raft: &PartitionRaftNode) {
     let raft = raft.clone();
     tokio::spawn(async move {
-        let _ = raft.trigger().heartbeat().await;
+        if let Ok(raft) = raft.live().await {
+            let _ = raft.trigger().heartbeat().await;
+        }
     });
 }
 

@@ -11,7 +11,6 @@
 use super::{PartitionReplica, ReplicationError};
 use crate::replication::quiesce::heartbeat_now;
 use crate::replication::types::PartitionRaft;
-use openraft::async_runtime::watch::WatchReceiver;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -120,27 +119,30 @@ impl PartitionReplica {
         let ready = |m: &openraft::RaftMetrics<PartitionRaft>| {
             leads_within_lease(m, lease) && (!own_term || own_term_applied(m))
         };
-        {
-            let receiver = self.raft.metrics();
-            let metrics = receiver.borrow_watched();
-            if ready(&metrics) {
-                return Ok(metrics.vote.leader_id.term);
-            }
-            if metrics.state != openraft::ServerState::Leader {
-                return Err(ReplicationError::NotLeader {
+        let answer_now = self.raft.with_metrics(|metrics| {
+            if ready(metrics) {
+                Some(Ok(metrics.vote.leader_id.term))
+            } else if metrics.state != openraft::ServerState::Leader {
+                Some(Err(ReplicationError::NotLeader {
                     group: self.group,
                     leader: metrics.current_leader,
-                });
+                }))
+            } else {
+                None
             }
+        });
+        if let Some(answer) = answer_now {
+            return answer;
         }
         if self.groups.is_quiet(self.group) {
             // Quiet, so nothing renews the lease on its own: one heartbeat round does.
             self.renewing_since_now();
             heartbeat_now(&self.raft);
         } else {
-            let receiver = self.raft.metrics();
-            let metrics = receiver.borrow_watched();
-            if lease_standing(self.lease_facts(&metrics, false)) == LeaseStanding::Lapsed {
+            let standing = self
+                .raft
+                .with_metrics(|metrics| lease_standing(self.lease_facts(metrics, false)));
+            if standing == LeaseStanding::Lapsed {
                 // Only the lease is missing, and not because the group was just woken.
                 return Err(ReplicationError::NotLeader {
                     group: self.group,
@@ -150,7 +152,8 @@ impl PartitionReplica {
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self
-            .raft
+            .live()
+            .await?
             .wait(Some(remaining))
             .metrics(ready, "a leader with a fresh lease")
             .await
@@ -180,29 +183,36 @@ impl PartitionReplica {
     /// then; a cut-off one from when its lease lapses).
     pub fn is_leader(&self) -> bool {
         // Read the fields in place, no metrics clone.
-        leads_within_lease(&self.raft.metrics().borrow_watched(), self.lease)
+        self.raft
+            .with_metrics(|metrics| leads_within_lease(metrics, self.lease))
     }
 
     /// The Raft term this replica is in: a leader that wrote something in this term has applied
     /// everything its predecessors committed once that write applies.
     pub fn current_term(&self) -> u64 {
-        self.raft.metrics().borrow_watched().current_term
+        self.raft.with_metrics(|metrics| metrics.current_term)
     }
 
     /// The current leader as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft.with_metrics(|metrics| metrics.current_leader)
     }
 
     /// Waits until some replica is leader as seen from here, up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, ReplicationError> {
-        let metrics = self
+        let established = |m: &openraft::RaftMetrics<PartitionRaft>| m.current_leader.is_some() && m.vote.committed;
+        // (A sleeping node knows its leader: no need to wake it.)
+        if let Some(leader) = self
             .raft
+            .with_metrics(|m| established(m).then_some(m.current_leader).flatten())
+        {
+            return Ok(leader);
+        }
+        let metrics = self
+            .live()
+            .await?
             .wait(Some(timeout))
-            .metrics(
-                |m| m.current_leader.is_some() && m.vote.committed,
-                "an established leader",
-            )
+            .metrics(established, "an established leader")
             .await
             .map_err(|_| ReplicationError::Timeout {
                 group: self.group,
@@ -220,16 +230,15 @@ impl PartitionReplica {
         }
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + timeout, false).await?;
-        self.raft
-            .trigger()
+        let raft = self.live().await?;
+        raft.trigger()
             .transfer_leader(to)
             .await
             .map_err(|fatal| ReplicationError::Raft {
                 group: self.group,
                 message: fatal.to_string(),
             })?;
-        self.raft
-            .wait(Some(timeout))
+        raft.wait(Some(timeout))
             .metrics(|m| m.current_leader == Some(to), "leadership transferred")
             .await
             .map(|_| ())

@@ -11,7 +11,6 @@
 
 use super::{PartitionReplica, ReplicationError};
 use crate::replication::types::PartitionRaft;
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,7 +99,7 @@ impl PartitionReplica {
         }
 
         if members.voters != wanted_ids || members.joint {
-            let me = self.raft.metrics().borrow_watched().id;
+            let me = self.raft.with_metrics(|metrics| metrics.id);
             if !wanted_ids.contains(&me) {
                 // Leaving: hand over first, so the partition is never without a leader for an
                 // election timeout. With no wanted replica a voter yet (every replica replaced)
@@ -133,14 +132,14 @@ impl PartitionReplica {
     }
 
     fn current_members(&self) -> Members {
-        let receiver = self.raft.metrics();
-        let metrics = receiver.borrow_watched();
-        let membership = metrics.membership_config.membership();
-        Members {
-            voters: membership.voter_ids().collect(),
-            nodes: membership.nodes().map(|(id, _)| *id).collect(),
-            joint: membership.get_joint_config().len() > 1,
-        }
+        self.raft.with_metrics(|metrics| {
+            let membership = metrics.membership_config.membership();
+            Members {
+                voters: membership.voter_ids().collect(),
+                nodes: membership.nodes().map(|(id, _)| *id).collect(),
+                joint: membership.get_joint_config().len() > 1,
+            }
+        })
     }
 
     /// Wanted replicas that are not voters yet and lack more than `max_lag` of the leader's
@@ -151,8 +150,17 @@ impl PartitionReplica {
         voters: &BTreeSet<u64>,
         max_lag: u64,
     ) -> (Vec<(u64, Option<u64>)>, u64) {
-        let receiver = self.raft.metrics();
-        let metrics: &openraft::RaftMetrics<PartitionRaft> = &receiver.borrow_watched();
+        self.raft
+            .with_metrics(|metrics| Self::lagging_in(metrics, wanted, voters, max_lag))
+    }
+
+    /// [`Self::lagging_learners`] from `metrics`.
+    fn lagging_in(
+        metrics: &openraft::RaftMetrics<PartitionRaft>,
+        wanted: &BTreeSet<u64>,
+        voters: &BTreeSet<u64>,
+        max_lag: u64,
+    ) -> (Vec<(u64, Option<u64>)>, u64) {
         let last = metrics.last_log_index.unwrap_or(0);
         let lagging = wanted
             .iter()
@@ -180,7 +188,8 @@ impl PartitionReplica {
         timeout: Duration,
         retain: bool,
     ) -> Result<(), ReplicationError> {
-        let proposed = tokio::time::timeout(timeout, self.raft.change_membership(change, retain)).await;
+        let raft = self.live().await?;
+        let proposed = tokio::time::timeout(timeout, raft.change_membership(change, retain)).await;
         match proposed {
             Err(_) => Err(ReplicationError::Timeout {
                 group: self.group,

@@ -47,7 +47,7 @@ pub use write::{Acks, AppendBatch, AppendOutcome};
 use super::idempotence::InFlightBatches;
 use super::log_store::AppendNotifier;
 use super::network::PeerChannels;
-use super::raft_node::PartitionRaftNode;
+use super::raft_node::{LiveRaft, PartitionRaftNode};
 use super::raft_service::RaftGroups;
 use super::state_machine::SharedProducerTable;
 use super::types::LogStartMark;
@@ -96,4 +96,15 @@ pub struct PartitionReplica {
     log_start_marks: watch::Receiver<Option<LogStartMark>>,
     /// Ends an append that waits for disk space, at shutdown.
     closing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PartitionReplica {
+    /// The group's running openraft instance — built again first if its node sleeps (a quiet
+    /// follower's does: `raft_node`).
+    async fn live(&self) -> Result<LiveRaft, ReplicationError> {
+        self.raft.live().await.map_err(|stopped| ReplicationError::Raft {
+            group: self.group,
+            message: stopped.to_string(),
+        })
+    }
 }

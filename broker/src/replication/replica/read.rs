@@ -5,7 +5,6 @@
 
 use super::{PartitionReplica, ReplicationError};
 use crate::storage::{Offset, RaftIndex, StoredEntry};
-use openraft::async_runtime::watch::WatchReceiver;
 use std::time::Duration;
 
 /// A partition's offsets as one consistent snapshot.
@@ -99,12 +98,19 @@ impl PartitionReplica {
 
     /// Index of the last entry in the local log.
     pub fn last_log_index(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().last_log_index
+        self.raft.with_metrics(|metrics| metrics.last_log_index)
     }
 
     /// Waits until this replica has applied (so committed) everything up to `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ReplicationError> {
-        self.raft
+        if self
+            .raft
+            .with_metrics(|metrics| metrics.last_applied.is_some_and(|applied| applied.index >= index))
+        {
+            return Ok(());
+        }
+        self.live()
+            .await?
             .wait(Some(timeout))
             .applied_index_at_least(Some(index), "applied")
             .await

@@ -15,7 +15,6 @@
 use super::{PartitionReplica, ReplicationError};
 use crate::replication::types::{log_id_of, LogStartMark, PartitionPayload};
 use crate::storage::{Offset, SegmentLog};
-use openraft::async_runtime::watch::WatchReceiver;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -73,16 +72,16 @@ impl PartitionReplica {
     /// starts and the point is one every replica can snapshot at (applied, and no membership
     /// change after it); then proposes it and waits until it is applied.
     async fn propose_log_start(&self, now_ms: i64) -> Result<Option<Offset>, ReplicationError> {
-        let (last_applied, membership_at) = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow_watched();
-            if metrics.state != openraft::ServerState::Leader {
-                return Ok(None);
-            }
-            (
-                metrics.last_applied,
-                metrics.membership_config.log_id().as_ref().copied(),
-            )
+        let leader_state = self.raft.with_metrics(|metrics| {
+            (metrics.state == openraft::ServerState::Leader).then(|| {
+                (
+                    metrics.last_applied,
+                    metrics.membership_config.log_id().as_ref().copied(),
+                )
+            })
+        });
+        let Some((last_applied, membership_at)) = leader_state else {
+            return Ok(None);
         };
         let Some((through, next_offset)) = ({
             let log = self.log.read().map_err(|_| self.poisoned())?;
@@ -105,7 +104,8 @@ impl PartitionReplica {
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + STEP_TIMEOUT, true).await?;
         let mark = LogStartMark { through, next_offset };
-        self.raft
+        self.live()
+            .await?
             .client_write(PartitionPayload::LogStart(mark))
             .await
             .map_err(|e| ReplicationError::Raft {
@@ -129,25 +129,17 @@ impl PartitionReplica {
             return Ok(None);
         };
         let point = log_id_of(&mark.through);
-        let (snapshot, purged) = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow_watched();
-            (metrics.snapshot, metrics.purged)
-        };
+        let (snapshot, purged) = self.raft.with_metrics(|metrics| (metrics.snapshot, metrics.purged));
         if purged.is_some_and(|purged| purged >= point) {
             return Ok(None);
         }
+        let raft = self.live().await?;
         if snapshot.is_none_or(|snapshot| snapshot < point) {
-            self.raft
-                .trigger()
-                .snapshot()
-                .await
-                .map_err(|e| ReplicationError::Raft {
-                    group: self.group,
-                    message: format!("snapshot for retention: {e}"),
-                })?;
-            self.raft
-                .wait(Some(STEP_TIMEOUT))
+            raft.trigger().snapshot().await.map_err(|e| ReplicationError::Raft {
+                group: self.group,
+                message: format!("snapshot for retention: {e}"),
+            })?;
+            raft.wait(Some(STEP_TIMEOUT))
                 .metrics(
                     |m| m.snapshot.is_some_and(|s| s >= point),
                     "a snapshot at the log start",
@@ -158,8 +150,7 @@ impl PartitionReplica {
                     what: format!("a snapshot at entry {}", point.index),
                 })?;
         }
-        self.raft
-            .trigger()
+        raft.trigger()
             .purge_log(point.index)
             .await
             .map_err(|e| ReplicationError::Raft {

@@ -7,11 +7,10 @@ use crate::replication::catch_up::CatchUpRule;
 use crate::replication::idempotence::InFlightBatches;
 use crate::replication::log_store::PartitionLogStore;
 use crate::replication::network::GroupNetworkFactory;
-use crate::replication::raft_node::{HostedGroups, PartitionRaftNode};
+use crate::replication::raft_node::{HostedGroups, PartitionRaftNode, Rebuild};
 use crate::replication::snapshot::Compaction;
 use crate::replication::state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
 use crate::storage::{LogConfig, RaftIndex, SegmentLog};
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
@@ -100,6 +99,11 @@ fn awaited_leader(host: &ReplicaHost, log: &SegmentLog, eligible: bool) -> Optio
 
 /// Waits until `rule` is met, then lets the replica vote and campaign again.
 async fn rejoin_elections_once_caught_up(raft: PartitionRaftNode, hosted: HostedGroups, group: u64, rule: CatchUpRule) {
+    // (Held throughout: a node whose elections are off never sleeps, as it would wake with the
+    // host's configuration.)
+    let Ok(raft) = raft.live().await else {
+        return;
+    };
     if raft
         .wait(None)
         .metrics(|m| rule.is_met(m), "holds every entry it had acknowledged")
@@ -166,12 +170,22 @@ impl PartitionReplica {
         let applied_next_offset = state_machine.applied_next_offset();
         let producers = state_machine.producers();
         let network = GroupNetworkFactory::new(group, host.peers.clone(), host.groups.catch_up_throttle().clone());
+        let ticking = raft_config.enable_tick;
+        // Only an ordinary partition's node sleeps when quiet (see `raft_node`): one with an
+        // observer (the controller) is few and never quiesces, and its configuration is its own.
+        let rebuild = observer_absent.then(|| Rebuild {
+            node_id: host.node_id,
+            config: Arc::clone(&host.raft_config),
+            network: network.clone(),
+            store: store.clone(),
+        });
         let raft = openraft::Raft::new(host.node_id, raft_config, network, store, state_machine)
             .await
             .map_err(|e| ReplicationError::Raft {
                 group,
                 message: e.to_string(),
             })?;
+        let raft = PartitionRaftNode::new(group, raft, rebuild, ticking);
         let hosted = host.groups.hosted();
         // (A hold left by an earlier start of this group in this process would outlive it.)
         hosted.release_votes(group);
@@ -203,13 +217,16 @@ impl PartitionReplica {
             // (From the core, once it has started: the metrics hold no membership until its
             // first report. A core that stopped already answers nothing: its timers are
             // turned on below, and it is reported like any stopped core.)
-            let voters: Vec<u64> = raft
-                .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
-                .await
-                .unwrap_or_default();
+            let voters: Vec<u64> = match raft.live().await {
+                Ok(live) => live
+                    .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
             if voters.iter().all(|voter| *voter == host.node_id) {
                 // Its only voter (or no answer): nobody else would elect a leader or reach it.
-                raft.runtime_config().tick(true);
+                raft.set_ticking(true);
             } else {
                 host.groups
                     .quiescence()
@@ -236,7 +253,8 @@ impl PartitionReplica {
 
     /// Adds `node` (reachable at `address`) as a non-voting learner; only the leader can.
     pub async fn add_learner(&self, node: u64, address: String) -> Result<(), ReplicationError> {
-        self.raft
+        self.live()
+            .await?
             .add_learner(node, BasicNode { addr: address }, false)
             .await
             .map(|_| ())
@@ -260,14 +278,14 @@ impl PartitionReplica {
 
     /// The voters and learners of the group, by node id.
     pub fn members(&self) -> Vec<u64> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect()
+        self.raft.with_metrics(|metrics| {
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        })
     }
 
     /// Forms the group with `members` (node id → Raft address) if it has never been formed;
@@ -277,7 +295,7 @@ impl PartitionReplica {
             .into_iter()
             .map(|(id, address)| (id, BasicNode { addr: address }))
             .collect();
-        match self.raft.initialize(members).await {
+        match self.live().await?.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ReplicationError::Raft {

@@ -13,7 +13,6 @@ use super::PartitionReplica;
 use crate::replication::isr::{in_sync_replicas, FollowerProgress, IsrBounds};
 use crate::replication::types::PartitionRaft;
 use crate::storage::Offset;
-use openraft::async_runtime::watch::WatchReceiver;
 
 /// What a replica knows of its partition, for metadata and operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,14 +127,24 @@ impl PartitionReplica {
         // (Quiescence's lock first, and not while the metrics are borrowed; the metrics are
         // borrowed, not cloned: this runs for every replica every second.)
         let quiescent = self.groups.is_quiet(self.group);
-        let receiver = self.raft.metrics();
-        let metrics = receiver.borrow_watched();
+        self.raft
+            .with_metrics(|metrics| self.leader_view_of(metrics, bounds, with_caught_up, quiescent))
+    }
+
+    /// [`Self::leader_view`] from `metrics`.
+    fn leader_view_of(
+        &self,
+        metrics: &openraft::RaftMetrics<PartitionRaft>,
+        bounds: IsrBounds,
+        with_caught_up: bool,
+        quiescent: bool,
+    ) -> LeaderView {
         let leads = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
-        let lapsed = leads && lease_standing(self.lease_facts(&metrics, quiescent)) == LeaseStanding::Lapsed;
+        let lapsed = leads && lease_standing(self.lease_facts(metrics, quiescent)) == LeaseStanding::Lapsed;
         let is_leader = leads && !lapsed;
         let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
         let (isr, caught_up) = if is_leader {
-            let followers = self.follower_progress(&metrics, &voters, quiescent);
+            let followers = self.follower_progress(metrics, &voters, quiescent);
             let caught_up_bounds = IsrBounds {
                 max_lag_entries: 0,
                 max_lag_time: bounds.max_lag_time,

@@ -149,7 +149,12 @@ impl PartitionReplica {
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
         let proposed = Instant::now();
-        match self.raft.client_write(RecordBatchPayload::new(batch).into()).await {
+        match self
+            .live()
+            .await?
+            .client_write(RecordBatchPayload::new(batch).into())
+            .await
+        {
             Ok(response) => {
                 // client_write answers once the entry is committed and applied here.
                 commit_latency(proposed.elapsed());
@@ -191,8 +196,14 @@ impl PartitionReplica {
                     in_flight.proposed(&identity);
                     let (responder, response_rx) = ProgressResponder::<PartitionRaft, _>::complete_only();
                     let proposed = Instant::now();
-                    if let Err(fatal) = self
-                        .raft
+                    let raft = match self.live().await {
+                        Ok(raft) => raft,
+                        Err(stopped) => {
+                            in_flight.withdraw(&identity);
+                            return Err(stopped);
+                        }
+                    };
+                    if let Err(fatal) = raft
                         .client_write_ff(RecordBatchPayload::new(batch.clone()).into(), Some(responder))
                         .await
                     {
@@ -318,11 +329,14 @@ impl PartitionReplica {
         // the proposal (e.g. ForwardToLeader when the leader's lease lapsed under load), and
         // then nothing is ever appended.
         let (responder, completion) = ProgressResponder::<PartitionRaft, _>::complete_only();
-        if let Err(fatal) = self
-            .raft
-            .client_write_ff(RecordBatchPayload(batch, token).into(), Some(responder))
-            .await
-        {
+        let written = match self.live().await {
+            Ok(raft) => raft
+                .client_write_ff(RecordBatchPayload(batch, token).into(), Some(responder))
+                .await
+                .map_err(|fatal| fatal.to_string()),
+            Err(stopped) => Err(stopped.to_string()),
+        };
+        if let Err(fatal) = written {
             self.appended.forget(token);
             return Err(ReplicationError::Raft {
                 group: self.group,
@@ -353,7 +367,8 @@ impl PartitionReplica {
     async fn append_without_ack(&self, batch: Bytes) -> Result<(), ReplicationError> {
         let _writing = self.begin_write();
         self.ready_leader(Instant::now() + LEADER_WAKE_WAIT, false).await?;
-        self.raft
+        self.live()
+            .await?
             .client_write_ff(RecordBatchPayload::new(batch).into(), None)
             .await
             .map_err(|fatal| ReplicationError::Raft {

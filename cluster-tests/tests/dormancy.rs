@@ -1,0 +1,116 @@
+//! Sleeping Raft nodes on real broker processes: a follower replica quiet for
+//! `--dormant-after-ms` drops its openraft instance (`broker_dormant_groups`), answers its
+//! leader's lease renewals asleep, and is built again — with everything it held — by a write,
+//! by its leader's death (it campaigns or votes), and after a restart.
+
+use client::Acks;
+use cluster_tests::{
+    assert_read_back, connect_when_ready, create_topic, leaders, metric_where, one_record_batch,
+    start_cluster_with_admin, wait_until_quiet, write_each, BrokerProcess,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "sleepy";
+const PARTITIONS: u32 = 6;
+/// Every broker hosts every partition (RF=3 on three brokers); one replica of each leads.
+const FOLLOWER_REPLICAS: f64 = (PARTITIONS * 2) as f64;
+const QUIET_WAIT: Duration = Duration::from_secs(30);
+
+/// The sum over the running brokers of metric `name`.
+async fn total(brokers: &[BrokerProcess], admins: &[String], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for (broker, admin) in brokers.iter().zip(admins) {
+        if broker.is_running() {
+            sum += metric_where(admin, name, None).await;
+        }
+    }
+    sum
+}
+
+/// Waits until `sleeping` follower replicas sleep across the running brokers.
+async fn await_asleep(brokers: &[BrokerProcess], admins: &[String], sleeping: f64, what: &str) {
+    let deadline = Instant::now() + QUIET_WAIT;
+    loop {
+        let now = total(brokers, admins, "broker_dormant_groups").await;
+        if now == sleeping {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {now} of {sleeping} follower replicas asleep after {QUIET_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_followers_sleep_and_wake_for_writes_a_dead_leader_and_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut brokers, _addresses, admins) = start_cluster_with_admin(root.path(), 3, &["--dormant-after-ms", "1000"]);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(TOPIC, PARTITIONS, 3)).await;
+    let mut written = BTreeMap::new();
+    write_each(&cluster, TOPIC, PARTITIONS, "before", &mut written).await;
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    await_asleep(&brokers, &admins, FOLLOWER_REPLICAS, "quiet").await;
+
+    // Reads on quiet partitions renew their leaders' leases with one heartbeat round: the
+    // sleeping followers answer it asleep.
+    let woken_before_reads = total(&brokers, &admins, "broker_dormant_group_wakes_total").await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // (past the lease: the reads renew it)
+    for partition in 0..PARTITIONS {
+        let latest = cluster
+            .list_offsets(TOPIC, partition, client::OffsetSpec::Latest, 0)
+            .await
+            .expect("ListOffsets on a partition whose followers sleep");
+        assert_eq!(latest, Some(1), "partition {partition}");
+    }
+    assert_read_back(&cluster, TOPIC, &written).await;
+    assert_eq!(
+        total(&brokers, &admins, "broker_dormant_group_wakes_total").await,
+        woken_before_reads,
+        "reads woke sleeping followers"
+    );
+    assert_eq!(
+        total(&brokers, &admins, "broker_dormant_groups").await,
+        FOLLOWER_REPLICAS
+    );
+
+    // A write wakes the followers it reaches: each is built again and takes the entry.
+    let woken_before_writes = total(&brokers, &admins, "broker_dormant_group_wakes_total").await;
+    write_each(&cluster, TOPIC, PARTITIONS, "after", &mut written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
+    let woken = total(&brokers, &admins, "broker_dormant_group_wakes_total").await - woken_before_writes;
+    assert!(
+        woken >= FOLLOWER_REPLICAS,
+        "{woken} sleeping followers woke for a write to every partition"
+    );
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    await_asleep(&brokers, &admins, FOLLOWER_REPLICAS, "quiet again after the writes").await;
+
+    // The broker leading partition 0 dies: its groups' sleeping followers wake, one of each
+    // campaigns, and the new leaders hold everything written.
+    let before = leaders(&cluster, TOPIC).await;
+    let victim = before[&0];
+    let victim_index = (victim - 1) as usize;
+    brokers[victim_index].kill9();
+    for (partition, leader) in &before {
+        if *leader == victim {
+            let value = format!("failed-over-{partition}");
+            cluster
+                .produce(TOPIC, *partition, Acks::All, one_record_batch(&value))
+                .await
+                .unwrap_or_else(|e| panic!("partition {partition} after its leader's broker died: {e}"));
+            written.entry(*partition).or_default().push(value);
+        }
+    }
+    assert_read_back(&cluster, TOPIC, &written).await;
+
+    // Back: it catches up, everything quiets, and every follower replica sleeps again.
+    brokers[victim_index].restart();
+    wait_until_quiet(&brokers, TOPIC, PARTITIONS, QUIET_WAIT).await;
+    await_asleep(&brokers, &admins, FOLLOWER_REPLICAS, "quiet after the restart").await;
+    write_each(&cluster, TOPIC, PARTITIONS, "last", &mut written).await;
+    assert_read_back(&cluster, TOPIC, &written).await;
+}
