@@ -200,10 +200,27 @@ async fn write_one(cluster: &client::Cluster, partition: u32, tag: &str) {
         .unwrap_or_else(|e| panic!("{tag}: acks=all to partition {partition}: {e}"));
 }
 
+/// Waits until the Raft node of every replica of the handover topic sleeps.
+async fn await_all_asleep(admins: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut sleeping = 0.0;
+        for admin in admins {
+            sleeping += metric_where(admin, "broker_dormant_groups", None).await;
+        }
+        if sleeping == f64::from(3 * HANDOVER_PARTITIONS) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sleeping} replicas asleep");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Stops (SIGTERM) the broker leading the most partitions of a quiet 12-partition topic,
 /// controlled shutdown on or off by `extra_args`, and checks that the survivors serve every
-/// partition afterwards with nothing acknowledged lost.
-async fn stop_a_leader(extra_args: &[&str]) -> AfterTheStop {
+/// partition afterwards with nothing acknowledged lost. With `asleep`, the stop waits until
+/// every replica's Raft node sleeps (`extra_args` then set `--dormant-after-ms`).
+async fn stop_a_leader(extra_args: &[&str], asleep: bool) -> AfterTheStop {
     let root = tempfile::tempdir().unwrap();
     let (mut brokers, _, admins) = start_cluster_with_admin(root.path(), 3, extra_args);
     let cluster = connect_when_ready(&brokers, HashMap::new()).await;
@@ -213,6 +230,9 @@ async fn stop_a_leader(extra_args: &[&str]) -> AfterTheStop {
     }
     // Quiet groups (timers stopped) are the common case on a broker being restarted.
     wait_until_quiet(&brokers, HANDOVER_TOPIC, HANDOVER_PARTITIONS, Duration::from_secs(30)).await;
+    if asleep {
+        await_all_asleep(&admins).await;
+    }
     let leaders = leaders(&cluster, HANDOVER_TOPIC).await;
     let stopping = (1..=3u64)
         .max_by_key(|id| leaders.values().filter(|leader| *leader == id).count())
@@ -280,7 +300,7 @@ async fn stop_a_leader(extra_args: &[&str]) -> AfterTheStop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_broker_hands_its_leaderships_to_its_peers_before_it_exits() {
-    let after = stop_a_leader(&[]).await;
+    let after = stop_a_leader(&[], false).await;
     assert_eq!(
         after.led_at_exit, HANDOVER_PARTITIONS as usize,
         "the moment the stopped broker was gone its peers led only {} of {HANDOVER_PARTITIONS} partitions",
@@ -299,11 +319,27 @@ async fn a_stopping_broker_hands_its_leaderships_to_its_peers_before_it_exits() 
     );
 }
 
+/// The same with every replica's Raft node asleep: a sleeping leader is built again, leading,
+/// and hands over like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_broker_hands_over_its_sleeping_leaderships_too() {
+    let after = stop_a_leader(&["--dormant-after-ms", "500"], true).await;
+    assert_eq!(
+        after.led_at_exit, HANDOVER_PARTITIONS as usize,
+        "the moment the stopped broker was gone its peers led only {} of {HANDOVER_PARTITIONS} partitions",
+        after.led_at_exit
+    );
+    assert_eq!(
+        after.leader_dead_wakes, 0.0,
+        "no group was left for the failure detector to fail over"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_controlled_shutdown_a_stopped_leaders_groups_fail_over_as_after_a_crash() {
     // The counterpart that shows the check above can fail: the peers find the stopped
     // broker's groups leaderless only when their failure detector declares it dead.
-    let after = stop_a_leader(&["--controlled-shutdown-ms", "0"]).await;
+    let after = stop_a_leader(&["--controlled-shutdown-ms", "0"], false).await;
     assert!(after.leader_dead_wakes >= 1.0, "{}", after.leader_dead_wakes);
 }
 

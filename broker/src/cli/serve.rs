@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// Milliseconds a partition stays idle before its Raft timers stop (0 = never); default 1000.
     #[arg(long, env = "BROKER_QUIESCE_AFTER_MS")]
     quiesce_after_ms: Option<u64>,
-    /// Milliseconds a follower replica stays quiet before its Raft node sleeps (no openraft
+    /// Milliseconds a replica's group stays quiet before its Raft node sleeps (no openraft
     /// instance until a request wakes it; 0 = never); default 10000.
     #[arg(long, env = "BROKER_DORMANT_AFTER_MS")]
     dormant_after_ms: Option<u64>,

@@ -71,7 +71,7 @@ pub fn quiet_group_woke(reason: WakeReason) {
     metrics::counter!("broker_quiet_group_wakes_total", "reason" => reason.label()).increment(1);
 }
 
-/// A quiet follower's Raft node went to sleep here (its openraft instance shut down; see
+/// A quiet group's Raft node went to sleep here (its openraft instance shut down; see
 /// `raft_node`).
 pub fn dormant_group_slept() {
     metrics::gauge!("broker_dormant_groups").increment(1.0);
@@ -144,13 +144,13 @@ pub fn describe() {
     metrics::describe_gauge!(
         "broker_dormant_groups",
         metrics::Unit::Count,
-        "Quiet follower replicas on this broker whose Raft node sleeps (no openraft instance until a request or a wake)."
+        "Replicas of quiet groups on this broker whose Raft node sleeps (no openraft instance until a request or a wake)."
     );
     let _ = metrics::gauge!("broker_dormant_groups");
     metrics::describe_counter!(
         "broker_dormant_group_wakes_total",
         metrics::Unit::Count,
-        "Sleeping Raft nodes built again on this broker, for a request (an append, a vote) or a wake."
+        "Sleeping Raft nodes built again on this broker, for a request (a write, a read, an append, a vote) or a wake."
     );
     let _ = metrics::counter!("broker_dormant_group_wakes_total");
     metrics::describe_counter!(

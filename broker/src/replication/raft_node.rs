@@ -8,20 +8,21 @@
 //! (its queues, channels, tasks and statistics: docs/benchmarks.md, "Where an idle replica's
 //! memory goes"), ten times what a replica of ours costs. A quiet group needs none of it: its
 //! timers are stopped and nothing reaches its core until a write, an append, a vote or a wake.
-//! So quiescence puts a quiet follower's node to sleep ([`PartitionRaftNode::go_dormant`]):
-//! the instance shuts down, and the node keeps what openraft would read back at a
+//! So quiescence puts a quiet group's node to sleep ([`PartitionRaftNode::go_dormant`]), leader
+//! or follower: the instance shuts down, and the node keeps what openraft would read back at a
 //! start — the log store (vote, log, committed id) and the state machine, taken out of the
 //! instance first — with its last metrics. The first caller that needs the instance
-//! ([`PartitionRaftNode::live`]: an RPC for the group, a wake) builds it again from those, as a
-//! broker's start does, with its timers as quiescence last set them. Nothing is lost or
-//! replayed: the state machine is the same object, and a quiet replica has applied its whole
-//! log. A sleeping follower answers its leader's heartbeats (lease renewals for reads) itself,
-//! as openraft would, and then refuses candidates for a lease as openraft would have.
+//! ([`PartitionRaftNode::live`]: an RPC for the group, a wake, a write, a read's lease renewal)
+//! builds it again from those, as a broker's start does, with its timers as quiescence last set
+//! them; a leader leads again at once, in its term. Nothing is lost or replayed: the state
+//! machine is the same object, and a quiet replica has applied its whole log.
 //!
-//! Leaders do not sleep (yet): one built again leads at once only with openraft's leader
-//! restore, and its first appends — probes from the start of the log, with no commit known —
-//! do not settle a restarted follower awaiting it, which then wakes (tried at 10,000
-//! partitions: the crash-restart stormed again).
+//! A sleeping follower answers its leader's heartbeats (lease renewals for reads) and probes
+//! that change nothing on it itself, as openraft would, and then refuses candidates for a lease
+//! as openraft would have. A sleeping leader reaches a restarted follower with the heartbeat its
+//! instance would send ([`PartitionRaftNode::heartbeat_asleep`]): built again, its first appends
+//! would be probes from the start of its log with no commit known, which do not settle a
+//! follower awaiting it (tried at 10,000 partitions: the crash-restart stormed again).
 
 use super::catch_up::CatchUpRule;
 use super::log_store::PartitionLogStore;
@@ -119,6 +120,14 @@ impl Drop for NodeCell {
         }
     }
 }
+
+/// Whether `metrics` are a leader's whose vote is committed.
+fn leads(metrics: &RaftMetrics) -> bool {
+    metrics.state == openraft::ServerState::Leader && metrics.vote.committed
+}
+
+/// How long a sleeping leader's heartbeat waits for its answer.
+const HEARTBEAT_ASLEEP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The node was shut down: the replica stopped, or its instance could not be built again.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +262,46 @@ impl PartitionRaftNode {
         }
     }
 
+    /// For a node asleep as its group's leader: sends `follower` the heartbeat its instance
+    /// would — its vote, its last entry as the previous one and as the commit (a quiet leader
+    /// has committed its whole log), no entries — without building the instance. How a
+    /// sleeping leader reaches a restarted follower awaiting it: a heartbeat at its last entry
+    /// settles it quiet. `None` if the node does not sleep as a leader of `follower`; otherwise
+    /// whether the follower answered `Success`, or why the RPC failed.
+    pub(crate) async fn heartbeat_asleep(&self, follower: u64) -> Option<Result<bool, String>> {
+        let (rpc, node) = {
+            let state = self.cell.state.lock().expect("raft node");
+            let Instance::Dormant(asleep) = &state.instance else {
+                return None;
+            };
+            let metrics = &asleep.metrics;
+            if !leads(metrics) {
+                return None;
+            }
+            let node = metrics.membership_config.membership().get_node(&follower)?.clone();
+            let rpc = openraft::raft::AppendEntriesRequest::<PartitionRaft> {
+                vote: metrics.vote,
+                prev_log_id: metrics.last_applied,
+                leader_commit: metrics.last_applied,
+                entries: Vec::new(),
+            };
+            (rpc, node)
+        };
+        let mut network = self.cell.rebuild.as_ref()?.network.clone();
+        let mut client = openraft::network::RaftNetworkFactory::new_client(&mut network, follower, &node).await;
+        let option = openraft::network::RPCOption::new(HEARTBEAT_ASLEEP_WAIT);
+        let answer = tokio::time::timeout(
+            HEARTBEAT_ASLEEP_WAIT,
+            openraft::RaftNetworkV2::append_entries(&mut client, rpc, option),
+        )
+        .await;
+        Some(match answer {
+            Ok(Ok(answer)) => Ok(matches!(answer, openraft::raft::AppendEntriesResponse::Success)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("not answered within {HEARTBEAT_ASLEEP_WAIT:?}")),
+        })
+    }
+
     /// Starts or stops the group's election and heartbeat timers. A sleeping node whose timers
     /// are to run is built again (in a task of its own).
     pub fn set_ticking(&self, ticking: bool) {
@@ -305,7 +354,7 @@ impl PartitionRaftNode {
     async fn wake(&self) {
         let _changing = self.cell.changing.lock().await;
         let group = self.cell.group;
-        let state_machine = {
+        let (state_machine, leader) = {
             let mut state = self.cell.state.lock().expect("raft node");
             let Instance::Dormant(asleep) = &mut state.instance else {
                 return;
@@ -320,7 +369,7 @@ impl PartitionRaftNode {
                 super::metrics::dormant_group_dropped();
                 return;
             };
-            state_machine
+            (state_machine, leads(&asleep.metrics))
         };
         let Some(rebuild) = self.cell.rebuild.as_ref() else {
             return; // (Only a node with a rebuild sleeps.)
@@ -328,6 +377,12 @@ impl PartitionRaftNode {
         let mut config = (*rebuild.config).clone();
         // Off until the instance is in place; then as quiescence last set them.
         config.enable_tick = false;
+        // A quiet leader leads again at once, in its term, as it went to sleep: nothing was
+        // lost meanwhile (after a crash it may have been: there it must not, rule 7 of
+        // docs/architecture.md's recovery rules). Its first request renews the lease with a
+        // heartbeat round; should its group have elected another leader meanwhile, that
+        // round's answers depose it before it serves anything.
+        config.enable_leader_restore = Some(leader);
         let built = openraft::Raft::new(
             rebuild.node_id,
             Arc::new(config),
@@ -368,9 +423,9 @@ impl PartitionRaftNode {
     }
 
     /// Puts the node to sleep if it can: it runs, nobody took it for `unused_for` and no
-    /// [`LiveRaft`] is out, its timers are stopped, it follows a known leader with its whole
-    /// log applied, and it was built with a [`Rebuild`]. The caller (quiescence) has checked
-    /// that its group is quiet here. Returns whether it sleeps now.
+    /// [`LiveRaft`] is out, its timers are stopped, it leads or follows a known leader with its
+    /// whole log applied, and it was built with a [`Rebuild`]. The caller (quiescence) has
+    /// checked that its group is quiet here. Returns whether it sleeps now.
     pub(crate) async fn go_dormant(&self, unused_for: std::time::Duration) -> bool {
         // (In a task of its own: see `changing`.)
         let node = self.clone();
@@ -396,7 +451,7 @@ impl PartitionRaftNode {
             let follows = metrics.state == openraft::ServerState::Follower
                 && metrics.current_leader.is_some_and(|leader| leader != metrics.id);
             let applied_all = metrics.last_applied.map(|applied| applied.index) == metrics.last_log_index;
-            if state.ticking || state.used_at.elapsed() < unused_for || !applied_all || !follows {
+            if state.ticking || state.used_at.elapsed() < unused_for || !applied_all || !(follows || leads(&metrics)) {
                 return false;
             }
             let raft = raft.clone();

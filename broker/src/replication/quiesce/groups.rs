@@ -413,25 +413,22 @@ impl Quiescence {
         quiet.quiet.get(&group).is_some_and(|q| !q.awaiting_leader)
     }
 
-    /// The groups quiet here as followers of a known leader (not awaiting one): the ones whose
-    /// Raft nodes may sleep.
-    pub(crate) fn quiet_followers(&self) -> std::collections::HashSet<u64> {
+    /// The groups quiet here under a known leader, this broker or another (not awaiting one):
+    /// the ones whose Raft nodes may sleep.
+    pub(crate) fn settled_quiet_groups(&self) -> std::collections::HashSet<u64> {
         let quiet = self.quiet.lock().expect("quiet groups");
         quiet
             .quiet
             .iter()
-            .filter(|(_, q)| !q.leading && !q.awaiting_leader)
+            .filter(|(_, q)| !q.awaiting_leader)
             .map(|(group, _)| *group)
             .collect()
     }
 
-    /// Whether `group` is quiet here as a follower of a known leader.
-    pub(crate) fn is_quiet_follower(&self, group: u64) -> bool {
+    /// Whether `group` is quiet here under a known leader.
+    pub(crate) fn is_settled_quiet(&self, group: u64) -> bool {
         let quiet = self.quiet.lock().expect("quiet groups");
-        quiet
-            .quiet
-            .get(&group)
-            .is_some_and(|q| !q.leading && !q.awaiting_leader)
+        quiet.quiet.get(&group).is_some_and(|q| !q.awaiting_leader)
     }
 
     /// How many write requests `group` has seen (a change means it was not idle).
@@ -922,6 +919,33 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, node: Partitio
     let Ok(_turn) = Arc::clone(&groups.reaches).acquire_owned().await else {
         return;
     };
+    if node.is_dormant() {
+        // Asleep: reached with the heartbeat its instance would send, without waking it (see
+        // `PartitionRaftNode::heartbeat_asleep`); the answer tells whether it is behind. (What
+        // the leader kept may not know: one built again after this follower's broker died —
+        // for a read — went back to sleep knowing nothing of it.)
+        let give_up = Instant::now() + RESTART_PATIENCE;
+        while groups.leads_quietly(group) {
+            match node.heartbeat_asleep(follower).await {
+                // Woken meanwhile: reached as a running leader, below.
+                None => break,
+                Some(Ok(true)) => return,
+                Some(Ok(false)) => {
+                    groups.wake_leader(group);
+                    return;
+                }
+                Some(Err(error)) if Instant::now() >= give_up => {
+                    tracing::info!(group, follower, %error, "a restarted follower answered no heartbeat: the group wakes");
+                    groups.wake_leader(group);
+                    return;
+                }
+                Some(Err(_)) => tokio::time::sleep(RESTARTED_FOLLOWER_RETRY).await,
+            }
+        }
+        if !groups.leads_quietly(group) {
+            return;
+        }
+    }
     // (Only at its turn: a sleeping leader is built again here, and a broker leading thousands
     // of quiet groups would build them all at once.)
     let Ok(raft) = node.live().await else {

@@ -79,7 +79,7 @@ pub fn spawn(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) 
         config.clone(),
     ))];
     if let Some(after) = config.dormant_after {
-        tasks.push(tokio::spawn(put_quiet_followers_to_sleep(groups.clone(), after)));
+        tasks.push(tokio::spawn(put_quiet_groups_to_sleep(groups.clone(), after)));
     }
     tasks.push(tokio::spawn(scan(groups, channels, config)));
     tasks
@@ -89,18 +89,19 @@ pub fn spawn(groups: Quiescence, channels: PeerChannels, config: QuiesceConfig) 
 const DORMANCY_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Every [`DORMANCY_SWEEP_INTERVAL`], puts to sleep the Raft nodes of the groups that have been
-/// quiet here as followers for `after`, seen so at every sweep since, and unused as long (see
-/// `raft_node`): one at a time, as each hands its state machine over and stops its instance.
-async fn put_quiet_followers_to_sleep(groups: Quiescence, after: Duration) {
+/// quiet here under a known leader for `after`, seen so at every sweep since, and unused as
+/// long (see `raft_node`): one at a time, as each hands its state machine over and stops its
+/// instance.
+async fn put_quiet_groups_to_sleep(groups: Quiescence, after: Duration) {
     let mut quiet_since: HashMap<u64, Instant> = HashMap::new();
     let mut ticker = tokio::time::interval(DORMANCY_SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let followers = groups.quiet_followers();
+        let settled = groups.settled_quiet_groups();
         let now = Instant::now();
-        quiet_since.retain(|group, _| followers.contains(group));
-        let due: Vec<u64> = followers
+        quiet_since.retain(|group, _| settled.contains(group));
+        let due: Vec<u64> = settled
             .into_iter()
             .filter(|group| now.duration_since(*quiet_since.entry(*group).or_insert(now)) >= after)
             .collect();
@@ -110,11 +111,11 @@ async fn put_quiet_followers_to_sleep(groups: Quiescence, after: Duration) {
             };
             // (Checked again: it may have woken since the list was made. A wake from here on
             // waits for the node to be asleep, then builds it again.)
-            if node.is_dormant() || !groups.is_quiet_follower(group) {
+            if node.is_dormant() || !groups.is_settled_quiet(group) {
                 continue;
             }
             if node.go_dormant(after).await {
-                tracing::trace!(group, "quiet follower's Raft node asleep");
+                tracing::trace!(group, "quiet group's Raft node asleep");
             }
         }
     }

@@ -21,8 +21,8 @@ pub struct RaftTimers {
     /// A partition group idle this long (no writes, no reads, every follower caught up) stops
     /// its Raft timers until something wakes it (ms; 0 = never). See `replication::quiesce`.
     pub quiesce_after_ms: u64,
-    /// A follower replica quiet this long puts its Raft node to sleep — no openraft instance,
-    /// ~10x less memory — until an append, a vote or a wake reaches it (ms; 0 = never). Needs
+    /// A replica whose group has been quiet this long puts its Raft node to sleep — no openraft
+    /// instance, ~10x less memory — until a request or a wake needs it (ms; 0 = never). Needs
     /// quiescence. See `replication::raft_node`.
     pub dormant_after_ms: u64,
 }
