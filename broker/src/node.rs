@@ -279,6 +279,15 @@ impl BrokerConfig {
         if self.controller_voters == 0 {
             return Err(NodeError::Config("controller_voters must be at least 1".into()));
         }
+        if self.raft.dormant_after_ms > 0 && self.raft.dormant_after_ms <= self.raft.election_timeout_max_ms {
+            // A follower put to sleep forgets its leader's last contact: its lease must have
+            // run out by then, or it could vote while its leader still serves reads on it.
+            return Err(NodeError::Config(format!(
+                "raft.dormant_after_ms must be 0 (never) or above raft.election_timeout_max_ms ({} ms): a sleeping \
+                 replica forgets its leader's lease",
+                self.raft.election_timeout_max_ms
+            )));
+        }
         if self.heal_dead_brokers_after_ms > 0 {
             if self.raft.quiesce_after_ms == 0 {
                 return Err(NodeError::Config(
@@ -1016,6 +1025,14 @@ mod tests {
         assert!(blind.contains("failure detector"), "{blind}");
         config.raft.quiesce_after_ms = 1000;
         config.heal_dead_brokers_after_ms = 0;
+
+        // A replica must not sleep within its leader's lease: it forgets the lease asleep.
+        config.raft.dormant_after_ms = config.raft.election_timeout_max_ms;
+        let within_lease = config.validate().unwrap_err().to_string();
+        assert!(within_lease.contains("dormant_after_ms"), "{within_lease}");
+        config.raft.dormant_after_ms = 0;
+        config.validate().unwrap();
+        config.raft.dormant_after_ms = 10_000;
 
         // Authentication without TLS or an internal listener would serve the controller to
         // clients unchecked.

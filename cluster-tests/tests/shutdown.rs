@@ -323,7 +323,7 @@ async fn a_stopping_broker_hands_its_leaderships_to_its_peers_before_it_exits() 
 /// and hands over like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_broker_hands_over_its_sleeping_leaderships_too() {
-    let after = stop_a_leader(&["--dormant-after-ms", "500"], true).await;
+    let after = stop_a_leader(&["--dormant-after-ms", "1000"], true).await;
     assert_eq!(
         after.led_at_exit, HANDOVER_PARTITIONS as usize,
         "the moment the stopped broker was gone its peers led only {} of {HANDOVER_PARTITIONS} partitions",

@@ -81,12 +81,11 @@ impl Targets {
         *self.failures_in_a_row.entry(target).or_default() += 1;
     }
 
-    /// A transfer to `target` ran out of time: no failure of the target's (hundreds of transfers
-    /// at once, each building sleeping Raft nodes again, took longer than one's timeout at
-    /// 10,000 partitions, and three such in a row gave up on every peer).
-    fn timed_out(&mut self, target: u64) {
-        self.not_given(target);
-    }
+    /// `target` did not take over in time: not counted a failure (hundreds of transfers at
+    /// once, each building sleeping Raft nodes again, took longer than one's timeout at 10,000
+    /// partitions, and three such in a row gave up on every peer), but still counted given, so
+    /// that a target slow to take over — or dead and not yet known so — is chosen less.
+    fn timed_out(&mut self, _target: u64) {}
 
     fn not_given(&mut self, target: u64) {
         if let Some(count) = self.given.get_mut(&target) {
@@ -193,10 +192,12 @@ async fn hand_over_one(
             Err(error) => {
                 tracing::debug!(group = name, target, %error, "leadership handover failed");
                 let mut targets = targets.lock().unwrap_or_else(|p| p.into_inner());
-                if matches!(error, ReplicationError::Timeout { .. }) {
-                    targets.timed_out(target);
-                } else {
-                    targets.failed(target);
+                match error {
+                    ReplicationError::Timeout { .. } => targets.timed_out(target),
+                    // This replica was not fit to hand over (its lease not renewed in time —
+                    // a sleeping leader is built again first): no fault of the target's.
+                    ReplicationError::NotLeader { .. } => targets.not_given(target),
+                    _ => targets.failed(target),
                 }
             }
         }

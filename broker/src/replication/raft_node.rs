@@ -213,6 +213,16 @@ impl PartitionRaftNode {
         }
     }
 
+    /// Whether the node sleeps, or was built again and its core has not reported yet: a woken
+    /// leader is then renewing its lease, not cut off.
+    pub fn is_restoring(&self) -> bool {
+        let state = self.cell.state.lock().expect("raft node");
+        matches!(
+            state.instance,
+            Instance::Dormant(_) | Instance::Running { restored: Some(_), .. }
+        )
+    }
+
     /// Whether the node is asleep (or going to sleep).
     pub fn is_dormant(&self) -> bool {
         let state = self.cell.state.lock().expect("raft node");
@@ -221,29 +231,61 @@ impl PartitionRaftNode {
 
     /// If the node sleeps as a follower of `vote`'s leader, and an append from it whose last
     /// entry is `last_sent` (its previous entry's id if it carries none) changes nothing here,
-    /// the matching entry openraft would answer `Success` with. Such an append is one that
-    /// ends at this node's last entry (a heartbeat, or a new leader's probe re-sending entries
-    /// it holds: by the Log Matching property everything before matches too), or an empty one
-    /// before the first entry. A sleeping node has applied its whole log, so the leader's
-    /// commit adds nothing. Counts as a contact with the leader
+    /// the matching entry openraft would answer `Success` with. Such an append is one whose
+    /// last entry this node's log holds — a heartbeat at its last entry, or a leader built
+    /// again probing it (by the Log Matching property everything before matches too) — or an
+    /// empty one before the first entry. A sleeping node has applied its whole log, so the
+    /// leader's commit adds nothing. Counts as a contact with the leader
     /// ([`Self::leader_contact_within`]) when it answers.
     pub(crate) fn answer_asleep(&self, vote: &Vote, last_sent: Option<LogId>) -> Option<Option<LogId>> {
-        let mut state = self.cell.state.lock().expect("raft node");
-        let Instance::Dormant(asleep) = &state.instance else {
-            return None;
+        let in_step = {
+            let state = self.cell.state.lock().expect("raft node");
+            let Instance::Dormant(asleep) = &state.instance else {
+                return None;
+            };
+            let metrics = &asleep.metrics;
+            let last = metrics.last_applied;
+            let asleep_under_vote = vote.committed
+                && metrics.vote == *vote
+                && metrics.state == openraft::ServerState::Follower
+                && metrics.last_log_index == last.map(|l| l.index);
+            if !asleep_under_vote {
+                return None;
+            }
+            match (last_sent, last) {
+                (None, _) => true,
+                (Some(sent), Some(last)) if sent == last => true,
+                (Some(sent), Some(last)) if sent.index < last.index => false,
+                _ => return None,
+            }
         };
-        let metrics = &asleep.metrics;
-        let last = metrics.last_applied;
-        let answers = vote.committed
-            && metrics.vote == *vote
-            && metrics.state == openraft::ServerState::Follower
-            && metrics.last_log_index == last.map(|l| l.index)
-            && (last_sent == last || last_sent.is_none());
-        if !answers {
+        // (An entry before the last: the log says whether it holds it — read outside the
+        // node's lock.)
+        if !in_step && !self.log_holds(last_sent?) {
             return None;
+        }
+        let mut state = self.cell.state.lock().expect("raft node");
+        if !matches!(state.instance, Instance::Dormant(_)) {
+            return None; // (Woken meanwhile: openraft answers.)
         }
         state.leader_contact = Some(Instant::now());
         Some(last_sent)
+    }
+
+    /// Whether this node's log holds entry `id` (same index, same term and leader).
+    fn log_holds(&self, id: LogId) -> bool {
+        let Some(rebuild) = self.cell.rebuild.as_ref() else {
+            return false;
+        };
+        let log = rebuild.store.log();
+        let Ok(log) = log.read() else {
+            return false;
+        };
+        let index = crate::storage::RaftIndex(id.index);
+        log.read_entries(index, crate::storage::RaftIndex(id.index + 1))
+            .ok()
+            .and_then(|entries| entries.into_iter().next())
+            .is_some_and(|entry| entry.id == super::types::entry_id_of(&id))
     }
 
     /// Whether this node, asleep, answered its leader within `lease`: a vote request is then
@@ -287,6 +329,7 @@ impl PartitionRaftNode {
             };
             (rpc, node)
         };
+        let (rpc_vote, rpc_prev) = (rpc.vote, rpc.prev_log_id);
         let mut network = self.cell.rebuild.as_ref()?.network.clone();
         let mut client = openraft::network::RaftNetworkFactory::new_client(&mut network, follower, &node).await;
         let option = openraft::network::RPCOption::new(HEARTBEAT_ASLEEP_WAIT);
@@ -296,7 +339,21 @@ impl PartitionRaftNode {
         )
         .await;
         Some(match answer {
-            Ok(Ok(answer)) => Ok(matches!(answer, openraft::raft::AppendEntriesResponse::Success)),
+            Ok(Ok(openraft::raft::AppendEntriesResponse::Success)) => {
+                // What the instance would have learnt: the follower holds the last entry (one
+                // built again while the follower was down, then asleep again, knew nothing of
+                // it — and reported it out of the ISR).
+                let mut state = self.cell.state.lock().expect("raft node");
+                if let Instance::Dormant(asleep) = &mut state.instance {
+                    if asleep.metrics.vote == rpc_vote {
+                        if let Some(replication) = asleep.metrics.replication.as_mut() {
+                            replication.insert(follower, rpc_prev);
+                        }
+                    }
+                }
+                Ok(true)
+            }
+            Ok(Ok(_)) => Ok(false),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("not answered within {HEARTBEAT_ASLEEP_WAIT:?}")),
         })

@@ -919,6 +919,7 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, node: Partitio
     let Ok(_turn) = Arc::clone(&groups.reaches).acquire_owned().await else {
         return;
     };
+    let mut behind = behind;
     if node.is_dormant() {
         // Asleep: reached with the heartbeat its instance would send, without waking it (see
         // `PartitionRaftNode::heartbeat_asleep`); the answer tells whether it is behind. (What
@@ -930,9 +931,10 @@ async fn reach_restarted_follower(groups: Quiescence, group: u64, node: Partitio
                 // Woken meanwhile: reached as a running leader, below.
                 None => break,
                 Some(Ok(true)) => return,
+                // Behind (or deposed): woken below, in its turn, until it has caught up.
                 Some(Ok(false)) => {
-                    groups.wake_leader(group);
-                    return;
+                    behind = true;
+                    break;
                 }
                 Some(Err(error)) if Instant::now() >= give_up => {
                     tracing::info!(group, follower, %error, "a restarted follower answered no heartbeat: the group wakes");

@@ -89,12 +89,21 @@ fn own_term_applied(metrics: &openraft::RaftMetrics<PartitionRaft>) -> bool {
 
 impl PartitionReplica {
     /// The facts [`lease_standing`] judges, from `metrics` and this replica's quiet state.
-    pub(super) fn lease_facts(&self, metrics: &openraft::RaftMetrics<PartitionRaft>, quiet: bool) -> LeaseFacts {
-        let renewing = self
-            .renewing_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < self.lease);
+    /// `restoring`: the node sleeps or was just built again (`PartitionRaftNode::is_restoring`,
+    /// read before its metrics): a leader woken by something else than a request — a peer's
+    /// return, say — is renewing its lease too, not cut off.
+    pub(super) fn lease_facts(
+        &self,
+        metrics: &openraft::RaftMetrics<PartitionRaft>,
+        quiet: bool,
+        restoring: bool,
+    ) -> LeaseFacts {
+        let renewing = restoring
+            || self
+                .renewing_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() < self.lease);
         LeaseFacts {
             fresh: leads_within_lease(metrics, self.lease),
             vote_committed: metrics.vote.committed,
@@ -139,9 +148,10 @@ impl PartitionReplica {
             self.renewing_since_now();
             heartbeat_now(&self.raft);
         } else {
+            let restoring = self.raft.is_restoring();
             let standing = self
                 .raft
-                .with_metrics(|metrics| lease_standing(self.lease_facts(metrics, false)));
+                .with_metrics(|metrics| lease_standing(self.lease_facts(metrics, false, restoring)));
             if standing == LeaseStanding::Lapsed {
                 // Only the lease is missing, and not because the group was just woken.
                 return Err(ReplicationError::NotLeader {

@@ -127,8 +127,9 @@ impl PartitionReplica {
         // (Quiescence's lock first, and not while the metrics are borrowed; the metrics are
         // borrowed, not cloned: this runs for every replica every second.)
         let quiescent = self.groups.is_quiet(self.group);
+        let restoring = self.raft.is_restoring();
         self.raft
-            .with_metrics(|metrics| self.leader_view_of(metrics, bounds, with_caught_up, quiescent))
+            .with_metrics(|metrics| self.leader_view_of(metrics, bounds, with_caught_up, quiescent, restoring))
     }
 
     /// [`Self::leader_view`] from `metrics`.
@@ -138,9 +139,10 @@ impl PartitionReplica {
         bounds: IsrBounds,
         with_caught_up: bool,
         quiescent: bool,
+        restoring: bool,
     ) -> LeaderView {
         let leads = metrics.state == openraft::ServerState::Leader && metrics.vote.committed;
-        let lapsed = leads && lease_standing(self.lease_facts(metrics, quiescent)) == LeaseStanding::Lapsed;
+        let lapsed = leads && lease_standing(self.lease_facts(metrics, quiescent, restoring)) == LeaseStanding::Lapsed;
         let is_leader = leads && !lapsed;
         let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
         let (isr, caught_up) = if is_leader {
