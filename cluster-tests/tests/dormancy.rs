@@ -151,3 +151,35 @@ async fn quiet_replicas_sleep_and_wake_for_reads_writes_a_dead_leader_and_a_rest
     write_each(&cluster, TOPIC, PARTITIONS, "last", &mut written).await;
     assert_read_back(&cluster, TOPIC, &written).await;
 }
+
+/// A leader built again probes its followers from the middle of its log, a few hundred entries
+/// at a time: on a long log, sleeping followers answer those probes asleep from their logs, so
+/// a read on an idle partition wakes its leader only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_a_long_idle_log_wakes_only_its_leader() {
+    const LONG: &str = "long";
+    let root = tempfile::tempdir().unwrap();
+    let (brokers, _addresses, admins) = start_cluster_with_admin(root.path(), 3, &["--dormant-after-ms", "1000"]);
+    let cluster = connect_when_ready(&brokers, HashMap::new()).await;
+    create_topic(&cluster, client::NewTopic::new(LONG, 1, 3)).await;
+    // (Each batch is one Raft entry: well past what one probe carries.)
+    for n in 0..1_500 {
+        cluster
+            .produce(LONG, 0, Acks::All, one_record_batch(&format!("r{n}")))
+            .await
+            .unwrap_or_else(|e| panic!("record {n}: {e}"));
+    }
+    wait_until_quiet(&brokers, LONG, 1, QUIET_WAIT).await;
+    await_asleep(&brokers, &admins, 3.0, "quiet").await;
+    let woken_before = total(&brokers, &admins, "broker_dormant_group_wakes_total").await;
+    let latest = cluster
+        .list_offsets(LONG, 0, client::OffsetSpec::Latest, 0)
+        .await
+        .expect("ListOffsets on a sleeping partition");
+    assert_eq!(latest, Some(1_500));
+    let woken = total(&brokers, &admins, "broker_dormant_group_wakes_total").await - woken_before;
+    assert_eq!(
+        woken, 1.0,
+        "a read woke {woken} sleeping replicas: only the leader should wake"
+    );
+}
