@@ -185,11 +185,6 @@ impl PartitionRaftNode {
         }
     }
 
-    /// The group.
-    pub fn group(&self) -> u64 {
-        self.cell.group
-    }
-
     /// Runs `read` on the node's metrics: the running instance's, or those it had when it went
     /// to sleep (nothing changes while it sleeps).
     pub fn with_metrics<R>(&self, read: impl FnOnce(&RaftMetrics) -> R) -> R {
@@ -278,14 +273,8 @@ impl PartitionRaftNode {
             return false;
         };
         let log = rebuild.store.log();
-        let Ok(log) = log.read() else {
-            return false;
-        };
-        let index = crate::storage::RaftIndex(id.index);
-        log.read_entries(index, crate::storage::RaftIndex(id.index + 1))
-            .ok()
-            .and_then(|entries| entries.into_iter().next())
-            .is_some_and(|entry| entry.id == super::types::entry_id_of(&id))
+        let held = log.read().is_ok_and(|log| log.holds(super::types::entry_id_of(&id)));
+        held
     }
 
     /// Whether this node, asleep, answered its leader within `lease`: a vote request is then

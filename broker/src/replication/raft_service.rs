@@ -116,19 +116,14 @@ impl RaftGroups {
         let vote_json = request.vote_json.clone();
         let rpc = decode_append(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (vote, prev, commit) = (rpc.vote, rpc.prev_log_id, rpc.leader_commit);
-        // A quiet leader renewing its lease for a read, or a leader built again probing its
-        // followers: a sleeping follower answers as openraft would, and is not built again.
-        // (Entries it holds already wake nothing.)
-        let answered_asleep = raft.answer_asleep(&vote, last_sent(&rpc));
-        let has_new_entries = !rpc.entries.is_empty() && answered_asleep.is_none();
         // Dropped once the append is in — or when this call ends any other way.
-        let resume = self
-            .quiescence
-            .append_arrives(group, &raft, has_new_entries, &vote_json);
-        if resume.is_none() && answered_asleep.is_some() {
-            return serde_json::to_vec(&openraft::raft::AppendEntriesResponse::<PartitionRaft>::Success)
-                .map_err(|e| Status::internal(e.to_string()));
-        }
+        let resume = match self.arrival(group, &raft, &rpc, &vote_json) {
+            Arrival::AnsweredAsleep(_) => {
+                return serde_json::to_vec(&openraft::raft::AppendEntriesResponse::<PartitionRaft>::Success)
+                    .map_err(|e| Status::internal(e.to_string()));
+            }
+            Arrival::ToOpenraft(resume) => resume,
+        };
         let response = live(&raft)
             .await?
             .append_entries(rpc)
@@ -139,6 +134,26 @@ impl RaftGroups {
             resume.settle(success, vote, prev, commit);
         }
         serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// An append for `group` arrived (`vote_json` as it came): told quiescence, and
+    /// answered here if the node sleeps and it changes nothing on it — a quiet leader renewing
+    /// its lease for a read, a leader built again probing its followers — as openraft would
+    /// answer, without building the node again. (Entries it holds already wake nothing.)
+    fn arrival(
+        &self,
+        group: u64,
+        raft: &PartitionRaftNode,
+        rpc: &openraft::raft::AppendEntriesRequest<PartitionRaft>,
+        vote_json: &[u8],
+    ) -> Arrival {
+        let answered_asleep = raft.answer_asleep(&rpc.vote, last_sent(rpc));
+        let has_new_entries = !rpc.entries.is_empty() && answered_asleep.is_none();
+        let resume = self.quiescence.append_arrives(group, raft, has_new_entries, vote_json);
+        match (resume, answered_asleep) {
+            (None, Some(matching)) => Arrival::AnsweredAsleep(matching),
+            (resume, _) => Arrival::ToOpenraft(resume),
+        }
     }
 
     /// The vote rules this broker adds to openraft's, for a vote or a pre-vote: a replica that
@@ -206,6 +221,14 @@ async fn live(node: &PartitionRaftNode) -> Result<LiveRaft, Status> {
         .map_err(|stopped| Status::unavailable(stopped.to_string()))
 }
 
+/// What becomes of an append that arrived ([`RaftGroups::arrival`]).
+enum Arrival {
+    /// Answered asleep, with the matching entry.
+    AnsweredAsleep(Option<super::types::LogId>),
+    /// For openraft, with the guard that restarts a woken group's timers.
+    ToOpenraft(Option<ResumeTimers>),
+}
+
 fn json_response<T: serde::Serialize>(value: &T) -> Result<Response<JsonResponse>, Status> {
     let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(JsonResponse { json: json.into() }))
@@ -234,25 +257,22 @@ impl RaftRpc for RaftGroups {
         // openraft has answered it, or when the stream ends without an answer.
         let resume: Arc<Mutex<Option<ResumeTimers>>> = Arc::default();
         let first_seen = match raft.is_dormant().then(|| decode_append(first.clone()).ok()).flatten() {
-            Some(rpc) => {
-                // As in `append_one`: a session whose first append changes nothing on a
-                // sleeping follower is answered asleep, and ended. The leader opens its next
-                // session with its next entries, which build the node again.
-                let answered_asleep = raft.answer_asleep(&rpc.vote, last_sent(&rpc));
-                let has_new_entries = !rpc.entries.is_empty() && answered_asleep.is_none();
-                let guard = self
-                    .quiescence
-                    .append_arrives(group, &raft, has_new_entries, &first.vote_json);
-                if let (None, Some(matching)) = (&guard, answered_asleep) {
+            // A session whose first append changes nothing on a sleeping follower is answered
+            // asleep, and ended. The leader opens its next session with its next entries,
+            // which build the node again.
+            Some(rpc) => match self.arrival(group, &raft, &rpc, &first.vote_json) {
+                Arrival::AnsweredAsleep(matching) => {
                     let answer: openraft::raft::StreamAppendResult<PartitionRaft> = Ok(matching);
                     let answer = serde_json::to_vec(&answer)
                         .map(|json| JsonResponse { json: json.into() })
                         .map_err(|e| Status::internal(e.to_string()));
                     return Ok(Response::new(Box::pin(futures_util::stream::once(async { answer }))));
                 }
-                *resume.lock().expect("resume guard") = guard;
-                true
-            }
+                Arrival::ToOpenraft(guard) => {
+                    *resume.lock().expect("resume guard") = guard;
+                    true
+                }
+            },
             None => false,
         };
         let (groups, node, resume_on_answer) = (self.clone(), raft.clone(), Arc::clone(&resume));

@@ -10,7 +10,7 @@ use crate::replication::network::GroupNetworkFactory;
 use crate::replication::raft_node::{HostedGroups, PartitionRaftNode, Rebuild};
 use crate::replication::snapshot::Compaction;
 use crate::replication::state_machine::{AppliedState, BatchObserver, PartitionStateMachine};
-use crate::storage::{LogConfig, RaftIndex, SegmentLog};
+use crate::storage::{LogConfig, SegmentLog};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
@@ -27,12 +27,7 @@ fn restore_point_held_by(log: &SegmentLog, observer: &dyn BatchObserver, group: 
     let Some(last) = point.last_applied_entry() else {
         return Some(point);
     };
-    let held = log
-        .read_entries(last.index, RaftIndex(last.index.0 + 1))
-        .ok()
-        .and_then(|entries| entries.into_iter().next())
-        .is_some_and(|entry| entry.id == last);
-    if held {
+    if log.holds(last) {
         tracing::info!(
             group,
             index = last.index.0,

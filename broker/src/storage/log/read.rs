@@ -9,6 +9,15 @@ use crate::storage::types::{EntryKind, Offset, RaftIndex};
 use proto::record_batch::decode_records;
 
 impl SegmentLog {
+    /// Whether the log holds entry `id`: same index, same term and leader (by Raft's Log
+    /// Matching property, then everything before it too). A read error counts as not held.
+    pub fn holds(&self, id: crate::storage::EntryId) -> bool {
+        self.read_entries(id.index, RaftIndex(id.index.0 + 1))
+            .ok()
+            .and_then(|entries| entries.into_iter().next())
+            .is_some_and(|entry| entry.id == id)
+    }
+
     /// Entries with Raft index in `[start, end)`, skipping purged ones.
     pub fn read_entries(&self, start: RaftIndex, end: RaftIndex) -> StorageResult<Vec<StoredEntry>> {
         let start = self.first_index().map_or(start, |first| start.max(first));
